@@ -1,0 +1,36 @@
+# Everything runs from a local virtual environment built from the hash-locked
+# requirements; the only thing a fresh machine needs is python3.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint lock clean
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/lock.txt
+	# the project itself: no dependencies (all locked above), no network for the build backend
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/parley serve
+
+test: $(STAMP)
+	scripts/ensure-test-services.sh
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy src
+
+# Regenerate requirements/lock.txt after changing pyproject.toml's dependencies.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet uv==0.13.9
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes \
+		--python-version 3.11 --no-header --quiet -o requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,119 @@
+"""One error shape for every failure: ``{"error": {"type", "code", "message"}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from parley.domain import errors as domain
+
+logger = structlog.get_logger("parley.api")
+
+# Checked in order; the first class that matches decides status and type.
+_DOMAIN_STATUS: tuple[tuple[type[domain.DomainError], int, str], ...] = (
+    (domain.NotFoundError, 404, "not_found"),
+    (domain.ConflictError, 409, "conflict"),
+    (domain.InvalidInputError, 422, "validation_error"),
+    (domain.ContentTooLargeError, 413, "payload_too_large"),
+)
+_LLM_STATUS = {"rate_limited": 503, "timeout": 504}
+
+_HTTP_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_body(
+    error_type: str, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": error_type, "code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    error_type: str,
+    code: str,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    # Left on the scope for whatever observes the request (error metrics, access logs).
+    request.scope.setdefault("state", {})["error"] = (error_type, code)
+    return JSONResponse(
+        error_body(error_type, code, message, details), status_code=status, headers=headers
+    )
+
+
+def domain_status(exc: domain.DomainError) -> tuple[int, str]:
+    if isinstance(exc, domain.ReplyFailedError):
+        return _LLM_STATUS.get(exc.kind, 502), "upstream_error"
+    for cls, status, error_type in _DOMAIN_STATUS:
+        if isinstance(exc, cls):
+            return status, error_type
+    return 400, "bad_request"
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, domain.DomainError)
+    status, error_type = domain_status(exc)
+    details = None
+    if isinstance(exc, domain.ReplyFailedError):
+        details = [{"escalated": exc.escalated}]
+    return error_response(request, status, error_type, exc.code, exc.message, details=details)
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    details = [
+        {"field": _location(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type")}
+        for e in errors
+    ]
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
+    return error_response(
+        request, 422, "validation_error", "invalid_request", message,
+        details=jsonable_encoder(details),
+    )
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
+    code = error_type if exc.status_code != 404 else "route_not_found"
+    message = exc.detail if isinstance(exc.detail, str) else error_type.replace("_", " ")
+    return error_response(
+        request, exc.status_code, error_type, code, message, headers=dict(exc.headers or {})
+    )
+
+
+async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled_error", error_type=type(exc).__name__)
+    return error_response(request, 500, "internal_error", "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(domain.DomainError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected_error)

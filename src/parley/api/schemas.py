@@ -1,0 +1,156 @@
+"""The API's public shapes. Domain entities convert into them via ``from_attributes``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from parley.domain.goals import GOAL_ID_PATTERN
+from parley.domain.models import ConversationStatus, EscalationReason
+from parley.llm import Role
+
+TriggerPhrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+GoalId = Annotated[str, StringConstraints(pattern=GOAL_ID_PATTERN)]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class EscalationPolicyIn(BaseModel):
+    max_turns: int = Field(default=20, ge=1, le=10_000)
+    trigger_phrases: list[TriggerPhrase] = Field(default=["human", "agent"], max_length=100)
+    on_llm_failure: bool = True
+
+
+def _not_null(value: object) -> object:
+    # In a partial update a field may be left out; an explicit null would blank it.
+    if value is None:
+        raise ValueError("may be left out, but not set to null")
+    return value
+
+
+class EscalationPolicyPatch(BaseModel):
+    max_turns: int | None = Field(default=None, ge=1, le=10_000)
+    trigger_phrases: list[TriggerPhrase] | None = Field(default=None, max_length=100)
+    on_llm_failure: bool | None = None
+
+    reject_null = field_validator("max_turns", "trigger_phrases", "on_llm_failure")(_not_null)
+
+
+class GoalCreate(BaseModel):
+    id: GoalId | None = None
+    name: str = Field(min_length=1, max_length=200)
+    instructions: str = Field(min_length=1, max_length=20_000)
+    model: ModelName | None = None
+    escalation: EscalationPolicyIn = Field(default_factory=EscalationPolicyIn)
+
+
+class GoalUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    instructions: str | None = Field(default=None, min_length=1, max_length=20_000)
+    model: ModelName | None = None
+    escalation: EscalationPolicyPatch | None = None
+
+    reject_null = field_validator("name", "instructions", "escalation")(_not_null)
+
+
+class EscalationPolicyOut(_Out):
+    max_turns: int
+    trigger_phrases: list[str]
+    on_llm_failure: bool
+
+
+class GoalOut(_Out):
+    id: str
+    name: str
+    instructions: str
+    model: str | None
+    escalation: EscalationPolicyOut
+    created_at: datetime
+    updated_at: datetime
+
+
+class GoalList(BaseModel):
+    items: list[GoalOut]
+
+
+class ConversationCreate(BaseModel):
+    goal_id: str = Field(min_length=1, max_length=64)
+    metadata: dict[str, Any] = Field(default_factory=dict, max_length=50)
+
+
+class UsageOut(_Out):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class MessageOut(_Out):
+    id: uuid.UUID
+    role: Role
+    content: str
+    created_at: datetime
+    model: str | None = None
+    usage: UsageOut | None = None
+
+
+class EscalationOut(_Out):
+    reason: EscalationReason
+    note: str | None
+    created_at: datetime
+
+
+class ConversationOut(_Out):
+    id: uuid.UUID
+    goal_id: str
+    status: ConversationStatus
+    metadata: dict[str, Any]
+    turns: int
+    created_at: datetime
+    updated_at: datetime
+    escalation: EscalationOut | None = None
+
+
+class ConversationDetail(ConversationOut):
+    messages: list[MessageOut]
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationOut]
+    next_cursor: str | None
+
+
+class MessageCreate(BaseModel):
+    content: str = Field(min_length=1)
+    stream: bool = False
+
+
+class TurnOut(_Out):
+    conversation: ConversationOut
+    user_message: MessageOut
+    reply: MessageOut | None
+    escalation_reason: EscalationReason | None = None
+
+
+class EscalationCreate(BaseModel):
+    # Policy reasons (trigger_phrase, max_turns, llm_failure) are Parley's to give.
+    reason: Literal[EscalationReason.MANUAL, EscalationReason.USER_REQUEST] = (
+        EscalationReason.MANUAL
+    )
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,61 @@
+"""``parley serve`` and ``parley migrate``; ``python -m parley`` is the same."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Sequence
+
+import uvicorn
+
+from parley.config import Settings
+from parley.observability import configure_logging
+from parley.store import Database, upgrade_to_head
+
+
+async def _migrate(settings: Settings) -> None:
+    database = Database(settings.database_url)
+    try:
+        await upgrade_to_head(database.engine)
+    finally:
+        await database.dispose()
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.workers > 1:
+        # Migrate once here; workers must not race each other over the schema.
+        asyncio.run(_migrate(settings))
+        os.environ["PARLEY_AUTO_MIGRATE"] = "false"
+    uvicorn.run(
+        "parley.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        log_config=None,  # Parley configures logging itself (structlog)
+        proxy_headers=True,
+        ws="websockets-sansio",
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP and WebSocket API")
+    serve.add_argument("--host", help="bind address (default PARLEY_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default PARLEY_PORT or 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    commands.add_parser("migrate", help="bring the database schema up to date")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format.value)
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings))
+        return 0
+    return _serve(args, settings)

@@ -1,0 +1,91 @@
+"""Settings, read from the environment (``PARLEY_*``, plus Groq's own ``GROQ_*``)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class LLMProviderName(StrEnum):
+    SIMULATED = "simulated"
+    GROQ = "groq"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"  # pretty on a terminal, JSON otherwise
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    database_url: str = "sqlite+aiosqlite:///./parley.db"
+    auto_migrate: bool = True
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.AUTO
+    # Comma-separated; empty disables authentication (local use).
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    max_message_chars: int = Field(default=8000, ge=1)
+
+    # ``None`` means: groq when GROQ_API_KEY is set, else simulated.
+    llm_provider: LLMProviderName | None = None
+    default_model: str = "llama-3.1-8b-instant"
+    llm_timeout_seconds: float = Field(default=30.0, gt=0)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_retry_backoff_seconds: float = Field(default=0.5, ge=0)
+    llm_retry_max_wait_seconds: float = Field(default=10.0, ge=0)
+    llm_max_tokens: int = Field(default=512, ge=1)
+    llm_history_messages: int = Field(default=40, ge=1)
+
+    groq_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("GROQ_API_KEY", "PARLEY_GROQ_API_KEY")
+    )
+    groq_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("GROQ_BASE_URL", "PARLEY_GROQ_BASE_URL")
+    )
+
+    # The simulated provider: deterministic text, realistic timing, optional failures.
+    sim_ttft_seconds: float = Field(default=0.25, ge=0)
+    sim_token_delay_seconds: float = Field(default=0.02, ge=0)
+    sim_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_seed: int = 0
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _resolve_provider(self) -> Settings:
+        if self.llm_provider is None:
+            self.llm_provider = (
+                LLMProviderName.GROQ if self.groq_api_key else LLMProviderName.SIMULATED
+            )
+        if self.llm_provider is LLMProviderName.GROQ and self.groq_api_key is None:
+            raise ValueError("PARLEY_LLM_PROVIDER=groq needs GROQ_API_KEY")
+        return self
+
+    @property
+    def provider(self) -> LLMProviderName:
+        assert self.llm_provider is not None  # resolved by the validator above
+        return self.llm_provider

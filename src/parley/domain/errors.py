@@ -1,0 +1,97 @@
+"""Typed domain errors. The API maps each class to a status code in one place."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base class: ``code`` is a stable, machine-readable identifier."""
+
+    code = "domain_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFoundError(DomainError):
+    code = "not_found"
+
+
+class GoalNotFoundError(NotFoundError):
+    code = "goal_not_found"
+
+    def __init__(self, goal_id: str) -> None:
+        super().__init__(f"goal {goal_id!r} does not exist")
+
+
+class ConversationNotFoundError(NotFoundError):
+    code = "conversation_not_found"
+
+    def __init__(self, conversation_id: object) -> None:
+        super().__init__(f"conversation {conversation_id} does not exist")
+
+
+class ConflictError(DomainError):
+    code = "conflict"
+
+
+class GoalExistsError(ConflictError):
+    code = "goal_exists"
+
+    def __init__(self, goal_id: str) -> None:
+        super().__init__(f"goal {goal_id!r} already exists")
+
+
+class GoalInUseError(ConflictError):
+    code = "goal_in_use"
+
+    def __init__(self, goal_id: str) -> None:
+        super().__init__(f"goal {goal_id!r} has conversations and cannot be deleted")
+
+
+class ConversationEscalatedError(ConflictError):
+    code = "conversation_escalated"
+
+    def __init__(self) -> None:
+        super().__init__("conversation was escalated to a human; the assistant no longer replies")
+
+
+class ConversationClosedError(ConflictError):
+    code = "conversation_closed"
+
+    def __init__(self) -> None:
+        super().__init__("conversation is completed and takes no more messages")
+
+
+class InvalidInputError(DomainError):
+    code = "invalid_input"
+
+
+class InvalidGoalIdError(InvalidInputError):
+    code = "invalid_goal_id"
+
+
+class InvalidCursorError(InvalidInputError):
+    code = "invalid_cursor"
+
+    def __init__(self) -> None:
+        super().__init__("cursor is not one this API returned")
+
+
+class ContentTooLargeError(DomainError):
+    code = "content_too_large"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"content has {size} characters; the limit is {limit}")
+
+
+class ReplyFailedError(DomainError):
+    """The LLM could not produce a reply; the user's message is stored regardless."""
+
+    code = "llm_error"
+
+    def __init__(self, kind: str, message: str, *, escalated: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.escalated = escalated
+        self.code = f"llm_{kind}"

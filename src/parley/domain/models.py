@@ -1,0 +1,85 @@
+"""The domain's entities: plain, immutable values that the store loads and the API shows."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from parley.llm.types import Role, Usage
+
+
+class ConversationStatus(StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    ESCALATED = "escalated"
+
+
+class EscalationReason(StrEnum):
+    """Why a conversation went to a human. A closed set: never free text."""
+
+    USER_REQUEST = "user_request"
+    TRIGGER_PHRASE = "trigger_phrase"
+    MAX_TURNS = "max_turns"
+    LLM_FAILURE = "llm_failure"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationPolicy:
+    max_turns: int = 20
+    trigger_phrases: tuple[str, ...] = ("human", "agent")
+    on_llm_failure: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    id: str
+    name: str
+    instructions: str
+    model: str | None
+    escalation: EscalationPolicy
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    seq: int
+    role: Role
+    content: str
+    created_at: datetime
+    model: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    reason: EscalationReason
+    note: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: uuid.UUID
+    goal_id: str
+    status: ConversationStatus
+    metadata: dict[str, Any]
+    turns: int
+    created_at: datetime
+    updated_at: datetime
+    escalation: Escalation | None = None
+    messages: tuple[Message, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a keyset-paginated listing."""
+
+    items: tuple[Conversation, ...]
+    next_cursor: str | None

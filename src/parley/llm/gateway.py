@@ -1,0 +1,167 @@
+"""The one place every provider call goes through: timeouts, retries and call observers.
+
+Observers see each logical call (start, retries, first token, end), which is where the
+metrics and the structured logs hook in without the providers knowing about either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from parley.llm.errors import LLMError, LLMErrorKind
+from parley.llm.provider import LLMProvider
+from parley.llm.types import ChatRequest, Completion, RateLimit, StreamChunk, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class LLMCallInfo:
+    provider: str
+    model: str
+    streaming: bool
+
+
+class LLMCallRecorder(Protocol):
+    """Told what happens during one logical call (all its attempts)."""
+
+    def retrying(self, error: LLMError, attempt: int, wait_seconds: float) -> None: ...
+
+    def first_token(self) -> None: ...
+
+    def succeeded(self, usage: Usage | None, rate_limit: RateLimit | None) -> None: ...
+
+    def failed(self, error: LLMError) -> None: ...
+
+
+class LLMCallObserver(Protocol):
+    def call_started(self, call: LLMCallInfo) -> LLMCallRecorder: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 2
+    backoff_seconds: float = 0.5
+    max_wait_seconds: float = 10.0
+
+    def wait_before(self, attempt: int, error: LLMError) -> float:
+        """Seconds to wait before ``attempt`` (1 = first retry); honours Retry-After."""
+        if error.retry_after is not None:
+            return min(error.retry_after, self.max_wait_seconds)
+        return min(self.backoff_seconds * 2 ** (attempt - 1), self.max_wait_seconds)
+
+
+class LLMGateway:
+    def __init__(
+        self,
+        provider: LLMProvider,
+        *,
+        timeout_seconds: float = 30.0,
+        retry: RetryPolicy | None = None,
+        observers: Sequence[LLMCallObserver] = (),
+    ) -> None:
+        self.provider = provider
+        self.timeout_seconds = timeout_seconds
+        self.retry = retry or RetryPolicy()
+        self.observers = list(observers)
+
+    def add_observer(self, observer: LLMCallObserver) -> None:
+        self.observers.append(observer)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        recorders = self._start(request, streaming=False)
+        attempt = 0
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout_seconds):
+                    completion = await self.provider.complete(request)
+            except Exception as exc:
+                error = _as_llm_error(exc)
+                if not await self._should_retry(recorders, error, attempt):
+                    _notify_failed(recorders, error)
+                    raise error from exc
+                attempt += 1
+                continue
+            for recorder in recorders:
+                recorder.succeeded(completion.usage, completion.rate_limit)
+            return completion
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        """Stream a reply; a failure before the first content chunk is retried."""
+        recorders = self._start(request, streaming=True)
+        attempt = 0
+        while True:
+            seen_content = False
+            usage: Usage | None = None
+            rate_limit: RateLimit | None = None
+            chunks = aiter(self.provider.stream(request))
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout(self.timeout_seconds):
+                            chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    usage = chunk.usage or usage
+                    rate_limit = chunk.rate_limit or rate_limit
+                    if chunk.content and not seen_content:
+                        seen_content = True
+                        for recorder in recorders:
+                            recorder.first_token()
+                    yield chunk
+            except Exception as exc:
+                error = _as_llm_error(exc, mid_stream=seen_content)
+                if seen_content or not await self._should_retry(recorders, error, attempt):
+                    _notify_failed(recorders, error)
+                    raise error from exc
+                attempt += 1
+                continue
+            except (GeneratorExit, asyncio.CancelledError):
+                # The consumer went away (client disconnected): the call ends unfinished.
+                _notify_failed(recorders, LLMError(LLMErrorKind.STREAM_INTERRUPTED, "cancelled"))
+                raise
+            finally:
+                await _aclose(chunks)
+            for recorder in recorders:
+                recorder.succeeded(usage, rate_limit)
+            return
+
+    def _start(self, request: ChatRequest, *, streaming: bool) -> list[LLMCallRecorder]:
+        info = LLMCallInfo(self.provider.name, request.model, streaming)
+        return [observer.call_started(info) for observer in self.observers]
+
+    async def _should_retry(
+        self, recorders: list[LLMCallRecorder], error: LLMError, attempt: int
+    ) -> bool:
+        if not error.retryable or attempt >= self.retry.max_retries:
+            return False
+        wait = self.retry.wait_before(attempt + 1, error)
+        for recorder in recorders:
+            recorder.retrying(error, attempt + 1, wait)
+        await asyncio.sleep(wait)
+        return True
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+
+
+def _as_llm_error(exc: Exception, *, mid_stream: bool = False) -> LLMError:
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        if mid_stream:
+            return LLMError(LLMErrorKind.STREAM_INTERRUPTED, "stream stalled past the timeout")
+        return LLMError(LLMErrorKind.TIMEOUT, "LLM call timed out")
+    return LLMError(LLMErrorKind.UNKNOWN, f"provider raised {type(exc).__name__}")
+
+
+def _notify_failed(recorders: list[LLMCallRecorder], error: LLMError) -> None:
+    for recorder in recorders:
+        recorder.failed(error)
+
+
+async def _aclose(iterator: AsyncIterator[StreamChunk]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()

@@ -1,0 +1,119 @@
+"""An offline provider: deterministic replies, realistic timing, optional failures.
+
+It is the embedded default so that the service, its dashboards and its alerts can be
+exercised without an API key. Replies are built from the conversation and token
+counts are computed from the text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from parley.llm.errors import LLMError, LLMErrorKind
+from parley.llm.tokens import count_prompt_tokens, split_tokens
+from parley.llm.types import ChatRequest, Completion, Role, StreamChunk, Usage
+
+_OPENINGS = (
+    "Thanks for reaching out.",
+    "Happy to help with that.",
+    "Good question.",
+    "Let me look into that for you.",
+)
+_CLOSINGS = (
+    "Is there anything else you would like to know?",
+    "Let me know if that answers your question.",
+    "Tell me more and I can be more specific.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedTiming:
+    ttft_seconds: float = 0.25
+    token_delay_seconds: float = 0.02
+
+
+class SimulatedProvider:
+    name = "simulated"
+
+    def __init__(
+        self,
+        *,
+        timing: SimulatedTiming | None = None,
+        failure_rate: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 <= failure_rate <= 1.0:
+            raise ValueError("failure_rate must be between 0 and 1")
+        self.timing = timing or SimulatedTiming()
+        self.failure_rate = failure_rate
+        # One generator per provider: failures are reproducible for a seed, yet a retry
+        # of the same request can succeed, as with a real flaky backend.
+        self._random = random.Random(seed)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        self._maybe_fail()
+        pieces, finish_reason = self._reply_pieces(request)
+        await asyncio.sleep(
+            self.timing.ttft_seconds + self.timing.token_delay_seconds * len(pieces)
+        )
+        return Completion(
+            content="".join(pieces),
+            model=request.model,
+            usage=self._usage(request, pieces),
+            finish_reason=finish_reason,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        self._maybe_fail()
+        pieces, finish_reason = self._reply_pieces(request)
+        yield StreamChunk()  # role-only opening chunk, as OpenAI-style APIs send
+        await asyncio.sleep(self.timing.ttft_seconds)
+        for index, piece in enumerate(pieces):
+            if index:
+                await asyncio.sleep(self.timing.token_delay_seconds)
+            yield StreamChunk(content=piece)
+        yield StreamChunk(usage=self._usage(request, pieces), finish_reason=finish_reason)
+
+    async def aclose(self) -> None:
+        return None
+
+    def _maybe_fail(self) -> None:
+        if self.failure_rate and self._random.random() < self.failure_rate:
+            raise LLMError(LLMErrorKind.SERVER_ERROR, "simulated provider failure")
+
+    @staticmethod
+    def _reply_pieces(request: ChatRequest) -> tuple[list[str], str]:
+        pieces = split_tokens(compose_reply(request))
+        if request.max_tokens is not None and len(pieces) > request.max_tokens:
+            return pieces[: request.max_tokens], "length"
+        return pieces, "stop"
+
+    @staticmethod
+    def _usage(request: ChatRequest, pieces: list[str]) -> Usage:
+        prompt = count_prompt_tokens(request.messages)
+        return Usage(prompt, len(pieces), prompt + len(pieces))
+
+
+def compose_reply(request: ChatRequest) -> str:
+    """The reply for a conversation: same conversation, same words."""
+    user_turns = [m.content for m in request.messages if m.role is Role.USER]
+    last = user_turns[-1] if user_turns else ""
+    digest = hashlib.sha256(
+        "\x1f".join(m.content for m in request.messages).encode()
+    ).digest()
+    topic = " ".join(last.split()[:12]).rstrip(".?!") or "your request"
+    system = next((m.content for m in request.messages if m.role is Role.SYSTEM), "")
+    focus = " ".join(system.split()[:8]).rstrip(".?!")
+    sentences = [
+        _OPENINGS[digest[0] % len(_OPENINGS)],
+        f'You asked about "{topic}".',
+        f"This is turn {len(user_turns)} of our conversation.",
+    ]
+    if focus:
+        sentences.append(f"My brief is: {focus}.")
+    sentences.append(_CLOSINGS[digest[1] % len(_CLOSINGS)])
+    return " ".join(sentences)

@@ -1,0 +1,59 @@
+"""Provider-neutral request and response values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Headroom the provider reports (Groq's ``x-ratelimit-remaining-*`` headers)."""
+
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    content: str
+    model: str
+    usage: Usage | None
+    finish_reason: str | None = None
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One piece of a streamed reply. ``content`` may be empty (role-only or usage-only)."""
+
+    content: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    rate_limit: RateLimit | None = None

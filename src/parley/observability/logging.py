@@ -1,0 +1,58 @@
+"""structlog set-up: JSON in production, readable in a terminal, one pipeline for stdlib too."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+from structlog.typing import Processor
+
+LogFormat = Literal["auto", "json", "console"]
+
+
+def configure_logging(level: str = "INFO", fmt: LogFormat = "auto") -> None:
+    """Route structlog and stdlib logging (uvicorn, alembic) through one renderer."""
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic"):
+        # Let these propagate to the root handler instead of printing on their own.
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # The Groq SDK's HTTP client would log every call at INFO; the gateway logs them already.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Parley logs each request itself, with its id; uvicorn's access line would repeat it.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -1,0 +1,65 @@
+"""A request id per HTTP request and WebSocket, bound to the logs and echoed in X-Request-ID."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = b"x-request-id"
+# An incoming id is reused only if it is short and plain, so logs cannot be polluted.
+_SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+logger = structlog.get_logger("parley.http")
+
+
+def request_id_of(scope: Scope) -> str | None:
+    state = scope.get("state") or {}
+    value = state.get("request_id")
+    return value if isinstance(value, str) else None
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp, *, log_requests: bool = True) -> None:
+        self.app = app
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (HEADER, request_id.encode())
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                message["headers"] = [*message.get("headers", []), header]
+                status = message.get("status", 101)
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                if self.log_requests and scope["type"] == "http":
+                    logger.info(
+                        "http_request",
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        duration_seconds=round(time.perf_counter() - started, 6),
+                    )
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == HEADER and _SAFE_ID.match(value):
+            return value.decode()
+    return None

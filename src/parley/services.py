@@ -1,0 +1,20 @@
+"""The object graph the routers use, built once per app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parley.domain.conversations import ConversationService
+from parley.domain.events import EventFanout
+from parley.domain.goals import GoalService
+from parley.llm import LLMGateway
+from parley.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    store: Store
+    gateway: LLMGateway
+    events: EventFanout
+    goals: GoalService
+    conversations: ConversationService

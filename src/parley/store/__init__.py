@@ -1,0 +1,17 @@
+"""Persistence: SQLAlchemy 2 (async) behind small repositories, Alembic migrations."""
+
+from parley.store.conversations import ConversationRepository
+from parley.store.database import Database
+from parley.store.goals import GoalRepository
+from parley.store.migrate import upgrade_to_head
+
+__all__ = ["ConversationRepository", "Database", "GoalRepository", "Store", "upgrade_to_head"]
+
+
+class Store:
+    """The repositories over one database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.goals = GoalRepository(database)
+        self.conversations = ConversationRepository(database)

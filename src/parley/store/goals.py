@@ -1,0 +1,86 @@
+"""Goal persistence."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.exc import IntegrityError
+
+from parley.domain.errors import GoalExistsError, GoalInUseError
+from parley.domain.models import EscalationPolicy, Goal
+from parley.store.database import Database
+from parley.store.tables import ConversationRow, GoalRow
+
+
+def _to_goal(row: GoalRow) -> Goal:
+    return Goal(
+        id=row.id,
+        name=row.name,
+        instructions=row.instructions,
+        model=row.model,
+        escalation=EscalationPolicy(
+            max_turns=row.max_turns,
+            trigger_phrases=tuple(row.trigger_phrases),
+            on_llm_failure=row.escalate_on_llm_failure,
+        ),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _fill(row: GoalRow, goal: Goal) -> None:
+    row.name = goal.name
+    row.instructions = goal.instructions
+    row.model = goal.model
+    row.max_turns = goal.escalation.max_turns
+    row.trigger_phrases = list(goal.escalation.trigger_phrases)
+    row.escalate_on_llm_failure = goal.escalation.on_llm_failure
+    row.created_at = goal.created_at
+    row.updated_at = goal.updated_at
+
+
+class GoalRepository:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def add(self, goal: Goal) -> Goal:
+        row = GoalRow(id=goal.id)
+        _fill(row, goal)
+        async with self._db.session() as session:
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError as exc:
+                raise GoalExistsError(goal.id) from exc
+        return goal
+
+    async def get(self, goal_id: str) -> Goal | None:
+        async with self._db.session() as session:
+            row = await session.get(GoalRow, goal_id)
+            return _to_goal(row) if row else None
+
+    async def list(self) -> list[Goal]:
+        async with self._db.session() as session:
+            rows = await session.scalars(select(GoalRow).order_by(GoalRow.id))
+            return [_to_goal(row) for row in rows]
+
+    async def replace(self, goal: Goal) -> Goal | None:
+        """Store ``goal`` over the existing one; ``None`` if it is gone."""
+        async with self._db.session() as session, session.begin():
+            row = await session.get(GoalRow, goal.id, with_for_update=True)
+            if row is None:
+                return None
+            _fill(row, goal)
+        return goal
+
+    async def delete(self, goal_id: str) -> bool:
+        async with self._db.session() as session, session.begin():
+            in_use = await session.scalar(
+                select(exists().where(ConversationRow.goal_id == goal_id))
+            )
+            if in_use:
+                raise GoalInUseError(goal_id)
+            try:
+                result = await session.execute(delete(GoalRow).where(GoalRow.id == goal_id))
+            except IntegrityError as exc:  # a conversation was created meanwhile
+                raise GoalInUseError(goal_id) from exc
+            return bool(getattr(result, "rowcount", 0))

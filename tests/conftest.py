@@ -1,0 +1,93 @@
+"""Shared fixtures: settings on a throw-away SQLite file, apps, clients and databases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from parley.app import create_app
+from parley.config import Settings
+from parley.llm.provider import LLMProvider
+from parley.store import Database, Store, upgrade_to_head
+
+POSTGRES_URL = os.environ.get(
+    "PARLEY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}",
+        "llm_provider": "simulated",
+        "sim_ttft_seconds": 0.0,
+        "sim_token_delay_seconds": 0.0,
+        "llm_retry_backoff_seconds": 0.0,
+        "log_format": "json",
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def app_client(settings: Settings, provider: LLMProvider | None = None) -> TestClient:
+    """A client for an app with a given provider; use as a context manager."""
+    return TestClient(create_app(settings, provider=provider))
+
+
+async def _reset_postgres(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("DROP TABLE IF EXISTS messages, conversations, goals, alembic_version")
+            )
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Both backends: SQLite on a file, and the PostgreSQL server (emptied first)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    try:
+        await _reset_postgres(POSTGRES_URL)
+    except OSError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI and is not reachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    database = Database(database_url)
+    await upgrade_to_head(database.engine)
+    try:
+        yield Store(database)
+    finally:
+        await database.dispose()

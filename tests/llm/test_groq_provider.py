@@ -1,0 +1,181 @@
+"""The Groq provider, end to end: the real SDK against a Groq-compatible server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from parley.llm import ChatMessage, ChatRequest, LLMError, LLMErrorKind, LLMGateway, RetryPolicy
+from parley.llm import Role
+from parley.llm.groq import GroqProvider
+from tests.support.groq_server import CutMidStream, GroqTestServer, MalformedChunk, Reply, Status
+from tests.support.live_server import LiveServer
+
+REQUEST = ChatRequest(
+    "llama-3.1-8b-instant",
+    (ChatMessage(Role.SYSTEM, "Be brief."), ChatMessage(Role.USER, "Hello?")),
+    max_tokens=64,
+)
+
+
+@pytest.fixture(scope="module")
+def groq_server() -> Iterator[tuple[GroqTestServer, LiveServer]]:
+    fake = GroqTestServer()
+    with LiveServer(fake.app) as live:
+        yield fake, live
+
+
+@pytest.fixture
+def fake(groq_server: tuple[GroqTestServer, LiveServer]) -> GroqTestServer:
+    server, _ = groq_server
+    server.script.clear()
+    server.requests.clear()
+    return server
+
+
+@pytest.fixture
+async def provider(groq_server: tuple[GroqTestServer, LiveServer]) -> AsyncIterator[GroqProvider]:
+    _, live = groq_server
+    provider = GroqProvider(api_key="gsk_test", base_url=live.http_url, timeout_seconds=2.0)
+    yield provider
+    await provider.aclose()
+
+
+def _gateway(provider: GroqProvider, retries: int = 2) -> LLMGateway:
+    return LLMGateway(
+        provider, timeout_seconds=5, retry=RetryPolicy(max_retries=retries, backoff_seconds=0)
+    )
+
+
+async def test_completion_returns_text_usage_and_rate_limit_headroom(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    """A plain call sends the OpenAI wire format and reads usage and rate-limit headers."""
+    fake.then(
+        Reply(
+            "Hi there friend",
+            prompt_tokens=9,
+            headers={
+                "x-ratelimit-remaining-requests": "14399",
+                "x-ratelimit-remaining-tokens": "5800",
+            },
+        )
+    )
+    completion = await provider.complete(REQUEST)
+    assert completion.content == "Hi there friend"
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (9, 3)
+    assert completion.rate_limit is not None
+    assert completion.rate_limit.remaining_requests == 14399
+    assert completion.rate_limit.remaining_tokens == 5800
+    sent = fake.requests[0]
+    assert sent["headers"]["authorization"] == "Bearer gsk_test"
+    assert sent["body"]["model"] == "llama-3.1-8b-instant"
+    assert sent["body"]["messages"][1] == {"role": "user", "content": "Hello?"}
+
+
+async def test_missing_rate_limit_headers_leave_headroom_unknown(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    fake.then(Reply("ok"))
+    assert (await provider.complete(REQUEST)).rate_limit is None
+
+
+@pytest.mark.parametrize("usage_field", ["x_groq", "usage"])
+async def test_stream_yields_content_and_usage_from_the_last_chunk(
+    fake: GroqTestServer, provider: GroqProvider, usage_field: str
+) -> None:
+    """Streaming: content in order; usage read from x_groq.usage or usage on the last chunk."""
+    fake.then(Reply("one two three", prompt_tokens=4, usage_field=usage_field))
+    chunks = [chunk async for chunk in provider.stream(REQUEST)]
+    assert chunks[0].content == ""  # the role-only opening chunk
+    assert "".join(c.content for c in chunks) == "one two three"
+    usages = [c.usage for c in chunks if c.usage is not None]
+    assert len(usages) == 1
+    assert usages[0].completion_tokens == 3 and usages[0].total_tokens == 7
+    assert fake.requests[0]["body"]["stream"] is True
+
+
+async def test_rate_limit_is_retried_after_the_servers_retry_after(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    """429 with retry-after: the SDK does not retry itself; the gateway does, once."""
+    fake.then(Status(429, headers={"retry-after": "0.2"}), Reply("after the wait"))
+    completion = await _gateway(provider).complete(REQUEST)
+    assert completion.content == "after the wait"
+    assert len(fake.requests) == 2
+
+
+async def test_rate_limit_error_carries_retry_after(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    fake.then(Status(429, headers={"retry-after": "3"}))
+    with pytest.raises(LLMError) as raised:
+        await provider.complete(REQUEST)
+    assert raised.value.kind is LLMErrorKind.RATE_LIMITED
+    assert raised.value.retry_after == 3.0
+    assert len(fake.requests) == 1  # the SDK's own retries are off
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (500, LLMErrorKind.SERVER_ERROR),
+        (503, LLMErrorKind.SERVER_ERROR),
+        (400, LLMErrorKind.BAD_REQUEST),
+        (401, LLMErrorKind.AUTH),
+    ],
+)
+async def test_http_errors_map_to_error_kinds(
+    fake: GroqTestServer, provider: GroqProvider, status: int, kind: LLMErrorKind
+) -> None:
+    fake.then(Status(status))
+    with pytest.raises(LLMError) as raised:
+        await provider.complete(REQUEST)
+    assert raised.value.kind is kind
+
+
+async def test_server_error_exhausts_retries_through_the_gateway(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    fake.then(Status(500), Status(500), Status(500))
+    with pytest.raises(LLMError) as raised:
+        await _gateway(provider, retries=2).complete(REQUEST)
+    assert raised.value.kind is LLMErrorKind.SERVER_ERROR
+    assert len(fake.requests) == 3
+
+
+async def test_slow_server_times_out(fake: GroqTestServer, groq_server: tuple[GroqTestServer, LiveServer]) -> None:
+    """The SDK's timeout is the configured one, and maps to the timeout kind."""
+    _, live = groq_server
+    fake.then(Reply("late", delay_seconds=1.0))
+    provider = GroqProvider(api_key="k", base_url=live.http_url, timeout_seconds=0.2)
+    with pytest.raises(LLMError) as raised:
+        await provider.complete(REQUEST)
+    await provider.aclose()
+    assert raised.value.kind is LLMErrorKind.TIMEOUT
+
+
+async def test_malformed_chunk_is_a_malformed_response(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    fake.then(MalformedChunk())
+    with pytest.raises(LLMError) as raised:
+        async for _ in provider.stream(REQUEST):
+            pass
+    assert raised.value.kind is LLMErrorKind.MALFORMED_RESPONSE
+
+
+async def test_connection_cut_mid_stream_is_stream_interrupted(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    """Content arrives, then the connection drops: the error says so, and is not retried."""
+    fake.then(CutMidStream(after=2), Reply("never sent"))
+    received: list[str] = []
+    with pytest.raises(LLMError) as raised:
+        async for chunk in _gateway(provider).stream(REQUEST):
+            received.append(chunk.content)
+    assert raised.value.kind is LLMErrorKind.STREAM_INTERRUPTED
+    assert "".join(received).split() == ["Hello", "from"]
+    assert len(fake.requests) == 1
