@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from parley import __version__, api
 from parley.api.errors import install_error_handlers
+from parley.api.openapi import use_docstrings_as_summaries
 from parley.config import Settings
 from parley.domain.conversations import ChatLimits, ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
@@ -68,5 +69,6 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
     install_error_handlers(app)
     app.include_router(api.health.router)
     app.include_router(api.v1)
+    use_docstrings_as_summaries(app)
     app.add_middleware(RequestIdMiddleware)
     return app

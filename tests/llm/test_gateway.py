@@ -16,7 +16,7 @@ from parley.llm import (
     Role,
     Usage,
 )
-from tests.support.providers import ScriptedProvider
+from tests.support.providers import ScriptedProvider, collect
 
 REQUEST = ChatRequest("m", (ChatMessage(Role.USER, "hi"),))
 NO_WAIT = RetryPolicy(max_retries=2, backoff_seconds=0.0)
@@ -49,9 +49,9 @@ class Observer:
         return recorder
 
 
-def _gateway(provider: ScriptedProvider, retry: RetryPolicy = NO_WAIT) -> tuple[
-    LLMGateway, Observer
-]:
+def _gateway(
+    provider: ScriptedProvider, retry: RetryPolicy = NO_WAIT
+) -> tuple[LLMGateway, Observer]:
     observer = Observer()
     return LLMGateway(provider, retry=retry, observers=[observer]), observer
 
@@ -69,7 +69,7 @@ async def test_retryable_errors_are_retried_until_success() -> None:
     completion = await gateway.complete(REQUEST)
     assert completion.content == "fine"
     assert len(provider.calls) == 3
-    (_, recorder), = observer.calls
+    ((_, recorder),) = observer.calls
     assert [name for name, _ in recorder.events] == ["retrying", "retrying", "succeeded"]
 
 
@@ -137,8 +137,7 @@ async def test_stream_failing_midway_is_not_retried() -> None:
     gateway, observer = _gateway(provider)
     received: list[str] = []
     with pytest.raises(LLMError):
-        async for chunk in gateway.stream(REQUEST):
-            received.append(chunk.content)
+        await collect(gateway.stream(REQUEST), received)
     assert "".join(received) == "one"
     assert len(provider.calls) == 1
     assert observer.calls[0][1].events[-1] == ("failed", LLMErrorKind.CONNECTION)

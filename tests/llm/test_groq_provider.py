@@ -6,11 +6,19 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from parley.llm import ChatMessage, ChatRequest, LLMError, LLMErrorKind, LLMGateway, RetryPolicy
-from parley.llm import Role
+from parley.llm import (
+    ChatMessage,
+    ChatRequest,
+    LLMError,
+    LLMErrorKind,
+    LLMGateway,
+    RetryPolicy,
+    Role,
+)
 from parley.llm.groq import GroqProvider
 from tests.support.groq_server import CutMidStream, GroqTestServer, MalformedChunk, Reply, Status
 from tests.support.live_server import LiveServer
+from tests.support.providers import collect
 
 REQUEST = ChatRequest(
     "llama-3.1-8b-instant",
@@ -93,7 +101,8 @@ async def test_stream_yields_content_and_usage_from_the_last_chunk(
     assert "".join(c.content for c in chunks) == "one two three"
     usages = [c.usage for c in chunks if c.usage is not None]
     assert len(usages) == 1
-    assert usages[0].completion_tokens == 3 and usages[0].total_tokens == 7
+    assert usages[0].completion_tokens == 3
+    assert usages[0].total_tokens == 7
     assert fake.requests[0]["body"]["stream"] is True
 
 
@@ -146,7 +155,9 @@ async def test_server_error_exhausts_retries_through_the_gateway(
     assert len(fake.requests) == 3
 
 
-async def test_slow_server_times_out(fake: GroqTestServer, groq_server: tuple[GroqTestServer, LiveServer]) -> None:
+async def test_slow_server_times_out(
+    fake: GroqTestServer, groq_server: tuple[GroqTestServer, LiveServer]
+) -> None:
     """The SDK's timeout is the configured one, and maps to the timeout kind."""
     _, live = groq_server
     fake.then(Reply("late", delay_seconds=1.0))
@@ -174,8 +185,7 @@ async def test_connection_cut_mid_stream_is_stream_interrupted(
     fake.then(CutMidStream(after=2), Reply("never sent"))
     received: list[str] = []
     with pytest.raises(LLMError) as raised:
-        async for chunk in _gateway(provider).stream(REQUEST):
-            received.append(chunk.content)
+        await collect(_gateway(provider).stream(REQUEST), received)
     assert raised.value.kind is LLMErrorKind.STREAM_INTERRUPTED
     assert "".join(received).split() == ["Hello", "from"]
     assert len(fake.requests) == 1

@@ -37,7 +37,8 @@ async def test_stream_opens_with_a_role_only_chunk_and_ends_with_usage() -> None
     """The stream looks like an OpenAI-style one: empty first chunk, usage on the last."""
     chunks = [chunk async for chunk in SimulatedProvider(timing=FAST).stream(REQUEST)]
     assert chunks[0].content == ""
-    assert chunks[-1].usage is not None and chunks[-1].finish_reason == "stop"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].finish_reason == "stop"
     text = "".join(chunk.content for chunk in chunks)
     assert text == (await SimulatedProvider(timing=FAST).complete(REQUEST)).content
     assert chunks[-1].usage.completion_tokens == len([c for c in chunks if c.content])
@@ -48,7 +49,8 @@ async def test_max_tokens_truncates_the_reply() -> None:
     request = ChatRequest(REQUEST.model, REQUEST.messages, max_tokens=3)
     completion = await SimulatedProvider(timing=FAST).complete(request)
     assert completion.finish_reason == "length"
-    assert completion.usage is not None and completion.usage.completion_tokens == 3
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 3
 
 
 async def test_failure_rate_one_always_fails_and_zero_never() -> None:

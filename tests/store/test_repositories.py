@@ -40,14 +40,15 @@ async def test_goal_round_trips_with_its_policy(store: Store) -> None:
     await store.goals.add(goal)
     loaded = await store.goals.get("support")
     assert loaded == goal
-    assert loaded is not None and loaded.created_at.tzinfo is not None
+    assert loaded is not None
+    assert loaded.created_at.tzinfo is not None
 
 
 async def test_duplicate_goal_id_conflicts(store: Store) -> None:
     await store.goals.add(_goal())
     with pytest.raises(GoalExistsError):
         await store.goals.add(_goal(name="Other"))
-    assert [g.name for g in await store.goals.list()] == ["Support"]
+    assert [g.name for g in await store.goals.all()] == ["Support"]
 
 
 async def test_goal_in_use_cannot_be_deleted(store: Store) -> None:
@@ -101,7 +102,8 @@ async def test_transition_only_from_allowed_statuses(store: Store) -> None:
         reason=EscalationReason.MANUAL,
         note="angry customer",
     )
-    assert escalated is not None and escalated.status is ConversationStatus.ESCALATED
+    assert escalated is not None
+    assert escalated.status is ConversationStatus.ESCALATED
     assert escalated.escalation is not None
     assert escalated.escalation.reason is EscalationReason.MANUAL
     assert escalated.escalation.note == "angry customer"
@@ -119,21 +121,22 @@ async def test_listing_pages_through_everything_once(store: Store) -> None:
     seen: list[uuid.UUID] = []
     cursor = None
     while True:
-        page = await store.conversations.list(limit=3, cursor=cursor)
+        page = await store.conversations.page(limit=3, cursor=cursor)
         seen.extend(c.id for c in page.items)
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
     assert seen == [c.id for c in reversed(created)]
-    only_b = await store.conversations.list(goal_id="b", limit=10)
-    assert {c.goal_id for c in only_b.items} == {"b"} and len(only_b.items) == 3
-    active = await store.conversations.list(status=ConversationStatus.ESCALATED, limit=10)
+    only_b = await store.conversations.page(goal_id="b", limit=10)
+    assert {c.goal_id for c in only_b.items} == {"b"}
+    assert len(only_b.items) == 3
+    active = await store.conversations.page(status=ConversationStatus.ESCALATED, limit=10)
     assert active.items == ()
 
 
 async def test_garbage_cursor_is_refused(store: Store) -> None:
     with pytest.raises(InvalidCursorError):
-        await store.conversations.list(cursor="not-a-cursor")
+        await store.conversations.page(cursor="not-a-cursor")
 
 
 async def test_count_by_status_covers_every_status(store: Store) -> None:

@@ -67,7 +67,7 @@ class CutMidStream:
 Behaviour = Reply | Status | MalformedChunk | CutMidStream
 
 
-class _Cut(Exception):
+class _CutError(Exception):
     pass
 
 
@@ -144,7 +144,7 @@ async def _stream(model: str, behaviour: Behaviour) -> AsyncIterator[bytes]:
     for index, piece in enumerate(reply.pieces):
         if isinstance(behaviour, CutMidStream) and index == behaviour.after:
             await asyncio.sleep(0.05)  # let the chunks already sent reach the client
-            raise _Cut("connection cut by the test server")
+            raise _CutError("connection cut by the test server")
         yield _chunk(model, {"content": piece})
     extra: dict[str, Any] = {}
     if reply.usage_field == "x_groq":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 from parley.llm import ChatRequest, Completion, LLMError, StreamChunk, Usage
 
@@ -25,10 +26,12 @@ class ScriptedProvider:
         *,
         mid_stream: LLMError | None = None,
         fail_after: int = 1,
+        chunk_delay: float = 0.0,
     ) -> None:
         self.steps: deque[Step] = deque(steps)
         self.mid_stream = mid_stream
         self.fail_after = fail_after
+        self.chunk_delay = chunk_delay
         self.calls: list[ChatRequest] = []
         self.closed_streams = 0
 
@@ -51,6 +54,8 @@ class ScriptedProvider:
             for index, word in enumerate(words):
                 if self.mid_stream is not None and index == self.fail_after:
                     raise self.mid_stream
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
                 yield StreamChunk(content=word if index == 0 else " " + word)
             yield StreamChunk(usage=Usage(5, len(words), 5 + len(words)), finish_reason="stop")
         finally:
@@ -58,3 +63,9 @@ class ScriptedProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+async def collect(stream: AsyncIterable[StreamChunk], into: list[str]) -> None:
+    """Gather a stream's content into ``into``, so a test can look at it after a failure."""
+    async for chunk in stream:
+        into.append(chunk.content)

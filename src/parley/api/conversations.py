@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, status
 from fastapi.sse import EventSourceResponse, format_sse_event
@@ -30,9 +30,13 @@ from parley.domain.models import ConversationStatus
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
-_NOT_FOUND = {404: {"model": ErrorBody, "description": "No such conversation"}}
-_STATE_CONFLICT = {409: {"model": ErrorBody, "description": "Conversation escalated or closed"}}
-_LLM_FAILED = {
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No such conversation"}
+}
+_STATE_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "Conversation escalated or closed"}
+}
+_LLM_FAILED: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": "The LLM failed; the user message is stored"}
     for code in (502, 503, 504)
 }
@@ -60,7 +64,7 @@ async def list_conversations(
     cursor: str | None = None,
 ) -> ConversationPage:
     """List conversations, newest first, filtered by goal and status; pass next_cursor on."""
-    page = await conversations.list(goal_id=goal_id, status=status, limit=limit, cursor=cursor)
+    page = await conversations.page(goal_id=goal_id, status=status, limit=limit, cursor=cursor)
     return ConversationPage(
         items=[ConversationOut.model_validate(c) for c in page.items],
         next_cursor=page.next_cursor,

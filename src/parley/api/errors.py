@@ -92,7 +92,11 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     ]
     message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
     return error_response(
-        request, 422, "validation_error", "invalid_request", message,
+        request,
+        422,
+        "validation_error",
+        "invalid_request",
+        message,
         details=jsonable_encoder(details),
     )
 

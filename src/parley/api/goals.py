@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response, status
 
 from parley.api.deps import GoalsDep
@@ -11,7 +13,9 @@ from parley.domain.models import EscalationPolicy, Goal
 
 router = APIRouter(prefix="/goals", tags=["goals"])
 
-_NOT_FOUND = {404: {"model": ErrorBody, "description": "No such goal"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No such goal"}
+}
 
 
 def _out(goal: Goal) -> GoalOut:
@@ -43,7 +47,7 @@ async def create_goal(body: GoalCreate, goals: GoalsDep) -> GoalOut:
 @router.get("/")
 async def list_goals(goals: GoalsDep) -> GoalList:
     """List every goal, ordered by id."""
-    return GoalList(items=[_out(goal) for goal in await goals.list()])
+    return GoalList(items=[_out(goal) for goal in await goals.all()])
 
 
 @router.get("/{goal_id}", responses=_NOT_FOUND)

@@ -12,7 +12,9 @@ from parley.domain.goals import GOAL_ID_PATTERN
 from parley.domain.models import ConversationStatus, EscalationReason
 from parley.llm import Role
 
-TriggerPhrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+TriggerPhrase = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)
+]
 ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 GoalId = Annotated[str, StringConstraints(pattern=GOAL_ID_PATTERN)]
 

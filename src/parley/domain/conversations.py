@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,15 +89,13 @@ class ConversationService:
         self._events.conversation_created(conversation)
         return conversation
 
-    async def get(self, conversation_id: uuid.UUID, *, with_messages: bool = False) -> (
-        Conversation
-    ):
+    async def get(self, conversation_id: uuid.UUID, *, with_messages: bool = False) -> Conversation:
         conversation = await self._conversations.get(conversation_id, with_messages=with_messages)
         if conversation is None:
             raise ConversationNotFoundError(conversation_id)
         return conversation
 
-    async def list(
+    async def page(
         self,
         *,
         goal_id: str | None,
@@ -105,7 +103,7 @@ class ConversationService:
         limit: int,
         cursor: str | None,
     ) -> Page:
-        return await self._conversations.list(
+        return await self._conversations.page(
             goal_id=goal_id, status=status, limit=limit, cursor=cursor
         )
 
@@ -175,7 +173,9 @@ class ConversationService:
         reply = await self._store_reply(pending, completion.content, completion.usage)
         return Turn(pending.conversation, pending.user_message, reply)
 
-    async def stream_reply(self, pending: PendingTurn) -> AsyncIterator[ReplyToken | ReplyDone]:
+    async def stream_reply(
+        self, pending: PendingTurn
+    ) -> AsyncGenerator[ReplyToken | ReplyDone, None]:
         """Answer a pending turn token by token; the last item is the stored reply.
 
         A reply cut off midway is not stored: the conversation keeps only whole turns.
@@ -204,8 +204,9 @@ class ConversationService:
         history = await self._conversations.recent_messages(
             conversation.id, self._limits.history_messages
         )
-        messages = (ChatMessage(Role.SYSTEM, goal.instructions),) + tuple(
-            ChatMessage(m.role, m.content) for m in history
+        messages = (
+            ChatMessage(Role.SYSTEM, goal.instructions),
+            *tuple(ChatMessage(m.role, m.content) for m in history),
         )
         return ChatRequest(
             model=goal.model or self._limits.default_model,
@@ -213,9 +214,9 @@ class ConversationService:
             max_tokens=self._limits.max_reply_tokens,
         )
 
-    async def _store_reply(self, pending: PendingTurn, content: str, usage: Usage | None) -> (
-        Message
-    ):
+    async def _store_reply(
+        self, pending: PendingTurn, content: str, usage: Usage | None
+    ) -> Message:
         assert pending.request is not None
         message, _ = await self._conversations.append_message(
             pending.conversation.id,

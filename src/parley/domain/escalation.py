@@ -21,9 +21,9 @@ def matched_trigger(policy: EscalationPolicy, content: str) -> str | None:
     return None
 
 
-def reason_before_reply(policy: EscalationPolicy, content: str, turns: int) -> (
-    EscalationReason | None
-):
+def reason_before_reply(
+    policy: EscalationPolicy, content: str, turns: int
+) -> EscalationReason | None:
     """The reason to escalate instead of replying to the user's ``turns``-th message, if any."""
     if matched_trigger(policy, content) is not None:
         return EscalationReason.TRIGGER_PHRASE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ class GoalDraft:
     instructions: str
     id: str | None = None
     model: str | None = None
-    escalation: EscalationPolicy = EscalationPolicy()
+    escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
 
 
 class GoalService:
@@ -63,8 +63,8 @@ class GoalService:
             raise GoalNotFoundError(goal_id)
         return goal
 
-    async def list(self) -> list[Goal]:
-        return await self._goals.list()
+    async def all(self) -> list[Goal]:
+        return await self._goals.all()
 
     async def update(
         self, goal_id: str, changes: dict[str, Any], escalation_changes: dict[str, Any]

@@ -9,7 +9,15 @@ from parley.llm.gateway import (
     RetryPolicy,
 )
 from parley.llm.provider import LLMProvider
-from parley.llm.types import ChatMessage, ChatRequest, Completion, RateLimit, Role, StreamChunk, Usage
+from parley.llm.types import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    RateLimit,
+    Role,
+    StreamChunk,
+    Usage,
+)
 
 __all__ = [
     "ChatMessage",

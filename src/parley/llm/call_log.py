@@ -42,7 +42,10 @@ class _LoggingRecorder:
 
     def retrying(self, error: LLMError, attempt: int, wait_seconds: float) -> None:
         self._emit(
-            "warning", "llm_request_retrying", error_type=error.kind.value, attempt=attempt,
+            "warning",
+            "llm_request_retrying",
+            error_type=error.kind.value,
+            attempt=attempt,
             wait_seconds=wait_seconds,
         )
 
@@ -51,7 +54,9 @@ class _LoggingRecorder:
 
     def succeeded(self, usage: Usage | None, rate_limit: RateLimit | None) -> None:
         self._emit(
-            "info", "llm_request_completed", latency_seconds=self._elapsed(),
+            "info",
+            "llm_request_completed",
+            latency_seconds=self._elapsed(),
             ttft_seconds=self._first_token,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
@@ -59,6 +64,9 @@ class _LoggingRecorder:
 
     def failed(self, error: LLMError) -> None:
         self._emit(
-            "error", "llm_request_failed", latency_seconds=self._elapsed(),
-            error_type=error.kind.value, error=error.message,
+            "error",
+            "llm_request_failed",
+            latency_seconds=self._elapsed(),
+            error_type=error.kind.value,
+            error=error.message,
         )

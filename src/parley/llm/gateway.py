@@ -49,7 +49,7 @@ class RetryPolicy:
         """Seconds to wait before ``attempt`` (1 = first retry); honours Retry-After."""
         if error.retry_after is not None:
             return min(error.retry_after, self.max_wait_seconds)
-        return min(self.backoff_seconds * 2 ** (attempt - 1), self.max_wait_seconds)
+        return min(self.backoff_seconds * 2.0 ** (attempt - 1), self.max_wait_seconds)
 
 
 class LLMGateway:

@@ -102,9 +102,7 @@ def compose_reply(request: ChatRequest) -> str:
     """The reply for a conversation: same conversation, same words."""
     user_turns = [m.content for m in request.messages if m.role is Role.USER]
     last = user_turns[-1] if user_turns else ""
-    digest = hashlib.sha256(
-        "\x1f".join(m.content for m in request.messages).encode()
-    ).digest()
+    digest = hashlib.sha256("\x1f".join(m.content for m in request.messages).encode()).digest()
     topic = " ".join(last.split()[:12]).rstrip(".?!") or "your request"
     system = next((m.content for m in request.messages if m.role is Role.SYSTEM), "")
     focus = " ".join(system.split()[:8]).rstrip(".?!")

@@ -19,7 +19,9 @@ logger = structlog.get_logger("parley.http")
 def request_id_of(scope: Scope) -> str | None:
     state = scope.get("state") or {}
     value = state.get("request_id")
-    return value if isinstance(value, str) else None
+    if isinstance(value, str):
+        return value
+    return None
 
 
 class RequestIdMiddleware:
@@ -59,6 +61,8 @@ class RequestIdMiddleware:
 
 
 def _incoming_id(scope: Scope) -> str | None:
+    name: bytes
+    value: bytes
     for name, value in scope["headers"]:
         if name == HEADER and _SAFE_ID.match(value):
             return value.decode()

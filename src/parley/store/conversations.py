@@ -106,9 +106,9 @@ class ConversationRepository:
                 raise GoalNotFoundError(goal_id) from exc
             return _to_conversation(row)
 
-    async def get(self, conversation_id: uuid.UUID, *, with_messages: bool = False) -> (
-        Conversation | None
-    ):
+    async def get(
+        self, conversation_id: uuid.UUID, *, with_messages: bool = False
+    ) -> Conversation | None:
         async with self._db.session() as session:
             row = await session.get(ConversationRow, conversation_id)
             if row is None:
@@ -124,7 +124,7 @@ class ConversationRepository:
                 ).all()
             return _to_conversation(row, messages)
 
-    async def list(
+    async def page(
         self,
         *,
         goal_id: str | None = None,
@@ -220,8 +220,11 @@ class ConversationRepository:
         now = _now()
         values: dict[str, object] = {"status": to.value, "updated_at": now}
         if reason is not None:
-            values |= {"escalation_reason": reason.value, "escalation_note": note,
-                       "escalated_at": now}
+            values |= {
+                "escalation_reason": reason.value,
+                "escalation_note": note,
+                "escalated_at": now,
+            }
         async with self._db.session() as session, session.begin():
             result = await session.execute(
                 update(ConversationRow)

@@ -58,7 +58,7 @@ class GoalRepository:
             row = await session.get(GoalRow, goal_id)
             return _to_goal(row) if row else None
 
-    async def list(self) -> list[Goal]:
+    async def all(self) -> list[Goal]:
         async with self._db.session() as session:
             rows = await session.scalars(select(GoalRow).order_by(GoalRow.id))
             return [_to_goal(row) for row in rows]

@@ -1,0 +1,169 @@
+"""WebSocket chat through a real uvicorn and the ``websockets`` client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from parley.app import create_app
+from parley.llm import LLMError, LLMErrorKind
+from tests.conftest import make_settings
+from tests.support.live_server import LiveServer
+from tests.support.providers import ScriptedProvider
+
+
+@pytest.fixture
+def provider() -> ScriptedProvider:
+    return ScriptedProvider()
+
+
+@pytest.fixture
+def server(tmp_path: Path, provider: ScriptedProvider) -> Iterator[LiveServer]:
+    app = create_app(make_settings(tmp_path, api_keys="sekret"), provider=provider)
+    with LiveServer(app) as live:
+        yield live
+
+
+AUTH = {"Authorization": "Bearer sekret"}
+
+
+def _conversation(server: LiveServer, **escalation: Any) -> str:
+    with httpx.Client(base_url=server.http_url, headers=AUTH) as http:
+        goal: dict[str, Any] = {"id": "support", "name": "Support", "instructions": "Help."}
+        if escalation:
+            goal["escalation"] = escalation
+        http.post("/v1/goals/", json=goal).raise_for_status()
+        response = http.post("/v1/conversations/", json={"goal_id": "support"})
+        response.raise_for_status()
+        conversation_id: str = response.json()["id"]
+        return conversation_id
+
+
+def _url(server: LiveServer, conversation_id: str) -> str:
+    return f"{server.ws_url}/v1/conversations/{conversation_id}/ws"
+
+
+async def _recv(ws: ClientConnection) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await ws.recv())
+    return frame
+
+
+async def _until(ws: ClientConnection, *types: str) -> list[dict[str, Any]]:
+    frames = [await _recv(ws)]
+    while frames[-1]["type"] not in types:
+        frames.append(await _recv(ws))
+    return frames
+
+
+async def test_chat_streams_tokens_then_done_with_usage(
+    server: LiveServer, provider: ScriptedProvider
+) -> None:
+    provider.steps.append("hello from the assistant")
+    conversation_id = _conversation(server)
+    async with connect(_url(server, conversation_id), additional_headers=AUTH) as ws:
+        await ws.send(json.dumps({"type": "message", "content": "hi"}))
+        frames = await _until(ws, "done", "error")
+    assert frames[0]["type"] == "accepted"
+    assert frames[0]["message"]["content"] == "hi"
+    tokens = [f["content"] for f in frames if f["type"] == "token"]
+    assert "".join(tokens) == "hello from the assistant"
+    done = frames[-1]
+    assert done["type"] == "done"
+    assert done["message"]["content"] == "hello from the assistant"
+    assert done["usage"]["completion_tokens"] == 4
+
+
+async def test_malformed_frames_get_error_frames_and_the_socket_stays_open(
+    server: LiveServer,
+) -> None:
+    conversation_id = _conversation(server)
+    async with connect(_url(server, conversation_id), additional_headers=AUTH) as ws:
+        for raw, code in [
+            ("not json", "invalid_frame"),
+            ("[1, 2]", "invalid_frame"),
+            (json.dumps({"type": "dance"}), "unknown_frame_type"),
+            (json.dumps({"type": "message"}), "invalid_frame"),
+            (json.dumps({"type": "message", "content": 5}), "invalid_frame"),
+            (b"\x00binary", "invalid_frame"),
+        ]:
+            await ws.send(raw)
+            frame = await _recv(ws)
+            assert (frame["type"], frame["code"]) == ("error", code), raw
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await _recv(ws) == {"type": "pong"}
+
+
+@pytest.mark.parametrize("conversation_id", ["00000000-0000-0000-0000-000000000000", "nope"])
+async def test_unknown_conversation_closes_with_4404(
+    server: LiveServer, conversation_id: str
+) -> None:
+    async with connect(_url(server, conversation_id), additional_headers=AUTH) as ws:
+        frame = await _recv(ws)
+        assert frame["code"] == "conversation_not_found"
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4404
+
+
+async def test_missing_api_key_is_refused_at_the_handshake(server: LiveServer) -> None:
+    conversation_id = _conversation(server)
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(_url(server, conversation_id)):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def test_trigger_phrase_sends_escalated_and_later_messages_are_refused(
+    server: LiveServer, provider: ScriptedProvider
+) -> None:
+    conversation_id = _conversation(server)
+    async with connect(_url(server, conversation_id), additional_headers=AUTH) as ws:
+        await ws.send(json.dumps({"type": "message", "content": "a human please"}))
+        frames = await _until(ws, "escalated")
+        assert frames[-1] == {"type": "escalated", "reason": "trigger_phrase"}
+        await ws.send(json.dumps({"type": "message", "content": "hello?"}))
+        refused = await _recv(ws)
+        assert (refused["type"], refused["code"]) == ("error", "conversation_escalated")
+    assert provider.calls == []
+
+
+async def test_llm_failure_sends_error_then_escalated(
+    server: LiveServer, provider: ScriptedProvider
+) -> None:
+    provider.steps.extend([LLMError(LLMErrorKind.AUTH, "bad key")])
+    conversation_id = _conversation(server)
+    async with connect(_url(server, conversation_id), additional_headers=AUTH) as ws:
+        await ws.send(json.dumps({"type": "message", "content": "hi"}))
+        frames = await _until(ws, "escalated")
+    error = frames[-2]
+    assert (error["type"], error["code"], error["escalated"]) == ("error", "llm_auth", True)
+    assert frames[-1] == {"type": "escalated", "reason": "llm_failure"}
+
+
+async def test_client_vanishing_mid_stream_keeps_the_user_message(
+    server: LiveServer, provider: ScriptedProvider
+) -> None:
+    """The socket drops mid-reply: the user's message is stored, no partial reply is."""
+    provider.steps.append(" ".join(f"w{i}" for i in range(2000)))
+    provider.chunk_delay = 0.005
+    conversation_id = _conversation(server)
+    async with connect(_url(server, conversation_id), additional_headers=AUTH) as ws:
+        await ws.send(json.dumps({"type": "message", "content": "long one"}))
+        await _until(ws, "token")
+    for _ in range(250):
+        if provider.closed_streams:
+            break
+        await asyncio.sleep(0.02)
+    assert provider.closed_streams == 1
+    async with httpx.AsyncClient(base_url=server.http_url, headers=AUTH) as http:
+        messages = (await http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
+    assert [m["role"] for m in messages] == ["user"]
