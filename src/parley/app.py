@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI
 
 from parley import __version__, api
+from parley.api.body_limit import BodySizeLimitMiddleware
 from parley.api.errors import install_error_handlers
 from parley.api.openapi import use_docstrings_as_summaries
 from parley.config import Settings
@@ -70,5 +71,6 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
     app.include_router(api.health.router)
     app.include_router(api.v1)
     use_docstrings_as_summaries(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

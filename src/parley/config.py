@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     # Comma-separated; empty disables authentication (local use).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_message_chars: int = Field(default=8000, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
 
     # ``None`` means: groq when GROQ_API_KEY is set, else simulated.
     llm_provider: LLMProviderName | None = None

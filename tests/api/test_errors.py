@@ -61,3 +61,31 @@ def test_request_id_is_returned_and_reused_when_safe(client: TestClient) -> None
     )
     unsafe = client.get("/healthz", headers={"X-Request-ID": "x" * 500}).headers["x-request-id"]
     assert unsafe != "x" * 500
+
+
+def test_oversized_request_body_is_413_in_the_error_shape(tmp_path: Path) -> None:
+    """A body over PARLEY_MAX_BODY_BYTES is refused before it is parsed."""
+    with TestClient(create_app(make_settings(tmp_path, max_body_bytes=1000))) as client:
+        response = client.post(
+            "/v1/conversations/", json={"goal_id": "g", "metadata": {"blob": "x" * 5000}}
+        )
+    assert response.status_code == 413
+    error = _assert_error_shape(response.json())
+    assert error["type"] == "payload_too_large"
+
+
+def test_oversized_chunked_body_is_413_in_the_error_shape(tmp_path: Path) -> None:
+    """Without a Content-Length the body is counted as it arrives."""
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"goal_id": "g", "metadata": {"blob": "'
+        for _ in range(10):
+            yield b"x" * 500
+        yield b'"}}'
+
+    with TestClient(create_app(make_settings(tmp_path, max_body_bytes=1000))) as client:
+        response = client.post(
+            "/v1/conversations/", content=chunks(), headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 413
+    assert _assert_error_shape(response.json())["type"] == "payload_too_large"
