@@ -16,18 +16,30 @@ from parley.config import Settings
 from parley.domain.conversations import ChatLimits, ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
 from parley.domain.goals import GoalService
-from parley.llm.call_log import LoggingObserver
 from parley.llm.factory import build_gateway
+from parley.llm.prices import PRICES
 from parley.llm.provider import LLMProvider
-from parley.observability import RequestIdMiddleware, configure_logging
+from parley.observability import (
+    BusinessMetrics,
+    CappedLabel,
+    Instrumentation,
+    RequestIdMiddleware,
+    configure_logging,
+    instrument_app,
+)
 from parley.services import Services
 from parley.store import Database, Store, upgrade_to_head
+from parley.telemetry import (
+    ConversationMetrics,
+    active_conversations_hook,
+    instrument_llm,
+    instrument_store,
+)
 
 
 def build_services(settings: Settings, provider: LLMProvider | None = None) -> Services:
     store = Store(Database(settings.database_url))
     gateway = build_gateway(settings, provider)
-    gateway.add_observer(LoggingObserver(structlog.get_logger("parley.llm")))
     events = EventFanout([LoggingEvents(structlog.get_logger("parley.events"))])
     goals = GoalService(store)
     limits = ChatLimits(
@@ -40,16 +52,42 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
     return Services(store, gateway, events, goals, conversations)
 
 
+def instrument_services(
+    services: Services, instrumentation: Instrumentation, settings: Settings
+) -> ConversationMetrics:
+    """Hook metrics into the seams: LLM gateway, business events, store."""
+    models = tuple(settings.llm_models) or (settings.default_model, *PRICES)
+    services.gateway.add_observer(instrument_llm(instrumentation, models))
+    business = BusinessMetrics.register(instrumentation.registry)
+    conversation_metrics = ConversationMetrics(
+        business,
+        CappedLabel(
+            metric="conversations_created_total",
+            label="goal_id",
+            limit=settings.metrics_goal_label_limit,
+            overflow=instrumentation.guard.overflow,
+        ),
+    )
+    services.events.add(conversation_metrics)
+    instrumentation.endpoint.add_hook(active_conversations_hook(services.store, business))
+    instrument_store(services.store, instrumentation)
+    return conversation_metrics
+
+
 def create_app(settings: Settings | None = None, *, provider: LLMProvider | None = None) -> FastAPI:
     """The Parley ASGI app. ``provider`` replaces the configured LLM provider (tests, embedding)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format.value)
     services = build_services(settings, provider)
+    conversation_metrics: ConversationMetrics | None = None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.auto_migrate:
             await upgrade_to_head(services.store.database.engine)
+        if conversation_metrics is not None and await services.store.database.ping():
+            # Series for the goals that exist, so the first scrape shows them at zero.
+            conversation_metrics.admit_goals([goal.id for goal in await services.goals.all()])
         structlog.get_logger("parley").info(
             "parley_started", llm_provider=services.gateway.provider.name
         )
@@ -71,6 +109,13 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
     app.include_router(api.health.router)
     app.include_router(api.v1)
     use_docstrings_as_summaries(app)
+    # Middleware added last runs first: request id, then metrics, then the body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    instrumentation = instrument_app(
+        app,
+        token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
+    )
+    conversation_metrics = instrument_services(services, instrumentation, settings)
+    app.state.instrumentation = instrumentation
     app.add_middleware(RequestIdMiddleware)
     return app

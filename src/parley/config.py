@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     llm_retry_max_wait_seconds: float = Field(default=10.0, ge=0)
     llm_max_tokens: int = Field(default=512, ge=1)
     llm_history_messages: int = Field(default=40, ge=1)
+    # Models that get their own metric label; others are counted as "other".
+    # Empty: the default model and the models in the price table.
+    llm_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    metrics_token: SecretStr | None = None
+    metrics_goal_label_limit: int = Field(default=100, ge=1)
 
     groq_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("GROQ_API_KEY", "PARLEY_GROQ_API_KEY")
@@ -63,9 +69,9 @@ class Settings(BaseSettings):
     sim_failure_rate: float = Field(default=0.0, ge=0, le=1)
     sim_seed: int = 0
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "llm_models", mode="before")
     @classmethod
-    def _parse_api_keys(cls, value: Any) -> Any:
+    def _parse_lists(cls, value: Any) -> Any:
         return _split_csv(value)
 
     @field_validator("log_level")

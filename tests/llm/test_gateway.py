@@ -153,7 +153,7 @@ async def test_consumer_leaving_a_stream_closes_the_provider_stream() -> None:
             break
     await stream.aclose()  # type: ignore[attr-defined]
     assert provider.closed_streams == 1
-    assert observer.calls[0][1].events[-1] == ("failed", LLMErrorKind.STREAM_INTERRUPTED)
+    assert observer.calls[0][1].events[-1] == ("failed", LLMErrorKind.CANCELLED)
 
 
 async def test_unexpected_provider_exception_becomes_unknown_error() -> None:

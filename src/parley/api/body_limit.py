@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley.api.errors import error_body
+from parley.observability import mark_error
 
 
 class BodySizeLimitMiddleware:
@@ -24,7 +25,7 @@ class BodySizeLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            scope.setdefault("state", {})["error"] = ("payload_too_large", "body_too_large")
+            mark_error(scope, "payload_too_large", "body_too_large")
             response = JSONResponse(
                 error_body("payload_too_large", "body_too_large", self._message()),
                 status_code=413,

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley.domain import errors as domain
+from parley.observability import mark_error
 
 logger = structlog.get_logger("parley.api")
 
@@ -54,8 +55,7 @@ def error_response(
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    # Left on the scope for whatever observes the request (error metrics, access logs).
-    request.scope.setdefault("state", {})["error"] = (error_type, code)
+    mark_error(request.scope, error_type, code)  # for api_errors_total
     return JSONResponse(
         error_body(error_type, code, message, details), status_code=status, headers=headers
     )

@@ -14,6 +14,7 @@ class LLMErrorKind(StrEnum):
     AUTH = "auth"
     MALFORMED_RESPONSE = "malformed_response"
     STREAM_INTERRUPTED = "stream_interrupted"
+    CANCELLED = "cancelled"  # the client went away; not the provider's fault
     UNKNOWN = "unknown"
 
 

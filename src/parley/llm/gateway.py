@@ -119,7 +119,7 @@ class LLMGateway:
                 continue
             except (GeneratorExit, asyncio.CancelledError):
                 # The consumer went away (client disconnected): the call ends unfinished.
-                _notify_failed(recorders, LLMError(LLMErrorKind.STREAM_INTERRUPTED, "cancelled"))
+                _notify_failed(recorders, LLMError(LLMErrorKind.CANCELLED, "client went away"))
                 raise
             finally:
                 await _aclose(chunks)

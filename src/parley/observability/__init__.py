@@ -1,6 +1,53 @@
-"""Observability for FastAPI/Starlette apps. Imports nothing from the rest of Parley."""
+"""Observability for FastAPI and Starlette apps: metrics, logs, request ids.
 
+Imports nothing from the rest of Parley, so it can be lifted into another app.
+"""
+
+from parley.observability.catalogue import (
+    BusinessMetrics,
+    DatabaseMetrics,
+    HttpMetrics,
+    LabelGuardMetrics,
+    LLMMetrics,
+    WebSocketMetrics,
+    new_registry,
+)
+from parley.observability.errors import mark_error
+from parley.observability.exposition import MetricsEndpoint
+from parley.observability.labels import OTHER, Allowlist, CappedLabel
+from parley.observability.llm import LLMCall, LLMInstrumentation
 from parley.observability.logging import configure_logging
-from parley.observability.request_id import RequestIdMiddleware, request_id_of
+from parley.observability.middleware import PrometheusMiddleware
+from parley.observability.request_id import (
+    RequestIdMiddleware,
+    current_request_id,
+    request_id_of,
+)
+from parley.observability.routes import UNMATCHED, RouteTemplates
+from parley.observability.setup import Instrumentation, instrument_app
 
-__all__ = ["RequestIdMiddleware", "configure_logging", "request_id_of"]
+__all__ = [
+    "OTHER",
+    "UNMATCHED",
+    "Allowlist",
+    "BusinessMetrics",
+    "CappedLabel",
+    "DatabaseMetrics",
+    "HttpMetrics",
+    "Instrumentation",
+    "LLMCall",
+    "LLMInstrumentation",
+    "LLMMetrics",
+    "LabelGuardMetrics",
+    "MetricsEndpoint",
+    "PrometheusMiddleware",
+    "RequestIdMiddleware",
+    "RouteTemplates",
+    "WebSocketMetrics",
+    "configure_logging",
+    "current_request_id",
+    "instrument_app",
+    "mark_error",
+    "new_registry",
+    "request_id_of",
+]

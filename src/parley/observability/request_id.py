@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from contextvars import ContextVar
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,6 +15,13 @@ HEADER = b"x-request-id"
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 logger = structlog.get_logger("parley.http")
+
+_current: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served in this context, for exemplars and logs."""
+    return _current.get()
 
 
 def request_id_of(scope: Scope) -> str | None:
@@ -46,10 +54,12 @@ class RequestIdMiddleware:
                 status = message.get("status", 101)
             await send(message)
 
+        token = _current.set(request_id)
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
+                _current.reset(token)
                 if self.log_requests and scope["type"] == "http":
                     logger.info(
                         "http_request",

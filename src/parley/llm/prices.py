@@ -1,0 +1,39 @@
+"""Prices per million tokens, for the estimated-cost metric. The one place to update them.
+
+Figures are Groq's published on-demand prices in US dollars when this table was last
+checked; treat the resulting cost as an estimate, not an invoice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parley.llm.types import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input_per_million: float
+    output_per_million: float
+
+
+PRICES: dict[str, Price] = {
+    "llama-3.1-8b-instant": Price(0.05, 0.08),
+    "llama-3.3-70b-versatile": Price(0.59, 0.79),
+    "meta-llama/llama-4-scout-17b-16e-instruct": Price(0.11, 0.34),
+    "meta-llama/llama-4-maverick-17b-128e-instruct": Price(0.20, 0.60),
+    "openai/gpt-oss-20b": Price(0.075, 0.30),
+    "openai/gpt-oss-120b": Price(0.15, 0.60),
+    "qwen/qwen3-32b": Price(0.29, 0.59),
+}
+
+
+def estimate_cost(model: str, usage: Usage | None) -> float | None:
+    """Dollars for ``usage`` on ``model``; ``None`` when either is unknown."""
+    price = PRICES.get(model)
+    if price is None or usage is None:
+        return None
+    return (
+        usage.prompt_tokens * price.input_per_million
+        + usage.completion_tokens * price.output_per_million
+    ) / 1_000_000

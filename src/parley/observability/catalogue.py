@@ -1,0 +1,293 @@
+"""Every metric Parley exposes, defined once: name, help, type, labels and buckets.
+
+Metrics come in groups so that an app can register only what it uses
+(``instrument_app`` registers the HTTP and WebSocket groups). Names and label sets
+follow the metrics guideline; see docs/metrics.md, which a test keeps in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    disable_created_metrics,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+HTTP_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0)
+LLM_LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+# Time to first token sits well under a whole call: finer at the low end.
+LLM_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+LLM_TPOT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+FAST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+TOKEN_TYPES = ("prompt", "completion", "total")
+STREAM_MODES = ("streaming", "non_streaming")
+LLM_STATUSES = ("success", "error")
+WS_DIRECTIONS = ("inbound", "outbound")
+
+__all__ = [
+    "BusinessMetrics",
+    "DatabaseMetrics",
+    "HttpMetrics",
+    "LLMMetrics",
+    "LabelGuardMetrics",
+    "WebSocketMetrics",
+    "new_registry",
+]
+
+
+def new_registry(*, process_collectors: bool = True) -> CollectorRegistry:
+    """A fresh registry with the process, platform and GC collectors that the
+    default registry would have had (a fresh one per app keeps tests independent)."""
+    # The *_created series double the exposition for no query anyone writes here.
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client is untyped here
+    registry = CollectorRegistry(auto_describe=True)
+    if process_collectors:
+        ProcessCollector(registry=registry)
+        GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+@dataclass(frozen=True, slots=True)
+class HttpMetrics:
+    requests: Counter
+    duration: Histogram
+    errors: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> HttpMetrics:
+        return cls(
+            requests=Counter(
+                "http_requests_total",
+                "HTTP requests, counted once each after the response, by route template, "
+                "method and final status.",
+                ["path", "method", "status"],
+                registry=registry,
+            ),
+            duration=Histogram(
+                "http_request_duration_seconds",
+                "Time from request to the last byte of the response, by route template and method.",
+                ["path", "method"],
+                buckets=HTTP_DURATION_BUCKETS,
+                registry=registry,
+            ),
+            errors=Counter(
+                "api_errors_total",
+                "Error responses by error type, error code and route template.",
+                ["error_type", "error_code", "path"],
+                registry=registry,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketMetrics:
+    connections: Gauge
+    messages: Counter
+    message_size: Summary
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> WebSocketMetrics:
+        metrics = cls(
+            connections=Gauge(
+                "ws_connections_active",
+                "WebSocket connections open now.",
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            messages=Counter(
+                "ws_messages_total",
+                "WebSocket messages by direction (inbound, outbound).",
+                ["direction"],
+                registry=registry,
+            ),
+            message_size=Summary(
+                "ws_message_size_bytes",
+                "Size of WebSocket messages by direction; count and sum only.",
+                ["direction"],
+                registry=registry,
+            ),
+        )
+        for direction in WS_DIRECTIONS:
+            metrics.messages.labels(direction)
+            metrics.message_size.labels(direction)
+        return metrics
+
+
+@dataclass(frozen=True, slots=True)
+class LLMMetrics:
+    requests: Counter
+    latency: Histogram
+    ttft: Histogram
+    time_per_output_token: Histogram
+    tokens: Counter
+    errors: Counter
+    retries: Counter
+    rate_limit_remaining_requests: Gauge
+    rate_limit_remaining_tokens: Gauge
+    cost: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> LLMMetrics:
+        return cls(
+            requests=Counter(
+                "llm_requests_total",
+                "LLM calls (all attempts of one call count once) by model, stream mode "
+                "and outcome.",
+                ["model", "stream_mode", "status"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "llm_latency_seconds",
+                "Duration of LLM calls, retries included; for streams, to the last chunk.",
+                ["model", "stream_mode"],
+                buckets=LLM_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            ttft=Histogram(
+                "llm_ttft_seconds",
+                "Time to the first chunk that carries content, for streamed calls.",
+                ["model"],
+                buckets=LLM_TTFT_BUCKETS,
+                registry=registry,
+            ),
+            time_per_output_token=Histogram(
+                "llm_time_per_output_token_seconds",
+                "Mean time between output tokens after the first, one observation per stream.",
+                ["model"],
+                buckets=LLM_TPOT_BUCKETS,
+                registry=registry,
+            ),
+            tokens=Counter(
+                "llm_tokens_used_total",
+                "Tokens the provider reported, by model and type (prompt, completion, total).",
+                ["model", "type"],
+                registry=registry,
+            ),
+            errors=Counter(
+                "llm_errors_total",
+                "Failed LLM calls by model and error type (after retries).",
+                ["model", "error_type"],
+                registry=registry,
+            ),
+            retries=Counter(
+                "llm_retries_total",
+                "Retried LLM attempts by model and the error that caused the retry.",
+                ["model", "error_type"],
+                registry=registry,
+            ),
+            rate_limit_remaining_requests=Gauge(
+                "llm_rate_limit_remaining_requests",
+                "Requests left in the provider's rate-limit window, as last reported.",
+                ["model"],
+                registry=registry,
+                multiprocess_mode="mostrecent",
+            ),
+            rate_limit_remaining_tokens=Gauge(
+                "llm_rate_limit_remaining_tokens",
+                "Tokens left in the provider's rate-limit window, as last reported.",
+                ["model"],
+                registry=registry,
+                multiprocess_mode="mostrecent",
+            ),
+            cost=Counter(
+                "llm_cost_usd_total",
+                "Estimated spend in US dollars, from token usage and the price table.",
+                ["model"],
+                registry=registry,
+            ),
+        )
+
+    def precreate(self, models: tuple[str, ...], error_types: tuple[str, ...]) -> None:
+        """Create the series we know of, so rate() sees their first increment."""
+        for model in models:
+            for mode in STREAM_MODES:
+                self.latency.labels(model, mode)
+                for status in LLM_STATUSES:
+                    self.requests.labels(model, mode, status)
+            self.ttft.labels(model)
+            self.time_per_output_token.labels(model)
+            self.cost.labels(model)
+            for token_type in TOKEN_TYPES:
+                self.tokens.labels(model, token_type)
+            for error_type in error_types:
+                self.errors.labels(model, error_type)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseMetrics:
+    queries: Counter
+    duration: Histogram
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> DatabaseMetrics:
+        return cls(
+            queries=Counter(
+                "db_queries_total",
+                "Database statements by operation (select, insert, update, delete, other).",
+                ["operation"],
+                registry=registry,
+            ),
+            duration=Histogram(
+                "db_query_duration_seconds",
+                "Database statement duration by operation.",
+                ["operation"],
+                buckets=FAST_BUCKETS,
+                registry=registry,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessMetrics:
+    conversations_created: Counter
+    conversations_active: Gauge
+    escalations: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> BusinessMetrics:
+        return cls(
+            conversations_created=Counter(
+                "conversations_created_total",
+                "Conversations started, by goal (capped; overflow goes to 'other').",
+                ["goal_id"],
+                registry=registry,
+            ),
+            conversations_active=Gauge(
+                "conversations_active",
+                "Conversations in status active, read from the store at scrape time.",
+                registry=registry,
+                multiprocess_mode="mostrecent",
+            ),
+            escalations=Counter(
+                "escalations_total",
+                "Conversations handed to a human, by reason.",
+                ["reason"],
+                registry=registry,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LabelGuardMetrics:
+    overflow: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> LabelGuardMetrics:
+        return cls(
+            overflow=Counter(
+                "metric_label_overflow_total",
+                "Label values folded into 'other' because a label reached its cap.",
+                ["metric", "label"],
+                registry=registry,
+            )
+        )

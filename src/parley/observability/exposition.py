@@ -1,0 +1,81 @@
+"""The ``/metrics`` endpoint: text or OpenMetrics by Accept, gzip, optional bearer token.
+
+Under several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set) each scrape merges
+the workers' files, so it shows the sum across workers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+from starlette.requests import Request
+from starlette.responses import Response
+
+from parley.observability import multiprocess
+
+ScrapeHook = Callable[[], Awaitable[None]]
+
+logger = structlog.get_logger("parley.observability")
+
+
+class MetricsEndpoint:
+    """Serves one registry; ``handle`` is the Starlette endpoint (``Request -> Response``)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        token: str | None = None,
+        hooks: Sequence[ScrapeHook] = (),
+    ) -> None:
+        self.registry = registry
+        self.token = token
+        self.hooks = list(hooks)
+
+    def add_hook(self, hook: ScrapeHook) -> None:
+        """Run ``hook`` before each scrape, e.g. to refresh a gauge read from a database."""
+        self.hooks.append(hook)
+
+    async def handle(self, request: Request) -> Response:
+        if self.token is not None and not self._authorized(request):
+            return Response(
+                json.dumps(
+                    {
+                        "error": {
+                            "type": "unauthorized",
+                            "code": "invalid_metrics_token",
+                            "message": "missing or invalid bearer token for /metrics",
+                        }
+                    }
+                ),
+                status_code=401,
+                media_type="application/json",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        for hook in self.hooks:
+            try:
+                await hook()
+            except Exception:  # a stale gauge beats a failed scrape
+                logger.exception("scrape_hook_failed", hook=getattr(hook, "__name__", "?"))
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        directory = multiprocess.directory()
+        registry = multiprocess.registry(directory) if directory else self.registry
+        output = encoder(registry)
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+        if gzip_accepted(request.headers.get("accept-encoding", "")):
+            output = gzip.compress(output, compresslevel=6)
+            headers["Content-Encoding"] = "gzip"
+        return Response(output, headers=headers)
+
+    def _authorized(self, request: Request) -> bool:
+        assert self.token is not None
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            presented.strip().encode(), self.token.encode()
+        )

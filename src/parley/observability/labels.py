@@ -1,0 +1,59 @@
+"""Label values that cannot grow without bound, whatever arrives from outside."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import Counter
+
+OTHER = "other"
+
+
+class Allowlist:
+    """Known values pass; anything else is ``other``."""
+
+    def __init__(self, values: Iterable[str]) -> None:
+        self.values = frozenset(values)
+
+    def __call__(self, value: str) -> str:
+        return value if value in self.values else OTHER
+
+
+class CappedLabel:
+    """Admits the first ``limit`` distinct values; later ones become ``other``.
+
+    Each value folded into ``other`` is counted, so the cap being reached is visible
+    (and alertable) instead of silently losing detail.
+    """
+
+    def __init__(self, *, metric: str, label: str, limit: int, overflow: Counter) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._overflow = overflow.labels(metric, label)
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with self._lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) < self.limit:
+                self._seen.add(value)
+                return value
+        self._overflow.inc()
+        return OTHER
+
+    def admit(self, values: Iterable[str]) -> list[str]:
+        """Admit known values up front (up to the cap); returns those admitted."""
+        admitted = []
+        for value in values:
+            with self._lock:
+                if len(self._seen) >= self.limit:
+                    break
+                self._seen.add(value)
+            admitted.append(value)
+        return admitted

@@ -1,0 +1,144 @@
+"""LLM call instrumentation: metrics and log events from one set of measurements.
+
+Every call is one ``LLMCall``: the start, any retries, the first content chunk and
+the end (success or a typed failure) each update the metrics and write a structured
+log event with the same model, latency and error type.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+from parley.observability.catalogue import LLMMetrics
+from parley.observability.labels import Allowlist
+from parley.observability.request_id import current_request_id
+
+
+class LLMInstrumentation:
+    def __init__(
+        self,
+        metrics: LLMMetrics,
+        *,
+        models: Iterable[str],
+        error_types: Iterable[str],
+        logger: Any = None,
+    ) -> None:
+        self.metrics = metrics
+        self.models = Allowlist(models)
+        self.error_types = Allowlist(error_types)
+        self.logger = logger or structlog.get_logger("parley.llm")
+        metrics.precreate(tuple(sorted(self.models.values)), tuple(sorted(self.error_types.values)))
+
+    def start(self, model: str, *, streaming: bool, provider: str) -> LLMCall:
+        return LLMCall(self, model, streaming=streaming, provider=provider)
+
+
+class LLMCall:
+    def __init__(
+        self, owner: LLMInstrumentation, model: str, *, streaming: bool, provider: str
+    ) -> None:
+        self._owner = owner
+        self._metrics = owner.metrics
+        self.model = owner.models(model)
+        self.stream_mode = "streaming" if streaming else "non_streaming"
+        self._log = owner.logger.bind(provider=provider, model=model, stream_mode=self.stream_mode)
+        self._started = time.perf_counter()
+        self._first_token_at: float | None = None
+        self._finished = False
+        self._log.info("llm_request_started")
+
+    def retry(self, error_type: str, attempt: int, wait_seconds: float) -> None:
+        error_type = self._owner.error_types(error_type)
+        self._metrics.retries.labels(self.model, error_type).inc()
+        self._log.warning(
+            "llm_request_retrying",
+            error_type=error_type,
+            attempt=attempt,
+            wait_seconds=wait_seconds,
+        )
+
+    def first_token(self) -> None:
+        if self._first_token_at is None:
+            self._first_token_at = time.perf_counter()
+            self._metrics.ttft.labels(self.model).observe(self._first_token_at - self._started)
+
+    def succeeded(
+        self,
+        *,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        total_tokens: int | None = None,
+        remaining_requests: int | None = None,
+        remaining_tokens: int | None = None,
+        cost_usd: float | None = None,
+    ) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        latency = self._observe_latency()
+        m, model = self._metrics, self.model
+        m.requests.labels(model, self.stream_mode, "success").inc()
+        for token_type, count in (
+            ("prompt", prompt_tokens),
+            ("completion", completion_tokens),
+            ("total", total_tokens),
+        ):
+            if count:
+                m.tokens.labels(model, token_type).inc(count)
+        tpot = self._time_per_output_token(completion_tokens)
+        if tpot is not None:
+            m.time_per_output_token.labels(model).observe(tpot)
+        # Left unset (not zeroed) when the provider does not report them.
+        if remaining_requests is not None:
+            m.rate_limit_remaining_requests.labels(model).set(remaining_requests)
+        if remaining_tokens is not None:
+            m.rate_limit_remaining_tokens.labels(model).set(remaining_tokens)
+        if cost_usd:
+            m.cost.labels(model).inc(cost_usd)
+        self._log.info(
+            "llm_request_completed",
+            latency_seconds=round(latency, 6),
+            ttft_seconds=self._ttft(),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=cost_usd,
+        )
+
+    def failed(self, error_type: str) -> None:
+        """The call ended in error; what was measured up to then is still recorded."""
+        if self._finished:
+            return
+        self._finished = True
+        error_type = self._owner.error_types(error_type)
+        latency = self._observe_latency()
+        self._metrics.requests.labels(self.model, self.stream_mode, "error").inc()
+        self._metrics.errors.labels(self.model, error_type).inc()
+        self._log.error(
+            "llm_request_failed",
+            latency_seconds=round(latency, 6),
+            ttft_seconds=self._ttft(),
+            error_type=error_type,
+        )
+
+    def _observe_latency(self) -> float:
+        latency = time.perf_counter() - self._started
+        request_id = current_request_id()
+        self._metrics.latency.labels(self.model, self.stream_mode).observe(
+            latency, exemplar={"request_id": request_id} if request_id else None
+        )
+        return latency
+
+    def _ttft(self) -> float | None:
+        if self._first_token_at is None:
+            return None
+        return round(self._first_token_at - self._started, 6)
+
+    def _time_per_output_token(self, completion_tokens: int | None) -> float | None:
+        # Streams only, and only with tokens after the first: one observation per call.
+        if self._first_token_at is None or not completion_tokens or completion_tokens < 2:
+            return None
+        return (time.perf_counter() - self._first_token_at) / (completion_tokens - 1)

@@ -1,0 +1,58 @@
+"""Database statement metrics from SQLAlchemy engine events (sync or async engines)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from parley.observability.catalogue import DatabaseMetrics
+
+OPERATIONS = ("select", "insert", "update", "delete", "other")
+_KNOWN = frozenset(OPERATIONS) - {"other"}
+_STACK = "observability.query_started"
+
+
+def operation_of(statement: str) -> str:
+    """The statement's verb, from a fixed set; never the SQL text itself."""
+    head = statement.lstrip(" \t\r\n(").split(None, 1)
+    verb = head[0].lower() if head else ""
+    if verb == "with":  # a CTE: the verb that follows the WITH clause decides
+        lowered = statement.lower()
+        for candidate in ("insert", "update", "delete", "select"):
+            if f" {candidate} " in lowered:
+                return candidate
+    return verb if verb in _KNOWN else "other"
+
+
+def instrument_engine(engine: Engine | AsyncEngine, metrics: DatabaseMetrics) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    for operation in OPERATIONS:
+        metrics.queries.labels(operation)
+        metrics.duration.labels(operation)
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault(_STACK, []).append(time.perf_counter())
+
+    @event.listens_for(sync_engine, "after_cursor_execute")
+    def _after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        _record(conn, statement, metrics)
+
+    @event.listens_for(sync_engine, "handle_error")
+    def _error(context: Any) -> None:
+        if context.connection is not None and context.statement is not None:
+            _record(context.connection, context.statement, metrics)
+
+
+def _record(conn: Any, statement: str, metrics: DatabaseMetrics) -> None:
+    stack = conn.info.get(_STACK)
+    if not stack:
+        return
+    duration = time.perf_counter() - stack.pop()
+    operation = operation_of(statement)
+    metrics.queries.labels(operation).inc()
+    metrics.duration.labels(operation).observe(duration)

@@ -1,0 +1,113 @@
+"""Connects Parley's seams to ``parley.observability``: the one module that knows both.
+
+- LLM calls: a gateway observer feeding ``LLMInstrumentation``.
+- Business events: conversations created and escalated, by goal and reason.
+- ``conversations_active``: read from the store at scrape time, so it is right after a
+  restart and across worker processes.
+- Database statements: SQLAlchemy engine events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from parley.domain.models import Conversation, ConversationStatus, EscalationReason
+from parley.llm import LLMCallInfo, LLMError, LLMErrorKind, RateLimit, Usage
+from parley.llm.prices import estimate_cost
+from parley.observability import (
+    BusinessMetrics,
+    CappedLabel,
+    DatabaseMetrics,
+    Instrumentation,
+    LLMCall,
+    LLMInstrumentation,
+    LLMMetrics,
+)
+from parley.observability.sqlalchemy import instrument_engine
+from parley.store import Store
+
+LLM_ERROR_TYPES = tuple(kind.value for kind in LLMErrorKind)
+
+
+class LLMTelemetry:
+    """A gateway observer: every provider call is measured and logged here."""
+
+    def __init__(self, instrumentation: LLMInstrumentation) -> None:
+        self.instrumentation = instrumentation
+
+    def call_started(self, call: LLMCallInfo) -> _CallRecorder:
+        return _CallRecorder(
+            self.instrumentation.start(
+                call.model, streaming=call.streaming, provider=call.provider
+            ),
+            call.model,
+        )
+
+
+class _CallRecorder:
+    def __init__(self, call: LLMCall, model: str) -> None:
+        self._call = call
+        self._model = model
+
+    def retrying(self, error: LLMError, attempt: int, wait_seconds: float) -> None:
+        self._call.retry(error.kind.value, attempt, wait_seconds)
+
+    def first_token(self) -> None:
+        self._call.first_token()
+
+    def succeeded(self, usage: Usage | None, rate_limit: RateLimit | None) -> None:
+        self._call.succeeded(
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            total_tokens=usage.total_tokens if usage else None,
+            remaining_requests=rate_limit.remaining_requests if rate_limit else None,
+            remaining_tokens=rate_limit.remaining_tokens if rate_limit else None,
+            cost_usd=estimate_cost(self._model, usage),
+        )
+
+    def failed(self, error: LLMError) -> None:
+        self._call.failed(error.kind.value)
+
+
+class ConversationMetrics:
+    """Business events as metrics. Goal ids are capped: goals are created over the API."""
+
+    def __init__(self, metrics: BusinessMetrics, goal_label: CappedLabel) -> None:
+        self.metrics = metrics
+        self.goal_label = goal_label
+        for reason in EscalationReason:
+            metrics.escalations.labels(reason.value)
+
+    def admit_goals(self, goal_ids: list[str]) -> None:
+        for goal_id in self.goal_label.admit(goal_ids):
+            self.metrics.conversations_created.labels(goal_id)
+
+    def conversation_created(self, conversation: Conversation) -> None:
+        self.metrics.conversations_created.labels(self.goal_label(conversation.goal_id)).inc()
+
+    def conversation_escalated(self, conversation: Conversation, reason: EscalationReason) -> None:
+        self.metrics.escalations.labels(reason.value).inc()
+
+    def conversation_closed(self, conversation: Conversation, previous: ConversationStatus) -> None:
+        return None  # conversations_active is read from the store at scrape time
+
+
+def active_conversations_hook(
+    store: Store, metrics: BusinessMetrics
+) -> Callable[[], Awaitable[None]]:
+    async def refresh_conversations_active() -> None:
+        counts = await store.conversations.count_by_status()
+        metrics.conversations_active.set(counts[ConversationStatus.ACTIVE])
+
+    return refresh_conversations_active
+
+
+def instrument_store(store: Store, instrumentation: Instrumentation) -> DatabaseMetrics:
+    metrics = DatabaseMetrics.register(instrumentation.registry)
+    instrument_engine(store.database.engine, metrics)
+    return metrics
+
+
+def instrument_llm(instrumentation: Instrumentation, models: tuple[str, ...]) -> LLMTelemetry:
+    metrics = LLMMetrics.register(instrumentation.registry)
+    return LLMTelemetry(LLMInstrumentation(metrics, models=models, error_types=LLM_ERROR_TYPES))
