@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/parley serve
 
 test: $(STAMP)
-	scripts/ensure-test-services.sh
+	scripts/prepare-tests.sh
 	$(BIN)/pytest
 
 lint: $(STAMP)

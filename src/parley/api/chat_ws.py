@@ -10,6 +10,7 @@ import uuid
 from contextlib import aclosing
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from parley.api.channel import ChatChannel, InvalidFrame
@@ -33,6 +34,7 @@ def _message(message: Any) -> dict[str, Any]:
 async def chat(websocket: WebSocket, conversation_id: str, conversations: ConversationsDep) -> None:
     """Chat in a conversation, the reply streamed token by token."""
     channel = ChatChannel(websocket)
+    structlog.contextvars.bind_contextvars(conversation_id=conversation_id)
     await channel.accept()
     try:
         ident = uuid.UUID(conversation_id)

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Header, Query, status
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import BaseModel
@@ -119,6 +120,8 @@ async def post_message(
     accept: Annotated[str | None, Header()] = None,
 ) -> TurnOut | EventSourceResponse:
     """Send a user message and get the assistant's reply, whole or streamed as SSE."""
+    # Ids go into the logs of everything this request does (never into metric labels).
+    structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
     pending = await conversations.begin_turn(conversation_id, body.content)
     if body.stream or "text/event-stream" in (accept or ""):
         return EventSourceResponse(_sse_events(conversations, pending))

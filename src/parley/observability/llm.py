@@ -8,7 +8,7 @@ log event with the same model, latency and error type.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -26,11 +26,13 @@ class LLMInstrumentation:
         models: Iterable[str],
         error_types: Iterable[str],
         logger: Any = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.metrics = metrics
         self.models = Allowlist(models)
         self.error_types = Allowlist(error_types)
         self.logger = logger or structlog.get_logger("parley.llm")
+        self.clock = clock
         metrics.precreate(tuple(sorted(self.models.values)), tuple(sorted(self.error_types.values)))
 
     def start(self, model: str, *, streaming: bool, provider: str) -> LLMCall:
@@ -46,7 +48,7 @@ class LLMCall:
         self.model = owner.models(model)
         self.stream_mode = "streaming" if streaming else "non_streaming"
         self._log = owner.logger.bind(provider=provider, model=model, stream_mode=self.stream_mode)
-        self._started = time.perf_counter()
+        self._started = self._owner.clock()
         self._first_token_at: float | None = None
         self._finished = False
         self._log.info("llm_request_started")
@@ -63,7 +65,7 @@ class LLMCall:
 
     def first_token(self) -> None:
         if self._first_token_at is None:
-            self._first_token_at = time.perf_counter()
+            self._first_token_at = self._owner.clock()
             self._metrics.ttft.labels(self.model).observe(self._first_token_at - self._started)
 
     def succeeded(
@@ -125,7 +127,7 @@ class LLMCall:
         )
 
     def _observe_latency(self) -> float:
-        latency = time.perf_counter() - self._started
+        latency = self._owner.clock() - self._started
         request_id = current_request_id()
         self._metrics.latency.labels(self.model, self.stream_mode).observe(
             latency, exemplar={"request_id": request_id} if request_id else None
@@ -141,4 +143,4 @@ class LLMCall:
         # Streams only, and only with tokens after the first: one observation per call.
         if self._first_token_at is None or not completion_tokens or completion_tokens < 2:
             return None
-        return (time.perf_counter() - self._first_token_at) / (completion_tokens - 1)
+        return (self._owner.clock() - self._first_token_at) / (completion_tokens - 1)

@@ -36,7 +36,9 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto") -> None:
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: configure_logging may run again (CLI, then each app), and a cached
+        # logger would keep the processors of the first run.
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

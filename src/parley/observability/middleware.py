@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,11 +36,13 @@ class PrometheusMiddleware:
         http: HttpMetrics,
         ws: WebSocketMetrics | None = None,
         templates: RouteTemplates | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.app = app
         self.http = http
         self.ws = ws
         self.templates = templates or RouteTemplates(app)
+        self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -50,7 +53,7 @@ class PrometheusMiddleware:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
+        started = self.clock()
         status: int | None = None
         recorded = False
 
@@ -61,14 +64,14 @@ class PrometheusMiddleware:
                 status = message["status"]
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 recorded = True
-                self._record(scope, status or 500, time.perf_counter() - started)
+                self._record(scope, status or 500, self.clock() - started)
 
         try:
             await self.app(scope, receive, send_and_time)
         except asyncio.CancelledError:
             if not recorded:
                 recorded = True
-                self._record(scope, status or CLIENT_CLOSED, time.perf_counter() - started)
+                self._record(scope, status or CLIENT_CLOSED, self.clock() - started)
             raise
         except Exception:
             if not recorded:
@@ -76,7 +79,7 @@ class PrometheusMiddleware:
                 self._record(
                     scope,
                     status or 500,
-                    time.perf_counter() - started,
+                    self.clock() - started,
                     default_error=("internal_error", "unhandled_exception"),
                 )
             raise
@@ -84,7 +87,7 @@ class PrometheusMiddleware:
             if not recorded:
                 # Ended without a final body: a client that went away mid-stream, or an
                 # app that never answered (the server then sends 500).
-                self._record(scope, status or 500, time.perf_counter() - started)
+                self._record(scope, status or 500, self.clock() - started)
 
     def _record(
         self,

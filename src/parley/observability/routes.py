@@ -47,16 +47,20 @@ def _children(routes: Iterable[BaseRoute]) -> Iterator[tuple[BaseRoute, str]]:
         yield context.original_route, context.path_format or ""
 
 
-def walk_templates(
-    routes: Iterable[BaseRoute], prefix: str = ""
-) -> Iterator[tuple[BaseRoute, str]]:
-    """Every route in the tree with its full template."""
+def walk_templates(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[object, str]]:
+    """Every route in the tree with its full template.
+
+    A mounted app without routes of its own (static files, a plain ASGI app) is keyed
+    by the app itself: Starlette leaves it in ``scope["endpoint"]``, not in "route".
+    """
     for route, template in _children(routes):
         if isinstance(route, Mount):
-            mount_prefix = (prefix + template).rstrip("/")
-            # Matched itself only when nothing inside it routes (static files, plain ASGI apps).
-            yield route, mount_prefix + "/{path}"
-            yield from walk_templates(route.routes, mount_prefix)
+            # A mount's template is "<its path>/{path}": the prefix is what precedes that.
+            mount_prefix = (prefix + template).removesuffix("/{path}").rstrip("/")
+            if route.routes:
+                yield from walk_templates(route.routes, mount_prefix)
+            else:
+                yield route.app, mount_prefix + "/{path}"
         elif isinstance(route, Host):
             yield from walk_templates(route.routes, prefix)
         else:
@@ -97,7 +101,7 @@ class RouteTemplates:
     def template(self, scope: Scope) -> str:
         route = scope.get("route")
         if route is None:
-            return UNMATCHED
+            return self._mounted_app_template(scope)
         candidates = self._table.get(id(route))
         if candidates is None:
             candidates = self._candidates_for(route)
@@ -109,6 +113,16 @@ class RouteTemplates:
             if pattern.match(path):
                 return template
         return candidates[0][1]
+
+    def _mounted_app_template(self, scope: Scope) -> str:
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return UNMATCHED
+        if not self._built:
+            with self._lock:
+                self._build()
+        candidates = self._table.get(id(endpoint))
+        return candidates[0][1] if candidates else UNMATCHED
 
     def _candidates_for(self, route: BaseRoute) -> Candidates:
         key = id(route)

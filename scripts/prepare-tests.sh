@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# What the test suite needs beyond Python packages: Debian's Prometheus tools
+# (promtool checks the /metrics exposition), and the PostgreSQL server, which this
+# machine kind starts before each session and CI run (started again if it stopped).
+set -euo pipefail
+
+apt_updated=""
+apt_install() {
+    if [ "$(id -u)" != "0" ]; then
+        echo "warning: not root; cannot apt-get install $*" >&2
+        return 0
+    fi
+    if [ -z "$apt_updated" ]; then
+        apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+command -v promtool >/dev/null || { echo "installing Debian's prometheus (promtool)"; apt_install prometheus; }
+
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if command -v pg_isready >/dev/null && ! pg_up; then
+    if command -v pg_ctlcluster >/dev/null; then
+        echo "starting PostgreSQL"
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+        for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+    fi
+fi
+pg_up || echo "warning: PostgreSQL is not reachable on 127.0.0.1:5432; its tests will skip (fail under CI)" >&2

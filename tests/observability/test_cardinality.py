@@ -1,0 +1,181 @@
+"""No label can grow from outside: random paths, methods, ids and bodies leave series bounded."""
+
+from __future__ import annotations
+
+import random
+import string
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from parley.api.errors import _HTTP_TYPES
+from parley.domain import errors as domain
+from parley.domain.models import EscalationReason
+from parley.llm import LLMErrorKind
+from parley.llm.prices import PRICES
+from parley.observability import OTHER, UNMATCHED
+from parley.observability.catalogue import (
+    FAST_BUCKETS,
+    HTTP_DURATION_BUCKETS,
+    LLM_LATENCY_BUCKETS,
+    LLM_STATUSES,
+    LLM_TPOT_BUCKETS,
+    LLM_TTFT_BUCKETS,
+    STREAM_MODES,
+    TOKEN_TYPES,
+    WS_DIRECTIONS,
+)
+from parley.observability.middleware import KNOWN_METHODS
+from parley.observability.routes import walk_templates
+from parley.observability.sqlalchemy import OPERATIONS
+from tests.conftest import app_client, make_settings
+
+GOAL_CAP = 5
+
+
+def _all_subclasses(cls: type) -> set[type]:
+    found = set()
+    for sub in cls.__subclasses__():
+        found |= {sub} | _all_subclasses(sub)
+    return found
+
+
+def _random_text(rng: random.Random, size: int) -> str:
+    return "".join(rng.choice(string.ascii_letters + string.digits + "-_.~%") for _ in range(size))
+
+
+def _storm(client: TestClient, rng: random.Random, rounds: int, conversation: str) -> None:
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+    for i in range(rounds):
+        choice = i % 8
+        if choice == 0:
+            client.get("/" + "/".join(_random_text(rng, 6) for _ in range(rng.randint(1, 4))))
+        elif choice == 1:
+            client.request(_random_text(rng, 7).upper().replace("%", "X"), "/v1/goals/")
+        elif choice == 2:
+            client.request(rng.choice(methods), f"/v1/goals/{_random_text(rng, 10)}", json={})
+        elif choice == 3:
+            client.get(f"/v1/conversations/{uuid.uuid4()}")
+        elif choice == 4:
+            client.post(
+                f"/v1/conversations/{_random_text(rng, 12)}/messages", json={"content": "x"}
+            )
+        elif choice == 5:
+            goal_id = f"goal-{uuid.uuid4().hex[:12]}"
+            client.post("/v1/goals/", json={"id": goal_id, "name": "G", "instructions": "Help."})
+            client.post("/v1/conversations/", json={"goal_id": goal_id, "metadata": {"k": i}})
+        elif choice == 6:
+            client.post(
+                f"/v1/conversations/{conversation}/messages",
+                content=_random_text(rng, 30).encode(),
+                headers={"content-type": rng.choice(["application/json", "text/plain"])},
+            )
+        else:
+            client.get("/v1/conversations/", params={"cursor": _random_text(rng, 20)})
+
+
+def _series_count(registry: CollectorRegistry) -> int:
+    return sum(len(metric.samples) for metric in registry.collect())
+
+
+def _label_values(registry: CollectorRegistry) -> dict[str, set[str]]:
+    values: dict[str, set[str]] = defaultdict(set)
+    for metric in registry.collect():
+        for sample in metric.samples:
+            for name, label_value in sample.labels.items():
+                values[name].add(label_value)
+    return values
+
+
+def _buckets(*sets: tuple[float, ...]) -> set[str]:
+    return {str(float(b)) for s in sets for b in s} | {"+Inf"}
+
+
+def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
+    templates = {t for _, t in walk_templates(app_routes)} | {UNMATCHED}  # type: ignore[arg-type]
+    error_codes = (
+        {cls.code for cls in _all_subclasses(domain.DomainError)}
+        | {f"llm_{kind.value}" for kind in LLMErrorKind}
+        | set(_HTTP_TYPES.values())
+        | {
+            "route_not_found",
+            "invalid_request",
+            "internal_error",
+            "unhandled_exception",
+            "body_too_large",
+            "database_unreachable",
+        }
+    )
+    error_types = set(_HTTP_TYPES.values()) | {
+        "not_found",
+        "conflict",
+        "validation_error",
+        "payload_too_large",
+        "upstream_error",
+        "internal_error",
+        "unavailable",
+        "bad_request",
+        "http_error",
+    }
+    models = {"llama-3.1-8b-instant", *PRICES, OTHER}
+    return {
+        "path": templates.__contains__,
+        "method": (KNOWN_METHODS | {"other"}).__contains__,
+        "status": lambda v: (v in LLM_STATUSES) or (v.isdigit() and 100 <= int(v) <= 599),
+        "error_type": lambda v: v in error_types or v in {k.value for k in LLMErrorKind},
+        "error_code": lambda v: v in error_codes or (v.isdigit() and 100 <= int(v) <= 599),
+        "model": models.__contains__,
+        "stream_mode": set(STREAM_MODES).__contains__,
+        "type": set(TOKEN_TYPES).__contains__,
+        "direction": set(WS_DIRECTIONS).__contains__,
+        "reason": {r.value for r in EscalationReason}.__contains__,
+        "operation": set(OPERATIONS).__contains__,
+        "metric": {"conversations_created_total"}.__contains__,
+        "label": {"goal_id"}.__contains__,
+        "goal_id": lambda v: v == OTHER or v == "base" or v.startswith("goal-"),
+        "le": _buckets(
+            HTTP_DURATION_BUCKETS,
+            LLM_LATENCY_BUCKETS,
+            LLM_TTFT_BUCKETS,
+            LLM_TPOT_BUCKETS,
+            FAST_BUCKETS,
+        ).__contains__,
+        # The platform and GC collectors: fixed facts about this interpreter.
+        "generation": {"0", "1", "2"}.__contains__,
+        "implementation": lambda v: True,
+        "major": str.isdigit,
+        "minor": str.isdigit,
+        "patchlevel": str.isdigit,
+        "version": lambda v: True,
+    }
+
+
+def test_random_traffic_leaves_every_label_bounded(tmp_path: Path) -> None:
+    """Every label of every metric stays within a value set fixed by the code."""
+    rng = random.Random(20261127)
+    settings = make_settings(tmp_path, metrics_goal_label_limit=GOAL_CAP)
+    with app_client(settings) as client:
+        registry = client.app.state.instrumentation.registry  # type: ignore[attr-defined]
+        client.post("/v1/goals/", json={"id": "base", "name": "B", "instructions": "Help."})
+        conversation = client.post("/v1/conversations/", json={"goal_id": "base"}).json()["id"]
+        _storm(client, rng, 400, conversation)
+        after_warmup = _series_count(registry)
+        _storm(client, rng, 1600, conversation)
+        after_storm = _series_count(registry)
+        bounds = _bounds(list(client.app.routes))  # type: ignore[attr-defined]
+        values = _label_values(registry)
+
+    # Four times the traffic, and not a single new series.
+    assert after_storm == after_warmup
+    unknown = set(values) - set(bounds)
+    assert not unknown, f"labels without a declared bound: {unknown}"
+    for label, seen in values.items():
+        outside = {v for v in seen if not bounds[label](v)}
+        assert not outside, f"{label} took values outside its bound: {sorted(outside)[:10]}"
+    goal_ids = values["goal_id"]
+    assert len(goal_ids) <= GOAL_CAP + 1
+    assert OTHER in goal_ids

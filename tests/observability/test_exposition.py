@@ -1,0 +1,104 @@
+"""/metrics: valid Prometheus text, OpenMetrics on request, gzip, optional bearer token."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.api.helpers import make_conversation, make_goal
+from tests.conftest import app_client, make_settings
+from tests.support.tools import require_tool
+
+
+def _exercise(client: TestClient) -> None:
+    make_goal(client)
+    conversation_id = make_conversation(client)
+    client.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "hi"})
+    client.post(
+        f"/v1/conversations/{conversation_id}/messages", json={"content": "again", "stream": True}
+    )
+    client.get("/v1/goals/missing")
+
+
+def test_metrics_is_valid_prometheus_text(client: TestClient) -> None:
+    _exercise(client)
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {family.name: family for family in text_string_to_metric_families(response.text)}
+    for name in (
+        "http_requests",
+        "http_request_duration_seconds",
+        "api_errors",
+        "llm_requests",
+        "llm_latency_seconds",
+        "llm_ttft_seconds",
+        "llm_tokens_used",
+        "ws_connections_active",
+        "conversations_created",
+        "conversations_active",
+        "escalations",
+        "db_queries",
+        "process_resident_memory_bytes",
+        "python_info",
+    ):
+        assert name in families, name
+    assert families["http_requests"].type == "counter"
+    assert families["http_request_duration_seconds"].type == "histogram"
+    assert families["ws_message_size_bytes"].type == "summary"
+    assert families["conversations_active"].type == "gauge"
+
+
+def test_promtool_finds_no_problems(client: TestClient, tmp_path: Path) -> None:
+    promtool = require_tool("promtool")
+    _exercise(client)
+    exposition = client.get("/metrics").text
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+    assert result.stderr.strip() == ""
+
+
+def test_openmetrics_on_request_with_request_id_exemplars(client: TestClient) -> None:
+    _exercise(client)
+    request_id = client.get("/healthz", headers={"X-Request-ID": "trace-me-1"}).headers[
+        "x-request-id"
+    ]
+    response = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.rstrip().endswith("# EOF")
+    exemplars = [
+        sample.exemplar
+        for family in parse_openmetrics(response.text)
+        if family.name == "http_request_duration_seconds"
+        for sample in family.samples
+        if sample.exemplar is not None
+    ]
+    assert request_id in {exemplar.labels["request_id"] for exemplar in exemplars}
+
+
+def test_gzip_when_accepted(client: TestClient) -> None:
+    plain = client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    with client.stream("GET", "/metrics", headers={"Accept-Encoding": "gzip"}) as response:
+        raw = b"".join(response.iter_raw())
+    assert response.headers["content-encoding"] == "gzip"
+    assert b"http_requests_total" in gzip.decompress(raw)
+
+
+def test_bearer_token_protects_metrics(tmp_path: Path) -> None:
+    with app_client(make_settings(tmp_path, metrics_token="s3cret")) as client:
+        refused = client.get("/metrics")
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "invalid_metrics_token"
+        assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+        allowed = client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
+        assert allowed.status_code == 200
+        assert "http_requests_total" in allowed.text

@@ -1,0 +1,277 @@
+"""LLM metrics through the gateway: one place every provider call goes through."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from parley.llm import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    LLMError,
+    LLMErrorKind,
+    LLMGateway,
+    RateLimit,
+    RetryPolicy,
+    Role,
+    StreamChunk,
+    Usage,
+)
+from parley.llm.prices import PRICES, estimate_cost
+from parley.observability import LLMInstrumentation, LLMMetrics, new_registry
+from parley.telemetry import LLM_ERROR_TYPES, LLMTelemetry
+from tests.support.metrics import FakeClock, value
+from tests.support.providers import ScriptedProvider, collect
+
+MODEL = "llama-3.1-8b-instant"
+REQUEST = ChatRequest(MODEL, (ChatMessage(Role.USER, "hi"),))
+
+
+class TimedProvider:
+    """Streams on a fake clock: role chunk, content after ``ttft``, tokens ``gap`` apart."""
+
+    name = "timed"
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        *,
+        ttft: float,
+        gap: float,
+        words: int,
+        cut_after: int | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> None:
+        self.clock, self.ttft, self.gap, self.words = clock, ttft, gap, words
+        self.cut_after = cut_after
+        self.rate_limit = rate_limit
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        self.clock.advance(self.ttft)
+        return Completion(
+            "x " * self.words,
+            request.model,
+            Usage(10, self.words, 10 + self.words),
+            rate_limit=self.rate_limit,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        yield StreamChunk(rate_limit=self.rate_limit)  # role-only: not the first token
+        self.clock.advance(self.ttft)
+        for index in range(self.words):
+            if index:
+                self.clock.advance(self.gap)
+            if self.cut_after is not None and index == self.cut_after:
+                raise LLMError(LLMErrorKind.STREAM_INTERRUPTED, "cut")
+            yield StreamChunk(content=f" w{index}")
+        yield StreamChunk(usage=Usage(10, self.words, 10 + self.words), finish_reason="stop")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _gateway(
+    provider: object,
+    clock: FakeClock | None = None,
+    retries: int = 2,
+    models: tuple[str, ...] = (MODEL,),
+) -> tuple[LLMGateway, CollectorRegistry]:
+    registry = new_registry()
+    instrumentation = LLMInstrumentation(
+        LLMMetrics.register(registry),
+        models=models,
+        error_types=LLM_ERROR_TYPES,
+        **({"clock": clock} if clock else {}),
+    )
+    gateway = LLMGateway(
+        provider,  # type: ignore[arg-type]
+        retry=RetryPolicy(max_retries=retries, backoff_seconds=0),
+        observers=[LLMTelemetry(instrumentation)],
+    )
+    return gateway, registry
+
+
+async def test_stream_records_latency_ttft_time_per_token_and_tokens_once() -> None:
+    clock = FakeClock()
+    gateway, registry = _gateway(TimedProvider(clock, ttft=0.4, gap=0.05, words=5), clock)
+    received: list[str] = []
+    await collect(gateway.stream(REQUEST), received)
+
+    assert (
+        value(
+            registry, "llm_requests_total", model=MODEL, stream_mode="streaming", status="success"
+        )
+        == 1
+    )
+    # TTFT counts from the call to the first chunk with content, not the role-only one.
+    assert value(registry, "llm_ttft_seconds_sum", model=MODEL) == pytest.approx(0.4)
+    assert value(registry, "llm_ttft_seconds_bucket", model=MODEL, le="0.25") == 0
+    assert value(registry, "llm_ttft_seconds_bucket", model=MODEL, le="0.5") == 1
+    assert value(
+        registry, "llm_latency_seconds_sum", model=MODEL, stream_mode="streaming"
+    ) == pytest.approx(0.6)
+    # One observation per stream: (0.6 - 0.4) / (5 - 1) tokens.
+    assert value(registry, "llm_time_per_output_token_seconds_count", model=MODEL) == 1
+    assert value(registry, "llm_time_per_output_token_seconds_sum", model=MODEL) == pytest.approx(
+        0.05
+    )
+    assert value(registry, "llm_tokens_used_total", model=MODEL, type="prompt") == 10
+    assert value(registry, "llm_tokens_used_total", model=MODEL, type="completion") == 5
+    assert value(registry, "llm_tokens_used_total", model=MODEL, type="total") == 15
+    assert value(registry, "llm_cost_usd_total", model=MODEL) == pytest.approx(
+        estimate_cost(MODEL, Usage(10, 5, 15))
+    )
+
+
+async def test_non_streaming_call_has_latency_but_no_ttft() -> None:
+    clock = FakeClock()
+    gateway, registry = _gateway(TimedProvider(clock, ttft=1.5, gap=0, words=3), clock)
+    await gateway.complete(REQUEST)
+    assert value(
+        registry, "llm_latency_seconds_sum", model=MODEL, stream_mode="non_streaming"
+    ) == pytest.approx(1.5)
+    assert (
+        value(
+            registry,
+            "llm_latency_seconds_bucket",
+            model=MODEL,
+            stream_mode="non_streaming",
+            le="1.0",
+        )
+        == 0
+    )
+    assert (
+        value(
+            registry,
+            "llm_latency_seconds_bucket",
+            model=MODEL,
+            stream_mode="non_streaming",
+            le="2.0",
+        )
+        == 1
+    )
+    assert value(registry, "llm_ttft_seconds_count", model=MODEL) == 0
+    assert value(registry, "llm_tokens_used_total", model=MODEL, type="completion") == 3
+
+
+async def test_errors_and_retries_are_counted_by_type() -> None:
+    provider = ScriptedProvider(
+        [
+            LLMError(LLMErrorKind.RATE_LIMITED, "slow down"),
+            LLMError(LLMErrorKind.SERVER_ERROR, "oops"),
+            "fine",
+            LLMError(LLMErrorKind.AUTH, "bad key"),
+        ]
+    )
+    gateway, registry = _gateway(provider)
+    await gateway.complete(REQUEST)
+    with pytest.raises(LLMError):
+        await gateway.complete(REQUEST)
+    assert value(registry, "llm_retries_total", model=MODEL, error_type="rate_limited") == 1
+    assert value(registry, "llm_retries_total", model=MODEL, error_type="server_error") == 1
+    assert (
+        value(
+            registry,
+            "llm_requests_total",
+            model=MODEL,
+            stream_mode="non_streaming",
+            status="success",
+        )
+        == 1
+    )
+    assert (
+        value(
+            registry, "llm_requests_total", model=MODEL, stream_mode="non_streaming", status="error"
+        )
+        == 1
+    )
+    assert value(registry, "llm_errors_total", model=MODEL, error_type="auth") == 1
+    assert value(registry, "llm_errors_total", model=MODEL, error_type="rate_limited") == 0
+
+
+async def test_stream_cut_midway_is_its_own_error_and_keeps_what_it_measured() -> None:
+    clock = FakeClock()
+    provider = TimedProvider(clock, ttft=0.3, gap=0.1, words=10, cut_after=3)
+    gateway, registry = _gateway(provider, clock)
+    with pytest.raises(LLMError):
+        await collect(gateway.stream(REQUEST), [])
+    assert value(registry, "llm_errors_total", model=MODEL, error_type="stream_interrupted") == 1
+    assert (
+        value(registry, "llm_requests_total", model=MODEL, stream_mode="streaming", status="error")
+        == 1
+    )
+    assert value(registry, "llm_ttft_seconds_sum", model=MODEL) == pytest.approx(0.3)
+    assert value(
+        registry, "llm_latency_seconds_sum", model=MODEL, stream_mode="streaming"
+    ) == pytest.approx(0.6)
+    assert value(registry, "llm_tokens_used_total", model=MODEL, type="total") == 0
+
+
+async def test_rate_limit_headroom_is_set_when_reported_and_left_unset_otherwise() -> None:
+    clock = FakeClock()
+    reported = TimedProvider(
+        clock,
+        ttft=0,
+        gap=0,
+        words=1,
+        rate_limit=RateLimit(remaining_requests=99, remaining_tokens=5000),
+    )
+    gateway, registry = _gateway(reported, clock)
+    await collect(gateway.stream(REQUEST), [])
+    assert value(registry, "llm_rate_limit_remaining_requests", model=MODEL) == 99
+    assert value(registry, "llm_rate_limit_remaining_tokens", model=MODEL) == 5000
+
+    silent_gateway, silent_registry = _gateway(TimedProvider(clock, ttft=0, gap=0, words=1), clock)
+    await silent_gateway.complete(REQUEST)
+    assert (
+        silent_registry.get_sample_value("llm_rate_limit_remaining_requests", {"model": MODEL})
+        is None
+    )
+
+
+async def test_unconfigured_models_are_labelled_other() -> None:
+    gateway, registry = _gateway(ScriptedProvider(["a", "b"]))
+    await gateway.complete(ChatRequest("someone/else-model", REQUEST.messages))
+    await gateway.complete(ChatRequest("x" * 300, REQUEST.messages))
+    assert (
+        value(
+            registry,
+            "llm_requests_total",
+            model="other",
+            stream_mode="non_streaming",
+            status="success",
+        )
+        == 2
+    )
+
+
+async def test_log_events_carry_the_same_model_latency_and_error_type() -> None:
+    clock = FakeClock()
+    provider = TimedProvider(clock, ttft=0.25, gap=0.0, words=2)
+    gateway, registry = _gateway(provider, clock)
+    with capture_logs() as logs:
+        await gateway.complete(REQUEST)
+    started, completed = [e for e in logs if e["event"].startswith("llm_request")]
+    assert started["event"] == "llm_request_started"
+    assert started["model"] == MODEL
+    assert completed["event"] == "llm_request_completed"
+    assert completed["latency_seconds"] == pytest.approx(
+        value(registry, "llm_latency_seconds_sum", model=MODEL, stream_mode="non_streaming")
+    )
+
+    failing, _ = _gateway(ScriptedProvider([LLMError(LLMErrorKind.AUTH, "no")]))
+    with capture_logs() as logs, pytest.raises(LLMError):
+        await failing.complete(REQUEST)
+    failed = next(e for e in logs if e["event"] == "llm_request_failed")
+    assert failed["error_type"] == "auth"
+    assert failed["log_level"] == "error"
+
+
+def test_price_table_covers_the_default_model() -> None:
+    assert MODEL in PRICES
+    assert estimate_cost("unknown", Usage(1, 1, 2)) is None
+    assert estimate_cost(MODEL, Usage(1_000_000, 0, 1_000_000)) == PRICES[MODEL].input_per_million

@@ -1,0 +1,33 @@
+"""Helpers for reading metrics in tests, in prometheus_client's own style."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+
+@dataclass
+class FakeClock:
+    """A monotonic clock that moves only when a test moves it."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """A sample's value; 0 when the series does not exist yet."""
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def series(registry: CollectorRegistry, family: str) -> list[dict[str, str]]:
+    """The label sets of every sample of a metric family."""
+    for metric in registry.collect():
+        if metric.name == family:
+            return [dict(sample.labels) for sample in metric.samples]
+    return []
