@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 
 import uvicorn
 
 from parley.config import Settings
-from parley.observability import configure_logging
+from parley.observability import configure_logging, multiprocess
 from parley.store import Database, upgrade_to_head
 
 
@@ -23,10 +25,28 @@ async def _migrate(settings: Settings) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    metrics_dir = os.environ.get(multiprocess.ENV)
+    own_metrics_dir = False
     if args.workers > 1:
         # Migrate once here; workers must not race each other over the schema.
         asyncio.run(_migrate(settings))
         os.environ["PARLEY_AUTO_MIGRATE"] = "false"
+        if not metrics_dir:
+            metrics_dir = tempfile.mkdtemp(prefix="parley-metrics-")
+            own_metrics_dir = True
+    if metrics_dir:
+        # Fresh for every start: counters from an earlier run must not leak in. Set
+        # before the workers start, so their prometheus_client writes value files.
+        multiprocess.prepare(metrics_dir)
+        os.environ[multiprocess.ENV] = metrics_dir
+    try:
+        return _run_uvicorn(args, settings)
+    finally:
+        if own_metrics_dir and metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
     uvicorn.run(
         "parley.app:create_app",
         factory=True,

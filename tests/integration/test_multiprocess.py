@@ -1,0 +1,123 @@
+"""``parley serve --workers 2``: one scrape shows the sum across workers."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
+
+from parley.observability.multiprocess import clean_dead_workers
+from tests.support.serve import serve
+
+
+def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{url}/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _pids(directory: Path, kind: str) -> set[int]:
+    return {
+        int(m.group(1))
+        for f in directory.iterdir()
+        if (m := re.match(rf"{kind}_(\d+)\.db$", f.name))
+    }
+
+
+def test_two_workers_report_the_sum_of_their_counts(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"stale file from an earlier run")
+    with serve(
+        tmp_path, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    ) as url:
+        assert not (metrics_dir / "counter_1.db").exists()  # emptied at start
+        goal = {"id": "g", "name": "G", "instructions": "Help."}
+        httpx.post(f"{url}/v1/goals/", json=goal).raise_for_status()
+        for _ in range(3):
+            httpx.post(f"{url}/v1/conversations/", json={"goal_id": "g"}).raise_for_status()
+        for _ in range(40):
+            with httpx.Client() as fresh_connection:  # new connections spread over workers
+                assert fresh_connection.get(f"{url}/healthz").status_code == 200
+        samples = _samples(url)
+        assert len(_pids(metrics_dir, "counter")) == 2  # both workers wrote values
+    key = ("http_requests_total", (("method", "GET"), ("path", "/healthz"), ("status", "200")))
+    assert samples[key] == 40
+    assert samples[("conversations_created_total", (("goal_id", "g"),))] == 3
+    assert samples[("conversations_active", ())] == 3
+    assert samples[("ws_connections_active", ())] == 0
+
+
+async def _open_socket_then_kill_its_worker(url: str, metrics_dir: Path) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=url) as http:
+        await http.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
+        conversation = (await http.post("/v1/conversations/", json={"goal_id": "g"})).json()
+        ws_url = url.replace("http", "ws") + f"/v1/conversations/{conversation['id']}/ws"
+        async with connect(ws_url) as socket:
+            await socket.send('{"type": "ping"}')
+            await socket.recv()
+            before = _gauge(await http.get("/metrics"))
+            holder = _worker_holding_the_socket(metrics_dir)
+            os.kill(holder, signal.SIGKILL)
+            await asyncio.sleep(0.5)
+            after = _gauge(await http.get("/metrics"))
+    return {"before": before, "after": after}
+
+
+def _gauge(response: httpx.Response) -> float:
+    for family in text_string_to_metric_families(response.text):
+        if family.name == "ws_connections_active":
+            return family.samples[0].value
+    raise AssertionError("ws_connections_active missing")
+
+
+def _worker_holding_the_socket(metrics_dir: Path) -> int:
+    for path in glob.glob(str(metrics_dir / "gauge_livesum_*.db")):
+        for metric in MultiProcessCollector.merge([path]):
+            if metric.name == "ws_connections_active" and any(s.value == 1 for s in metric.samples):
+                return int(re.search(r"_(\d+)\.db$", path).group(1))  # type: ignore[union-attr]
+    raise AssertionError("no worker holds the socket")
+
+
+def test_a_dead_workers_connections_leave_the_gauge(tmp_path: Path) -> None:
+    """A worker killed with an open WebSocket: its share of the gauge goes with it."""
+    metrics_dir = tmp_path / "metrics"
+    with serve(
+        tmp_path, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    ) as url:
+        gauge = asyncio.run(_open_socket_then_kill_its_worker(url, metrics_dir))
+    assert gauge == {"before": 1, "after": 0}
+
+
+def test_clean_dead_workers_removes_only_dead_live_gauges(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)
+    alive_pid = os.getpid()
+    for name in (
+        f"gauge_livesum_{dead_pid}.db",
+        f"gauge_livesum_{alive_pid}.db",
+        f"counter_{dead_pid}.db",
+    ):
+        (tmp_path / name).write_bytes(b"")
+    assert clean_dead_workers(str(tmp_path)) == [dead_pid]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"gauge_livesum_{alive_pid}.db", f"counter_{dead_pid}.db"]
+    )
