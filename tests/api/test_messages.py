@@ -37,6 +37,7 @@ def test_message_gets_a_stored_reply_with_usage(client: TestClient) -> None:
     usage = reply["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
     assert turn["conversation"]["status"] == "active"
+    assert turn["conversation"]["turns"] == 1
     assert _messages(client, conversation_id)[1] == ("assistant", reply["content"])
 
 

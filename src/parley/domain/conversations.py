@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -155,6 +156,9 @@ class ConversationService:
         goal = await self._goals.get(conversation.goal_id)
         user_message, turns = await self._conversations.append_message(
             conversation_id, Role.USER, content
+        )
+        conversation = dataclasses.replace(
+            conversation, turns=turns, updated_at=user_message.created_at
         )
         reason = reason_before_reply(goal.escalation, content, turns)
         if reason is not None:

@@ -221,6 +221,7 @@ class LLMMetrics:
                 self.tokens.labels(model, token_type)
             for error_type in error_types:
                 self.errors.labels(model, error_type)
+                self.retries.labels(model, error_type)
 
 
 @dataclass(frozen=True, slots=True)
