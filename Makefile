@@ -22,8 +22,8 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests deploy
+	$(BIN)/ruff format --check src tests deploy
 	$(BIN)/mypy src
 
 # Regenerate requirements/lock.txt after changing pyproject.toml's dependencies.
@@ -35,6 +35,7 @@ lock: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# Regenerate the generated parts of the docs from the code.
+# Regenerate what is generated from code: the metric table, rules and dashboards.
 docs: $(STAMP)
 	$(BIN)/python -m parley.observability.docs docs/metrics.md
+	$(BIN)/python deploy/generate.py

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     sim_token_delay_seconds: float = Field(default=0.02, ge=0)
     sim_failure_rate: float = Field(default=0.0, ge=0, le=1)
     sim_seed: int = 0
+    # A Groq-like per-minute quota: remaining headroom is reported, and enforced.
+    sim_requests_per_minute: int = Field(default=1000, ge=1)
+    sim_tokens_per_minute: int = Field(default=1_000_000, ge=1)
 
     @field_validator("api_keys", "llm_models", mode="before")
     @classmethod

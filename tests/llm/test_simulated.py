@@ -1,7 +1,7 @@
 import pytest
 
 from parley.llm import ChatMessage, ChatRequest, LLMError, LLMErrorKind, Role
-from parley.llm.simulated import SimulatedProvider, SimulatedTiming
+from parley.llm.simulated import RateWindow, SimulatedProvider, SimulatedTiming
 from parley.llm.tokens import count_prompt_tokens, count_tokens
 
 REQUEST = ChatRequest(
@@ -65,3 +65,24 @@ async def test_failure_rate_one_always_fails_and_zero_never() -> None:
 def test_failure_rate_outside_zero_to_one_is_refused() -> None:
     with pytest.raises(ValueError, match="between 0 and 1"):
         SimulatedProvider(failure_rate=1.5)
+
+
+async def test_rate_window_reports_headroom_and_enforces_the_quota() -> None:
+    """Like Groq: remaining requests and tokens are reported, and a spent quota is a 429."""
+    now = [0.0]
+    window = RateWindow(requests_per_minute=2, tokens_per_minute=10_000, clock=lambda: now[0])
+    provider = SimulatedProvider(timing=FAST, rate_window=window)
+    first = await provider.complete(REQUEST)
+    assert first.rate_limit is not None
+    assert first.rate_limit.remaining_requests == 1
+    assert first.rate_limit.remaining_tokens == 10_000 - count_prompt_tokens(REQUEST.messages)
+    chunks = [chunk async for chunk in provider.stream(REQUEST)]
+    assert chunks[0].rate_limit is not None
+    assert chunks[0].rate_limit.remaining_requests == 0
+    now[0] = 20.0
+    with pytest.raises(LLMError) as limited:
+        await provider.complete(REQUEST)
+    assert limited.value.kind is LLMErrorKind.RATE_LIMITED
+    assert limited.value.retry_after == 40.0
+    now[0] = 61.0  # the window has moved on
+    assert (await provider.complete(REQUEST)).rate_limit is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from parley.config import LLMProviderName, Settings
 from parley.llm.gateway import LLMGateway, RetryPolicy
 from parley.llm.provider import LLMProvider
-from parley.llm.simulated import SimulatedProvider, SimulatedTiming
+from parley.llm.simulated import RateWindow, SimulatedProvider, SimulatedTiming
 
 
 def build_provider(settings: Settings) -> LLMProvider:
@@ -22,6 +22,7 @@ def build_provider(settings: Settings) -> LLMProvider:
         timing=SimulatedTiming(settings.sim_ttft_seconds, settings.sim_token_delay_seconds),
         failure_rate=settings.sim_failure_rate,
         seed=settings.sim_seed,
+        rate_window=RateWindow(settings.sim_requests_per_minute, settings.sim_tokens_per_minute),
     )
 
 

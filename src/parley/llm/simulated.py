@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import AsyncIterator
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from parley.llm.errors import LLMError, LLMErrorKind
 from parley.llm.tokens import count_prompt_tokens, split_tokens
-from parley.llm.types import ChatRequest, Completion, Role, StreamChunk, Usage
+from parley.llm.types import ChatRequest, Completion, RateLimit, Role, StreamChunk, Usage
 
 _OPENINGS = (
     "Thanks for reaching out.",
@@ -36,6 +38,40 @@ class SimulatedTiming:
     token_delay_seconds: float = 0.02
 
 
+class RateWindow:
+    """A per-minute request and token quota, reported (and enforced) as Groq does."""
+
+    def __init__(
+        self,
+        requests_per_minute: int,
+        tokens_per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self._clock = clock
+        self._calls: deque[tuple[float, int]] = deque()
+
+    def admit(self, tokens: int) -> RateLimit:
+        now = self._clock()
+        while self._calls and now - self._calls[0][0] >= 60.0:
+            self._calls.popleft()
+        used_tokens = sum(t for _, t in self._calls)
+        if len(self._calls) >= self.requests_per_minute or (
+            self._calls and used_tokens + tokens > self.tokens_per_minute
+        ):
+            raise LLMError(
+                LLMErrorKind.RATE_LIMITED,
+                "simulated rate limit reached",
+                retry_after=round(60.0 - (now - self._calls[0][0]), 3),
+            )
+        self._calls.append((now, tokens))
+        return RateLimit(
+            remaining_requests=self.requests_per_minute - len(self._calls),
+            remaining_tokens=max(0, self.tokens_per_minute - used_tokens - tokens),
+        )
+
+
 class SimulatedProvider:
     name = "simulated"
 
@@ -45,17 +81,19 @@ class SimulatedProvider:
         timing: SimulatedTiming | None = None,
         failure_rate: float = 0.0,
         seed: int = 0,
+        rate_window: RateWindow | None = None,
     ) -> None:
         if not 0.0 <= failure_rate <= 1.0:
             raise ValueError("failure_rate must be between 0 and 1")
         self.timing = timing or SimulatedTiming()
         self.failure_rate = failure_rate
+        self.rate_window = rate_window
         # One generator per provider: failures are reproducible for a seed, yet a retry
         # of the same request can succeed, as with a real flaky backend.
         self._random = random.Random(seed)
 
     async def complete(self, request: ChatRequest) -> Completion:
-        self._maybe_fail()
+        rate_limit = self._admit(request)
         pieces, finish_reason = self._reply_pieces(request)
         await asyncio.sleep(
             self.timing.ttft_seconds + self.timing.token_delay_seconds * len(pieces)
@@ -65,12 +103,14 @@ class SimulatedProvider:
             model=request.model,
             usage=self._usage(request, pieces),
             finish_reason=finish_reason,
+            rate_limit=rate_limit,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
-        self._maybe_fail()
+        rate_limit = self._admit(request)
         pieces, finish_reason = self._reply_pieces(request)
-        yield StreamChunk()  # role-only opening chunk, as OpenAI-style APIs send
+        # Role-only opening chunk, as OpenAI-style APIs send; headers arrive with it.
+        yield StreamChunk(rate_limit=rate_limit)
         await asyncio.sleep(self.timing.ttft_seconds)
         for index, piece in enumerate(pieces):
             if index:
@@ -81,9 +121,16 @@ class SimulatedProvider:
     async def aclose(self) -> None:
         return None
 
-    def _maybe_fail(self) -> None:
+    def _admit(self, request: ChatRequest) -> RateLimit | None:
+        """Quota first (as a real API checks it before the model runs), then failures."""
+        rate_limit = None
+        if self.rate_window is not None:
+            rate_limit = self.rate_window.admit(
+                count_prompt_tokens(request.messages) + (request.max_tokens or 0)
+            )
         if self.failure_rate and self._random.random() < self.failure_rate:
             raise LLMError(LLMErrorKind.SERVER_ERROR, "simulated provider failure")
+        return rate_limit
 
     @staticmethod
     def _reply_pieces(request: ChatRequest) -> tuple[list[str], str]:

@@ -1,0 +1,402 @@
+"""Grafana dashboards for Parley, built with grafana-foundation-sdk."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    Threshold,
+    ThresholdsMode,
+    VariableOption,
+    VariableRefresh,
+)
+
+from mixin import config as c
+
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+SEL = f'job="{c.JOB}", instance=~"$instance"'
+LLM_SEL = f'{SEL}, model=~"$model"'
+RATE = "$__rate_interval"
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    title: str
+    description: str
+    queries: tuple[Query, ...]
+    unit: str
+    kind: str = "timeseries"  # or "stat"
+    width: int = 12
+    thresholds: tuple[tuple[float | None, str], ...] = ((None, "green"),)
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    title: str
+    panels: tuple[PanelSpec, ...] = field(default_factory=tuple)
+
+
+def _q(expr: str, legend: str = "") -> Query:
+    return Query(expr, legend)
+
+
+def _quantiles(metric: str, selector: str, by: str = "") -> tuple[Query, ...]:
+    group = f"{by}, le" if by else "le"
+    suffix = f" {{{{{by}}}}}" if by else ""
+    return tuple(
+        _q(
+            f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{{{selector}}}[{RATE}])))",
+            f"p{int(q * 100)}{suffix}",
+        )
+        for q in (0.5, 0.95, 0.99)
+    )
+
+
+ROWS: tuple[RowSpec, ...] = (
+    RowSpec(
+        "Requests",
+        (
+            PanelSpec(
+                "Request rate by route",
+                "HTTP requests per second, by route template.",
+                (_q(f"sum by (path) (rate(http_requests_total{{{SEL}}}[{RATE}]))", "{{path}}"),),
+                "reqps",
+            ),
+            PanelSpec(
+                "Latency (p50, p95, p99)",
+                "Time to the last byte of the response, all routes.",
+                _quantiles("http_request_duration_seconds", SEL),
+                "s",
+                thresholds=((None, "green"), (c.LATENCY_P95_THRESHOLD_SECONDS, "red")),
+            ),
+            PanelSpec(
+                "Error ratio",
+                "Share of requests answered with an error.",
+                (
+                    _q(
+                        f"sum(rate(api_errors_total{{{SEL}}}[{RATE}]))"
+                        f" / sum(rate(http_requests_total{{{SEL}}}[{RATE}]))",
+                        "errors",
+                    ),
+                ),
+                "percentunit",
+                kind="stat",
+                width=6,
+                thresholds=((None, "green"), (0.01, "orange"), (c.ERROR_RATIO_THRESHOLD, "red")),
+            ),
+            PanelSpec(
+                "Average latency",
+                "Mean request duration.",
+                (
+                    _q(
+                        f"sum(rate(http_request_duration_seconds_sum{{{SEL}}}[{RATE}]))"
+                        f" / sum(rate(http_request_duration_seconds_count{{{SEL}}}[{RATE}]))",
+                        "mean",
+                    ),
+                ),
+                "s",
+                kind="stat",
+                width=6,
+                thresholds=(
+                    (None, "green"),
+                    (1.0, "orange"),
+                    (c.LATENCY_P95_THRESHOLD_SECONDS, "red"),
+                ),
+            ),
+            PanelSpec(
+                "Errors by type",
+                "Error responses per second, by error type and code.",
+                (
+                    _q(
+                        f"sum by (error_type, error_code) (rate(api_errors_total{{{SEL}}}[{RATE}]))",
+                        "{{error_type}} / {{error_code}}",
+                    ),
+                ),
+                "reqps",
+            ),
+        ),
+    ),
+    RowSpec(
+        "LLM",
+        (
+            PanelSpec(
+                "LLM latency by model (p50, p95, p99)",
+                "Whole calls, retries included; streams to their last chunk.",
+                _quantiles("llm_latency_seconds", LLM_SEL, "model"),
+                "s",
+            ),
+            PanelSpec(
+                "Time to first token by model (p50, p95, p99)",
+                "From the call to the first chunk that carries content.",
+                _quantiles("llm_ttft_seconds", LLM_SEL, "model"),
+                "s",
+                thresholds=((None, "green"), (c.TTFT_P95_THRESHOLD_SECONDS, "red")),
+            ),
+            PanelSpec(
+                "Output tokens per second",
+                "Completion tokens per second, by model.",
+                (
+                    _q(
+                        f'sum by (model) (rate(llm_tokens_used_total{{{LLM_SEL}, type="completion"}}[{RATE}]))',
+                        "{{model}}",
+                    ),
+                ),
+                "short",
+            ),
+            PanelSpec(
+                "LLM errors by type",
+                "Failed calls per second (after retries), and retries, by error type.",
+                (
+                    _q(
+                        f"sum by (error_type) (rate(llm_errors_total{{{LLM_SEL}}}[{RATE}]))",
+                        "failed: {{error_type}}",
+                    ),
+                    _q(
+                        f"sum by (error_type) (rate(llm_retries_total{{{LLM_SEL}}}[{RATE}]))",
+                        "retried: {{error_type}}",
+                    ),
+                ),
+                "reqps",
+            ),
+            PanelSpec(
+                "LLM calls by outcome",
+                "Calls per second by model, stream mode and outcome.",
+                (
+                    _q(
+                        f"sum by (model, stream_mode, status) (rate(llm_requests_total{{{LLM_SEL}}}[{RATE}]))",
+                        "{{model}} {{stream_mode}} {{status}}",
+                    ),
+                ),
+                "reqps",
+            ),
+            PanelSpec(
+                "Time per output token (p95)",
+                "Mean gap between output tokens after the first, per stream.",
+                (
+                    _q(
+                        f"histogram_quantile(0.95, sum by (model, le) (rate(llm_time_per_output_token_seconds_bucket{{{LLM_SEL}}}[{RATE}])))",
+                        "{{model}}",
+                    ),
+                ),
+                "s",
+            ),
+            PanelSpec(
+                "Rate-limit headroom",
+                "Requests and tokens left in the provider's window, as last reported.",
+                (
+                    _q(
+                        f"min by (model) (llm_rate_limit_remaining_requests{{{LLM_SEL}}})",
+                        "requests {{model}}",
+                    ),
+                    _q(
+                        f"min by (model) (llm_rate_limit_remaining_tokens{{{LLM_SEL}}})",
+                        "tokens {{model}}",
+                    ),
+                ),
+                "short",
+            ),
+            PanelSpec(
+                "Estimated cost per hour",
+                "US dollars per hour at the current rate, from the price table.",
+                (
+                    _q(
+                        f"sum by (model) (rate(llm_cost_usd_total{{{LLM_SEL}}}[{RATE}])) * 3600",
+                        "{{model}}",
+                    ),
+                ),
+                "currencyUSD",
+            ),
+        ),
+    ),
+    RowSpec(
+        "Live",
+        (
+            PanelSpec(
+                "WebSocket connections",
+                "Open WebSocket connections.",
+                (_q(f"sum(ws_connections_active{{{SEL}}})", "open"),),
+                "short",
+                kind="stat",
+                width=6,
+            ),
+            PanelSpec(
+                "Active conversations",
+                "Conversations in status active (from the store).",
+                (_q(f"max(conversations_active{{{SEL}}})", "active"),),
+                "short",
+                kind="stat",
+                width=6,
+            ),
+            PanelSpec(
+                "WebSocket messages",
+                "Frames per second by direction.",
+                (
+                    _q(
+                        f"sum by (direction) (rate(ws_messages_total{{{SEL}}}[{RATE}]))",
+                        "{{direction}}",
+                    ),
+                ),
+                "short",
+            ),
+        ),
+    ),
+    RowSpec(
+        "Business",
+        (
+            PanelSpec(
+                "Conversations started by goal",
+                "New conversations per hour, by goal ('other' past the label cap).",
+                (
+                    _q(
+                        f"sum by (goal_id) (rate(conversations_created_total{{{SEL}}}[{RATE}])) * 3600",
+                        "{{goal_id}}",
+                    ),
+                ),
+                "short",
+            ),
+            PanelSpec(
+                "Escalations by reason",
+                "Escalations to a human per hour, by reason.",
+                (
+                    _q(
+                        f"sum by (reason) (rate(escalations_total{{{SEL}}}[{RATE}])) * 3600",
+                        "{{reason}}",
+                    ),
+                ),
+                "short",
+            ),
+        ),
+    ),
+    RowSpec(
+        "Database",
+        (
+            PanelSpec(
+                "Queries by operation",
+                "Statements per second by operation.",
+                (
+                    _q(
+                        f"sum by (operation) (rate(db_queries_total{{{SEL}}}[{RATE}]))",
+                        "{{operation}}",
+                    ),
+                ),
+                "ops",
+            ),
+            PanelSpec(
+                "Query duration (p95)",
+                "p95 statement duration by operation.",
+                (
+                    _q(
+                        f"histogram_quantile(0.95, sum by (operation, le) (rate(db_query_duration_seconds_bucket{{{SEL}}}[{RATE}])))",
+                        "{{operation}}",
+                    ),
+                ),
+                "s",
+            ),
+        ),
+    ),
+)
+
+# Template variables: their queries are Grafana's label_values() over these series.
+VARIABLE_SERIES = {
+    "instance": f'up{{job="{c.JOB}"}}',
+    "model": f'llm_requests_total{{job="{c.JOB}"}}',
+}
+
+
+def _thresholds(steps: tuple[tuple[float | None, str], ...]) -> db.ThresholdsConfig:
+    return (
+        db.ThresholdsConfig()
+        .mode(ThresholdsMode.ABSOLUTE)
+        .steps([Threshold(value=value, color=color) for value, color in steps])
+    )
+
+
+def _panel(spec: PanelSpec) -> Any:
+    panel = stat.Panel() if spec.kind == "stat" else timeseries.Panel()
+    panel = (
+        panel.title(spec.title)
+        .description(spec.description)
+        .datasource(DATASOURCE)
+        .unit(spec.unit)
+        .span(spec.width)
+        .height(8)
+        .thresholds(_thresholds(spec.thresholds))
+    )
+    for index, query in enumerate(spec.queries):
+        panel = panel.with_target(
+            prometheus.Dataquery()
+            .expr(query.expr)
+            .legend_format(query.legend)
+            .ref_id(chr(ord("A") + index))
+            .datasource(DATASOURCE)
+        )
+    return panel
+
+
+def _variables() -> list[Any]:
+    all_option = VariableOption(selected=True, text="All", value="$__all")
+    return [
+        db.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        db.QueryVariable("instance")
+        .label("Instance")
+        .datasource(DATASOURCE)
+        .query(f"label_values({VARIABLE_SERIES['instance']}, instance)")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(all_option),
+        db.QueryVariable("model")
+        .label("Model")
+        .datasource(DATASOURCE)
+        .query(f"label_values({VARIABLE_SERIES['model']}, model)")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(all_option),
+    ]
+
+
+def overview() -> db.Dashboard:
+    builder = (
+        db.Dashboard("Parley")
+        .uid("parley-overview")
+        .description("Requests, errors, LLM performance, live connections and business metrics.")
+        .tags(["parley", "generated"])
+        .refresh("30s")
+        .time("now-1h", "now")
+        .timezone("browser")
+        .editable()
+    )
+    for variable in _variables():
+        builder = builder.with_variable(variable)
+    for row in ROWS:
+        builder = builder.with_row(db.Row(row.title))
+        for spec in row.panels:
+            builder = builder.with_panel(_panel(spec))
+    return builder
+
+
+def dashboard_files() -> dict[str, str]:
+    """File name (under deploy/grafana/dashboards) -> JSON text."""
+    encoded = JSONEncoder(sort_keys=True, indent=2).encode(overview().build())
+    return {
+        "parley-overview.json": json.dumps(json.loads(encoded), indent=2, sort_keys=True) + "\n"
+    }
+
+
+def all_queries() -> list[str]:
+    return [query.expr for row in ROWS for panel in row.panels for query in panel.queries]

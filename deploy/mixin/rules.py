@@ -1,0 +1,276 @@
+"""Recording and alerting rules for Parley, named ``level:metric:operations``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mixin import config as c
+
+Rule = dict[str, Any]
+
+# For each alert, the quantities it compares: after traffic each must return data, or
+# the alert could never fire (checked against a real Prometheus by the integration test).
+SIGNALS: dict[str, list[str]] = {}
+
+SELECTOR = f'job="{c.JOB}"'
+CONV = f'{SELECTOR}, path=~"{c.CONVERSATION_API}"'
+
+
+def _record(name: str, expr: str) -> Rule:
+    return {"record": name, "expr": expr}
+
+
+def _quantiles(level: str, metric: str, by: str, selector: str = SELECTOR) -> list[Rule]:
+    return [
+        _record(
+            f"{level}:{metric}:p{int(q * 100)}_rate5m",
+            f"histogram_quantile({q}, sum by ({by}, le) (rate({metric}_bucket{{{selector}}}[5m])))",
+        )
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+def recording_rules() -> list[Rule]:
+    http = [
+        _record(
+            "job:http_requests:rate5m",
+            f"sum by (job) (rate(http_requests_total{{{SELECTOR}}}[5m]))",
+        ),
+        _record(
+            "job_path:http_requests:rate5m",
+            f"sum by (job, path) (rate(http_requests_total{{{SELECTOR}}}[5m]))",
+        ),
+        _record(
+            "job:api_errors:rate5m", f"sum by (job) (rate(api_errors_total{{{SELECTOR}}}[5m]))"
+        ),
+        _record(
+            "job:api_errors_per_http_requests:ratio_rate5m",
+            "job:api_errors:rate5m / job:http_requests:rate5m",
+        ),
+        _record(
+            "job:http_request_duration_seconds:mean_rate5m",
+            f"sum by (job) (rate(http_request_duration_seconds_sum{{{SELECTOR}}}[5m]))"
+            f" / sum by (job) (rate(http_request_duration_seconds_count{{{SELECTOR}}}[5m]))",
+        ),
+        *_quantiles("job", "http_request_duration_seconds", "job"),
+        *_quantiles("job_path", "http_request_duration_seconds", "job, path"),
+    ]
+    llm = [
+        _record(
+            "job_model:llm_requests:rate5m",
+            f"sum by (job, model, status) (rate(llm_requests_total{{{SELECTOR}}}[5m]))",
+        ),
+        _record(
+            "job_model:llm_errors:rate5m",
+            f"sum by (job, model, error_type) (rate(llm_errors_total{{{SELECTOR}}}[5m]))",
+        ),
+        _record(
+            "job_model:llm_tokens_used:rate5m",
+            f"sum by (job, model, type) (rate(llm_tokens_used_total{{{SELECTOR}}}[5m]))",
+        ),
+        *_quantiles("job_model", "llm_latency_seconds", "job, model"),
+        *_quantiles("job_model", "llm_ttft_seconds", "job, model"),
+    ]
+    slo = []
+    for window in c.SLI_WINDOWS:
+        slo.append(
+            _record(
+                f"job:slo_availability_errors:ratio_rate{window}",
+                # "or ... * 0": no 5xx at all is a ratio of 0, not an empty result.
+                f'(sum by (job) (rate(http_requests_total{{{CONV}, status=~"5.."}}[{window}]))'
+                f" or 0 * sum by (job) (rate(http_requests_total{{{CONV}}}[{window}])))"
+                f" / sum by (job) (rate(http_requests_total{{{CONV}}}[{window}]))",
+            )
+        )
+        slo.append(
+            _record(
+                f"job:slo_latency_slow:ratio_rate{window}",
+                f"1 - ("
+                f'sum by (job) (rate(http_request_duration_seconds_bucket{{{CONV}, le="{c.LATENCY_THRESHOLD_SECONDS}"}}[{window}]))'
+                f" / sum by (job) (rate(http_request_duration_seconds_count{{{CONV}}}[{window}]))"
+                f")",
+            )
+        )
+    return http + llm + slo
+
+
+def _alert(
+    name: str,
+    expr: str,
+    *,
+    for_: str,
+    severity: str,
+    summary: str,
+    description: str,
+    signals: list[str],
+) -> Rule:
+    SIGNALS[name] = signals
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{c.RUNBOOK}#{name.lower()}",
+        },
+    }
+
+
+def _burn_rate_alerts(slo: c.SLO, sli: str, title: str) -> list[Rule]:
+    alerts = []
+    for severity in ("critical", "warning"):
+        windows = [w for w in c.BURN_RATE_ALERTS if w[0] == severity]
+        expr = " or ".join(
+            f"(job:{sli}:ratio_rate{long} > ({rate} * {slo.error_budget})"
+            f" and job:{sli}:ratio_rate{short} > ({rate} * {slo.error_budget}))"
+            for _, long, short, rate in windows
+        )
+        name = f"ConversationAPI{title}BudgetBurn"
+        alerts.append(
+            _alert(
+                name,
+                expr,
+                for_="2m" if severity == "critical" else "15m",
+                severity=severity,
+                summary=f"Conversation API is burning its {slo.name} error budget",
+                signals=[f"job:{sli}:ratio_rate{w}" for w in c.SLI_WINDOWS],
+                description=(
+                    f"{slo.description[0].upper()}{slo.description[1:]}: the SLO is {slo.objective:.1%}. "
+                    f"Over the alert's long window {{{{ $value | humanizePercentage }}}} of "
+                    f"requests were bad; at this rate the 30-day budget runs out early."
+                ),
+            )
+        )
+    return alerts
+
+
+def alerting_rules() -> list[Rule]:
+    return [
+        _alert(
+            "HighErrorRate",
+            f"job:api_errors_per_http_requests:ratio_rate5m > {c.ERROR_RATIO_THRESHOLD}",
+            signals=["job:api_errors_per_http_requests:ratio_rate5m"],
+            for_="5m",
+            severity="warning",
+            summary="High API error rate",
+            description="{{ $value | humanizePercentage }} of requests to {{ $labels.job }} "
+            f"answered with an error over 5 minutes (threshold {c.ERROR_RATIO_THRESHOLD:.0%}).",
+        ),
+        _alert(
+            "HighLatency",
+            f"job_path:http_request_duration_seconds:p95_rate5m > {c.LATENCY_P95_THRESHOLD_SECONDS}",
+            signals=["job_path:http_request_duration_seconds:p95_rate5m"],
+            for_="5m",
+            severity="warning",
+            summary="API latency is high",
+            description="p95 latency of {{ $labels.path }} is {{ $value | humanizeDuration }} "
+            f"(threshold {c.LATENCY_P95_THRESHOLD_SECONDS:g}s).",
+        ),
+        _alert(
+            "LLMServiceDown",
+            f'(sum by (job) (rate(llm_requests_total{{{SELECTOR}, status="error"}}[5m]))'
+            f" / sum by (job) (rate(llm_requests_total{{{SELECTOR}}}[5m])) >= {c.LLM_DOWN_ERROR_RATIO})"
+            f" or (absent_over_time(llm_requests_total{{{SELECTOR}}}[10m]) and on() "
+            f"count(up{{{SELECTOR}}} == 1) > 0)",
+            signals=[
+                f'sum by (job) (rate(llm_requests_total{{{SELECTOR}, status="error"}}[5m]))'
+                f" / sum by (job) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
+            ],
+            for_="5m",
+            severity="critical",
+            summary="LLM calls are failing or have vanished",
+            description="LLM calls are failing (ratio {{ $value | humanizePercentage }} over 5 "
+            "minutes), or Parley is up but its LLM metrics have vanished.",
+        ),
+        _alert(
+            "ParleyTargetDown",
+            f"up{{{SELECTOR}}} == 0 or absent(up{{{SELECTOR}}})",
+            signals=[f"up{{{SELECTOR}}}"],
+            for_="1m",
+            severity="critical",
+            summary="Prometheus cannot scrape Parley",
+            description="{{ $labels.instance }} has not answered scrapes for a minute "
+            "(or no Parley target is configured at all).",
+        ),
+        _alert(
+            "LLMErrorRatioHigh",
+            f'sum by (job, model, error_type) (rate(llm_errors_total{{{SELECTOR}, error_type!~"rate_limited|cancelled"}}[5m]))'
+            f" / ignoring(error_type) group_left sum by (job, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
+            f" > {c.LLM_ERROR_RATIO_THRESHOLD}",
+            signals=[
+                f'sum by (job, model, error_type) (rate(llm_errors_total{{{SELECTOR}, error_type!~"rate_limited|cancelled"}}[5m]))'
+                f" / ignoring(error_type) group_left sum by (job, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
+            ],
+            for_="5m",
+            severity="warning",
+            summary="LLM calls fail with {{ $labels.error_type }}",
+            description="{{ $value | humanizePercentage }} of calls to {{ $labels.model }} fail "
+            f"with {{{{ $labels.error_type }}}} (threshold {c.LLM_ERROR_RATIO_THRESHOLD:.0%}).",
+        ),
+        _alert(
+            "LLMRateLimited",
+            f'sum by (job, model) (rate(llm_errors_total{{{SELECTOR}, error_type="rate_limited"}}[5m]))'
+            f" / sum by (job, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
+            f" > {c.LLM_RATE_LIMITED_RATIO_THRESHOLD}",
+            signals=[
+                f'sum by (job, model) (rate(llm_errors_total{{{SELECTOR}, error_type="rate_limited"}}[5m]))'
+                f" / sum by (job, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
+            ],
+            for_="10m",
+            severity="warning",
+            summary="The LLM provider is rate-limiting Parley",
+            description="{{ $value | humanizePercentage }} of calls to {{ $labels.model }} fail "
+            "on rate limits even after retries: the quota is too small for the traffic.",
+        ),
+        _alert(
+            "LLMSlowTimeToFirstToken",
+            f"job_model:llm_ttft_seconds:p95_rate5m > {c.TTFT_P95_THRESHOLD_SECONDS}",
+            signals=["job_model:llm_ttft_seconds:p95_rate5m"],
+            for_="10m",
+            severity="warning",
+            summary="Streamed replies start slowly",
+            description="p95 time to first token for {{ $labels.model }} is "
+            f"{{{{ $value | humanizeDuration }}}} (threshold {c.TTFT_P95_THRESHOLD_SECONDS:g}s).",
+        ),
+        _alert(
+            "EscalationSpike",
+            f"sum by (job) (rate(escalations_total{{{SELECTOR}}}[15m]))"
+            f" > {c.ESCALATION_SPIKE_FACTOR} * sum by (job) (rate(escalations_total{{{SELECTOR}}}[6h] offset 15m))"
+            f" and sum by (job) (increase(escalations_total{{{SELECTOR}}}[15m])) >= {c.ESCALATION_SPIKE_MIN_COUNT}",
+            signals=[
+                f"sum by (job) (rate(escalations_total{{{SELECTOR}}}[15m]))",
+                f"sum by (job) (increase(escalations_total{{{SELECTOR}}}[15m]))",
+            ],
+            for_="5m",
+            severity="warning",
+            summary="Conversations are escalating to humans unusually often",
+            description="Escalations run at {{ $value | humanize }}/s, more than "
+            f"{c.ESCALATION_SPIKE_FACTOR:g}x the rate of the 6 hours before.",
+        ),
+        _alert(
+            "MetricLabelCapReached",
+            f"sum by (job, metric, label) (increase(metric_label_overflow_total{{{SELECTOR}}}[1h])) > 0",
+            signals=[
+                f"sum by (job, metric, label) (increase(metric_label_overflow_total{{{SELECTOR}}}[1h]))"
+            ],
+            for_="0s",
+            severity="warning",
+            summary="A capped metric label is folding values into 'other'",
+            description="Label {{ $labels.label }} of {{ $labels.metric }} folded "
+            "{{ $value | humanize }} values into 'other' in the last hour.",
+        ),
+        *_burn_rate_alerts(c.AVAILABILITY, "slo_availability_errors", "Availability"),
+        *_burn_rate_alerts(c.LATENCY, "slo_latency_slow", "Latency"),
+    ]
+
+
+def rule_files() -> dict[str, dict[str, Any]]:
+    """File name (under deploy/prometheus/rules) -> content."""
+    return {
+        "parley-recording.yml": {
+            "groups": [{"name": "parley.recording", "rules": recording_rules()}]
+        },
+        "parley-alerts.yml": {"groups": [{"name": "parley.alerts", "rules": alerting_rules()}]},
+    }

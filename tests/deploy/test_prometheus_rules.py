@@ -1,0 +1,110 @@
+"""Prometheus config and rules: generated in sync, valid for promtool, every alert tested."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.tools import require_tool
+
+ROOT = Path(__file__).parents[2]
+DEPLOY = ROOT / "deploy"
+PROMETHEUS = DEPLOY / "prometheus"
+
+
+def _generate() -> dict[Path, str]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deploy_generate", DEPLOY / "generate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    outputs: dict[Path, str] = module.outputs()
+    return outputs
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require_tool("promtool"), *args],
+        cwd=PROMETHEUS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _alerts() -> list[dict[str, object]]:
+    content = yaml.safe_load((PROMETHEUS / "rules" / "parley-alerts.yml").read_text())
+    return [rule for group in content["groups"] for rule in group["rules"]]
+
+
+def test_committed_rules_and_dashboards_are_what_the_code_generates() -> None:
+    """Run `make docs` (deploy/generate.py) when this fails."""
+    for path, text in _generate().items():
+        assert path.read_text() == text, f"{path.relative_to(ROOT)} is out of date"
+
+
+def test_promtool_accepts_the_config_and_rules() -> None:
+    result = _promtool("check", "config", "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = _promtool(
+        "check", "rules", *sorted(str(p) for p in (PROMETHEUS / "rules").glob("*.yml"))
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_rule_unit_tests_pass() -> None:
+    result = _promtool("test", "rules", "tests/alerts.test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_firing_and_a_silent_test_case() -> None:
+    tests = yaml.safe_load((PROMETHEUS / "tests" / "alerts.test.yml").read_text())["tests"]
+    fires, silent = set(), set()
+    for case in tests:
+        for check in case["alert_rule_test"]:
+            (fires if check.get("exp_alerts") else silent).add(check["alertname"])
+    names = {str(alert["alert"]) for alert in _alerts()}
+    assert names - fires == set(), "alerts never shown to fire"
+    assert names - silent == set(), "alerts never shown to stay silent"
+
+
+def test_every_alert_has_severity_summary_description_and_a_runbook_section() -> None:
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    sections = {line[3:].strip().lower() for line in runbook.splitlines() if line.startswith("## ")}
+    for alert in _alerts():
+        labels, annotations = alert["labels"], alert["annotations"]
+        assert isinstance(labels, dict)
+        assert isinstance(annotations, dict)
+        assert labels["severity"] in {"critical", "warning"}
+        assert annotations["summary"]
+        assert "{{" in annotations["description"], "the description shows the value or labels"
+        anchor = str(annotations["runbook_url"]).split("#", 1)[1]
+        assert anchor in sections, f"docs/runbook.md lacks a section for {alert['alert']}"
+
+
+def test_recording_rules_follow_level_metric_operations() -> None:
+    content = yaml.safe_load((PROMETHEUS / "rules" / "parley-recording.yml").read_text())
+    for group in content["groups"]:
+        for rule in group["rules"]:
+            assert re.fullmatch(r"[a-z_]+:[a-z_]+:[a-z0-9_]+", rule["record"]), rule["record"]
+
+
+@pytest.mark.parametrize("path", sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")))
+def test_dashboards_have_variables_units_and_thresholds(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "instance", "model"} <= variables
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(panels) >= 15
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
+        assert panel["fieldConfig"]["defaults"]["thresholds"]["steps"], panel["title"]
+        assert panel["targets"], panel["title"]

@@ -1,0 +1,281 @@
+"""A real Prometheus scrapes a running Parley through a scripted session.
+
+Checks the guideline's example queries against the values the session implies, every
+PromQL expression of the rules and dashboards against real data, and that
+HighErrorRate and LLMServiceDown go pending when the simulated LLM fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from websockets.asyncio.client import connect
+
+from parley.app import create_app
+from parley.llm.factory import build_provider
+from parley.llm.simulated import SimulatedProvider
+from tests.conftest import make_settings
+from tests.support.live_server import LiveServer
+from tests.support.prometheus import PrometheusServer
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "deploy"))
+from mixin.dashboards import VARIABLE_SERIES, all_queries
+from mixin.rules import SIGNALS, alerting_rules, recording_rules
+
+NOT_SCRAPES = 'job="parley", path!="/metrics"'
+
+
+@pytest.fixture
+def parley(tmp_path: Path) -> Iterator[tuple[LiveServer, SimulatedProvider, CollectorRegistry]]:
+    settings = make_settings(
+        tmp_path,
+        sim_ttft_seconds=0.02,
+        sim_token_delay_seconds=0.001,
+        llm_max_retries=1,
+        log_level="CRITICAL",
+    )
+    provider = build_provider(settings)
+    assert isinstance(provider, SimulatedProvider)
+    app = create_app(settings, provider=provider)
+    with LiveServer(app) as server:
+        yield server, provider, app.state.instrumentation.registry
+
+
+async def _session(url: str, run: int) -> None:
+    """The same requests every run, so every series exists after the first one."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        goal = {"id": "support", "name": "Support", "instructions": "Help with orders."}
+        assert (await http.post("/v1/goals/", json=goal)).status_code in (201, 409)
+        assert (await http.post("/v1/goals/", json=goal)).status_code == 409
+        new_goal = {"id": f"extra-{run}", "name": "Extra", "instructions": "Help."}
+        assert (await http.post("/v1/goals/", json=new_goal)).status_code == 201
+        assert (await http.get("/v1/goals/missing")).status_code == 404
+        assert (await http.post("/v1/goals/", json={})).status_code == 422
+        assert (await http.get("/no/such/route")).status_code == 404
+        ids = []
+        for _ in range(3):
+            response = await http.post("/v1/conversations/", json={"goal_id": "support"})
+            ids.append(response.json()["id"])
+        a, b, c = ids
+        for text in ("Where is my order?", "And the invoice?"):
+            assert (
+                await http.post(f"/v1/conversations/{a}/messages", json={"content": text})
+            ).status_code == 200
+            streamed = await http.post(
+                f"/v1/conversations/{b}/messages", json={"content": text, "stream": True}
+            )
+            assert "event: done" in streamed.text
+        async with connect(f"{url.replace('http', 'ws')}/v1/conversations/{c}/ws") as ws:
+            await ws.send(json.dumps({"type": "message", "content": "hello over ws"}))
+            while json.loads(await ws.recv())["type"] != "done":
+                pass
+        assert (
+            await http.post(f"/v1/conversations/{a}/escalate", json={"reason": "manual"})
+        ).status_code == 200
+        assert (
+            await http.post(f"/v1/conversations/{a}/messages", json={"content": "hi"})
+        ).status_code == 409
+        turn = await http.post(
+            f"/v1/conversations/{b}/messages", json={"content": "get me a human"}
+        )
+        assert turn.json()["escalation_reason"] == "trigger_phrase"
+        assert (await http.get(f"/v1/conversations/{c}")).status_code == 200
+
+
+def _total(registry: CollectorRegistry, family: str, **match: str) -> float:
+    total = 0.0
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == family and all(
+                re.fullmatch(v[1:], sample.labels.get(k, "")) is None
+                if v.startswith("!")
+                else sample.labels.get(k) == v
+                for k, v in match.items()
+            ):
+                total += sample.value
+    return total
+
+
+def _buckets(registry: CollectorRegistry, family: str, **match: str) -> dict[float, float]:
+    buckets: dict[float, float] = {}
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.name == f"{family}_bucket" and all(
+                re.fullmatch(v[1:], sample.labels.get(k, "")) is None
+                if v.startswith("!")
+                else sample.labels.get(k) == v
+                for k, v in match.items()
+            ):
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
+
+
+def _quantile(q: float, buckets: dict[float, float]) -> float:
+    """Prometheus's histogram_quantile, on cumulative bucket counts."""
+    bounds = sorted(buckets)
+    total = buckets[math.inf]
+    rank = q * total
+    previous_bound, previous_count = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == math.inf:
+                return previous_bound
+            return previous_bound + (bound - previous_bound) * (rank - previous_count) / (
+                count - previous_count
+            )
+        previous_bound, previous_count = bound, count
+    return previous_bound
+
+
+def _delta(after: dict[float, float], before: dict[float, float]) -> dict[float, float]:
+    return {bound: after[bound] - before.get(bound, 0.0) for bound in after}
+
+
+def _bucket_of(value: float, bounds: list[float]) -> float:
+    return next(bound for bound in sorted(bounds) if value <= bound)
+
+
+def _substitute(expr: str) -> str:
+    """Grafana's variables, as a dashboard with everything selected would send them."""
+    return (
+        expr.replace("$__rate_interval", "1m")
+        .replace('instance=~"$instance"', 'instance=~".*"')
+        .replace('model=~"$model"', 'model=~".*"')
+    )
+
+
+def test_prometheus_sees_what_the_session_did(
+    parley: tuple[LiveServer, SimulatedProvider, CollectorRegistry], tmp_path: Path
+) -> None:
+    server, provider, registry = parley
+    asyncio.run(_session(server.http_url, 0))  # warm-up: every series exists from the first scrape
+
+    with PrometheusServer(tmp_path / "prometheus", f"127.0.0.1:{server.port}") as prometheus:
+        prometheus.wait_for(lambda: prometheus.query('up{job="parley"} == 1'))
+        requests_before = _total(registry, "http_requests_total", path="!/metrics")
+        prometheus.wait_for(
+            lambda: prometheus.query(
+                f"sum(http_requests_total{{{NOT_SCRAPES}}}) == {requests_before}"
+            )
+        )
+        before = {
+            "requests": requests_before,
+            "errors": _total(registry, "api_errors_total"),
+            "duration_sum": _total(registry, "http_request_duration_seconds_sum", path="!/metrics"),
+            "duration_count": _total(
+                registry, "http_request_duration_seconds_count", path="!/metrics"
+            ),
+            "buckets": _buckets(registry, "http_request_duration_seconds", path="!/metrics"),
+            "ttft": _buckets(registry, "llm_ttft_seconds"),
+        }
+
+        asyncio.run(_session(server.http_url, 1))
+        requests = _total(registry, "http_requests_total", path="!/metrics")
+        # Scraped after the session: the raw counter is exactly what the app counted.
+        prometheus.wait_for(
+            lambda: prometheus.query(f"sum(http_requests_total{{{NOT_SCRAPES}}}) == {requests}")
+        )
+        # Let the recording rules evaluate on the final samples.
+        prometheus.wait_for(lambda: prometheus.query("job:http_requests:rate5m"))
+
+        # The guideline's example queries (aggregated with sum, scrapes left out).
+        assert prometheus.value(f"sum(rate(http_requests_total{{{NOT_SCRAPES}}}[5m]))") > 0
+        expected_mean = (
+            _total(registry, "http_request_duration_seconds_sum", path="!/metrics")
+            - before["duration_sum"]
+        ) / (
+            _total(registry, "http_request_duration_seconds_count", path="!/metrics")
+            - before["duration_count"]
+        )
+        mean = prometheus.value(
+            f"sum(rate(http_request_duration_seconds_sum{{{NOT_SCRAPES}}}[5m]))"
+            f" / sum(rate(http_request_duration_seconds_count{{{NOT_SCRAPES}}}[5m]))"
+        )
+        assert mean == pytest.approx(expected_mean, rel=0.05)
+
+        latency = _delta(
+            _buckets(registry, "http_request_duration_seconds", path="!/metrics"), before["buckets"]
+        )
+        p95 = prometheus.value(
+            f"histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{{NOT_SCRAPES}}}[5m])))"
+        )
+        expected_p95 = _quantile(0.95, latency)
+        assert _bucket_of(p95, list(latency)) == _bucket_of(expected_p95, list(latency))
+        assert p95 == pytest.approx(expected_p95, rel=0.15)
+
+        expected_error_ratio = (_total(registry, "api_errors_total") - before["errors"]) / (
+            requests - before["requests"]
+        )
+        error_ratio = prometheus.value(
+            'sum(rate(api_errors_total{job="parley"}[5m]))'
+            f" / sum(rate(http_requests_total{{{NOT_SCRAPES}}}[5m]))"
+        )
+        assert error_ratio == pytest.approx(expected_error_ratio, rel=0.05)
+        assert 0.2 < error_ratio < 0.5  # 404, 409, 422 and unmatched routes in every run
+
+        ttft = _delta(_buckets(registry, "llm_ttft_seconds"), before["ttft"])
+        ttft_p95 = prometheus.value(
+            'histogram_quantile(0.95, sum by (le) (rate(llm_ttft_seconds_bucket{job="parley"}[5m])))'
+        )
+        assert _bucket_of(ttft_p95, list(ttft)) == _bucket_of(_quantile(0.95, ttft), list(ttft))
+
+        # Every expression of the rules and dashboards parses and, after traffic, has data.
+        for rule in recording_rules():
+            assert prometheus.query(rule["expr"]), rule["record"]
+            assert prometheus.query(rule["record"]), f"{rule['record']} was never recorded"
+        for alert in alerting_rules():
+            prometheus.query(alert["expr"])  # parses and evaluates
+            for signal in SIGNALS[alert["alert"]]:
+                assert prometheus.query(signal), f"{alert['alert']}: {signal}"
+        for expr in all_queries():
+            assert prometheus.query(_substitute(expr)), expr
+        for series in VARIABLE_SERIES.values():
+            assert prometheus.query(series), series
+        # Client errors (404, 409, 422) alone may already make HighErrorRate pending; the
+        # LLM is healthy, so LLMServiceDown must not be.
+        assert "LLMServiceDown" not in prometheus.alerts()
+
+        # The LLM fails: the error alert and the LLM alert go pending.
+        provider.failure_rate = 1.0
+        asyncio.run(_failing_messages(server.http_url, 120))
+        states = prometheus.wait_for(
+            lambda: (
+                {
+                    name: state
+                    for name, state in prometheus.alerts().items()
+                    if name in {"HighErrorRate", "LLMServiceDown"}
+                }
+                if {"HighErrorRate", "LLMServiceDown"} <= set(prometheus.alerts())
+                else None
+            ),
+            timeout=45,
+        )
+        assert states == {"HighErrorRate": "pending", "LLMServiceDown": "pending"}
+
+
+async def _failing_messages(url: str, count: int) -> None:
+    async with httpx.AsyncClient(base_url=url) as http:
+        goal = {
+            "id": "fragile",
+            "name": "Fragile",
+            "instructions": "Help.",
+            "escalation": {"on_llm_failure": False, "max_turns": 10_000},
+        }
+        await http.post("/v1/goals/", json=goal)
+        conversation = (await http.post("/v1/conversations/", json={"goal_id": "fragile"})).json()
+        for _ in range(count):
+            response = await http.post(
+                f"/v1/conversations/{conversation['id']}/messages", json={"content": "anyone?"}
+            )
+            assert response.status_code == 502
