@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint lock clean docs
+.PHONY: run test lint lock clean docs stack
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: $(STAMP)
 test: $(STAMP)
 	scripts/prepare-tests.sh
 	$(BIN)/pytest
+
+# Parley + Prometheus + Alertmanager from Debian's packages (see scripts/stack.sh).
+stack: $(STAMP)
+	scripts/stack.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests deploy

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What the test suite needs beyond Python packages: Debian's Prometheus tools
-# (promtool checks the /metrics exposition), and the PostgreSQL server, which this
+# What the test suite needs beyond Python packages: Debian's Prometheus and
+# Alertmanager (promtool checks the exposition and the rules; the integration tests
+# run the servers), and the PostgreSQL server, which this
 # machine kind starts before each session and CI run (started again if it stopped).
 set -euo pipefail
 
@@ -17,7 +18,13 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-command -v promtool >/dev/null || { echo "installing Debian's prometheus (promtool)"; apt_install prometheus; }
+need=()
+command -v promtool >/dev/null || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing Debian's ${need[*]}"
+    apt_install "${need[@]}"
+fi
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 if command -v pg_isready >/dev/null && ! pg_up; then

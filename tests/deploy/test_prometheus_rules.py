@@ -108,3 +108,18 @@ def test_dashboards_have_variables_units_and_thresholds(path: Path) -> None:
         assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
         assert panel["fieldConfig"]["defaults"]["thresholds"]["steps"], panel["title"]
         assert panel["targets"], panel["title"]
+
+
+def test_compose_mounts_what_deploy_holds() -> None:
+    """Every file the Compose stack mounts exists, and Grafana's datasource uid matches."""
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), source
+    datasource = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"][0]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"

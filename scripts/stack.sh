@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# `make stack`: Parley, Prometheus and Alertmanager on this machine, from Debian's
+# packages (installed when missing), with the rules and config in deploy/.
+# Ctrl-C stops all three. Ports: PARLEY_PORT (8000), PROMETHEUS_PORT (9090),
+# ALERTMANAGER_PORT (9093); state lives in STACK_DIR (.stack/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PARLEY_PORT=${PARLEY_PORT:-8000}
+PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
+ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9093}
+STACK_DIR=${STACK_DIR:-.stack}
+
+need=()
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != "0" ]; then
+        echo "missing ${need[*]}: run as root, or: sudo apt-get install ${need[*]}" >&2
+        exit 1
+    fi
+    echo "installing ${need[*]} from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The deploy/ config as it is, with targets pointing at this stack's ports.
+rm -rf "$STACK_DIR/prometheus-config"
+mkdir -p "$STACK_DIR/prometheus-config/targets" "$STACK_DIR/prometheus-data" "$STACK_DIR/alertmanager-data"
+cp -r deploy/prometheus/prometheus.yml deploy/prometheus/rules "$STACK_DIR/prometheus-config/"
+sed -i "s/127.0.0.1:9090/127.0.0.1:$PROMETHEUS_PORT/" "$STACK_DIR/prometheus-config/prometheus.yml"
+printf -- '- targets: [127.0.0.1:%s]\n  labels: {env: local}\n' "$PARLEY_PORT" \
+    > "$STACK_DIR/prometheus-config/targets/parley.yml"
+printf -- '- targets: [127.0.0.1:%s]\n' "$ALERTMANAGER_PORT" \
+    > "$STACK_DIR/prometheus-config/targets/alertmanager.yml"
+
+pids=()
+stop() {
+    trap - INT TERM EXIT
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+PARLEY_PORT=$PARLEY_PORT PARLEY_DATABASE_URL=${PARLEY_DATABASE_URL:-sqlite+aiosqlite:///$STACK_DIR/parley.db} \
+    .venv/bin/parley serve --port "$PARLEY_PORT" > "$STACK_DIR/parley.log" 2>&1 &
+pids+=($!)
+prometheus --config.file="$STACK_DIR/prometheus-config/prometheus.yml" \
+    --storage.tsdb.path="$STACK_DIR/prometheus-data" \
+    --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" > "$STACK_DIR/prometheus.log" 2>&1 &
+pids+=($!)
+prometheus-alertmanager --config.file=deploy/alertmanager/alertmanager.yml \
+    --storage.path="$STACK_DIR/alertmanager-data" \
+    --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" \
+    --cluster.listen-address= > "$STACK_DIR/alertmanager.log" 2>&1 &
+pids+=($!)
+
+cat <<EOT
+Parley        http://127.0.0.1:$PARLEY_PORT  (metrics: /metrics, API docs: /docs)
+Prometheus    http://127.0.0.1:$PROMETHEUS_PORT  (targets: /targets, rules: /rules, alerts: /alerts)
+Alertmanager  http://127.0.0.1:$ALERTMANAGER_PORT
+Logs in $STACK_DIR/. Ctrl-C stops all three.
+EOT
+wait -n "${pids[@]}"
+echo "a process of the stack exited; see $STACK_DIR/*.log" >&2
+exit 1

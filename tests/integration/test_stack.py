@@ -1,0 +1,82 @@
+"""`make stack`: Parley, Prometheus and Alertmanager come up together and go down together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.tools import require_tool
+
+ROOT = Path(__file__).parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait(check: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out: {check}")
+
+
+def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
+    require_tool("prometheus")
+    require_tool("prometheus-alertmanager")
+    ports = {name: _free_port() for name in ("PARLEY_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT")}
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "STACK_DIR": str(tmp_path)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    stack = subprocess.Popen(
+        ["bash", "scripts/stack.sh"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    prometheus = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"
+    try:
+        _wait(
+            lambda: httpx.get(f"http://127.0.0.1:{ports['PARLEY_PORT']}/readyz").status_code == 200
+        )
+
+        def parley_scraped() -> bool:
+            targets = httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
+            return any(t["labels"]["job"] == "parley" and t["health"] == "up" for t in targets)
+
+        _wait(parley_scraped)
+        _wait(
+            lambda: httpx.get(f"{prometheus}/api/v1/alertmanagers").json()["data"][
+                "activeAlertmanagers"
+            ]
+        )
+        _wait(
+            lambda: (
+                httpx.get(f"http://127.0.0.1:{ports['ALERTMANAGER_PORT']}/-/ready").status_code
+                == 200
+            )
+        )
+        rules = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
+        assert {group["name"] for group in rules} == {"parley.recording", "parley.alerts"}
+    finally:
+        stack.send_signal(signal.SIGINT)
+        output, _ = stack.communicate(timeout=30)
+    assert b"Prometheus" in output
+    for port in ports.values():
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
