@@ -5,11 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint lock clean docs stack
+.PHONY: run test lint lock clean docs stack bench
 
-$(STAMP): requirements/lock.txt pyproject.toml
+$(STAMP): requirements/lock.txt requirements/bench.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/lock.txt
+	# the peers the benchmarks compare against (never imported by Parley itself)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/bench.txt
 	# the project itself: no dependencies (all locked above), no network for the build backend
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
@@ -25,9 +27,14 @@ test: $(STAMP)
 stack: $(STAMP)
 	scripts/stack.sh
 
+# Benchmarks (not part of `make test`, which runs them once at tiny sizes).
+bench: $(STAMP)
+	scripts/prepare-tests.sh
+	$(BIN)/python -m bench
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests deploy
-	$(BIN)/ruff format --check src tests deploy
+	$(BIN)/ruff check src tests deploy bench
+	$(BIN)/ruff format --check src tests deploy bench
 	$(BIN)/mypy src
 
 # Regenerate requirements/lock.txt after changing pyproject.toml's dependencies.
@@ -35,6 +42,8 @@ lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet uv==0.13.9
 	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes \
 		--python-version 3.11 --no-header --quiet -o requirements/lock.txt
+	$(BIN)/uv pip compile requirements/bench.in -c requirements/lock.txt --generate-hashes \
+		--python-version 3.11 --no-header --quiet -o requirements/bench.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

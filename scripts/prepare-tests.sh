@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# What the test suite needs beyond Python packages: Debian's Prometheus and
+# What the tests and benchmarks need beyond Python packages: Debian's Prometheus and
 # Alertmanager (promtool checks the exposition and the rules; the integration tests
-# run the servers), and the PostgreSQL server, which this
+# run the servers), wrk (the HTTP benchmark), and the PostgreSQL server, which this
 # machine kind starts before each session and CI run (started again if it stopped).
 set -euo pipefail
 
@@ -21,6 +21,7 @@ apt_install() {
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing Debian's ${need[*]}"
     apt_install "${need[@]}"

@@ -116,6 +116,5 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
     conversation_metrics = instrument_services(services, instrumentation, settings)
-    app.state.instrumentation = instrumentation
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -14,6 +14,7 @@ from parley.llm import (
     RateLimit,
     RetryPolicy,
     Role,
+    StreamChunk,
     Usage,
 )
 from tests.support.providers import ScriptedProvider, collect
@@ -167,3 +168,19 @@ async def test_unexpected_provider_exception_becomes_unknown_error() -> None:
     with pytest.raises(LLMError) as raised:
         await gateway.complete(REQUEST)
     assert raised.value.kind is LLMErrorKind.UNKNOWN
+
+
+async def test_stream_that_never_starts_times_out() -> None:
+    """No content within the timeout: the stream fails as a timeout (and may be retried)."""
+
+    class Silent(ScriptedProvider):
+        async def stream(self, request: ChatRequest):  # type: ignore[no-untyped-def]
+            import asyncio
+
+            yield StreamChunk()  # the role-only chunk arrives, then nothing
+            await asyncio.sleep(5)
+
+    gateway = LLMGateway(Silent(), timeout_seconds=0.05, retry=RetryPolicy(max_retries=0))
+    with pytest.raises(LLMError) as raised:
+        await collect(gateway.stream(REQUEST), [])
+    assert raised.value.kind is LLMErrorKind.TIMEOUT

@@ -88,7 +88,13 @@ class LLMGateway:
             return completion
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
-        """Stream a reply; a failure before the first content chunk is retried."""
+        """Stream a reply; a failure before the first content chunk is retried.
+
+        The timeout covers the wait for the first content (connection, queueing, time to
+        first token). After that, stalls between chunks are the provider's transport
+        read timeout to catch (the Groq SDK's is the same setting), which keeps the
+        per-chunk path free of timer bookkeeping.
+        """
         recorders = self._start(request, streaming=True)
         attempt = 0
         while True:
@@ -97,19 +103,24 @@ class LLMGateway:
             rate_limit: RateLimit | None = None
             chunks = aiter(self.provider.stream(request))
             try:
-                while True:
-                    try:
-                        async with asyncio.timeout(self.timeout_seconds):
-                            chunk = await anext(chunks)
-                    except StopAsyncIteration:
-                        break
-                    usage = chunk.usage or usage
-                    rate_limit = chunk.rate_limit or rate_limit
-                    if chunk.content and not seen_content:
-                        seen_content = True
-                        for recorder in recorders:
-                            recorder.first_token()
-                    yield chunk
+                first: StreamChunk | None = None
+                async with asyncio.timeout(self.timeout_seconds):
+                    async for chunk in chunks:
+                        usage = chunk.usage or usage
+                        rate_limit = chunk.rate_limit or rate_limit
+                        if chunk.content:
+                            first = chunk
+                            break
+                        yield chunk  # role-only or metadata chunks
+                if first is not None:
+                    seen_content = True
+                    for recorder in recorders:
+                        recorder.first_token()
+                    yield first
+                    async for chunk in chunks:
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        yield chunk
             except Exception as exc:
                 error = _as_llm_error(exc, mid_stream=seen_content)
                 if seen_content or not await self._should_retry(recorders, error, attempt):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley.observability.catalogue import HttpMetrics, WebSocketMetrics
 from parley.observability.errors import marked_error
-from parley.observability.request_id import request_id_of
+from parley.observability.request_id import current_request_id
 from parley.observability.routes import RouteTemplates
 
 KNOWN_METHODS = frozenset(
@@ -43,6 +44,14 @@ class PrometheusMiddleware:
         self.ws = ws
         self.templates = templates or RouteTemplates(app)
         self.clock = clock
+        # Labelled children, looked up once: .labels() validates and locks on every call.
+        # The keys are bounded (templates, known methods, statuses), so the caches are too.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+        self._errors: dict[tuple[str, str, str], Any] = {}
+        if ws is not None:
+            self._ws_counts = {d: ws.messages.labels(d) for d in ("inbound", "outbound")}
+            self._ws_sizes = {d: ws.message_size.labels(d) for d in ("inbound", "outbound")}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -100,16 +109,26 @@ class PrometheusMiddleware:
         method = scope["method"]
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
-        self.http.requests.labels(path, method, str(status)).inc()
-        request_id = request_id_of(scope)
-        self.http.duration.labels(path, method).observe(
-            duration, exemplar={"request_id": request_id} if request_id else None
-        )
+        counter = self._counters.get((path, method, status))
+        if counter is None:
+            counter = self.http.requests.labels(path, method, str(status))
+            self._counters[(path, method, status)] = counter
+        counter.inc()
+        histogram = self._histograms.get((path, method))
+        if histogram is None:
+            histogram = self.http.duration.labels(path, method)
+            self._histograms[(path, method)] = histogram
+        request_id = current_request_id()
+        histogram.observe(duration, exemplar={"request_id": request_id} if request_id else None)
         if status >= 400 and status != CLIENT_CLOSED:
             error_type, error_code = (
                 marked_error(scope) or default_error or ("http_error", str(status))
             )
-            self.http.errors.labels(error_type, error_code, path).inc()
+            key = (error_type, error_code, path)
+            errors = self._errors.get(key)
+            if errors is None:
+                errors = self._errors[key] = self.http.errors.labels(*key)
+            errors.inc()
 
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, ws: WebSocketMetrics
@@ -126,7 +145,7 @@ class PrometheusMiddleware:
         async def receive_counted() -> Message:
             message = await receive()
             if message["type"] == "websocket.receive":
-                _count(ws, "inbound", message)
+                self._count("inbound", message)
             elif message["type"] == "websocket.disconnect":
                 closed()
             return message
@@ -135,7 +154,7 @@ class PrometheusMiddleware:
             nonlocal open_socket
             await send(message)
             if message["type"] == "websocket.send":
-                _count(ws, "outbound", message)
+                self._count("outbound", message)
             elif message["type"] == "websocket.accept":
                 open_socket = True
                 ws.connections.inc()
@@ -147,9 +166,8 @@ class PrometheusMiddleware:
         finally:
             closed()
 
-
-def _count(ws: WebSocketMetrics, direction: str, message: Message) -> None:
-    ws.messages.labels(direction).inc()
-    payload = message.get("text")
-    size = len(payload.encode()) if payload is not None else len(message.get("bytes") or b"")
-    ws.message_size.labels(direction).observe(size)
+    def _count(self, direction: str, message: Message) -> None:
+        self._ws_counts[direction].inc()
+        payload = message.get("text")
+        size = len(payload.encode()) if payload is not None else len(message.get("bytes") or b"")
+        self._ws_sizes[direction].observe(size)

@@ -43,7 +43,8 @@ def instrument_app(
     """Add the metrics middleware and the ``/metrics`` route to ``app`` in one call.
 
     A fresh registry (with the process and platform collectors) is made unless one is
-    given. Call it before the app starts serving.
+    given. Call it before the app starts serving; the result is also kept in
+    ``app.state.instrumentation``.
     """
     if registry is None:
         # Per-process collectors are meaningless once workers' values are merged.
@@ -54,4 +55,6 @@ def instrument_app(
     endpoint = MetricsEndpoint(registry, token=token, hooks=scrape_hooks)
     app.add_route(metrics_path, endpoint.handle, methods=["GET"], include_in_schema=False)
     app.add_middleware(PrometheusMiddleware, http=http, ws=ws)
-    return Instrumentation(registry, http, ws, guard, endpoint, metrics_path)
+    instrumentation = Instrumentation(registry, http, ws, guard, endpoint, metrics_path)
+    app.state.instrumentation = instrumentation
+    return instrumentation

@@ -1,0 +1,1 @@
+"""Benchmarks: Parley's instrumentation against the bare app and the best-known peers."""

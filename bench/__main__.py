@@ -1,0 +1,113 @@
+"""``python -m bench [--quick]``: every benchmark, then the targets met or missed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sys
+from importlib.metadata import version
+
+from bench import http, inprocess, memory, micro, scrape
+from bench.variants import PEERS
+
+
+def _versions() -> str:
+    packages = (
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "prometheus-client",
+        "prometheus-fastapi-instrumentator",
+        "starlette-exporter",
+    )
+    return ", ".join(f"{p} {version(p)}" for p in packages)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes: a smoke run, not a measurement"
+    )
+    quick = parser.parse_args().quick
+
+    print(f"Python {platform.python_version()} on {platform.machine()}, {_versions()}\n")
+    targets: list[tuple[str, bool, str]] = []
+
+    in_results = asyncio.run(inprocess.run(rounds=2, requests=20) if quick else inprocess.run())
+    print("\n".join(inprocess.report(in_results)), end="\n\n")
+    overhead = {(r.kind, r.variant): r.overhead_us for r in in_results}
+    matched = overhead[("matched", "parley")]
+    best_peer = min(overhead[("matched", peer)] for peer in PEERS)
+    targets.append(
+        ("in-process overhead, matched route <= 8 µs", matched <= 8, f"{matched:.1f} µs")
+    )
+    targets.append(
+        (
+            "in-process overhead <= 1/5 of the best peer's",
+            matched <= best_peer / 5,
+            f"{matched:.1f} µs vs {best_peer:.1f} µs ({matched / best_peer:.2f})",
+        )
+    )
+    for kind in ("unmatched", "raises"):
+        value = overhead[(kind, "parley")]
+        # "No dearer": within the round-to-round noise of the matched median (1 µs).
+        targets.append(
+            (
+                f"{kind} no dearer than matched",
+                value <= matched + 1.0,
+                f"{value:.1f} µs vs {matched:.1f} µs",
+            )
+        )
+
+    http_results = http.run(rounds=1, seconds=1, connections=4) if quick else http.run()
+    print("\n".join(http.report(http_results)), end="\n\n")
+    ratio = next(r.ratio for r in http_results if r.variant == "parley")
+    targets.append(("wrk: >= 0.93 of bare requests/s", ratio >= 0.93, f"{ratio:.3f}"))
+
+    micro_results = asyncio.run(micro.run(quick=quick))
+    print("\n".join(micro.report(micro_results)), end="\n\n")
+    per_chunk = micro_results[0].overhead_us
+    targets.append(("LLM stream wrapper < 1 µs per chunk", per_chunk < 1.0, f"{per_chunk:.3f} µs"))
+
+    scrape_results = scrape.run(sizes=(200,), repeats=2) if quick else scrape.run()
+    print("\n".join(scrape.report(scrape_results)), end="\n\n")
+    size = 200 if quick else 10_000
+    plain = next(r for r in scrape_results if r.series == size and r.mode == "parley plain")
+    multi = next(
+        r for r in scrape_results if r.series == size and r.mode.startswith("multiprocess")
+    )
+    # "No slower" within 3%: the spread of repeated renders of the same registry.
+    targets.append(
+        (
+            f"scrape {size} series no slower than generate_latest",
+            plain.ratio <= 1.03,
+            f"x{plain.ratio:.2f}",
+        )
+    )
+    targets.append(
+        (
+            f"scrape {size} series, 4 workers < 3x single process",
+            multi.ratio < 3,
+            f"x{multi.ratio:.2f}",
+        )
+    )
+
+    mem = asyncio.run(memory.run(requests=2_000, warmup=500) if quick else memory.run())
+    print("\n".join(memory.report(mem)), end="\n\n")
+    targets.append(
+        (
+            "RSS within 5% after 100k unmatched requests",
+            abs(mem.growth) <= 0.05,
+            f"{mem.growth:+.2%}",
+        )
+    )
+
+    print("Targets" + (" (quick run: sizes too small to mean anything)" if quick else ""))
+    for name, met, value in targets:
+        print(f"    {'met   ' if met else 'MISSED'}  {name}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
