@@ -11,16 +11,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.ports import free_port
 from tests.support.tools import require_tool
 
 ROOT = Path(__file__).parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _wait(check: object, timeout: float = 60) -> None:
@@ -38,7 +32,7 @@ def _wait(check: object, timeout: float = 60) -> None:
 def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
-    ports = {name: _free_port() for name in ("PARLEY_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT")}
+    ports = {name: free_port() for name in ("PARLEY_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT")}
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "STACK_DIR": str(tmp_path)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     stack = subprocess.Popen(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,23 +12,17 @@ from typing import IO, Any
 import httpx
 import yaml
 
+from tests.support.ports import free_port
 from tests.support.tools import require_tool
 
 RULES = Path(__file__).parents[2] / "deploy" / "prometheus" / "rules"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class PrometheusServer:
     def __init__(self, workdir: Path, target: str, *, interval: str = "1s") -> None:
         self.binary = require_tool("prometheus")
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         rules = workdir / "rules"
         shutil.copytree(RULES, rules)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.support.ports import free_port
 
 
 @contextmanager
 def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run ``python -m parley serve`` on a free port until the block ends; yields its URL."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
