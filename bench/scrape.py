@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
 from starlette.requests import Request
 
 from bench.stats import median
@@ -64,8 +64,7 @@ class Result:
     mode: str
     milliseconds: float
     size_bytes: int
-    ratio: float  # against generate_latest, single process, same series
-    ratio_name: str
+    ratio: float  # against generate_latest, single process, same series (paired median)
 
 
 _LOOP = asyncio.new_event_loop()
@@ -85,56 +84,36 @@ def _multiprocess_dir(series: int, workers: int) -> str:
 
 
 def run(
-    sizes: tuple[int, ...] = (1_000, 10_000, 50_000), repeats: int = 7, workers: int = 4
+    sizes: tuple[int, ...] = (1_000, 10_000, 50_000), repeats: int = 9, workers: int = 4
 ) -> list[Result]:
+    """Each repeat times the baseline and every variant back to back; ratios are paired."""
+    # As in Parley's own registries: no *_created series (multiprocess mode has none either).
+    disable_created_metrics()
     results = []
     for series in sizes:
         registry = _registry(series)
         endpoint = MetricsEndpoint(registry)
-        baseline = _time(lambda r=registry: generate_latest(r), repeats)
-        plain = _endpoint_call(endpoint, False)
-        zipped = _endpoint_call(endpoint, True)
-        results.append(
-            Result(
-                series, "generate_latest", baseline, len(generate_latest(registry)), 1.0, "itself"
-            )
-        )
-        results.append(
-            Result(
-                series,
-                "parley plain",
-                _time(lambda e=endpoint: _endpoint_call(e, False), repeats),
-                len(plain),
-                0,
-                "generate_latest",
-            )
-        )
-        results.append(
-            Result(
-                series,
-                "parley gzip",
-                _time(lambda e=endpoint: _endpoint_call(e, True), repeats),
-                len(zipped),
-                0,
-                "generate_latest",
-            )
-        )
         directory = _multiprocess_dir(series, workers)
+        variants = {
+            "generate_latest": lambda r=registry: generate_latest(r),
+            "parley plain": lambda e=endpoint: _endpoint_call(e, False),
+            "parley gzip": lambda e=endpoint: _endpoint_call(e, True),
+            f"multiprocess x{workers}": lambda d=directory: generate_latest(
+                multiprocess.registry(d)
+            ),
+        }
         try:
-            results.append(
-                Result(
-                    series,
-                    f"multiprocess x{workers}",
-                    _time(lambda d=directory: generate_latest(multiprocess.registry(d)), repeats),
-                    len(generate_latest(multiprocess.registry(directory))),
-                    0,
-                    "single process",
-                )
-            )
+            sizes_of = {name: len(function()) for name, function in variants.items()}
+            timings: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(repeats):
+                for name, function in variants.items():
+                    timings[name].append(_time(function, 1))
         finally:
             shutil.rmtree(directory, ignore_errors=True)
-        for result in results[-3:]:
-            result.ratio = result.milliseconds / baseline
+        baseline = timings["generate_latest"]
+        for name, values in timings.items():
+            ratios = [v / b for v, b in zip(values, baseline, strict=True)]
+            results.append(Result(series, name, median(values), sizes_of[name], median(ratios)))
     return results
 
 
