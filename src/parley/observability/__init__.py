@@ -18,11 +18,7 @@ from parley.observability.labels import OTHER, Allowlist, CappedLabel
 from parley.observability.llm import LLMCall, LLMInstrumentation
 from parley.observability.logging import configure_logging
 from parley.observability.middleware import PrometheusMiddleware
-from parley.observability.request_id import (
-    RequestIdMiddleware,
-    current_request_id,
-    request_id_of,
-)
+from parley.observability.request_id import RequestIdMiddleware, current_request_id
 from parley.observability.routes import UNMATCHED, RouteTemplates
 from parley.observability.setup import Instrumentation, instrument_app
 
@@ -49,5 +45,4 @@ __all__ = [
     "instrument_app",
     "mark_error",
     "new_registry",
-    "request_id_of",
 ]

@@ -24,14 +24,6 @@ def current_request_id() -> str | None:
     return _current.get()
 
 
-def request_id_of(scope: Scope) -> str | None:
-    state = scope.get("state") or {}
-    value = state.get("request_id")
-    if isinstance(value, str):
-        return value
-    return None
-
-
 class RequestIdMiddleware:
     def __init__(self, app: ASGIApp, *, log_requests: bool = True) -> None:
         self.app = app
@@ -42,7 +34,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _incoming_id(scope) or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        scope.setdefault("state", {})["request_id"] = request_id  # request.state.request_id
         header = (HEADER, request_id.encode())
         status = 500
         started = time.perf_counter()
