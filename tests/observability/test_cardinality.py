@@ -96,7 +96,7 @@ def _buckets(*sets: tuple[float, ...]) -> set[str]:
 
 
 def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
-    templates = {t for _, t in walk_templates(app_routes)} | {UNMATCHED}  # type: ignore[arg-type]
+    templates = {t for _, t in walk_templates(app_routes)} | {UNMATCHED, "/metrics"}  # type: ignore[arg-type]
     error_codes = (
         {cls.code for cls in _all_subclasses(domain.DomainError)}
         | {f"llm_{kind.value}" for kind in LLMErrorKind}

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley.observability.catalogue import HttpMetrics, WebSocketMetrics
@@ -20,6 +21,18 @@ KNOWN_METHODS = frozenset(
 OTHER_METHOD = "other"
 # nginx's convention: the client closed the connection before a response was sent.
 CLIENT_CLOSED = 499
+
+
+class _Series:
+    """The labelled children one (path, method, status) updates, looked up once."""
+
+    __slots__ = ("duration", "is_error", "requests", "unmarked_errors")
+
+    def __init__(self, requests: Any, duration: Any, *, is_error: bool) -> None:
+        self.requests = requests
+        self.duration = duration
+        self.is_error = is_error
+        self.unmarked_errors: Any = None
 
 
 class PrometheusMiddleware:
@@ -38,16 +51,20 @@ class PrometheusMiddleware:
         ws: WebSocketMetrics | None = None,
         templates: RouteTemplates | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        metrics_route: Route | None = None,
     ) -> None:
         self.app = app
+        # /metrics is served here, before routing: the app's routes do not grow by one
+        # that every unmatched request would have to try.
+        self.metrics_route = metrics_route
+        self.metrics_path = metrics_route.path if metrics_route is not None else None
         self.http = http
         self.ws = ws
         self.templates = templates or RouteTemplates(app)
         self.clock = clock
         # Labelled children, looked up once: .labels() validates and locks on every call.
         # The keys are bounded (templates, known methods, statuses), so the caches are too.
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._histograms: dict[tuple[str, str], Any] = {}
+        self._series: dict[tuple[str, str, int], _Series] = {}
         self._errors: dict[tuple[str, str, str], Any] = {}
         if ws is not None:
             self._ws_counts = {d: ws.messages.labels(d) for d in ("inbound", "outbound")}
@@ -55,13 +72,18 @@ class PrometheusMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self._http(scope, receive, send)
+            if scope["path"] == self.metrics_path:
+                assert self.metrics_route is not None
+                scope["route"] = self.metrics_route
+                await self._http(scope, receive, send, self.metrics_route.handle)
+            else:
+                await self._http(scope, receive, send, self.app)
         elif scope["type"] == "websocket" and self.ws is not None:
             await self._websocket(scope, receive, send, self.ws)
         else:
             await self.app(scope, receive, send)
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         started = self.clock()
         status: int | None = None
         recorded = False
@@ -76,7 +98,7 @@ class PrometheusMiddleware:
                 self._record(scope, status or 500, self.clock() - started)
 
         try:
-            await self.app(scope, receive, send_and_time)
+            await app(scope, receive, send_and_time)
         except asyncio.CancelledError:
             if not recorded:
                 recorded = True
@@ -109,26 +131,35 @@ class PrometheusMiddleware:
         method = scope["method"]
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
-        counter = self._counters.get((path, method, status))
-        if counter is None:
-            counter = self.http.requests.labels(path, method, str(status))
-            self._counters[(path, method, status)] = counter
-        counter.inc()
-        histogram = self._histograms.get((path, method))
-        if histogram is None:
-            histogram = self.http.duration.labels(path, method)
-            self._histograms[(path, method)] = histogram
+        series = self._series.get((path, method, status))
+        if series is None:
+            series = self._series[(path, method, status)] = self._new_series(path, method, status)
+        series.requests.inc()
         request_id = current_request_id()
-        histogram.observe(duration, exemplar={"request_id": request_id} if request_id else None)
-        if status >= 400 and status != CLIENT_CLOSED:
-            error_type, error_code = (
-                marked_error(scope) or default_error or ("http_error", str(status))
-            )
-            key = (error_type, error_code, path)
-            errors = self._errors.get(key)
-            if errors is None:
-                errors = self._errors[key] = self.http.errors.labels(*key)
-            errors.inc()
+        series.duration.observe(
+            duration, exemplar={"request_id": request_id} if request_id else None
+        )
+        if series.is_error:
+            marked = marked_error(scope) or default_error
+            if marked is None:
+                if series.unmarked_errors is None:  # created on first use: no idle zero series
+                    series.unmarked_errors = self.http.errors.labels(
+                        "http_error", str(status), path
+                    )
+                series.unmarked_errors.inc()
+            else:
+                key = (*marked, path)
+                errors = self._errors.get(key)
+                if errors is None:
+                    errors = self._errors[key] = self.http.errors.labels(*key)
+                errors.inc()
+
+    def _new_series(self, path: str, method: str, status: int) -> _Series:
+        return _Series(
+            self.http.requests.labels(path, method, str(status)),
+            self.http.duration.labels(path, method),
+            is_error=status >= 400 and status != CLIENT_CLOSED,
+        )
 
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, ws: WebSocketMetrics

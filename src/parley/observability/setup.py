@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.routing import Route
 
 from parley.observability import multiprocess
 from parley.observability.catalogue import (
@@ -40,7 +41,7 @@ def instrument_app(
     websockets: bool = True,
     scrape_hooks: Sequence[ScrapeHook] = (),
 ) -> Instrumentation:
-    """Add the metrics middleware and the ``/metrics`` route to ``app`` in one call.
+    """Add the metrics middleware, which also serves ``/metrics``, to ``app`` in one call.
 
     A fresh registry (with the process and platform collectors) is made unless one is
     given. Call it before the app starts serving; the result is also kept in
@@ -53,8 +54,8 @@ def instrument_app(
     ws = WebSocketMetrics.register(registry) if websockets else None
     guard = LabelGuardMetrics.register(registry)
     endpoint = MetricsEndpoint(registry, token=token, hooks=scrape_hooks)
-    app.add_route(metrics_path, endpoint.handle, methods=["GET"], include_in_schema=False)
-    app.add_middleware(PrometheusMiddleware, http=http, ws=ws)
+    route = Route(metrics_path, endpoint.handle, methods=["GET"], include_in_schema=False)
+    app.add_middleware(PrometheusMiddleware, http=http, ws=ws, metrics_route=route)
     instrumentation = Instrumentation(registry, http, ws, guard, endpoint, metrics_path)
     app.state.instrumentation = instrumentation
     return instrumentation
