@@ -184,3 +184,17 @@ async def test_stream_that_never_starts_times_out() -> None:
     with pytest.raises(LLMError) as raised:
         await collect(gateway.stream(REQUEST), [])
     assert raised.value.kind is LLMErrorKind.TIMEOUT
+
+
+async def test_a_slow_consumer_is_not_timed_out_by_the_stream_start_timeout() -> None:
+    """The start timeout measures the provider, never the time the consumer takes."""
+    import asyncio
+
+    gateway = LLMGateway(
+        ScriptedProvider(["hello world"]), timeout_seconds=0.05, retry=RetryPolicy(max_retries=0)
+    )
+    received = []
+    async for chunk in gateway.stream(REQUEST):
+        await asyncio.sleep(0.1)  # longer than the timeout, on every chunk
+        received.append(chunk.content)
+    assert "".join(received) == "hello world"

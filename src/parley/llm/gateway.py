@@ -104,6 +104,7 @@ class LLMGateway:
             chunks = aiter(self.provider.stream(request))
             try:
                 first: StreamChunk | None = None
+                preamble: list[StreamChunk] = []  # role-only or metadata chunks
                 async with asyncio.timeout(self.timeout_seconds):
                     async for chunk in chunks:
                         usage = chunk.usage or usage
@@ -111,7 +112,11 @@ class LLMGateway:
                         if chunk.content:
                             first = chunk
                             break
-                        yield chunk  # role-only or metadata chunks
+                        preamble.append(chunk)
+                # Yielded outside the timeout: its timer must never fire while the
+                # consumer, not the provider, holds control.
+                for chunk in preamble:
+                    yield chunk
                 if first is not None:
                     seen_content = True
                     for recorder in recorders:
