@@ -72,8 +72,13 @@ async def _open_socket_then_kill_its_worker(url: str, metrics_dir: Path) -> dict
             before = _gauge(await http.get("/metrics"))
             holder = _worker_holding_the_socket(metrics_dir)
             os.kill(holder, signal.SIGKILL)
-            await asyncio.sleep(0.5)
-            after = _gauge(await http.get("/metrics"))
+            # Until uvicorn's supervisor reaps it, the dead worker is a zombie and looks
+            # alive; give it a few seconds.
+            for _ in range(40):
+                await asyncio.sleep(0.25)
+                after = _gauge(await http.get("/metrics"))
+                if after == 0:
+                    break
     return {"before": before, "after": after}
 
 
