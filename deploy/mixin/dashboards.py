@@ -345,28 +345,26 @@ def _panel(spec: PanelSpec) -> Any:
     return panel
 
 
+def _label_variable(name: str, label: str) -> db.QueryVariable:
+    """A multi-select over a label's values, "All" (any value) by default."""
+    return (
+        db.QueryVariable(name)
+        .label(label)
+        .datasource(DATASOURCE)
+        .query(f"label_values({VARIABLE_SERIES[name]}, {name})")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(VariableOption(selected=True, text="All", value="$__all"))
+    )
+
+
 def _variables() -> list[Any]:
-    all_option = VariableOption(selected=True, text="All", value="$__all")
     return [
         db.DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        db.QueryVariable("instance")
-        .label("Instance")
-        .datasource(DATASOURCE)
-        .query(f"label_values({VARIABLE_SERIES['instance']}, instance)")
-        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .multi(True)
-        .include_all(True)
-        .all_value(".*")
-        .current(all_option),
-        db.QueryVariable("model")
-        .label("Model")
-        .datasource(DATASOURCE)
-        .query(f"label_values({VARIABLE_SERIES['model']}, model)")
-        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .multi(True)
-        .include_all(True)
-        .all_value(".*")
-        .current(all_option),
+        _label_variable("instance", "Instance"),
+        _label_variable("model", "Model"),
     ]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.samples import Sample
 from websockets.asyncio.client import connect
 
 from parley.app import create_app
@@ -91,32 +92,28 @@ async def _session(url: str, run: int) -> None:
         assert (await http.get(f"/v1/conversations/{c}")).status_code == 200
 
 
-def _total(registry: CollectorRegistry, family: str, **match: str) -> float:
-    total = 0.0
+def _samples(registry: CollectorRegistry, name: str, match: dict[str, str]) -> Iterator[Sample]:
+    """Samples of ``name`` whose labels match; a value "!re" means "not matching re"."""
     for metric in registry.collect():
         for sample in metric.samples:
-            if sample.name == family and all(
+            if sample.name == name and all(
                 re.fullmatch(v[1:], sample.labels.get(k, "")) is None
                 if v.startswith("!")
                 else sample.labels.get(k) == v
                 for k, v in match.items()
             ):
-                total += sample.value
-    return total
+                yield sample
+
+
+def _total(registry: CollectorRegistry, family: str, **match: str) -> float:
+    return sum(sample.value for sample in _samples(registry, family, match))
 
 
 def _buckets(registry: CollectorRegistry, family: str, **match: str) -> dict[float, float]:
     buckets: dict[float, float] = {}
-    for metric in registry.collect():
-        for sample in metric.samples:
-            if sample.name == f"{family}_bucket" and all(
-                re.fullmatch(v[1:], sample.labels.get(k, "")) is None
-                if v.startswith("!")
-                else sample.labels.get(k) == v
-                for k, v in match.items()
-            ):
-                bound = float(sample.labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    for sample in _samples(registry, f"{family}_bucket", match):
+        bound = float(sample.labels["le"])
+        buckets[bound] = buckets.get(bound, 0.0) + sample.value
     return buckets
 
 
