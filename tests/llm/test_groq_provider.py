@@ -189,3 +189,25 @@ async def test_connection_cut_mid_stream_is_stream_interrupted(
     assert raised.value.kind is LLMErrorKind.STREAM_INTERRUPTED
     assert "".join(received).split() == ["Hello", "from"]
     assert len(fake.requests) == 1
+
+
+async def test_a_cut_before_the_first_content_is_retried(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    """Only the role-only opening chunk arrived: no content was seen, so the gateway retries."""
+    fake.then(CutMidStream(after=0), Reply("second try"))
+    received: list[str] = []
+    await collect(_gateway(provider).stream(REQUEST), received)
+    assert "".join(received) == "second try"
+    assert len(fake.requests) == 2
+
+
+async def test_a_cut_before_the_first_content_is_a_connection_error_not_an_interruption(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    """With no retries left, the error is the connection's, not ``stream_interrupted``."""
+    fake.then(CutMidStream(after=0))
+    with pytest.raises(LLMError) as raised:
+        await collect(_gateway(provider, retries=0).stream(REQUEST), [])
+    assert raised.value.kind is not LLMErrorKind.STREAM_INTERRUPTED
+    assert raised.value.retryable

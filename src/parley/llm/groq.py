@@ -59,12 +59,16 @@ class GroqProvider:
             )
         except Exception as exc:
             raise to_llm_error(exc) from exc
-        rate_limit = rate_limit_from_headers(stream.response.headers)
+        rate_limit: RateLimit | None = rate_limit_from_headers(stream.response.headers)
+        # Only content counts as started: a cut after the role-only opening chunk is a
+        # connection error the gateway may retry, not an interrupted reply.
         started = False
         try:
             async for chunk in stream:
-                yield _stream_chunk(chunk, None if started else rate_limit)
-                started = True
+                piece = _stream_chunk(chunk, rate_limit)
+                rate_limit = None
+                started = started or bool(piece.content)
+                yield piece
         except Exception as exc:
             error = to_llm_error(exc)
             if started and error.kind in (LLMErrorKind.CONNECTION, LLMErrorKind.TIMEOUT):
