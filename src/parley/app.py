@@ -41,14 +41,14 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
     store = Store(Database(settings.database_url))
     gateway = build_gateway(settings, provider)
     events = EventFanout([LoggingEvents(structlog.get_logger("parley.events"))])
-    goals = GoalService(store)
+    goals = GoalService(store.goals)
     limits = ChatLimits(
         max_message_chars=settings.max_message_chars,
         history_messages=settings.llm_history_messages,
         max_reply_tokens=settings.llm_max_tokens,
         default_model=settings.default_model,
     )
-    conversations = ConversationService(store, goals, gateway, events, limits)
+    conversations = ConversationService(store.conversations, goals, gateway, events, limits)
     return Services(store, gateway, events, goals, conversations)
 
 

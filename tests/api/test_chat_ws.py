@@ -57,10 +57,11 @@ async def _recv(ws: ClientConnection) -> dict[str, Any]:
 
 
 async def _until(ws: ClientConnection, *types: str) -> list[dict[str, Any]]:
-    frames = [await _recv(ws)]
-    while frames[-1]["type"] not in types:
-        frames.append(await _recv(ws))
-    return frames
+    async with asyncio.timeout(30):
+        frames = [await _recv(ws)]
+        while frames[-1]["type"] not in types:
+            frames.append(await _recv(ws))
+        return frames
 
 
 async def test_chat_streams_tokens_then_done_with_usage(
@@ -139,20 +140,25 @@ async def test_trigger_phrase_sends_escalated_and_later_messages_are_refused(
 async def test_llm_failure_sends_error_then_escalated(
     server: LiveServer, provider: ScriptedProvider
 ) -> None:
-    provider.steps.extend([LLMError(LLMErrorKind.AUTH, "bad key")])
-    conversation_id = _conversation(server)
+    """One failure answers with an error only; the policy's last allowed one escalates."""
+    provider.steps.extend([LLMError(LLMErrorKind.AUTH, "bad key")] * 2)
+    conversation_id = _conversation(server, max_llm_failures=2)
     async with connect(_url(server, conversation_id), additional_headers=AUTH) as ws:
         await ws.send(json.dumps({"type": "message", "content": "hi"}))
+        first = await _until(ws, "error")
+        assert (first[-1]["code"], first[-1]["escalated"]) == ("llm_auth", False)
+        await ws.send(json.dumps({"type": "message", "content": "hi again"}))
         frames = await _until(ws, "escalated")
     error = frames[-2]
     assert (error["type"], error["code"], error["escalated"]) == ("error", "llm_auth", True)
     assert frames[-1] == {"type": "escalated", "reason": "llm_failure"}
 
 
-async def test_client_vanishing_mid_stream_keeps_the_user_message(
+async def test_client_vanishing_mid_stream_keeps_the_user_message_and_the_partial_reply(
     server: LiveServer, provider: ScriptedProvider
 ) -> None:
-    """The socket drops mid-reply: the user's message is stored, no partial reply is."""
+    """The socket drops mid-reply: the LLM call stops, and what it produced is stored as an
+    interrupted reply to the user's message."""
     provider.steps.append(" ".join(f"w{i}" for i in range(2000)))
     provider.chunk_delay = 0.005
     conversation_id = _conversation(server)
@@ -166,4 +172,12 @@ async def test_client_vanishing_mid_stream_keeps_the_user_message(
     assert provider.closed_streams == 1
     async with httpx.AsyncClient(base_url=server.http_url, headers=AUTH) as http:
         messages = (await http.get(f"/v1/conversations/{conversation_id}")).json()["messages"]
-    assert [m["role"] for m in messages] == ["user"]
+    assert [(m["role"], m["status"]) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "interrupted"),
+    ]
+    reply = messages[1]
+    assert reply["reply_to"] == messages[0]["id"]
+    assert reply["content"].startswith("w0 w1")
+    assert len(reply["content"].split()) < 2000
+    assert reply["usage"]["completion_tokens"] == len(reply["content"].split())

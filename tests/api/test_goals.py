@@ -14,6 +14,7 @@ def test_create_goal_fills_defaults_and_derives_the_id(client: TestClient) -> No
         "max_turns": 20,
         "trigger_phrases": ["human", "agent"],
         "on_llm_failure": True,
+        "max_llm_failures": 3,
     }
 
 

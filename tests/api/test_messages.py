@@ -129,10 +129,11 @@ def test_max_turns_escalates_the_turn_after_the_last_allowed(client: TestClient)
         (LLMErrorKind.AUTH, 502, "llm_auth"),
     ],
 )
-def test_llm_failure_keeps_the_message_and_escalates_by_policy(
+def test_one_llm_failure_keeps_the_message_and_leaves_the_conversation_usable(
     tmp_path: Path, kind: LLMErrorKind, status: int, code: str
 ) -> None:
-    """After retries the client gets a clear error; the user's message is kept."""
+    """After retries the client gets a clear error; the user's message is kept, and a single
+    failure (say, a wrong GROQ_BASE_URL during setup) does not escalate."""
     provider = ScriptedProvider([LLMError(kind, "scripted")] * 3)
     with app_client(make_settings(tmp_path, llm_max_retries=2), provider) as client:
         make_goal(client)
@@ -141,8 +142,26 @@ def test_llm_failure_keeps_the_message_and_escalates_by_policy(
         assert response.status_code == status
         error = response.json()["error"]
         assert (error["type"], error["code"]) == ("upstream_error", code)
-        assert error["details"] == [{"escalated": True}]
+        assert error["details"] == [{"escalated": False}]
         assert _messages(client, conversation_id) == [("user", "are you there?")]
+        assert client.get(f"/v1/conversations/{conversation_id}").json()["status"] == "active"
+        provider.steps.clear()  # the LLM is back (non-retryable kinds used one step only)
+        assert _post(client, conversation_id, "now?").status_code == 200
+
+
+def test_consecutive_llm_failures_escalate_at_the_policy_limit(tmp_path: Path) -> None:
+    """``max_llm_failures`` failed turns in a row escalate; a success in between resets."""
+    down = LLMError(LLMErrorKind.SERVER_ERROR, "down")
+    provider = ScriptedProvider([down, "back", down, down, down])
+    with app_client(make_settings(tmp_path, llm_max_retries=0), provider) as client:
+        make_goal(client, max_llm_failures=3)
+        conversation_id = make_conversation(client)
+        codes = [_post(client, conversation_id, f"m{i}").status_code for i in range(4)]
+        assert codes == [502, 200, 502, 502]
+        assert client.get(f"/v1/conversations/{conversation_id}").json()["status"] == "active"
+        last = _post(client, conversation_id, "m4")
+        assert last.status_code == 502
+        assert last.json()["error"]["details"] == [{"escalated": True}]
         conversation = client.get(f"/v1/conversations/{conversation_id}").json()
         assert conversation["status"] == "escalated"
         assert conversation["escalation"]["reason"] == "llm_failure"
@@ -184,7 +203,7 @@ def test_stream_cut_midway_sends_an_error_event_and_stores_no_partial_reply(
         conversation_id = make_conversation(client)
         events = parse_sse(_post(client, conversation_id, "go", stream=True).text)
         kinds = [kind for kind, _ in events]
-        assert kinds == ["accepted", "token", "token", "error", "escalated"]
+        assert kinds == ["accepted", "token", "token", "error"]
         error = events[3][1]
         assert error["error"]["code"] == "llm_stream_interrupted"
         assert error["status"] == 502

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from parley.domain.errors import (
+    ConversationClosedError,
+    ConversationEscalatedError,
     ConversationNotFoundError,
     GoalExistsError,
     GoalInUseError,
     GoalNotFoundError,
+    IdempotencyKeyReusedError,
     InvalidCursorError,
 )
 from parley.domain.models import ConversationStatus, EscalationPolicy, EscalationReason, Goal
-from parley.llm import Role, Usage
+from parley.domain.ports import OpenedTurn, ReplyDraft
+from parley.llm import Usage
 from parley.store import Database, Store, upgrade_to_head
 
 
@@ -66,29 +72,129 @@ async def test_conversation_for_missing_goal_is_refused(store: Store) -> None:
         await store.conversations.create("nope", {})
 
 
+def _never(goal: Goal, turns: int) -> EscalationReason | None:
+    return None
+
+
+async def _open(
+    store: Store, conversation_id: uuid.UUID, content: str, **options: Any
+) -> OpenedTurn:
+    options.setdefault("escalate_when", _never)
+    options.setdefault("history_limit", 40)
+    return await store.conversations.open_turn(conversation_id, content, **options)
+
+
 async def test_messages_get_consecutive_sequence_numbers_and_turns(store: Store) -> None:
-    """Each message takes the next seq; only user messages count as turns."""
+    """Each message takes the next seq; only user messages count as turns; a reply records
+    the message it answers."""
     await store.goals.add(_goal())
     conversation = await store.conversations.create("support", {"channel": "web"})
-    first, turns1 = await store.conversations.append_message(conversation.id, Role.USER, "hi")
-    reply, turns2 = await store.conversations.append_message(
-        conversation.id, Role.ASSISTANT, "hello", model="m", usage=Usage(3, 1, 4)
+    first = await _open(store, conversation.id, "hi")
+    reply, after = await store.conversations.store_reply(
+        first.question, ReplyDraft("hello", "m", Usage(3, 1, 4))
     )
-    _, turns3 = await store.conversations.append_message(conversation.id, Role.USER, "again")
-    assert (first.seq, reply.seq) == (1, 2)
-    assert (turns1, turns2, turns3) == (1, 1, 2)
+    second = await _open(store, conversation.id, "again", history_limit=2)
+    assert (first.question.seq, reply.seq, second.question.seq) == (1, 2, 3)
+    assert (first.conversation.turns, after.turns, second.conversation.turns) == (1, 1, 2)
+    assert reply.reply_to == first.question.id
+    assert first.goal.id == "support"
+    assert [m.content for m in second.history] == ["hello", "again"]
     loaded = await store.conversations.get(conversation.id, with_messages=True)
     assert loaded is not None
     assert [m.content for m in loaded.messages] == ["hi", "hello", "again"]
     assert loaded.messages[1].usage == Usage(3, 1, 4)
     assert loaded.metadata == {"channel": "web"}
-    recent = await store.conversations.recent_messages(conversation.id, 2)
-    assert [m.content for m in recent] == ["hello", "again"]
 
 
 async def test_message_for_missing_conversation_is_refused(store: Store) -> None:
     with pytest.raises(ConversationNotFoundError):
-        await store.conversations.append_message(uuid.uuid4(), Role.USER, "hi")
+        await _open(store, uuid.uuid4(), "hi")
+
+
+async def test_escalated_and_closed_conversations_take_no_message(store: Store) -> None:
+    await store.goals.add(_goal())
+    for to, error in [
+        (ConversationStatus.ESCALATED, ConversationEscalatedError),
+        (ConversationStatus.COMPLETED, ConversationClosedError),
+    ]:
+        conversation = await store.conversations.create("support", {})
+        await store.conversations.transition(
+            conversation.id, allowed_from=[ConversationStatus.ACTIVE], to=to
+        )
+        with pytest.raises(error):
+            await _open(store, conversation.id, "hi")
+        loaded = await store.conversations.get(conversation.id, with_messages=True)
+        assert loaded is not None
+        assert loaded.messages == ()
+
+
+async def test_a_second_reply_to_one_message_returns_the_first(store: Store) -> None:
+    await store.goals.add(_goal())
+    conversation = await store.conversations.create("support", {})
+    opened = await _open(store, conversation.id, "hi")
+    first, _ = await store.conversations.store_reply(opened.question, ReplyDraft("one", "m", None))
+    second, _ = await store.conversations.store_reply(opened.question, ReplyDraft("two", "m", None))
+    assert second == first
+    loaded = await store.conversations.get(conversation.id, with_messages=True)
+    assert loaded is not None
+    assert [m.content for m in loaded.messages] == ["hi", "one"]
+
+
+async def test_an_idempotency_key_names_one_stored_turn(store: Store) -> None:
+    """The same key stores nothing new and returns the turn with its reply; the same key
+    for other content is a conflict."""
+    await store.goals.add(_goal())
+    conversation = await store.conversations.create("support", {})
+    opened = await _open(store, conversation.id, "hi", idempotency_key="k1")
+    reply, _ = await store.conversations.store_reply(opened.question, ReplyDraft("yo", "m", None))
+    again = await _open(store, conversation.id, "hi", idempotency_key="k1")
+    assert again.repeated
+    assert again.question == opened.question
+    assert again.reply == reply
+    with pytest.raises(IdempotencyKeyReusedError):
+        await _open(store, conversation.id, "other", idempotency_key="k1")
+    loaded = await store.conversations.get(conversation.id, with_messages=True)
+    assert loaded is not None
+    assert [m.content for m in loaded.messages] == ["hi", "yo"]
+    assert loaded.turns == 1
+
+
+@pytest.mark.parametrize("clients", [20, 100])
+async def test_concurrent_messages_respect_max_turns_and_order(
+    database_url: str, clients: int
+) -> None:
+    """Many writers on one conversation, each on its own connection: exactly ``max_turns``
+    messages are answered, one escalates, the rest are refused; seq and created_at agree."""
+    database = Database(database_url)
+    await upgrade_to_head(database.engine)
+    store = Store(database)
+    try:
+        await store.goals.add(_goal())
+        conversation = await store.conversations.create("support", {})
+
+        def max_five(goal: Goal, turns: int) -> EscalationReason | None:
+            return EscalationReason.MAX_TURNS if turns > 5 else None
+
+        async def send(index: int) -> OpenedTurn | Exception:
+            try:
+                return await _open(store, conversation.id, f"m{index}", escalate_when=max_five)
+            except ConversationEscalatedError as refused:
+                return refused
+
+        outcomes = await asyncio.gather(*(send(i) for i in range(clients)))
+        accepted = [o for o in outcomes if isinstance(o, OpenedTurn)]
+        assert len(accepted) == 6
+        assert [o.escalation for o in accepted].count(EscalationReason.MAX_TURNS) == 1
+        assert sum(isinstance(o, ConversationEscalatedError) for o in outcomes) == clients - 6
+        loaded = await store.conversations.get(conversation.id, with_messages=True)
+        assert loaded is not None
+        assert [m.seq for m in loaded.messages] == list(range(1, 7))
+        times = [m.created_at for m in loaded.messages]
+        assert times == sorted(times)
+        assert loaded.status is ConversationStatus.ESCALATED
+        assert loaded.turns == 6
+    finally:
+        await database.dispose()
 
 
 async def test_transition_only_from_allowed_statuses(store: Store) -> None:

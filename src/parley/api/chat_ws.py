@@ -1,13 +1,13 @@
 """``/v1/conversations/{conversation_id}/ws``: chat over a WebSocket with JSON frames.
 
-Client frames: ``{"type": "message", "content": ...}`` and ``{"type": "ping"}``.
+Client frames: ``{"type": "message", "content": ..., "id": ...}`` (``id`` optional: a
+retry with the same id returns the same turn) and ``{"type": "ping"}``.
 Server frames: ``accepted``, ``token``, ``done``, ``escalated``, ``error`` and ``pong``.
 """
 
 from __future__ import annotations
 
 import uuid
-from contextlib import aclosing
 from typing import Any
 
 import structlog
@@ -15,19 +15,16 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from parley.api.channel import ChatChannel, InvalidFrame
 from parley.api.deps import ConversationsDep
-from parley.api.schemas import MessageOut
-from parley.domain.conversations import ConversationService, ReplyToken
-from parley.domain.errors import DomainError, NotFoundError, ReplyFailedError
-from parley.domain.models import EscalationReason
+from parley.api.turn_encoding import ws_frame
+from parley.domain.conversations import ConversationService
+from parley.domain.errors import DomainError, NotFoundError
 
 router = APIRouter(tags=["conversations"])
 
 # 4000-4999 are the application's own; 4404 mirrors HTTP's 404.
 CLOSE_NOT_FOUND = 4404
-
-
-def _message(message: Any) -> dict[str, Any]:
-    return MessageOut.model_validate(message).model_dump(mode="json")
+# A message frame's optional ``id`` is its idempotency key, as the HTTP header is.
+MAX_ID_LENGTH = 255
 
 
 @router.websocket("/conversations/{conversation_id}/ws")
@@ -71,28 +68,19 @@ async def _handle(
     if not isinstance(content, str) or not content:
         await channel.send_error("invalid_frame", "content must be a non-empty string")
         return
+    key = frame.get("id")
+    if key is not None and not (isinstance(key, str) and 0 < len(key) <= MAX_ID_LENGTH):
+        await channel.send_error("invalid_frame", f"id must be a string of 1 to {MAX_ID_LENGTH}")
+        return
     try:
-        pending = await conversations.begin_turn(conversation_id, content)
+        turn = await conversations.start_turn(
+            conversation_id, content, streaming=True, idempotency_key=key
+        )
     except DomainError as exc:
         await channel.send_error(exc.code, exc.message)
         return
-    await channel.send_frame({"type": "accepted", "message": _message(pending.user_message)})
-    if pending.request is None:
-        await channel.send_frame({"type": "escalated", "reason": pending.escalation_reason})
-        return
     try:
-        async with aclosing(conversations.stream_reply(pending)) as replies:
-            async for item in replies:
-                if isinstance(item, ReplyToken):
-                    await channel.send_frame({"type": "token", "content": item.content})
-                else:
-                    message = _message(item.message)
-                    await channel.send_frame(
-                        {"type": "done", "message": message, "usage": message["usage"]}
-                    )
-    except ReplyFailedError as exc:
-        await channel.send_error(exc.code, exc.message, escalated=exc.escalated)
-        if exc.escalated:
-            await channel.send_frame(
-                {"type": "escalated", "reason": EscalationReason.LLM_FAILURE.value}
-            )
+        async for event in turn.events():
+            await channel.send_frame(ws_frame(event))
+    finally:
+        turn.abandon()  # the client left mid-turn (or the turn ended: nothing to stop)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Header, Query, status
-from fastapi.sse import EventSourceResponse, format_sse_event
-from pydantic import BaseModel
+from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse
 
 from parley.api.deps import ConversationsDep
-from parley.api.errors import domain_status, error_body
+from parley.api.errors import error_response
 from parley.api.schemas import (
     ConversationCreate,
     ConversationDetail,
@@ -22,12 +22,11 @@ from parley.api.schemas import (
     ErrorBody,
     EscalationCreate,
     MessageCreate,
-    MessageOut,
     TurnOut,
 )
-from parley.domain.conversations import ConversationService, PendingTurn, ReplyToken
-from parley.domain.errors import ReplyFailedError
+from parley.api.turn_encoding import fold_turn, sse_event
 from parley.domain.models import ConversationStatus
+from parley.domain.turns import RunningTurn
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -117,37 +116,64 @@ async def post_message(
     conversation_id: uuid.UUID,
     body: MessageCreate,
     conversations: ConversationsDep,
+    request: Request,
     accept: Annotated[str | None, Header()] = None,
-) -> TurnOut | EventSourceResponse:
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            description="A retry with the same key returns the same turn and stores nothing new",
+        ),
+    ] = None,
+) -> TurnOut | EventSourceResponse | JSONResponse:
     """Send a user message and get the assistant's reply, whole or streamed as SSE."""
     # Ids go into the logs of everything this request does (never into metric labels).
     structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
-    pending = await conversations.begin_turn(conversation_id, body.content)
-    if body.stream or "text/event-stream" in (accept or ""):
-        return EventSourceResponse(_sse_events(conversations, pending))
-    turn = await conversations.reply(pending)
-    return TurnOut.model_validate(turn)
+    streaming = body.stream or "text/event-stream" in (accept or "")
+    turn = await conversations.start_turn(
+        conversation_id, body.content, streaming=streaming, idempotency_key=idempotency_key
+    )
+    if streaming:
+        return EventSourceResponse(_sse_events(turn))
+    folded = asyncio.ensure_future(fold_turn(turn.events()))
+    if await _client_left_first(request, folded):
+        turn.abandon()
+        return error_response(
+            request,
+            CLIENT_CLOSED_REQUEST,
+            "client_closed",
+            "client_closed_request",
+            "the client closed the connection before the reply",
+        )
+    return folded.result()
 
 
-def _sse(event: str, payload: BaseModel | dict[str, object]) -> bytes:
-    data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
-    return format_sse_event(event=event, data_str=data)
+# nginx's code for "the client went away first": never seen by that client, but counted.
+CLIENT_CLOSED_REQUEST = 499
 
 
-async def _sse_events(service: ConversationService, pending: PendingTurn) -> AsyncIterator[bytes]:
-    yield _sse("accepted", MessageOut.model_validate(pending.user_message))
-    if pending.request is None:
-        yield _sse("escalated", {"reason": pending.escalation_reason})
-        return
+async def _client_left_first(request: Request, work: asyncio.Future[TurnOut]) -> bool:
+    """Wait for ``work``; True if the client disconnected before it finished."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
     try:
-        async for item in service.stream_reply(pending):
-            if isinstance(item, ReplyToken):
-                yield _sse("token", {"content": item.content})
-            else:
-                yield _sse("done", MessageOut.model_validate(item.message))
-    except ReplyFailedError as exc:
-        status_code, error_type = domain_status(exc)
-        body = error_body(error_type, exc.code, exc.message, [{"escalated": exc.escalated}])
-        yield _sse("error", {**body, "status": status_code})
-        if exc.escalated:
-            yield _sse("escalated", {"reason": "llm_failure"})
+        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if work.done():
+        return False
+    work.cancel()
+    return True
+
+
+async def _sse_events(turn: RunningTurn) -> AsyncIterator[bytes]:
+    try:
+        async for event in turn.events():
+            yield sse_event(event)
+    finally:
+        turn.abandon()  # the client left (or the stream ended: then nothing to stop)

@@ -22,6 +22,8 @@ _DOMAIN_STATUS: tuple[tuple[type[domain.DomainError], int, str], ...] = (
     (domain.ConflictError, 409, "conflict"),
     (domain.InvalidInputError, 422, "validation_error"),
     (domain.ContentTooLargeError, 413, "payload_too_large"),
+    (domain.ShuttingDownError, 503, "unavailable"),
+    (domain.TurnCrashedError, 500, "internal_error"),
 )
 _LLM_STATUS = {"rate_limited": 503, "timeout": 504}
 
@@ -74,9 +76,14 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, domain.DomainError)
     status, error_type = domain_status(exc)
     details = None
+    headers = None
     if isinstance(exc, domain.ReplyFailedError):
         details = [{"escalated": exc.escalated}]
-    return error_response(request, status, error_type, exc.code, exc.message, details=details)
+    if isinstance(exc, domain.ShuttingDownError):
+        headers = {"Retry-After": "1"}  # another replica (or this one, restarted) will take it
+    return error_response(
+        request, status, error_type, exc.code, exc.message, details=details, headers=headers
+    )
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:

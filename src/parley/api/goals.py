@@ -37,7 +37,10 @@ async def create_goal(body: GoalCreate, goals: GoalsDep) -> GoalOut:
             instructions=body.instructions,
             model=body.model,
             escalation=EscalationPolicy(
-                policy.max_turns, tuple(policy.trigger_phrases), policy.on_llm_failure
+                policy.max_turns,
+                tuple(policy.trigger_phrases),
+                policy.on_llm_failure,
+                policy.max_llm_failures,
             ),
         )
     )

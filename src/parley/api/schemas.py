@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from parley.domain.goals import GOAL_ID_PATTERN
-from parley.domain.models import ConversationStatus, EscalationReason
+from parley.domain.models import ConversationStatus, EscalationReason, MessageStatus
 from parley.llm import Role
 
 TriggerPhrase = Annotated[
@@ -27,6 +27,7 @@ class EscalationPolicyIn(BaseModel):
     max_turns: int = Field(default=20, ge=1, le=10_000)
     trigger_phrases: list[TriggerPhrase] = Field(default=["human", "agent"], max_length=100)
     on_llm_failure: bool = True
+    max_llm_failures: int = Field(default=3, ge=1, le=100)
 
 
 def _not_null(value: object) -> object:
@@ -40,8 +41,11 @@ class EscalationPolicyPatch(BaseModel):
     max_turns: int | None = Field(default=None, ge=1, le=10_000)
     trigger_phrases: list[TriggerPhrase] | None = Field(default=None, max_length=100)
     on_llm_failure: bool | None = None
+    max_llm_failures: int | None = Field(default=None, ge=1, le=100)
 
-    reject_null = field_validator("max_turns", "trigger_phrases", "on_llm_failure")(_not_null)
+    reject_null = field_validator(
+        "max_turns", "trigger_phrases", "on_llm_failure", "max_llm_failures"
+    )(_not_null)
 
 
 class GoalCreate(BaseModel):
@@ -65,6 +69,7 @@ class EscalationPolicyOut(_Out):
     max_turns: int
     trigger_phrases: list[str]
     on_llm_failure: bool
+    max_llm_failures: int
 
 
 class GoalOut(_Out):
@@ -94,9 +99,12 @@ class UsageOut(_Out):
 
 class MessageOut(_Out):
     id: uuid.UUID
+    seq: int
     role: Role
     content: str
     created_at: datetime
+    status: MessageStatus = MessageStatus.COMPLETE
+    reply_to: uuid.UUID | None = None
     model: str | None = None
     usage: UsageOut | None = None
 

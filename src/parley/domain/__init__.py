@@ -1,5 +1,6 @@
-"""Goals, conversations and escalations: plain services and typed errors.
+"""Goals, conversations, turns and escalations: plain services and typed errors.
 
-Import the services from their modules (``parley.domain.goals``, ...); this package
-stays import-light because the store depends on the domain's entities.
+The domain declares the ports it needs (``parley.domain.ports``); ``parley.store`` and
+the LLM gateway implement them, so the domain imports neither the store nor any driver.
+Import the services from their modules (``parley.domain.conversations``, ...).
 """

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +12,7 @@ from parley.domain.errors import (
     ConversationEscalatedError,
     ConversationNotFoundError,
     ReplyFailedError,
+    ShuttingDownError,
 )
 from parley.domain.escalation import reason_before_reply
 from parley.domain.events import ConversationEvents
@@ -24,10 +23,23 @@ from parley.domain.models import (
     EscalationReason,
     Goal,
     Message,
+    MessageStatus,
     Page,
 )
-from parley.llm import ChatMessage, ChatRequest, LLMError, LLMGateway, Role, Usage
-from parley.store import Store
+from parley.domain.ports import LLM, ConversationStore, OpenedTurn, ReplyDraft
+from parley.domain.turns import (
+    Abandoned,
+    Accepted,
+    Done,
+    Emit,
+    Escalated,
+    Failed,
+    InFlightTurns,
+    RunningTurn,
+    Token,
+)
+from parley.llm import ChatMessage, ChatRequest, LLMError, Role, Usage
+from parley.llm.tokens import estimate_usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,49 +50,22 @@ class ChatLimits:
     default_model: str = "llama-3.1-8b-instant"
 
 
-@dataclass(frozen=True, slots=True)
-class PendingTurn:
-    """A stored user message, and either the request to answer it or why it was escalated."""
-
-    conversation: Conversation
-    user_message: Message
-    request: ChatRequest | None
-    escalated: Conversation | None = None
-    escalation_reason: EscalationReason | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    conversation: Conversation
-    user_message: Message
-    reply: Message | None
-    escalation_reason: EscalationReason | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyToken:
-    content: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyDone:
-    message: Message
-
-
 class ConversationService:
     def __init__(
         self,
-        store: Store,
+        conversations: ConversationStore,
         goals: GoalService,
-        gateway: LLMGateway,
+        llm: LLM,
         events: ConversationEvents,
         limits: ChatLimits | None = None,
+        in_flight: InFlightTurns | None = None,
     ) -> None:
-        self._conversations = store.conversations
+        self._conversations = conversations
         self._goals = goals
-        self._gateway = gateway
+        self._llm = llm
         self._events = events
         self._limits = limits or ChatLimits()
+        self.in_flight = in_flight or InFlightTurns()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -144,70 +129,102 @@ class ConversationService:
 
     # -- a turn -------------------------------------------------------------------------
 
-    async def begin_turn(self, conversation_id: uuid.UUID, content: str) -> PendingTurn:
-        """Validate and store the user's message, then apply the escalation policy.
+    async def start_turn(
+        self,
+        conversation_id: uuid.UUID,
+        content: str,
+        *,
+        streaming: bool,
+        idempotency_key: str | None = None,
+    ) -> RunningTurn:
+        """Store the user's message and start answering it; the events tell the rest.
 
-        The message is stored before any LLM call, so it survives whatever happens next.
+        The message is stored, in the same transaction as the status check and the
+        escalation policy, before any LLM call, so it survives whatever happens next.
+        Errors before that (unknown conversation, escalated, too long) are raised here.
         """
         if len(content) > self._limits.max_message_chars:
             raise ContentTooLargeError(len(content), self._limits.max_message_chars)
-        conversation = await self.get(conversation_id)
-        _raise_for_status(conversation)
-        goal = await self._goals.get(conversation.goal_id)
-        user_message, turns = await self._conversations.append_message(
-            conversation_id, Role.USER, content
+        if self.in_flight.closing:
+            raise ShuttingDownError()
+        opened = await self._conversations.open_turn(
+            conversation_id,
+            content,
+            escalate_when=lambda goal, turns: reason_before_reply(goal.escalation, content, turns),
+            history_limit=self._limits.history_messages,
+            idempotency_key=idempotency_key,
         )
-        conversation = dataclasses.replace(
-            conversation, turns=turns, updated_at=user_message.created_at
-        )
-        reason = reason_before_reply(goal.escalation, content, turns)
-        if reason is not None:
-            escalated = await self._escalate(conversation_id, reason)
-            return PendingTurn(conversation, user_message, None, escalated, reason)
-        return PendingTurn(conversation, user_message, await self._chat_request(goal, conversation))
+        if opened.escalation is not None:
+            self._events.conversation_escalated(opened.conversation, opened.escalation)
 
-    async def reply(self, pending: PendingTurn) -> Turn:
-        """Answer a pending turn in one piece."""
-        if pending.request is None:
-            return self._escalated_turn(pending)
-        try:
-            completion = await self._gateway.complete(pending.request)
-        except LLMError as error:
-            raise await self._reply_failed(pending, error) from error
-        reply = await self._store_reply(pending, completion.content, completion.usage)
-        return Turn(pending.conversation, pending.user_message, reply)
+        async def play(emit: Emit, turn: RunningTurn) -> None:
+            await self._play(opened, emit, turn, streaming=streaming)
 
-    async def stream_reply(
-        self, pending: PendingTurn
-    ) -> AsyncGenerator[ReplyToken | ReplyDone, None]:
-        """Answer a pending turn token by token; the last item is the stored reply.
+        return self.in_flight.start(play)
 
-        A reply cut off midway is not stored: the conversation keeps only whole turns.
-        """
-        assert pending.request is not None, "an escalated turn has no reply to stream"
+    async def _play(
+        self, opened: OpenedTurn, emit: Emit, turn: RunningTurn, *, streaming: bool
+    ) -> None:
+        emit(Accepted(opened.conversation, opened.question))
+        if opened.reply is not None:  # a repeated turn: tell it again, store nothing
+            if streaming:
+                emit(Token(opened.reply.content))
+            emit(Done(opened.conversation, opened.reply))
+            return
+        conversation = opened.conversation
+        if conversation.status is not ConversationStatus.ACTIVE:
+            reason = opened.escalation or (
+                conversation.escalation.reason if conversation.escalation else None
+            )
+            if reason is None:
+                raise ConversationClosedError()
+            emit(Escalated(conversation, reason))
+            return
+        request = self._chat_request(opened.goal, opened.history)
         parts: list[str] = []
-        usage: Usage | None = None
+        usage: list[Usage] = []
         try:
-            async for chunk in self._gateway.stream(pending.request):
-                usage = chunk.usage or usage
-                if chunk.content:
-                    parts.append(chunk.content)
-                    yield ReplyToken(chunk.content)
+            if streaming:
+                await turn.stoppable(self._read_stream(request, parts, usage, emit))
+            else:
+                completion = await turn.stoppable(self._llm.complete(request))
+                parts.append(completion.content)
+                if completion.usage is not None:
+                    usage.append(completion.usage)
         except LLMError as error:
-            raise await self._reply_failed(pending, error) from error
-        yield ReplyDone(await self._store_reply(pending, "".join(parts), usage))
-
-    async def send(self, conversation_id: uuid.UUID, content: str) -> Turn:
-        return await self.reply(await self.begin_turn(conversation_id, content))
-
-    def _escalated_turn(self, pending: PendingTurn) -> Turn:
-        conversation = pending.escalated or pending.conversation
-        return Turn(conversation, pending.user_message, None, pending.escalation_reason)
-
-    async def _chat_request(self, goal: Goal, conversation: Conversation) -> ChatRequest:
-        history = await self._conversations.recent_messages(
-            conversation.id, self._limits.history_messages
+            await self._reply_failed(opened, error, emit)
+            return
+        except Abandoned as abandoned:
+            if parts:
+                await self._conversations.store_reply(
+                    opened.question,
+                    ReplyDraft(
+                        "".join(parts),
+                        request.model,
+                        usage[-1] if usage else estimate_usage(request, len(parts)),
+                        MessageStatus.INTERRUPTED,
+                    ),
+                )
+            if abandoned.error is not None:
+                emit(Failed(abandoned.error))
+            return
+        reply, after = await self._conversations.store_reply(
+            opened.question,
+            ReplyDraft("".join(parts), request.model, usage[-1] if usage else None),
         )
+        emit(Done(after, reply))
+
+    async def _read_stream(
+        self, request: ChatRequest, parts: list[str], usage: list[Usage], emit: Emit
+    ) -> None:
+        async for chunk in self._llm.stream(request):
+            if chunk.usage is not None:
+                usage.append(chunk.usage)
+            if chunk.content:
+                parts.append(chunk.content)
+                emit(Token(chunk.content))
+
+    def _chat_request(self, goal: Goal, history: tuple[Message, ...]) -> ChatRequest:
         messages = (
             ChatMessage(Role.SYSTEM, goal.instructions),
             *tuple(ChatMessage(m.role, m.content) for m in history),
@@ -218,28 +235,16 @@ class ConversationService:
             max_tokens=self._limits.max_reply_tokens,
         )
 
-    async def _store_reply(
-        self, pending: PendingTurn, content: str, usage: Usage | None
-    ) -> Message:
-        assert pending.request is not None
-        message, _ = await self._conversations.append_message(
-            pending.conversation.id,
-            Role.ASSISTANT,
-            content,
-            model=pending.request.model,
-            usage=usage,
+    async def _reply_failed(self, opened: OpenedTurn, error: LLMError, emit: Emit) -> None:
+        policy = opened.goal.escalation
+        escalated = await self._conversations.record_llm_failure(
+            opened.conversation.id,
+            escalate_at=policy.max_llm_failures if policy.on_llm_failure else None,
         )
-        return message
-
-    async def _reply_failed(self, pending: PendingTurn, error: LLMError) -> ReplyFailedError:
-        goal = await self._goals.get(pending.conversation.goal_id)
-        escalated = False
-        if goal.escalation.on_llm_failure:
-            escalated = (
-                await self._escalate(pending.conversation.id, EscalationReason.LLM_FAILURE)
-                is not None
-            )
-        return ReplyFailedError(error.kind.value, error.message, escalated=escalated)
+        emit(Failed(ReplyFailedError(error.kind.value, error.message, escalated=bool(escalated))))
+        if escalated is not None:
+            self._events.conversation_escalated(escalated, EscalationReason.LLM_FAILURE)
+            emit(Escalated(escalated, EscalationReason.LLM_FAILURE))
 
 
 def _raise_for_status(conversation: Conversation) -> None:

@@ -63,6 +63,27 @@ class ConversationClosedError(ConflictError):
         super().__init__("conversation is completed and takes no more messages")
 
 
+class IdempotencyKeyReusedError(ConflictError):
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was used for a different message")
+
+
+class ShuttingDownError(DomainError):
+    code = "shutting_down"
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down and takes no new turns; retry shortly")
+
+
+class TurnCrashedError(DomainError):
+    code = "internal_error"
+
+    def __init__(self) -> None:
+        super().__init__("the turn failed unexpectedly; the user message is stored")
+
+
 class InvalidInputError(DomainError):
     code = "invalid_input"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from parley.domain.errors import GoalNotFoundError, InvalidGoalIdError
 from parley.domain.models import EscalationPolicy, Goal
-from parley.store import Store
+from parley.domain.ports import GoalStore
 
 GOAL_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _GOAL_ID = re.compile(GOAL_ID_PATTERN)
@@ -34,8 +34,8 @@ class GoalDraft:
 
 
 class GoalService:
-    def __init__(self, store: Store) -> None:
-        self._goals = store.goals
+    def __init__(self, goals: GoalStore) -> None:
+        self._goals = goals
 
     async def create(self, draft: GoalDraft) -> Goal:
         goal_id = draft.id if draft.id is not None else slugify(draft.name)

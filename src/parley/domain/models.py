@@ -17,6 +17,13 @@ class ConversationStatus(StrEnum):
     ESCALATED = "escalated"
 
 
+class MessageStatus(StrEnum):
+    COMPLETE = "complete"
+    # The reply was cut before the LLM finished (client gone, shutdown): what was
+    # generated is kept, with the usage it cost.
+    INTERRUPTED = "interrupted"
+
+
 class EscalationReason(StrEnum):
     """Why a conversation went to a human. A closed set: never free text."""
 
@@ -32,6 +39,9 @@ class EscalationPolicy:
     max_turns: int = 20
     trigger_phrases: tuple[str, ...] = ("human", "agent")
     on_llm_failure: bool = True
+    # Escalate on this many consecutive failed LLM turns (with ``on_llm_failure``); one
+    # failure alone leaves the conversation usable.
+    max_llm_failures: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,8 @@ class Message:
     created_at: datetime
     model: str | None = None
     usage: Usage | None = None
+    reply_to: uuid.UUID | None = None  # for a reply: the user message it answers
+    status: MessageStatus = MessageStatus.COMPLETE
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from parley.llm.types import ChatMessage
+from parley.llm.types import ChatMessage, ChatRequest, Usage
 
 _PIECE = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
 
@@ -27,3 +27,10 @@ def count_tokens(text: str) -> int:
 
 def count_prompt_tokens(messages: tuple[ChatMessage, ...]) -> int:
     return sum(count_tokens(m.content) + _PER_MESSAGE_OVERHEAD for m in messages) + _REPLY_PRIMING
+
+
+def estimate_usage(request: ChatRequest, completion_chunks: int) -> Usage:
+    """Usage of a call cut before the provider reported it: the prompt as counted here, and
+    one token per content chunk received (providers stream about a token per chunk)."""
+    prompt = count_prompt_tokens(request.messages)
+    return Usage(prompt, completion_chunks, prompt + completion_chunks)

@@ -11,19 +11,30 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.domain.errors import ConversationNotFoundError, GoalNotFoundError, InvalidCursorError
+from parley.domain.errors import (
+    ConversationClosedError,
+    ConversationEscalatedError,
+    ConversationNotFoundError,
+    GoalNotFoundError,
+    IdempotencyKeyReusedError,
+    InvalidCursorError,
+)
 from parley.domain.models import (
     Conversation,
     ConversationStatus,
     Escalation,
     EscalationReason,
     Message,
+    MessageStatus,
     Page,
 )
+from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
 from parley.llm.types import Role, Usage
 from parley.store.database import Database
-from parley.store.tables import ConversationRow, MessageRow
+from parley.store.goals import to_goal
+from parley.store.tables import ConversationRow, GoalRow, MessageRow
 
 
 def _now() -> datetime:
@@ -43,6 +54,8 @@ def _to_message(row: MessageRow) -> Message:
         created_at=row.created_at,
         model=row.model,
         usage=usage,
+        reply_to=row.reply_to,
+        status=MessageStatus(row.status),
     )
 
 
@@ -151,61 +164,167 @@ class ConversationRepository:
             next_cursor = encode_cursor(items[-1].created_at, items[-1].id)
         return Page(items, next_cursor)
 
-    async def recent_messages(self, conversation_id: uuid.UUID, limit: int) -> list[Message]:
-        async with self._db.session() as session:
-            rows = (
-                await session.scalars(
-                    select(MessageRow)
-                    .where(MessageRow.conversation_id == conversation_id)
-                    .order_by(MessageRow.seq.desc())
-                    .limit(limit)
-                )
-            ).all()
-        return [_to_message(row) for row in reversed(rows)]
-
-    async def append_message(
+    async def open_turn(
         self,
         conversation_id: uuid.UUID,
-        role: Role,
         content: str,
         *,
-        model: str | None = None,
-        usage: Usage | None = None,
-    ) -> tuple[Message, int]:
-        """Store a message; returns it with the conversation's user-turn count."""
-        now = _now()
+        escalate_when: EscalationRule,
+        history_limit: int,
+        idempotency_key: str | None = None,
+    ) -> OpenedTurn:
+        try:
+            return await self._open_turn(
+                conversation_id,
+                content,
+                escalate_when=escalate_when,
+                history_limit=history_limit,
+                idempotency_key=idempotency_key,
+            )
+        except _Repeated as repeated:
+            return repeated.turn
+
+    async def _open_turn(
+        self,
+        conversation_id: uuid.UUID,
+        content: str,
+        *,
+        escalate_when: EscalationRule,
+        history_limit: int,
+        idempotency_key: str | None,
+    ) -> OpenedTurn:
         async with self._db.session() as session, session.begin():
-            # One atomic UPDATE ... RETURNING hands out the sequence number, so concurrent
-            # writers to one conversation never collide.
-            counters = (
-                await session.execute(
+            if idempotency_key is not None:
+                repeated = await _repeated_turn(
+                    session, conversation_id, content, idempotency_key, history_limit
+                )
+                if repeated is not None:
+                    return repeated
+            # The conditional UPDATE is the status check and the lock in one step: a
+            # concurrent turn on the same conversation waits here until this one commits,
+            # then sees its outcome (PostgreSQL row lock; SQLite's write lock).
+            row = (
+                await session.scalars(
                     update(ConversationRow)
-                    .where(ConversationRow.id == conversation_id)
+                    .where(
+                        ConversationRow.id == conversation_id,
+                        ConversationRow.status == ConversationStatus.ACTIVE.value,
+                    )
                     .values(
                         message_count=ConversationRow.message_count + 1,
-                        turns=ConversationRow.turns + (1 if role is Role.USER else 0),
-                        updated_at=now,
+                        turns=ConversationRow.turns + 1,
                     )
-                    .returning(ConversationRow.message_count, ConversationRow.turns)
+                    .returning(ConversationRow)
+                    .execution_options(populate_existing=True)
                 )
             ).one_or_none()
-            if counters is None:
-                raise ConversationNotFoundError(conversation_id)
-            seq, turns = counters
-            row = MessageRow(
+            if row is None:
+                await _raise_not_open(session, conversation_id)
+                raise AssertionError("unreachable")
+            if idempotency_key is not None:
+                # Checked again under the lock: a concurrent request with the same key may
+                # have committed while this one waited.
+                repeated = await _repeated_turn(
+                    session, conversation_id, content, idempotency_key, history_limit
+                )
+                if repeated is not None:
+                    raise _Repeated(repeated)  # rolls back this transaction's counters
+            goal_row = await session.get(GoalRow, row.goal_id)
+            assert goal_row is not None  # a goal with conversations cannot be deleted
+            goal = to_goal(goal_row)
+            now = _after(row.updated_at)
+            reason = escalate_when(goal, row.turns)
+            row.updated_at = now
+            if reason is not None:
+                _escalate(row, reason, None, now)
+            message = MessageRow(
                 id=uuid.uuid4(),
                 conversation_id=conversation_id,
-                seq=seq,
-                role=role.value,
+                seq=row.message_count,
+                role=Role.USER.value,
                 content=content,
-                model=model,
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                total_tokens=usage.total_tokens if usage else None,
                 created_at=now,
+                idempotency_key=idempotency_key,
             )
-            session.add(row)
-        return _to_message(row), turns
+            session.add(message)
+            await session.flush()
+            history = await _history(session, conversation_id, message.seq, history_limit)
+            return OpenedTurn(
+                conversation=_to_conversation(row),
+                goal=goal,
+                question=_to_message(message),
+                history=history,
+                escalation=reason,
+            )
+
+    async def store_reply(
+        self, question: Message, reply: ReplyDraft
+    ) -> tuple[Message, Conversation]:
+        try:
+            stored = await self._insert_reply(question, reply)
+        except IntegrityError:
+            stored = None  # a concurrent retry of the same turn stored its reply first
+        return stored or await self._stored_reply(question)
+
+    async def _insert_reply(
+        self, question: Message, reply: ReplyDraft
+    ) -> tuple[Message, Conversation] | None:
+        async with self._db.session() as session, session.begin():
+            if await _reply_to(session, question.id) is None:
+                row = await _lock_for_message(session, question.conversation_id)
+                row.llm_failures = 0
+                message = MessageRow(
+                    id=uuid.uuid4(),
+                    conversation_id=question.conversation_id,
+                    seq=row.message_count,
+                    role=Role.ASSISTANT.value,
+                    content=reply.content,
+                    model=reply.model,
+                    prompt_tokens=reply.usage.prompt_tokens if reply.usage else None,
+                    completion_tokens=reply.usage.completion_tokens if reply.usage else None,
+                    total_tokens=reply.usage.total_tokens if reply.usage else None,
+                    created_at=row.updated_at,
+                    reply_to=question.id,
+                    status=reply.status.value,
+                )
+                session.add(message)
+                await session.flush()
+                return _to_message(message), _to_conversation(row)
+        return None
+
+    async def _stored_reply(self, question: Message) -> tuple[Message, Conversation]:
+        async with self._db.session() as session:
+            existing = await _reply_to(session, question.id)
+            row = await session.get(ConversationRow, question.conversation_id)
+            assert existing is not None
+            assert row is not None
+            return _to_message(existing), _to_conversation(row)
+
+    async def record_llm_failure(
+        self, conversation_id: uuid.UUID, *, escalate_at: int | None
+    ) -> Conversation | None:
+        async with self._db.session() as session, session.begin():
+            row = (
+                await session.scalars(
+                    update(ConversationRow)
+                    .where(ConversationRow.id == conversation_id)
+                    .values(llm_failures=ConversationRow.llm_failures + 1)
+                    .returning(ConversationRow)
+                    .execution_options(populate_existing=True)
+                )
+            ).one_or_none()
+            if row is None:
+                raise ConversationNotFoundError(conversation_id)
+            if (
+                escalate_at is None
+                or row.llm_failures < escalate_at
+                or row.status != ConversationStatus.ACTIVE.value
+            ):
+                return None
+            now = _after(row.updated_at)
+            row.updated_at = now
+            _escalate(row, EscalationReason.LLM_FAILURE, None, now)
+            return _to_conversation(row)
 
     async def transition(
         self,
@@ -247,3 +366,108 @@ class ConversationRepository:
             for status, count in rows:
                 counts[ConversationStatus(status)] = count
             return counts
+
+
+class _Repeated(Exception):  # noqa: N818 -- control flow, not an error
+    """Leaves a transaction (rolling it back) with the turn an idempotency key names."""
+
+    def __init__(self, turn: OpenedTurn) -> None:
+        self.turn = turn
+
+
+def _after(previous: datetime) -> datetime:
+    """Now, but never before ``previous``: times follow ``seq`` even if the clock steps back."""
+    return max(_now(), previous)
+
+
+def _escalate(
+    row: ConversationRow, reason: EscalationReason, note: str | None, now: datetime
+) -> None:
+    row.status = ConversationStatus.ESCALATED.value
+    row.escalation_reason = reason.value
+    row.escalation_note = note
+    row.escalated_at = now
+    row.updated_at = now
+
+
+async def _lock_for_message(session: AsyncSession, conversation_id: uuid.UUID) -> ConversationRow:
+    """Take the conversation's next ``seq`` (and its lock); ``updated_at`` becomes the new
+    message's time."""
+    row = (
+        await session.scalars(
+            update(ConversationRow)
+            .where(ConversationRow.id == conversation_id)
+            .values(message_count=ConversationRow.message_count + 1)
+            .returning(ConversationRow)
+            .execution_options(populate_existing=True)
+        )
+    ).one_or_none()
+    if row is None:
+        raise ConversationNotFoundError(conversation_id)
+    row.updated_at = _after(row.updated_at)
+    return row
+
+
+async def _raise_not_open(session: AsyncSession, conversation_id: uuid.UUID) -> None:
+    status = await session.scalar(
+        select(ConversationRow.status).where(ConversationRow.id == conversation_id)
+    )
+    if status is None:
+        raise ConversationNotFoundError(conversation_id)
+    if status == ConversationStatus.ESCALATED.value:
+        raise ConversationEscalatedError()
+    raise ConversationClosedError()
+
+
+async def _history(
+    session: AsyncSession, conversation_id: uuid.UUID, up_to_seq: int, limit: int
+) -> tuple[Message, ...]:
+    rows = (
+        await session.scalars(
+            select(MessageRow)
+            .where(MessageRow.conversation_id == conversation_id, MessageRow.seq <= up_to_seq)
+            .order_by(MessageRow.seq.desc())
+            .limit(limit)
+        )
+    ).all()
+    return tuple(_to_message(row) for row in reversed(rows))
+
+
+async def _reply_to(session: AsyncSession, question_id: uuid.UUID) -> MessageRow | None:
+    return (
+        await session.scalars(select(MessageRow).where(MessageRow.reply_to == question_id))
+    ).one_or_none()
+
+
+async def _repeated_turn(
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    content: str,
+    idempotency_key: str,
+    history_limit: int,
+) -> OpenedTurn | None:
+    question = (
+        await session.scalars(
+            select(MessageRow).where(
+                MessageRow.conversation_id == conversation_id,
+                MessageRow.idempotency_key == idempotency_key,
+            )
+        )
+    ).one_or_none()
+    if question is None:
+        return None
+    if question.content != content:
+        raise IdempotencyKeyReusedError()
+    conversation = await session.get(ConversationRow, conversation_id)
+    assert conversation is not None
+    goal = await session.get(GoalRow, conversation.goal_id)
+    assert goal is not None
+    reply = await _reply_to(session, question.id)
+    return OpenedTurn(
+        conversation=_to_conversation(conversation),
+        goal=to_goal(goal),
+        question=_to_message(question),
+        history=await _history(session, conversation_id, question.seq, history_limit),
+        reply=_to_message(reply) if reply is not None else None,
+        repeated=True,
+    )

@@ -11,7 +11,7 @@ from parley.store.database import Database
 from parley.store.tables import ConversationRow, GoalRow
 
 
-def _to_goal(row: GoalRow) -> Goal:
+def to_goal(row: GoalRow) -> Goal:
     return Goal(
         id=row.id,
         name=row.name,
@@ -21,6 +21,7 @@ def _to_goal(row: GoalRow) -> Goal:
             max_turns=row.max_turns,
             trigger_phrases=tuple(row.trigger_phrases),
             on_llm_failure=row.escalate_on_llm_failure,
+            max_llm_failures=row.max_llm_failures,
         ),
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -34,6 +35,7 @@ def _fill(row: GoalRow, goal: Goal) -> None:
     row.max_turns = goal.escalation.max_turns
     row.trigger_phrases = list(goal.escalation.trigger_phrases)
     row.escalate_on_llm_failure = goal.escalation.on_llm_failure
+    row.max_llm_failures = goal.escalation.max_llm_failures
     row.created_at = goal.created_at
     row.updated_at = goal.updated_at
 
@@ -56,12 +58,12 @@ class GoalRepository:
     async def get(self, goal_id: str) -> Goal | None:
         async with self._db.session() as session:
             row = await session.get(GoalRow, goal_id)
-            return _to_goal(row) if row else None
+            return to_goal(row) if row else None
 
     async def all(self) -> list[Goal]:
         async with self._db.session() as session:
             rows = await session.scalars(select(GoalRow).order_by(GoalRow.id))
-            return [_to_goal(row) for row in rows]
+            return [to_goal(row) for row in rows]
 
     async def replace(self, goal: Goal) -> Goal | None:
         """Store ``goal`` over the existing one; ``None`` if it is gone."""

@@ -44,6 +44,7 @@ class GoalRow(Base):
     max_turns: Mapped[int] = mapped_column(Integer)
     trigger_phrases: Mapped[list[str]] = mapped_column(JSON)
     escalate_on_llm_failure: Mapped[bool]
+    max_llm_failures: Mapped[int] = mapped_column(Integer, default=3)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -62,6 +63,7 @@ class ConversationRow(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     turns: Mapped[int] = mapped_column(Integer, default=0)
+    llm_failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed turns
     escalation_reason: Mapped[str | None] = mapped_column(String(32))
     escalation_note: Mapped[str | None] = mapped_column(Text)
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -71,7 +73,11 @@ class ConversationRow(Base):
 
 class MessageRow(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ux_messages_seq", "conversation_id", "seq", unique=True),)
+    __table_args__ = (
+        Index("ux_messages_seq", "conversation_id", "seq", unique=True),
+        Index("ux_messages_reply_to", "reply_to", unique=True),
+        Index("ux_messages_idempotency_key", "conversation_id", "idempotency_key", unique=True),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     conversation_id: Mapped[uuid.UUID] = mapped_column(
@@ -85,3 +91,8 @@ class MessageRow(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     total_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reply_to: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE", name="fk_messages_reply_to")
+    )
+    status: Mapped[str] = mapped_column(String(16), default="complete")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))

@@ -1,0 +1,123 @@
+"""What the domain needs from the outside, as small protocols: ``parley.store`` and the
+LLM gateway implement them, ``app.py`` wires them, and unit tests use in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from parley.domain.models import (
+    Conversation,
+    ConversationStatus,
+    EscalationReason,
+    Goal,
+    Message,
+    MessageStatus,
+    Page,
+)
+from parley.llm.types import ChatRequest, Completion, StreamChunk, Usage
+
+# Decides, inside the transaction that stores a user message, whether the conversation
+# escalates instead of replying: (goal, the conversation's user-turn count) -> reason.
+EscalationRule = Callable[[Goal, int], EscalationReason | None]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedTurn:
+    """A stored user message (or the one its idempotency key names) and what answering needs."""
+
+    conversation: Conversation  # as it is after the message
+    goal: Goal
+    question: Message
+    history: tuple[Message, ...]  # the latest messages up to and including ``question``
+    escalation: EscalationReason | None = None  # the policy escalated on this message
+    reply: Message | None = None  # a repeated turn whose reply is already stored
+    repeated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDraft:
+    content: str
+    model: str
+    usage: Usage | None
+    status: MessageStatus = MessageStatus.COMPLETE
+
+
+class GoalStore(Protocol):
+    async def add(self, goal: Goal) -> Goal: ...
+
+    async def get(self, goal_id: str) -> Goal | None: ...
+
+    async def all(self) -> list[Goal]: ...
+
+    async def replace(self, goal: Goal) -> Goal | None: ...
+
+    async def delete(self, goal_id: str) -> bool: ...
+
+
+class ConversationStore(Protocol):
+    async def create(self, goal_id: str, metadata: dict[str, Any]) -> Conversation: ...
+
+    async def get(
+        self, conversation_id: uuid.UUID, *, with_messages: bool = False
+    ) -> Conversation | None: ...
+
+    async def page(
+        self,
+        *,
+        goal_id: str | None = None,
+        status: ConversationStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page: ...
+
+    async def transition(
+        self,
+        conversation_id: uuid.UUID,
+        *,
+        allowed_from: Sequence[ConversationStatus],
+        to: ConversationStatus,
+        reason: EscalationReason | None = None,
+        note: str | None = None,
+    ) -> Conversation | None: ...
+
+    async def open_turn(
+        self,
+        conversation_id: uuid.UUID,
+        content: str,
+        *,
+        escalate_when: EscalationRule,
+        history_limit: int,
+        idempotency_key: str | None = None,
+    ) -> OpenedTurn:
+        """In one transaction: check the conversation is active, store the user message, apply
+        ``escalate_when`` and read the history. With a key already used, store nothing and
+        return that turn (``repeated``). Raises the domain's not-found and conflict errors."""
+        ...
+
+    async def store_reply(
+        self, question: Message, reply: ReplyDraft
+    ) -> tuple[Message, Conversation]:
+        """Store the reply to ``question`` (at most one: a second returns the first) and reset
+        the conversation's count of consecutive LLM failures."""
+        ...
+
+    async def record_llm_failure(
+        self, conversation_id: uuid.UUID, *, escalate_at: int | None
+    ) -> Conversation | None:
+        """Count a failed turn; at ``escalate_at`` consecutive ones, escalate in the same
+        transaction and return the escalated conversation."""
+        ...
+
+    async def count_by_status(self) -> dict[ConversationStatus, int]: ...
+
+
+class LLM(Protocol):
+    """The LLM gateway, as the domain uses it."""
+
+    async def complete(self, request: ChatRequest) -> Completion: ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]: ...

@@ -1,0 +1,161 @@
+"""A turn as one typed event stream, run in a task of its own.
+
+Every channel (a whole HTTP reply, SSE, WebSocket) reads the same events and only encodes
+them. The turn runs in its own task so that a client leaving, or a request being
+cancelled, never cuts a store write in half: the client can only *abandon* a turn, which
+stops the LLM call, never the writes around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from parley.domain.errors import DomainError, ShuttingDownError, TurnCrashedError
+from parley.domain.models import Conversation, EscalationReason, Message
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The user message is stored (always the first event)."""
+
+    conversation: Conversation
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The reply is stored."""
+
+    conversation: Conversation
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Escalated:
+    conversation: Conversation
+    reason: EscalationReason
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """No reply: the LLM failed, or the turn was cut by shutdown. May be followed by
+    ``Escalated`` when the failure escalated the conversation."""
+
+    error: DomainError
+
+
+TurnEvent = Accepted | Token | Done | Escalated | Failed
+
+_log = structlog.get_logger("parley.turns")
+
+Emit = Callable[[TurnEvent], None]
+
+
+class Abandoned(Exception):  # noqa: N818 -- a reason, raised into the LLM call to stop it
+    """Why a turn's LLM call was stopped before it finished."""
+
+    def __init__(self, error: DomainError | None) -> None:
+        super().__init__(error.message if error else "client went away")
+        self.error = error  # told to a client still listening; None when it left
+
+
+class RunningTurn:
+    """One turn in flight: its events in order, and a way for the client to leave it."""
+
+    def __init__(self, play: Callable[[Emit, RunningTurn], Coroutine[Any, Any, None]]) -> None:
+        self._events: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
+        self._stoppable = False
+        self.abandoned: Abandoned | None = None
+        self._task = asyncio.create_task(self._run(play))
+
+    async def _run(self, play: Callable[[Emit, RunningTurn], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await play(self._events.put_nowait, self)
+        except Exception:
+            # The client still gets a last event; the traceback goes to the log only.
+            _log.exception("turn_crashed")
+            self._events.put_nowait(Failed(TurnCrashedError()))
+        finally:
+            self._events.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[TurnEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    def abandon(self, error: DomainError | None = None) -> None:
+        """Stop the turn's LLM call if it is still running; stored writes always complete.
+
+        ``error`` goes to a client still listening (shutdown); without one the client left.
+        """
+        if self._task.done() or self.abandoned is not None:
+            return
+        self.abandoned = Abandoned(error)
+        if self._stoppable:
+            self._task.cancel()
+
+    async def stoppable(self, call: Coroutine[Any, Any, Any]) -> Any:
+        """Await ``call`` (the LLM), which ``abandon`` may stop with ``Abandoned``."""
+        if self.abandoned is not None:
+            call.close()
+            raise self.abandoned
+        self._stoppable = True
+        try:
+            return await call
+        except asyncio.CancelledError:
+            if self.abandoned is None:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the cancel was ours, and it is handled here
+            raise self.abandoned from None
+        finally:
+            self._stoppable = False
+
+    async def wait(self) -> None:
+        await asyncio.shield(self._task)
+
+    @property
+    def done(self) -> bool:
+        return self._task.done()
+
+
+class InFlightTurns:
+    """The turns running in this process, so shutdown can let them finish, then cut them."""
+
+    def __init__(self) -> None:
+        self._turns: set[RunningTurn] = set()
+        self.closing = False
+
+    def start(self, play: Callable[[Emit, RunningTurn], Coroutine[Any, Any, None]]) -> RunningTurn:
+        if self.closing:
+            raise ShuttingDownError()
+        turn = RunningTurn(play)
+        self._turns.add(turn)
+        turn._task.add_done_callback(lambda _: self._turns.discard(turn))
+        return turn
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Take no new turns; give those in flight ``grace_seconds`` to finish, then stop their
+        LLM calls (what they produced is stored) and wait for their writes."""
+        self.closing = True
+        if not self._turns:
+            return
+        running = [turn._task for turn in self._turns]
+        _, pending = await asyncio.wait(running, timeout=grace_seconds)
+        for turn in list(self._turns):
+            turn.abandon(ShuttingDownError())
+        if pending:
+            await asyncio.wait(pending)

@@ -1,0 +1,291 @@
+"""Every branch of a turn, on the domain's ports with in-memory fakes: the events each
+channel encodes, and what ends up stored."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from parley.domain.conversations import ChatLimits, ConversationService
+from parley.domain.errors import (
+    ContentTooLargeError,
+    ConversationEscalatedError,
+    ReplyFailedError,
+    ShuttingDownError,
+    TurnCrashedError,
+)
+from parley.domain.events import EventFanout
+from parley.domain.goals import GoalService
+from parley.domain.models import (
+    EscalationPolicy,
+    EscalationReason,
+    Goal,
+    Message,
+    MessageStatus,
+)
+from parley.domain.turns import Accepted, Done, Escalated, Failed, Token, TurnEvent
+from parley.llm import ChatRequest, LLMError, LLMErrorKind, StreamChunk, Usage
+from tests.support.memory_store import MemoryConversations, MemoryGoals
+from tests.support.providers import ScriptedProvider
+
+
+def _goal(**policy: object) -> Goal:
+    now = datetime.now(UTC)
+    escalation = EscalationPolicy(**{"max_turns": 3, "trigger_phrases": ("human",), **policy})  # type: ignore[arg-type]
+    return Goal("support", "Support", "Help.", None, escalation, now, now)
+
+
+class HeldStream:
+    """An LLM that streams ``before`` tokens, then waits until released (or stopped)."""
+
+    def __init__(self, before: int = 2, after: int = 2) -> None:
+        self.before = before
+        self.after = after
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+        self.stopped = False
+
+    async def complete(self, request: ChatRequest) -> object:
+        self.holding.set()
+        await self.release.wait()
+        raise AssertionError("not released in these tests")
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        try:
+            for index in range(self.before):
+                yield StreamChunk(content=f"t{index} ")
+            self.holding.set()
+            await self.release.wait()
+            for index in range(self.before, self.before + self.after):
+                yield StreamChunk(content=f"t{index} ")
+            yield StreamChunk(usage=Usage(10, self.before + self.after, 14))
+        except asyncio.CancelledError:
+            self.stopped = True
+            raise
+
+
+class Harness:
+    def __init__(self, llm: object = None, **policy: object) -> None:
+        self.goals = MemoryGoals(_goal(**policy))
+        self.store = MemoryConversations(self.goals)
+        self.llm = llm or ScriptedProvider()
+        self.service = ConversationService(
+            self.store,
+            GoalService(self.goals),
+            self.llm,  # type: ignore[arg-type]
+            EventFanout(),
+            ChatLimits(max_message_chars=100),
+        )
+
+    async def conversation(self) -> uuid.UUID:
+        return (await self.service.create("support", {})).id
+
+    async def turn(
+        self, conversation_id: uuid.UUID, content: str, *, streaming: bool = True, **options: str
+    ) -> list[TurnEvent]:
+        turn = await self.service.start_turn(
+            conversation_id, content, streaming=streaming, **options
+        )
+        async with asyncio.timeout(10):
+            return [event async for event in turn.events()]
+
+    def stored(self, conversation_id: uuid.UUID) -> list[Message]:
+        return self.store.messages[conversation_id]
+
+
+def _kinds(events: list[TurnEvent]) -> list[str]:
+    return [type(event).__name__ for event in events]
+
+
+async def test_a_streamed_turn_is_accepted_tokens_done() -> None:
+    """The stored user message comes first, then each token, then the stored reply."""
+    harness = Harness(ScriptedProvider(["hello there friend"]))
+    conversation_id = await harness.conversation()
+    events = await harness.turn(conversation_id, "hi")
+    assert _kinds(events) == ["Accepted", "Token", "Token", "Token", "Done"]
+    accepted, done = events[0], events[-1]
+    assert isinstance(accepted, Accepted)
+    assert isinstance(done, Done)
+    assert done.message.content == "hello there friend"
+    assert done.message.reply_to == accepted.message.id
+    assert done.message.usage == Usage(5, 3, 8)
+    assert [m.content for m in harness.stored(conversation_id)] == ["hi", "hello there friend"]
+
+
+async def test_a_whole_turn_is_accepted_then_done() -> None:
+    harness = Harness(ScriptedProvider(["whole reply"]))
+    conversation_id = await harness.conversation()
+    events = await harness.turn(conversation_id, "hi", streaming=False)
+    assert _kinds(events) == ["Accepted", "Done"]
+
+
+async def test_a_trigger_phrase_escalates_without_an_llm_call() -> None:
+    harness = Harness()
+    conversation_id = await harness.conversation()
+    events = await harness.turn(conversation_id, "a HUMAN please")
+    assert _kinds(events) == ["Accepted", "Escalated"]
+    assert isinstance(events[1], Escalated)
+    assert events[1].reason is EscalationReason.TRIGGER_PHRASE
+    assert harness.llm.calls == []  # type: ignore[attr-defined]
+    with pytest.raises(ConversationEscalatedError):
+        await harness.service.start_turn(conversation_id, "hello?", streaming=True)
+
+
+async def test_the_turn_after_max_turns_escalates() -> None:
+    harness = Harness()
+    conversation_id = await harness.conversation()
+    for index in range(3):
+        assert _kinds(await harness.turn(conversation_id, f"m{index}"))[-1] == "Done"
+    events = await harness.turn(conversation_id, "one more")
+    assert isinstance(events[-1], Escalated)
+    assert events[-1].reason is EscalationReason.MAX_TURNS
+
+
+async def test_an_llm_failure_fails_the_turn_and_keeps_the_message() -> None:
+    harness = Harness(ScriptedProvider([LLMError(LLMErrorKind.TIMEOUT, "slow")]))
+    conversation_id = await harness.conversation()
+    events = await harness.turn(conversation_id, "hi")
+    assert _kinds(events) == ["Accepted", "Failed"]
+    failed = events[1]
+    assert isinstance(failed, Failed)
+    assert isinstance(failed.error, ReplyFailedError)
+    assert (failed.error.code, failed.error.escalated) == ("llm_timeout", False)
+    assert [m.role.value for m in harness.stored(conversation_id)] == ["user"]
+
+
+async def test_consecutive_failures_escalate_at_the_limit_and_a_success_resets() -> None:
+    down = LLMError(LLMErrorKind.SERVER_ERROR, "down")
+    harness = Harness(ScriptedProvider([down, "ok", down, down]), max_llm_failures=2, max_turns=10)
+    conversation_id = await harness.conversation()
+    outcomes = [_kinds(await harness.turn(conversation_id, f"m{i}"))[1:] for i in range(4)]
+    assert outcomes == [
+        ["Failed"],
+        ["Token", "Done"],
+        ["Failed"],
+        ["Failed", "Escalated"],
+    ]
+
+
+async def test_failures_never_escalate_when_the_policy_says_so() -> None:
+    down = LLMError(LLMErrorKind.SERVER_ERROR, "down")
+    harness = Harness(ScriptedProvider([down] * 3), max_llm_failures=1, on_llm_failure=False)
+    conversation_id = await harness.conversation()
+    for index in range(3):
+        assert _kinds(await harness.turn(conversation_id, f"m{index}")) == ["Accepted", "Failed"]
+
+
+async def test_a_repeated_key_tells_the_stored_turn_again_and_stores_nothing() -> None:
+    harness = Harness(ScriptedProvider(["first answer"]))
+    conversation_id = await harness.conversation()
+    first = await harness.turn(conversation_id, "hi", idempotency_key="k")
+    again = await harness.turn(conversation_id, "hi", idempotency_key="k")
+    assert _kinds(again) == ["Accepted", "Token", "Done"]
+    assert again[0] == first[0]
+    assert again[-1] == first[-1]
+    assert len(harness.stored(conversation_id)) == 2
+    assert len(harness.llm.calls) == 1  # type: ignore[attr-defined]
+
+
+async def test_a_repeated_key_whose_turn_failed_asks_the_llm_again() -> None:
+    """The user message is not stored twice; the missing reply is produced now."""
+    down = LLMError(LLMErrorKind.SERVER_ERROR, "down")
+    harness = Harness(ScriptedProvider([down, "second try"]))
+    conversation_id = await harness.conversation()
+    assert _kinds(await harness.turn(conversation_id, "hi", idempotency_key="k"))[-1] == "Failed"
+    again = await harness.turn(conversation_id, "hi", idempotency_key="k")
+    assert _kinds(again)[-1] == "Done"
+    assert [m.content for m in harness.stored(conversation_id)] == ["hi", "second try"]
+
+
+async def test_a_client_leaving_mid_stream_stops_the_llm_and_stores_an_interrupted_reply() -> None:
+    llm = HeldStream(before=2)
+    harness = Harness(llm)
+    conversation_id = await harness.conversation()
+    turn = await harness.service.start_turn(conversation_id, "hi", streaming=True)
+    await asyncio.wait_for(llm.holding.wait(), 10)
+    turn.abandon()
+    await asyncio.wait_for(turn.wait(), 10)
+    assert llm.stopped
+    reply = harness.stored(conversation_id)[-1]
+    assert (reply.content, reply.status) == ("t0 t1 ", MessageStatus.INTERRUPTED)
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens == 2
+    assert reply.usage.prompt_tokens > 0
+
+
+async def test_a_client_leaving_before_the_first_token_stores_no_reply() -> None:
+    llm = HeldStream(before=0)
+    harness = Harness(llm)
+    conversation_id = await harness.conversation()
+    turn = await harness.service.start_turn(conversation_id, "hi", streaming=True)
+    await asyncio.wait_for(llm.holding.wait(), 10)
+    turn.abandon()
+    await asyncio.wait_for(turn.wait(), 10)
+    assert [m.role.value for m in harness.stored(conversation_id)] == ["user"]
+
+
+async def test_a_client_leaving_after_the_llm_finished_still_stores_the_whole_reply() -> None:
+    """Leaving can stop the LLM call, never the write that follows it."""
+    harness = Harness(ScriptedProvider(["all of it"]))
+    conversation_id = await harness.conversation()
+    turn = await harness.service.start_turn(conversation_id, "hi", streaming=True)
+    events = turn.events()
+    assert isinstance(await anext(events), Accepted)
+    assert isinstance(await anext(events), Token)
+    turn.abandon()
+    await asyncio.wait_for(turn.wait(), 10)
+    reply = harness.stored(conversation_id)[-1]
+    assert (reply.content, reply.status) == ("all of it", MessageStatus.COMPLETE)
+
+
+async def test_shutdown_lets_turns_finish_within_the_grace_then_cuts_them_with_an_error() -> None:
+    llm = HeldStream(before=1)
+    harness = Harness(llm)
+    conversation_id = await harness.conversation()
+    turn = await harness.service.start_turn(conversation_id, "hi", streaming=True)
+    await asyncio.wait_for(llm.holding.wait(), 10)
+    await harness.service.in_flight.drain(grace_seconds=0.05)
+    events = [event async for event in turn.events()]
+    assert _kinds(events) == ["Accepted", "Token", "Failed"]
+    assert isinstance(events[-1], Failed)
+    assert isinstance(events[-1].error, ShuttingDownError)
+    assert harness.stored(conversation_id)[-1].status is MessageStatus.INTERRUPTED
+    with pytest.raises(ShuttingDownError):
+        await harness.service.start_turn(conversation_id, "more", streaming=True)
+
+
+async def test_shutdown_waits_for_a_turn_that_finishes_within_the_grace() -> None:
+    llm = HeldStream(before=1)
+    harness = Harness(llm)
+    conversation_id = await harness.conversation()
+    turn = await harness.service.start_turn(conversation_id, "hi", streaming=False)
+    await asyncio.wait_for(llm.holding.wait(), 10)
+    streamed = Harness(HeldStream())  # a second, unrelated service is not affected
+    assert not streamed.service.in_flight.closing
+    llm.release.set()
+    harness_turn = await harness.service.start_turn(conversation_id, "two", streaming=True)
+    await harness.service.in_flight.drain(grace_seconds=10)
+    assert turn.done
+    assert harness_turn.done
+    assert harness.stored(conversation_id)[-1].status is MessageStatus.COMPLETE
+
+
+async def test_content_over_the_limit_is_refused_before_anything_is_stored() -> None:
+    harness = Harness()
+    conversation_id = await harness.conversation()
+    with pytest.raises(ContentTooLargeError):
+        await harness.service.start_turn(conversation_id, "x" * 101, streaming=True)
+    assert harness.stored(conversation_id) == []
+
+
+async def test_a_crash_while_storing_the_reply_ends_the_turn_with_an_error_event() -> None:
+    harness = Harness(ScriptedProvider(["fine"]))
+    conversation_id = await harness.conversation()
+    harness.store.fail_next_write = RuntimeError("disk on fire")
+    events = await harness.turn(conversation_id, "hi")
+    assert isinstance(events[-1], Failed)
+    assert isinstance(events[-1].error, TurnCrashedError)

@@ -1,0 +1,229 @@
+"""In-memory fakes of the domain's ports, for unit tests of the services.
+
+They keep the contract the real store keeps (one reply per message, idempotency keys,
+consecutive failures) without a database; the store's own tests hold the real one to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from parley.domain.errors import (
+    ConversationClosedError,
+    ConversationEscalatedError,
+    ConversationNotFoundError,
+    IdempotencyKeyReusedError,
+)
+from parley.domain.models import (
+    Conversation,
+    ConversationStatus,
+    Escalation,
+    EscalationReason,
+    Goal,
+    Message,
+    Page,
+)
+from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
+from parley.llm import Role
+
+
+class MemoryGoals:
+    def __init__(self, *goals: Goal) -> None:
+        self.goals = {goal.id: goal for goal in goals}
+
+    async def add(self, goal: Goal) -> Goal:
+        self.goals[goal.id] = goal
+        return goal
+
+    async def get(self, goal_id: str) -> Goal | None:
+        return self.goals.get(goal_id)
+
+    async def all(self) -> list[Goal]:
+        return sorted(self.goals.values(), key=lambda goal: goal.id)
+
+    async def replace(self, goal: Goal) -> Goal | None:
+        if goal.id not in self.goals:
+            return None
+        self.goals[goal.id] = goal
+        return goal
+
+    async def delete(self, goal_id: str) -> bool:
+        return self.goals.pop(goal_id, None) is not None
+
+
+class MemoryConversations:
+    def __init__(self, goals: MemoryGoals) -> None:
+        self._goals = goals
+        self.conversations: dict[uuid.UUID, Conversation] = {}
+        self.messages: dict[uuid.UUID, list[Message]] = {}
+        self.keys: dict[tuple[uuid.UUID, str], Message] = {}
+        self.failures: dict[uuid.UUID, int] = {}
+        self.fail_next_write: Exception | None = None
+
+    async def create(self, goal_id: str, metadata: dict[str, Any]) -> Conversation:
+        now = datetime.now(UTC)
+        conversation = Conversation(
+            uuid.uuid4(), goal_id, ConversationStatus.ACTIVE, metadata, 0, now, now
+        )
+        self.conversations[conversation.id] = conversation
+        self.messages[conversation.id] = []
+        return conversation
+
+    async def get(
+        self, conversation_id: uuid.UUID, *, with_messages: bool = False
+    ) -> Conversation | None:
+        conversation = self.conversations.get(conversation_id)
+        if conversation is None or not with_messages:
+            return conversation
+        return dataclasses.replace(conversation, messages=tuple(self.messages[conversation_id]))
+
+    async def page(
+        self,
+        *,
+        goal_id: str | None = None,
+        status: ConversationStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        items = [
+            c
+            for c in self.conversations.values()
+            if goal_id in (None, c.goal_id) and status in (None, c.status)
+        ]
+        return Page(tuple(items[:limit]), None)
+
+    async def transition(
+        self,
+        conversation_id: uuid.UUID,
+        *,
+        allowed_from: Sequence[ConversationStatus],
+        to: ConversationStatus,
+        reason: EscalationReason | None = None,
+        note: str | None = None,
+    ) -> Conversation | None:
+        conversation = self.conversations.get(conversation_id)
+        if conversation is None or conversation.status not in allowed_from:
+            return None
+        now = datetime.now(UTC)
+        escalation = Escalation(reason, note, now) if reason else conversation.escalation
+        changed = dataclasses.replace(
+            conversation, status=to, escalation=escalation, updated_at=now
+        )
+        self.conversations[conversation_id] = changed
+        return changed
+
+    async def open_turn(
+        self,
+        conversation_id: uuid.UUID,
+        content: str,
+        *,
+        escalate_when: EscalationRule,
+        history_limit: int,
+        idempotency_key: str | None = None,
+    ) -> OpenedTurn:
+        conversation = self.conversations.get(conversation_id)
+        if conversation is None:
+            raise ConversationNotFoundError(conversation_id)
+        goal = self._goals.goals[conversation.goal_id]
+        if idempotency_key is not None and (conversation_id, idempotency_key) in self.keys:
+            question = self.keys[conversation_id, idempotency_key]
+            if question.content != content:
+                raise IdempotencyKeyReusedError()
+            return OpenedTurn(
+                conversation,
+                goal,
+                question,
+                self._history(question, history_limit),
+                reply=self._reply_to(question),
+                repeated=True,
+            )
+        if conversation.status is ConversationStatus.ESCALATED:
+            raise ConversationEscalatedError()
+        if conversation.status is ConversationStatus.COMPLETED:
+            raise ConversationClosedError()
+        conversation = dataclasses.replace(conversation, turns=conversation.turns + 1)
+        question = self._append(conversation_id, Role.USER, content)
+        reason = escalate_when(goal, conversation.turns)
+        self.conversations[conversation_id] = conversation
+        if reason is not None:
+            escalated = await self.transition(
+                conversation_id,
+                allowed_from=[ConversationStatus.ACTIVE],
+                to=ConversationStatus.ESCALATED,
+                reason=reason,
+            )
+            assert escalated is not None
+            conversation = escalated
+        if idempotency_key is not None:
+            self.keys[conversation_id, idempotency_key] = question
+        return OpenedTurn(
+            conversation, goal, question, self._history(question, history_limit), reason
+        )
+
+    async def store_reply(
+        self, question: Message, reply: ReplyDraft
+    ) -> tuple[Message, Conversation]:
+        if self.fail_next_write is not None:
+            error, self.fail_next_write = self.fail_next_write, None
+            raise error
+        stored = self._reply_to(question) or self._append(
+            question.conversation_id,
+            Role.ASSISTANT,
+            reply.content,
+            model=reply.model,
+            usage=reply.usage,
+            reply_to=question.id,
+            status=reply.status,
+        )
+        self.failures[question.conversation_id] = 0
+        return stored, self.conversations[question.conversation_id]
+
+    async def record_llm_failure(
+        self, conversation_id: uuid.UUID, *, escalate_at: int | None
+    ) -> Conversation | None:
+        failures = self.failures.get(conversation_id, 0) + 1
+        self.failures[conversation_id] = failures
+        if escalate_at is None or failures < escalate_at:
+            return None
+        return await self.transition(
+            conversation_id,
+            allowed_from=[ConversationStatus.ACTIVE],
+            to=ConversationStatus.ESCALATED,
+            reason=EscalationReason.LLM_FAILURE,
+        )
+
+    async def count_by_status(self) -> dict[ConversationStatus, int]:
+        counts = dict.fromkeys(ConversationStatus, 0)
+        for conversation in self.conversations.values():
+            counts[conversation.status] += 1
+        return counts
+
+    def _append(
+        self, conversation_id: uuid.UUID, role: Role, content: str, **fields: Any
+    ) -> Message:
+        messages = self.messages[conversation_id]
+        message = Message(
+            uuid.uuid4(),
+            conversation_id,
+            len(messages) + 1,
+            role,
+            content,
+            datetime.now(UTC),
+            **fields,
+        )
+        messages.append(message)
+        return message
+
+    def _reply_to(self, question: Message) -> Message | None:
+        return next(
+            (m for m in self.messages[question.conversation_id] if m.reply_to == question.id),
+            None,
+        )
+
+    def _history(self, question: Message, limit: int) -> tuple[Message, ...]:
+        earlier = [m for m in self.messages[question.conversation_id] if m.seq <= question.seq]
+        return tuple(earlier[-limit:])
