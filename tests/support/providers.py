@@ -27,11 +27,13 @@ class ScriptedProvider:
         mid_stream: LLMError | None = None,
         fail_after: int = 1,
         chunk_delay: float = 0.0,
+        first_delay: float = 0.0,
     ) -> None:
         self.steps: deque[Step] = deque(steps)
         self.mid_stream = mid_stream
         self.fail_after = fail_after
         self.chunk_delay = chunk_delay
+        self.first_delay = first_delay  # before the first content chunk
         self.calls: list[ChatRequest] = []
         self.closed_streams = 0
 
@@ -44,6 +46,8 @@ class ScriptedProvider:
 
     async def complete(self, request: ChatRequest) -> Completion:
         text = self._next(request)
+        if self.first_delay:
+            await asyncio.sleep(self.first_delay)
         return Completion(text, request.model, Usage(5, len(text.split()), 5 + len(text.split())))
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
@@ -51,10 +55,12 @@ class ScriptedProvider:
         words = text.split(" ")
         try:
             yield StreamChunk()
+            if self.first_delay:
+                await asyncio.sleep(self.first_delay)
             for index, word in enumerate(words):
                 if self.mid_stream is not None and index == self.fail_after:
                     raise self.mid_stream
-                if self.chunk_delay:
+                if self.chunk_delay and index:
                     await asyncio.sleep(self.chunk_delay)
                 yield StreamChunk(content=word if index == 0 else " " + word)
             yield StreamChunk(usage=Usage(5, len(words), 5 + len(words)), finish_reason="stop")

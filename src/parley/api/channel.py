@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,14 +19,43 @@ class InvalidFrame:
 
 
 class ChatChannel:
+    """Frames are read ahead, in a task of their own, so that a client leaving is noticed
+    while a reply streams (``on_leave``), not only at the next read."""
+
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
+        self._frames: asyncio.Queue[dict[str, Any] | InvalidFrame | WebSocketDisconnect] = (
+            asyncio.Queue()
+        )
+        self._reader: asyncio.Task[None] | None = None
+        self.on_leave: Callable[[], None] | None = None
 
     async def accept(self) -> None:
         await self.websocket.accept()
+        self._reader = asyncio.create_task(self._read_ahead())
+
+    async def _read_ahead(self) -> None:
+        try:
+            while True:
+                self._frames.put_nowait(await self._receive())
+        except WebSocketDisconnect as left:
+            self._frames.put_nowait(left)
+            if self.on_leave is not None:
+                self.on_leave()
+
+    def stop_reading(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
 
     async def receive_frame(self) -> dict[str, Any] | InvalidFrame:
         """The next frame, parsed; raises ``WebSocketDisconnect`` when the client leaves."""
+        frame = await self._frames.get()
+        if isinstance(frame, WebSocketDisconnect):
+            self._frames.put_nowait(frame)  # every later read sees it too
+            raise frame
+        return frame
+
+    async def _receive(self) -> dict[str, Any] | InvalidFrame:
         message = await self.websocket.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))

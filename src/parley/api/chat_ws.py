@@ -46,6 +46,8 @@ async def chat(websocket: WebSocket, conversation_id: str, conversations: Conver
             await _handle(channel, conversations, ident, frame)
     except WebSocketDisconnect:
         return
+    finally:
+        channel.stop_reading()
 
 
 async def _handle(
@@ -79,8 +81,10 @@ async def _handle(
     except DomainError as exc:
         await channel.send_error(exc.code, exc.message)
         return
+    channel.on_leave = turn.abandon  # the client leaving mid-reply stops the LLM call
     try:
         async for event in turn.events():
             await channel.send_frame(ws_frame(event))
     finally:
-        turn.abandon()  # the client left mid-turn (or the turn ended: nothing to stop)
+        channel.on_leave = None
+        turn.abandon()  # a failed send: the client left (after the end, nothing to stop)

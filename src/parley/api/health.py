@@ -17,11 +17,19 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Database unreachable"}})
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Database unreachable or not writable, or shutting down"}},
+)
 async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
-    """The database answers; ready for traffic."""
-    if await services.store.database.ping():
+    """The database answers and takes writes; ready for traffic."""
+    database = services.store.database
+    if services.conversations.in_flight.closing:
+        reason = ("shutting_down", "the server is shutting down")
+    elif not await database.ping():
+        reason = ("database_unreachable", "the database does not answer")
+    elif not await database.writable():
+        reason = ("database_not_writable", "the database cannot take a write now")
+    else:
         return JSONResponse({"status": "ready"})
-    return error_response(
-        request, 503, "unavailable", "database_unreachable", "the database does not answer"
-    )
+    return error_response(request, 503, "unavailable", *reason)

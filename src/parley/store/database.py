@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_PG_READ_ONLY = "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -30,8 +36,21 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # Foreign keys are off by default in SQLite; WAL lets readers run beside a writer.
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
+
+
+async def _sqlite_lock_free(connection: AsyncConnection, timeout_seconds: float) -> bool:
+    raw = await connection.execution_options(isolation_level="AUTOCOMMIT")
+    await raw.exec_driver_sql(f"PRAGMA busy_timeout={int(timeout_seconds * 500)}")
+    try:
+        await raw.exec_driver_sql("BEGIN IMMEDIATE")
+        await raw.exec_driver_sql("ROLLBACK")
+        return True
+    except OperationalError:  # "database is locked"
+        return False
+    finally:
+        await raw.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 class Database:
@@ -50,6 +69,18 @@ class Database:
         except Exception:
             return False
         return True
+
+    async def writable(self, timeout_seconds: float = 1.0) -> bool:
+        """Whether a write could start now: SQLite's write lock can be taken (a connection
+        left inside a transaction holds it), PostgreSQL is not read-only."""
+        try:
+            async with asyncio.timeout(timeout_seconds), self.engine.connect() as connection:
+                if self.engine.dialect.name == "sqlite":
+                    return await _sqlite_lock_free(connection, timeout_seconds)
+                read_only = await connection.scalar(text(_PG_READ_ONLY))
+                return not read_only
+        except Exception:
+            return False
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -1,0 +1,293 @@
+"""A turn is stored exactly once whatever the client does: hang-ups at each point of a turn,
+retries and concurrent messages, on SQLite and PostgreSQL, through a real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from websockets.asyncio.client import connect
+
+from parley.app import create_app
+from tests.conftest import make_settings
+from tests.support.live_server import LiveServer
+from tests.support.providers import ScriptedProvider
+
+WORDS = [f"w{i}" for i in range(30)]
+REPLY = " ".join(WORDS)
+
+
+@pytest.fixture
+def provider() -> ScriptedProvider:
+    return ScriptedProvider()
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str, provider: ScriptedProvider) -> FastAPI:
+    return create_app(make_settings(tmp_path, database_url=database_url), provider=provider)
+
+
+@pytest.fixture
+def server(app: FastAPI) -> Iterator[LiveServer]:
+    with LiveServer(app) as live:
+        yield live
+
+
+@pytest.fixture
+async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as client:
+        yield client
+
+
+async def _conversation(http: httpx.AsyncClient, **escalation: Any) -> str:
+    goal: dict[str, Any] = {"id": "support", "name": "Support", "instructions": "Help."}
+    if escalation:
+        goal["escalation"] = escalation
+    if (await http.get("/v1/goals/support")).status_code == 404:
+        (await http.post("/v1/goals/", json=goal)).raise_for_status()
+    response = await http.post("/v1/conversations/", json={"goal_id": "support"})
+    response.raise_for_status()
+    conversation_id: str = response.json()["id"]
+    return conversation_id
+
+
+async def _messages(http: httpx.AsyncClient, conversation_id: str) -> list[dict[str, Any]]:
+    response = await http.get(f"/v1/conversations/{conversation_id}")
+    response.raise_for_status()
+    messages: list[dict[str, Any]] = response.json()["messages"]
+    return messages
+
+
+async def _turns_settled(app: FastAPI) -> None:
+    """Wait (with a deadline) until no turn is in flight in the server."""
+    async with asyncio.timeout(20):
+        # Polled: the turns run on the server's event loop, in another thread.
+        while len(app.state.services.conversations.in_flight):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def _sse_until(
+    http: httpx.AsyncClient, conversation_id: str, stop: str, tokens: int = 0, **headers: str
+) -> list[str]:
+    """Stream a turn and hang up once ``stop`` arrived (after ``tokens`` tokens for "token")."""
+    seen: list[str] = []
+    async with http.stream(
+        "POST",
+        f"/v1/conversations/{conversation_id}/messages",
+        json={"content": "tell me", "stream": True},
+        headers=headers,
+    ) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                seen.append(line.removeprefix("event: "))
+                if seen[-1] == stop and (stop != "token" or seen.count("token") >= tokens):
+                    break
+    return seen
+
+
+async def _ws_until(server: LiveServer, conversation_id: str, stop: str, tokens: int = 0) -> None:
+    url = f"{server.ws_url}/v1/conversations/{conversation_id}/ws"
+    async with asyncio.timeout(20), connect(url) as ws:
+        await ws.send(json.dumps({"type": "message", "content": "tell me"}))
+        count = 0
+        while True:
+            frame = json.loads(await ws.recv())
+            count += frame["type"] == "token"
+            if frame["type"] == stop and (stop != "token" or count >= tokens):
+                return
+
+
+async def _write_succeeds_at_once(http: httpx.AsyncClient, conversation_id: str) -> None:
+    """A write right after the hang-up: SQLite must not be left locked by an orphaned
+    transaction (it was, for 20 s and more, with every write failing)."""
+    started = time.monotonic()
+    response = await http.post(
+        f"/v1/conversations/{conversation_id}/close", timeout=httpx.Timeout(5.0)
+    )
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - started < 5
+
+
+# (where the client hangs up, what the stored reply is then)
+HANG_UPS = [
+    ("accepted", None),
+    ("token", "interrupted"),
+    ("last_token", "complete"),
+]
+
+
+@pytest.mark.parametrize(("point", "stored"), HANG_UPS)
+@pytest.mark.parametrize("channel", ["sse", "ws"])
+async def test_a_hang_up_stores_what_the_readme_says_and_the_next_write_succeeds(
+    app: FastAPI,
+    server: LiveServer,
+    http: httpx.AsyncClient,
+    provider: ScriptedProvider,
+    channel: str,
+    point: str,
+    stored: str | None,
+) -> None:
+    """Before the first token: no reply. Mid-stream: the LLM call stops and the partial
+    reply is stored as interrupted. After the last token: the whole reply is stored."""
+    provider.steps.append(REPLY)
+    if point == "accepted":
+        provider.first_delay = 30  # the LLM has not answered when the client leaves
+    elif point == "token":
+        provider.chunk_delay = 0.05
+    stop, tokens = ("token", len(WORDS)) if point == "last_token" else (point, 3)
+    conversation_id = await _conversation(http)
+    if channel == "sse":
+        await _sse_until(http, conversation_id, stop, tokens)
+    else:
+        await _ws_until(server, conversation_id, stop, tokens)
+    await _turns_settled(app)
+    await _write_succeeds_at_once(http, conversation_id)
+    messages = await _messages(http, conversation_id)
+    assert messages[0]["content"] == "tell me"
+    replies = [m for m in messages if m["role"] == "assistant"]
+    if stored is None:
+        assert replies == []
+        return
+    assert len(replies) == 1
+    reply = replies[0]
+    assert (reply["status"], reply["reply_to"]) == (stored, messages[0]["id"])
+    if stored == "complete":
+        assert reply["content"] == REPLY
+    else:
+        assert REPLY.startswith(reply["content"])
+        assert 3 <= len(reply["content"].split()) < len(WORDS)
+    assert reply["usage"]["completion_tokens"] == len(reply["content"].split())
+
+
+async def test_readyz_is_503_while_the_database_cannot_take_a_write(
+    app: FastAPI, http: httpx.AsyncClient, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("holding SQLite's write lock from outside is a SQLite matter")
+    import sqlite3
+
+    assert (await http.get("/readyz")).status_code == 200
+    path = database_url.split("///", 1)[1]
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        response = await http.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "database_not_writable"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert (await http.get("/readyz")).status_code == 200
+
+
+@pytest.mark.parametrize("clients", [20, 100])
+async def test_concurrent_messages_to_one_conversation_hold_max_turns(
+    http: httpx.AsyncClient, clients: int
+) -> None:
+    """``max_turns: 5``: five replies, the sixth message escalates, every later one is 409 and
+    stored nowhere; seq and created_at agree; each reply names its message."""
+    conversation_id = await _conversation(http, max_turns=5)
+
+    async def send(index: int) -> int:
+        response = await http.post(
+            f"/v1/conversations/{conversation_id}/messages", json={"content": f"m{index}"}
+        )
+        return response.status_code
+
+    codes = await asyncio.gather(*(send(i) for i in range(clients)))
+    assert sorted(codes) == [200] * 6 + [409] * (clients - 6)
+    messages = await _messages(http, conversation_id)
+    users = [m for m in messages if m["role"] == "user"]
+    replies = [m for m in messages if m["role"] == "assistant"]
+    assert len(users) == 6
+    assert len(replies) == 5
+    assert {r["reply_to"] for r in replies} < {u["id"] for u in users}
+    assert [m["seq"] for m in messages] == list(range(1, 12))
+    times = [m["created_at"] for m in messages]
+    assert times == sorted(times)
+
+
+async def test_a_retry_after_a_cut_stream_stores_nothing_twice(
+    app: FastAPI, http: httpx.AsyncClient, provider: ScriptedProvider
+) -> None:
+    """The client hangs up mid-stream and retries with the same Idempotency-Key: it gets
+    the same turn back, and the conversation holds one user message and one reply."""
+    provider.steps.append(REPLY)
+    provider.chunk_delay = 0.05
+    conversation_id = await _conversation(http)
+    key = {"Idempotency-Key": "retry-1"}
+    await _sse_until(http, conversation_id, "token", 2, **key)
+    await _turns_settled(app)
+    again = await http.post(
+        f"/v1/conversations/{conversation_id}/messages", json={"content": "tell me"}, headers=key
+    )
+    assert again.status_code == 200
+    messages = await _messages(http, conversation_id)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    turn = again.json()
+    assert turn["user_message"]["id"] == messages[0]["id"]
+    assert turn["reply"]["id"] == messages[1]["id"]
+    assert len(provider.calls) == 1
+
+
+async def test_the_same_key_with_other_content_is_a_conflict(http: httpx.AsyncClient) -> None:
+    conversation_id = await _conversation(http)
+    url = f"/v1/conversations/{conversation_id}/messages"
+    key = {"Idempotency-Key": "k"}
+    assert (await http.post(url, json={"content": "one"}, headers=key)).status_code == 200
+    refused = await http.post(url, json={"content": "two"}, headers=key)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "idempotency_key_reused"
+
+
+async def test_a_websocket_retry_with_the_same_id_stores_nothing_twice(
+    server: LiveServer, http: httpx.AsyncClient, provider: ScriptedProvider
+) -> None:
+    conversation_id = await _conversation(http)
+    url = f"{server.ws_url}/v1/conversations/{conversation_id}/ws"
+    frames: list[list[dict[str, Any]]] = []
+    async with asyncio.timeout(20), connect(url) as ws:
+        for _ in range(2):
+            await ws.send(json.dumps({"type": "message", "content": "hi", "id": "m-1"}))
+            turn = [json.loads(await ws.recv())]
+            while turn[-1]["type"] != "done":
+                turn.append(json.loads(await ws.recv()))
+            frames.append(turn)
+    first, second = frames
+    assert second[0]["message"] == first[0]["message"]
+    assert second[-1]["message"] == first[-1]["message"]
+    assert len(await _messages(http, conversation_id)) == 2
+    assert len(provider.calls) == 1
+
+
+async def test_a_whole_reply_whose_client_left_stops_the_llm_and_is_recorded_as_499(
+    app: FastAPI, server: LiveServer, http: httpx.AsyncClient, provider: ScriptedProvider
+) -> None:
+    provider.steps.append("slow answer")
+    provider.first_delay = 30
+    conversation_id = await _conversation(http)
+    with pytest.raises(httpx.ReadTimeout):
+        await http.post(
+            f"/v1/conversations/{conversation_id}/messages",
+            json={"content": "hi"},
+            timeout=httpx.Timeout(30, read=0.5),
+        )
+    await _turns_settled(app)
+    assert [m["role"] for m in await _messages(http, conversation_id)] == ["user"]
+    metrics = (await http.get("/metrics")).text
+    line = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("http_requests_total{")
+        and 'status="499"' in line
+        and "/messages" in line
+    )
+    assert line.endswith(" 1.0")
