@@ -16,6 +16,7 @@ from parley.config import Settings
 from parley.domain.conversations import ChatLimits, ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
 from parley.domain.goals import GoalService
+from parley.lifecycle import drain_before_exit
 from parley.llm.factory import build_gateway
 from parley.llm.prices import PRICES
 from parley.llm.provider import LLMProvider
@@ -91,9 +92,14 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         structlog.get_logger("parley").info(
             "parley_started", llm_provider=services.gateway.provider.name
         )
+        in_flight = services.conversations.in_flight
+        undo_signals = drain_before_exit(lambda: in_flight.drain(settings.shutdown_grace_seconds))
         try:
             yield
         finally:
+            undo_signals()
+            # Without a signal (a server stopped from code) the drain happens here.
+            await in_flight.drain(settings.shutdown_grace_seconds)
             await services.gateway.aclose()
             await services.store.database.dispose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import shutil
 import tempfile
@@ -56,6 +57,8 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
         log_config=None,  # Parley configures logging itself (structlog)
         proxy_headers=True,
         ws="websockets-sansio",
+        # Turns have had their grace already (parley.lifecycle); this bounds the rest.
+        timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
     )
     return 0
 

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Comma-separated; empty disables authentication (local use).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_message_chars: int = Field(default=8000, ge=1)
+    # On SIGTERM: how long turns in flight get to finish before they are cut.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
 
     # ``None`` means: groq when GROQ_API_KEY is set, else simulated.

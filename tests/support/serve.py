@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -17,9 +18,25 @@ import pytest
 from tests.support.ports import free_port
 
 
+@dataclass(frozen=True)
+class Served:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
 @contextmanager
 def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run ``python -m parley serve`` on a free port until the block ends; yields its URL."""
+    with serve_process(tmp_path, *args, env=env) as served:
+        yield served.url
+
+
+@contextmanager
+def serve_process(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[Served]:
+    """``parley serve`` as :func:`serve` starts it, with its process and log at hand."""
     port = free_port()
     env = {
         **os.environ,
@@ -52,7 +69,7 @@ def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iter
             if time.monotonic() > deadline:
                 pytest.fail("parley serve did not become ready")
             time.sleep(0.1)
-        yield url
+        yield Served(url, process, tmp_path / log.name)
     finally:
         process.send_signal(signal.SIGINT)
         try:
