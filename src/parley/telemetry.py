@@ -65,8 +65,14 @@ class _CallRecorder:
             cost_usd=estimate_cost(self._model, usage),
         )
 
-    def failed(self, error: LLMError) -> None:
-        self._call.failed(error.kind.value)
+    def failed(self, error: LLMError, usage: Usage | None = None) -> None:
+        self._call.failed(
+            error.kind.value,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            total_tokens=usage.total_tokens if usage else None,
+            cost_usd=estimate_cost(self._model, usage),
+        )
 
 
 class ConversationMetrics:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from parley.app import create_app
@@ -116,6 +117,17 @@ async def _write_succeeds_at_once(http: httpx.AsyncClient, conversation_id: str)
     assert time.monotonic() - started < 5
 
 
+async def _completion_tokens_counted(http: httpx.AsyncClient) -> float:
+    exposition = (await http.get("/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "llm_tokens_used"
+        for sample in family.samples
+        if sample.labels.get("type") == "completion"
+    )
+
+
 # (where the client hangs up, what the stored reply is then)
 HANG_UPS = [
     ("accepted", None),
@@ -153,6 +165,9 @@ async def test_a_hang_up_stores_what_the_readme_says_and_the_next_write_succeeds
     messages = await _messages(http, conversation_id)
     assert messages[0]["content"] == "tell me"
     replies = [m for m in messages if m["role"] == "assistant"]
+    # The token metrics count what the provider produced, as the stored reply does.
+    billed = await _completion_tokens_counted(http)
+    assert billed == sum(r["usage"]["completion_tokens"] for r in replies)
     if stored is None:
         assert replies == []
         return
@@ -291,3 +306,9 @@ async def test_a_whole_reply_whose_client_left_stops_the_llm_and_is_recorded_as_
         and "/messages" in line
     )
     assert line.endswith(" 1.0")
+    cancelled = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("llm_errors_total{") and 'error_type="cancelled"' in line
+    )
+    assert cancelled.endswith(" 1.0")

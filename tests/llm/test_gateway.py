@@ -36,7 +36,7 @@ class Recorder:
     def succeeded(self, usage: Usage | None, rate_limit: RateLimit | None) -> None:
         self.events.append(("succeeded", usage))
 
-    def failed(self, error: LLMError) -> None:
+    def failed(self, error: LLMError, usage: Usage | None = None) -> None:
         self.events.append(("failed", error.kind))
 
 

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from parley.llm.errors import LLMError, LLMErrorKind
 from parley.llm.provider import LLMProvider
+from parley.llm.tokens import estimate_usage
 from parley.llm.types import ChatRequest, Completion, RateLimit, StreamChunk, Usage
 
 
@@ -32,7 +33,9 @@ class LLMCallRecorder(Protocol):
 
     def succeeded(self, usage: Usage | None, rate_limit: RateLimit | None) -> None: ...
 
-    def failed(self, error: LLMError) -> None: ...
+    def failed(self, error: LLMError, usage: Usage | None = None) -> None:
+        """``usage``: what the call was billed for although it failed (a stopped stream)."""
+        ...
 
 
 class LLMCallObserver(Protocol):
@@ -76,6 +79,11 @@ class LLMGateway:
             try:
                 async with asyncio.timeout(self.timeout_seconds):
                     completion = await self.provider.complete(request)
+            except asyncio.CancelledError:
+                # The turn was abandoned (client gone): billed for the prompt at least.
+                cancelled = LLMError(LLMErrorKind.CANCELLED, "client went away")
+                _notify_failed(recorders, cancelled, estimate_usage(request, 0))
+                raise
             except Exception as exc:
                 error = _as_llm_error(exc)
                 if not await self._should_retry(recorders, error, attempt):
@@ -99,6 +107,7 @@ class LLMGateway:
         attempt = 0
         while True:
             seen_content = False
+            content_chunks = 0
             usage: Usage | None = None
             rate_limit: RateLimit | None = None
             chunks = aiter(self.provider.stream(request))
@@ -121,10 +130,12 @@ class LLMGateway:
                     seen_content = True
                     for recorder in recorders:
                         recorder.first_token()
+                    content_chunks = 1
                     yield first
                     async for chunk in chunks:
                         if chunk.usage is not None:
                             usage = chunk.usage
+                        content_chunks += bool(chunk.content)
                         yield chunk
             except Exception as exc:
                 error = _as_llm_error(exc, mid_stream=seen_content)
@@ -134,8 +145,11 @@ class LLMGateway:
                 attempt += 1
                 continue
             except (GeneratorExit, asyncio.CancelledError):
-                # The consumer went away (client disconnected): the call ends unfinished.
-                _notify_failed(recorders, LLMError(LLMErrorKind.CANCELLED, "client went away"))
+                # The consumer went away (client disconnected): the call ends unfinished,
+                # billed for the prompt and what it produced so far.
+                billed = usage or estimate_usage(request, content_chunks)
+                cancelled = LLMError(LLMErrorKind.CANCELLED, "client went away")
+                _notify_failed(recorders, cancelled, billed)
                 raise
             finally:
                 await _aclose(chunks)
@@ -172,9 +186,11 @@ def _as_llm_error(exc: Exception, *, mid_stream: bool = False) -> LLMError:
     return LLMError(LLMErrorKind.UNKNOWN, f"provider raised {type(exc).__name__}")
 
 
-def _notify_failed(recorders: list[LLMCallRecorder], error: LLMError) -> None:
+def _notify_failed(
+    recorders: list[LLMCallRecorder], error: LLMError, usage: Usage | None = None
+) -> None:
     for recorder in recorders:
-        recorder.failed(error)
+        recorder.failed(error, usage)
 
 
 async def _aclose(iterator: AsyncIterator[StreamChunk]) -> None:

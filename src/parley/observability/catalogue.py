@@ -169,7 +169,8 @@ class LLMMetrics:
             ),
             tokens=Counter(
                 "llm_tokens_used_total",
-                "Tokens the provider reported, by model and type (prompt, completion, total).",
+                "Tokens billed, by model and type (prompt, completion, total): as the provider "
+                "reported them, or for a call stopped midway, the prompt and chunks received.",
                 ["model", "type"],
                 registry=registry,
             ),

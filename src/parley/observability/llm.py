@@ -84,13 +84,7 @@ class LLMCall:
         latency = self._observe_latency()
         m, model = self._metrics, self.model
         m.requests.labels(model, self.stream_mode, "success").inc()
-        for token_type, count in (
-            ("prompt", prompt_tokens),
-            ("completion", completion_tokens),
-            ("total", total_tokens),
-        ):
-            if count:
-                m.tokens.labels(model, token_type).inc(count)
+        self._count_billed(prompt_tokens, completion_tokens, total_tokens, cost_usd)
         tpot = self._time_per_output_token(completion_tokens)
         if tpot is not None:
             m.time_per_output_token.labels(model).observe(tpot)
@@ -99,8 +93,6 @@ class LLMCall:
             m.rate_limit_remaining_requests.labels(model).set(remaining_requests)
         if remaining_tokens is not None:
             m.rate_limit_remaining_tokens.labels(model).set(remaining_tokens)
-        if cost_usd:
-            m.cost.labels(model).inc(cost_usd)
         self._log.info(
             "llm_request_completed",
             latency_seconds=round(latency, 6),
@@ -110,8 +102,17 @@ class LLMCall:
             cost_usd=cost_usd,
         )
 
-    def failed(self, error_type: str) -> None:
-        """The call ended in error; what was measured up to then is still recorded."""
+    def failed(
+        self,
+        error_type: str,
+        *,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        total_tokens: int | None = None,
+        cost_usd: float | None = None,
+    ) -> None:
+        """The call ended in error; what was measured up to then is still recorded, tokens
+        included (a stream stopped midway was billed for what it produced)."""
         if self._finished:
             return
         self._finished = True
@@ -119,12 +120,33 @@ class LLMCall:
         latency = self._observe_latency()
         self._metrics.requests.labels(self.model, self.stream_mode, "error").inc()
         self._metrics.errors.labels(self.model, error_type).inc()
+        self._count_billed(prompt_tokens, completion_tokens, total_tokens, cost_usd)
         self._log.error(
             "llm_request_failed",
             latency_seconds=round(latency, 6),
             ttft_seconds=self._ttft(),
             error_type=error_type,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
         )
+
+    def _count_billed(
+        self,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        total_tokens: int | None,
+        cost_usd: float | None,
+    ) -> None:
+        m, model = self._metrics, self.model
+        for token_type, count in (
+            ("prompt", prompt_tokens),
+            ("completion", completion_tokens),
+            ("total", total_tokens),
+        ):
+            if count:
+                m.tokens.labels(model, token_type).inc(count)
+        if cost_usd:
+            m.cost.labels(model).inc(cost_usd)
 
     def _observe_latency(self) -> float:
         latency = self._owner.clock() - self._started
