@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint lock clean docs stack bench
+.PHONY: run test lint lock clean docs stack bench soak
 
 $(STAMP): requirements/lock.txt requirements/bench.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ stack: $(STAMP)
 bench: $(STAMP)
 	scripts/prepare-tests.sh
 	$(BIN)/python -m bench
+
+# Minutes of mixed clients against parley serve, then exact accounting (not in make test).
+# SOAK_ARGS="--seconds 600 --clients 50 --database-url postgresql+asyncpg://..." to vary.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests deploy bench

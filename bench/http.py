@@ -23,7 +23,7 @@ from bench.variants import VARIANTS
 PATH = "/things3/42"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 
 def _start(variant: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.serve", variant, str(port)],
         stdout=subprocess.DEVNULL,

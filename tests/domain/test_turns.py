@@ -17,6 +17,7 @@ from parley.domain.errors import (
     ReplyFailedError,
     ShuttingDownError,
     TurnCrashedError,
+    TurnInterruptedError,
 )
 from parley.domain.events import EventFanout
 from parley.domain.goals import GoalService
@@ -252,7 +253,7 @@ async def test_shutdown_lets_turns_finish_within_the_grace_then_cuts_them_with_a
     events = [event async for event in turn.events()]
     assert _kinds(events) == ["Accepted", "Token", "Failed"]
     assert isinstance(events[-1], Failed)
-    assert isinstance(events[-1].error, ShuttingDownError)
+    assert isinstance(events[-1].error, TurnInterruptedError)
     assert harness.stored(conversation_id)[-1].status is MessageStatus.INTERRUPTED
     with pytest.raises(ShuttingDownError):
         await harness.service.start_turn(conversation_id, "more", streaming=True)

@@ -109,7 +109,7 @@ async def test_turns_past_the_grace_get_a_last_error_and_are_stored_as_interrupt
         sse, frames = await _terminate_mid_turn(served)
         assert _exits(served)
     assert sse[-1] == "error"
-    assert (frames[-1]["type"], frames[-1]["code"]) == ("error", "shutting_down")
+    assert (frames[-1]["type"], frames[-1]["code"]) == ("error", "turn_interrupted")
     assert _stored(tmp_path / "cli.db") == [("user", "complete"), ("assistant", "interrupted")] * 2
 
 

@@ -23,6 +23,7 @@ _DOMAIN_STATUS: tuple[tuple[type[domain.DomainError], int, str], ...] = (
     (domain.InvalidInputError, 422, "validation_error"),
     (domain.ContentTooLargeError, 413, "payload_too_large"),
     (domain.ShuttingDownError, 503, "unavailable"),
+    (domain.TurnInterruptedError, 503, "unavailable"),
     (domain.TurnCrashedError, 500, "internal_error"),
 )
 _LLM_STATUS = {"rate_limited": 503, "timeout": 504}

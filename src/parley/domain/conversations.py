@@ -12,7 +12,6 @@ from parley.domain.errors import (
     ConversationEscalatedError,
     ConversationNotFoundError,
     ReplyFailedError,
-    ShuttingDownError,
 )
 from parley.domain.escalation import reason_before_reply
 from parley.domain.events import ConversationEvents
@@ -145,22 +144,23 @@ class ConversationService:
         """
         if len(content) > self._limits.max_message_chars:
             raise ContentTooLargeError(len(content), self._limits.max_message_chars)
-        if self.in_flight.closing:
-            raise ShuttingDownError()
-        opened = await self._conversations.open_turn(
-            conversation_id,
-            content,
-            escalate_when=lambda goal, turns: reason_before_reply(goal.escalation, content, turns),
-            history_limit=self._limits.history_messages,
-            idempotency_key=idempotency_key,
-        )
-        if opened.escalation is not None:
-            self._events.conversation_escalated(opened.conversation, opened.escalation)
+        async with self.in_flight.admission():
+            opened = await self._conversations.open_turn(
+                conversation_id,
+                content,
+                escalate_when=lambda goal, turns: reason_before_reply(
+                    goal.escalation, content, turns
+                ),
+                history_limit=self._limits.history_messages,
+                idempotency_key=idempotency_key,
+            )
+            if opened.escalation is not None:
+                self._events.conversation_escalated(opened.conversation, opened.escalation)
 
-        async def play(emit: Emit, turn: RunningTurn) -> None:
-            await self._play(opened, emit, turn, streaming=streaming)
+            async def play(emit: Emit, turn: RunningTurn) -> None:
+                await self._play(opened, emit, turn, streaming=streaming)
 
-        return self.in_flight.start(play)
+            return self.in_flight.start(play)
 
     async def _play(
         self, opened: OpenedTurn, emit: Emit, turn: RunningTurn, *, streaming: bool

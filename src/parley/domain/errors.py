@@ -77,6 +77,18 @@ class ShuttingDownError(DomainError):
         super().__init__("the server is shutting down and takes no new turns; retry shortly")
 
 
+class TurnInterruptedError(DomainError):
+    """Shutdown stopped the reply; the user message is stored, and so is any partial reply."""
+
+    code = "turn_interrupted"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server stopped before the reply was finished; the message is stored"
+            " (and what was produced, as an interrupted reply)"
+        )
+
+
 class TurnCrashedError(DomainError):
     code = "internal_error"
 

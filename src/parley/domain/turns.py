@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from parley.domain.errors import DomainError, ShuttingDownError, TurnCrashedError
+from parley.domain.errors import (
+    DomainError,
+    ShuttingDownError,
+    TurnCrashedError,
+    TurnInterruptedError,
+)
 from parley.domain.models import Conversation, EscalationReason, Message
 
 
@@ -135,10 +141,28 @@ class InFlightTurns:
     def __init__(self) -> None:
         self._turns: set[RunningTurn] = set()
         self.closing = False
+        self._opening = 0  # turns storing their user message, not yet started
+        self._none_opening = asyncio.Event()
+        self._none_opening.set()
 
-    def start(self, play: Callable[[Emit, RunningTurn], Coroutine[Any, Any, None]]) -> RunningTurn:
+    @asynccontextmanager
+    async def admission(self) -> AsyncIterator[None]:
+        """Around storing a turn's user message: refused once closing, and waited for by
+        the drain, so no stored message is left without its turn."""
         if self.closing:
             raise ShuttingDownError()
+        self._opening += 1
+        self._none_opening.clear()
+        try:
+            yield
+        finally:
+            self._opening -= 1
+            if not self._opening:
+                self._none_opening.set()
+
+    def start(self, play: Callable[[Emit, RunningTurn], Coroutine[Any, Any, None]]) -> RunningTurn:
+        """Run a turn whose user message is stored: even while closing, it is answered (or
+        cut by the drain), never refused after the fact."""
         turn = RunningTurn(play)
         self._turns.add(turn)
         turn._task.add_done_callback(lambda _: self._turns.discard(turn))
@@ -151,11 +175,12 @@ class InFlightTurns:
         """Take no new turns; give those in flight ``grace_seconds`` to finish, then stop their
         LLM calls (what they produced is stored) and wait for their writes."""
         self.closing = True
-        if not self._turns:
-            return
-        running = [turn._task for turn in self._turns]
-        _, pending = await asyncio.wait(running, timeout=grace_seconds)
-        for turn in list(self._turns):
-            turn.abandon(ShuttingDownError())
-        if pending:
-            await asyncio.wait(pending)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        await self._none_opening.wait()  # store writes: short, and never cut
+        while self._turns and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait([turn._task for turn in self._turns], timeout=remaining)
+        while self._turns:
+            for turn in list(self._turns):
+                turn.abandon(TurnInterruptedError())
+            await asyncio.wait([turn._task for turn in self._turns])
