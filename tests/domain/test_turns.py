@@ -97,6 +97,15 @@ class Harness:
     def stored(self, conversation_id: uuid.UUID) -> list[Message]:
         return self.store.messages[conversation_id]
 
+    async def left_while_held(self, llm: HeldStream) -> uuid.UUID:
+        """A streamed turn whose client leaves while ``llm`` holds; returns its conversation."""
+        conversation_id = await self.conversation()
+        turn = await self.service.start_turn(conversation_id, "hi", streaming=True)
+        await asyncio.wait_for(llm.holding.wait(), 10)
+        turn.abandon()
+        await asyncio.wait_for(turn.wait(), 10)
+        return conversation_id
+
 
 def _kinds(events: list[TurnEvent]) -> list[str]:
     return [type(event).__name__ for event in events]
@@ -205,11 +214,7 @@ async def test_a_repeated_key_whose_turn_failed_asks_the_llm_again() -> None:
 async def test_a_client_leaving_mid_stream_stops_the_llm_and_stores_an_interrupted_reply() -> None:
     llm = HeldStream(before=2)
     harness = Harness(llm)
-    conversation_id = await harness.conversation()
-    turn = await harness.service.start_turn(conversation_id, "hi", streaming=True)
-    await asyncio.wait_for(llm.holding.wait(), 10)
-    turn.abandon()
-    await asyncio.wait_for(turn.wait(), 10)
+    conversation_id = await harness.left_while_held(llm)
     assert llm.stopped
     reply = harness.stored(conversation_id)[-1]
     assert (reply.content, reply.status) == ("t0 t1 ", MessageStatus.INTERRUPTED)
@@ -221,11 +226,7 @@ async def test_a_client_leaving_mid_stream_stops_the_llm_and_stores_an_interrupt
 async def test_a_client_leaving_before_the_first_token_stores_no_reply() -> None:
     llm = HeldStream(before=0)
     harness = Harness(llm)
-    conversation_id = await harness.conversation()
-    turn = await harness.service.start_turn(conversation_id, "hi", streaming=True)
-    await asyncio.wait_for(llm.holding.wait(), 10)
-    turn.abandon()
-    await asyncio.wait_for(turn.wait(), 10)
+    conversation_id = await harness.left_while_held(llm)
     assert [m.role.value for m in harness.stored(conversation_id)] == ["user"]
 
 

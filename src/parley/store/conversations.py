@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import ColumnElement, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -203,21 +203,13 @@ class ConversationRepository:
             # The conditional UPDATE is the status check and the lock in one step: a
             # concurrent turn on the same conversation waits here until this one commits,
             # then sees its outcome (PostgreSQL row lock; SQLite's write lock).
-            row = (
-                await session.scalars(
-                    update(ConversationRow)
-                    .where(
-                        ConversationRow.id == conversation_id,
-                        ConversationRow.status == ConversationStatus.ACTIVE.value,
-                    )
-                    .values(
-                        message_count=ConversationRow.message_count + 1,
-                        turns=ConversationRow.turns + 1,
-                    )
-                    .returning(ConversationRow)
-                    .execution_options(populate_existing=True)
-                )
-            ).one_or_none()
+            row = await _update_returning(
+                session,
+                conversation_id,
+                ConversationRow.status == ConversationStatus.ACTIVE.value,
+                message_count=ConversationRow.message_count + 1,
+                turns=ConversationRow.turns + 1,
+            )
             if row is None:
                 await _raise_not_open(session, conversation_id)
                 raise AssertionError("unreachable")
@@ -304,15 +296,9 @@ class ConversationRepository:
         self, conversation_id: uuid.UUID, *, escalate_at: int | None
     ) -> Conversation | None:
         async with self._db.session() as session, session.begin():
-            row = (
-                await session.scalars(
-                    update(ConversationRow)
-                    .where(ConversationRow.id == conversation_id)
-                    .values(llm_failures=ConversationRow.llm_failures + 1)
-                    .returning(ConversationRow)
-                    .execution_options(populate_existing=True)
-                )
-            ).one_or_none()
+            row = await _update_returning(
+                session, conversation_id, llm_failures=ConversationRow.llm_failures + 1
+            )
             if row is None:
                 raise ConversationNotFoundError(conversation_id)
             if (
@@ -390,18 +376,30 @@ def _escalate(
     row.updated_at = now
 
 
-async def _lock_for_message(session: AsyncSession, conversation_id: uuid.UUID) -> ConversationRow:
-    """Take the conversation's next ``seq`` (and its lock); ``updated_at`` becomes the new
-    message's time."""
-    row = (
+async def _update_returning(
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    *conditions: ColumnElement[bool],
+    **values: object,
+) -> ConversationRow | None:
+    """One UPDATE ... RETURNING: the change, the row as it is now, and its lock until commit."""
+    return (
         await session.scalars(
             update(ConversationRow)
-            .where(ConversationRow.id == conversation_id)
-            .values(message_count=ConversationRow.message_count + 1)
+            .where(ConversationRow.id == conversation_id, *conditions)
+            .values(**values)
             .returning(ConversationRow)
             .execution_options(populate_existing=True)
         )
     ).one_or_none()
+
+
+async def _lock_for_message(session: AsyncSession, conversation_id: uuid.UUID) -> ConversationRow:
+    """Take the conversation's next ``seq`` (and its lock); ``updated_at`` becomes the new
+    message's time."""
+    row = await _update_returning(
+        session, conversation_id, message_count=ConversationRow.message_count + 1
+    )
     if row is None:
         raise ConversationNotFoundError(conversation_id)
     row.updated_at = _after(row.updated_at)
