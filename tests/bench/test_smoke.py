@@ -52,3 +52,20 @@ async def test_the_parley_variant_counts_the_requests_it_serves() -> None:
     assert registry.get_sample_value("http_requests_total", labels) == 3
     unmatched = {"path": "<unmatched>", "method": "GET", "status": "404"}
     assert registry.get_sample_value("http_requests_total", unmatched) == 1
+
+
+def test_a_short_soak_accounts_for_every_turn_exactly() -> None:
+    """``make soak`` at a few seconds: mixed clients, then acknowledged == stored, the HTTP
+    counter grown by the requests sent, no WebSocket left open (exit status 0)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.soak", "--seconds", "3", "--clients", "4"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stored as acknowledged: True" in result.stdout
