@@ -1,3 +1,4 @@
+import sqlite3
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -22,3 +23,20 @@ def test_readyz_fails_when_the_database_is_unreachable(tmp_path: Path) -> None:
         response = client.get("/readyz")
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "database_unreachable"
+
+
+def test_readyz_is_503_while_sqlite_cannot_take_a_write(tmp_path: Path) -> None:
+    """A connection left inside a transaction holds SQLite's write lock: every write would
+    wait and fail, so the instance is not ready (it said ready while locked)."""
+    with app_client(make_settings(tmp_path)) as client:
+        assert client.get("/readyz").status_code == 200
+        holder = sqlite3.connect(tmp_path / "parley.db", isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            response = client.get("/readyz")
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "database_not_writable"
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert client.get("/readyz").status_code == 200

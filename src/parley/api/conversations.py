@@ -109,7 +109,17 @@ async def escalate_conversation(
             "description": "The turn, or with stream=true an SSE stream of "
             "token, done, escalated and error events",
         },
+        409: {
+            "model": ErrorBody,
+            "description": "Conversation escalated or closed, or the Idempotency-Key was used "
+            "for other content",
+        },
         413: {"model": ErrorBody, "description": "Content over the configured limit"},
+        503: {
+            "model": ErrorBody,
+            "description": "The LLM is rate limited, or the server is shutting down "
+            "(shutting_down: nothing stored; turn_interrupted: the message is stored)",
+        },
     },
 )
 async def post_message(

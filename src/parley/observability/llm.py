@@ -121,7 +121,9 @@ class LLMCall:
         self._metrics.requests.labels(self.model, self.stream_mode, "error").inc()
         self._metrics.errors.labels(self.model, error_type).inc()
         self._count_billed(prompt_tokens, completion_tokens, total_tokens, cost_usd)
-        self._log.error(
+        # A client that left is no fault of the provider's, nor of ours: no error log.
+        log = self._log.info if error_type == "cancelled" else self._log.error
+        log(
             "llm_request_failed",
             latency_seconds=round(latency, 6),
             ttft_seconds=self._ttft(),
