@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from parley.observability import multiprocess
+from parley.observability.errors import mark_error
 
 ScrapeHook = Callable[[], Awaitable[None]]
 
@@ -44,20 +45,24 @@ class MetricsEndpoint:
         self.hooks.append(hook)
 
     async def handle(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            # Answered here, in the error shape: an anonymous POST must not be a 5xx.
+            return _error(
+                request,
+                405,
+                "method_not_allowed",
+                "method_not_allowed",
+                f"{request.method} is not allowed on {request.url.path}; use GET",
+                {"Allow": "GET, HEAD"},
+            )
         if self.token is not None and not self._authorized(request):
-            return Response(
-                json.dumps(
-                    {
-                        "error": {
-                            "type": "unauthorized",
-                            "code": "invalid_metrics_token",
-                            "message": "missing or invalid bearer token for /metrics",
-                        }
-                    }
-                ),
-                status_code=401,
-                media_type="application/json",
-                headers={"WWW-Authenticate": "Bearer"},
+            return _error(
+                request,
+                401,
+                "unauthorized",
+                "invalid_metrics_token",
+                "missing or invalid bearer token for /metrics",
+                {"WWW-Authenticate": "Bearer"},
             )
         for hook in self.hooks:
             try:
@@ -86,3 +91,13 @@ class MetricsEndpoint:
         return scheme.lower() == "bearer" and hmac.compare_digest(
             presented.strip().encode(), self.token.encode()
         )
+
+
+def _error(
+    request: Request, status: int, error_type: str, code: str, message: str, headers: dict[str, str]
+) -> Response:
+    mark_error(request.scope, error_type, code)
+    body = {"error": {"type": error_type, "code": code, "message": message}}
+    return Response(
+        json.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )

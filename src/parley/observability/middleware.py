@@ -75,7 +75,9 @@ class PrometheusMiddleware:
             if scope["path"] == self.metrics_path:
                 assert self.metrics_route is not None
                 scope["route"] = self.metrics_route
-                await self._http(scope, receive, send, self.metrics_route.handle)
+                # The endpoint itself, not Route.handle: its 405 for other methods would
+                # be an exception out here, past the app's handlers (a 500).
+                await self._http(scope, receive, send, self.metrics_route.app)
             else:
                 await self._http(scope, receive, send, self.app)
         elif scope["type"] == "websocket" and self.ws is not None:
