@@ -15,7 +15,7 @@ import structlog
 
 from parley.observability.catalogue import LLMMetrics
 from parley.observability.labels import Allowlist
-from parley.observability.request_id import current_request_id
+from parley.observability.request_id import request_exemplar
 
 
 class LLMInstrumentation:
@@ -152,9 +152,8 @@ class LLMCall:
 
     def _observe_latency(self) -> float:
         latency = self._owner.clock() - self._started
-        request_id = current_request_id()
         self._metrics.latency.labels(self.model, self.stream_mode).observe(
-            latency, exemplar={"request_id": request_id} if request_id else None
+            latency, exemplar=request_exemplar()
         )
         return latency
 

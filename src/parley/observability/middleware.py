@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley.observability.catalogue import HttpMetrics, WebSocketMetrics
 from parley.observability.errors import marked_error
-from parley.observability.request_id import current_request_id
+from parley.observability.request_id import request_exemplar
 from parley.observability.routes import RouteTemplates
 
 KNOWN_METHODS = frozenset(
@@ -137,10 +137,7 @@ class PrometheusMiddleware:
         if series is None:
             series = self._series[(path, method, status)] = self._new_series(path, method, status)
         series.requests.inc()
-        request_id = current_request_id()
-        series.duration.observe(
-            duration, exemplar={"request_id": request_id} if request_id else None
-        )
+        series.duration.observe(duration, exemplar=request_exemplar())
         if series.is_error:
             marked = marked_error(scope) or default_error
             if marked is None:

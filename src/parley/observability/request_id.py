@@ -11,8 +11,12 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = b"x-request-id"
-# An incoming id is reused only if it is short and plain, so logs cannot be polluted.
-_SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+# An incoming id is reused only if it is short and plain, so logs cannot be polluted and
+# it always fits an exemplar (prometheus_client refuses exemplar labels over 128
+# characters, and raises: that failed every request carrying a longer id).
+MAX_ID_LENGTH = 64
+_SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,%d}$" % MAX_ID_LENGTH)
+_EXEMPLAR_LABELS_LIMIT = 128
 
 logger = structlog.get_logger("parley.http")
 
@@ -22,6 +26,14 @@ _current: ContextVar[str | None] = ContextVar("request_id", default=None)
 def current_request_id() -> str | None:
     """The id of the request being served in this context, for exemplars and logs."""
     return _current.get()
+
+
+def request_exemplar() -> dict[str, str] | None:
+    """The exemplar for an observation in this context; ``None`` where it could not be one."""
+    request_id = _current.get()
+    if not request_id or len("request_id") + len(request_id) > _EXEMPLAR_LABELS_LIMIT:
+        return None
+    return {"request_id": request_id}
 
 
 class RequestIdMiddleware:
