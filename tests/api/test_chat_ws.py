@@ -52,7 +52,8 @@ def _url(server: LiveServer, conversation_id: str) -> str:
 
 
 async def _recv(ws: ClientConnection) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(await ws.recv())
+    async with asyncio.timeout(30):
+        frame: dict[str, Any] = json.loads(await ws.recv())
     return frame
 
 
@@ -94,6 +95,13 @@ async def test_malformed_frames_get_error_frames_and_the_socket_stays_open(
             (json.dumps({"type": "message"}), "invalid_frame"),
             (json.dumps({"type": "message", "content": 5}), "invalid_frame"),
             (b"\x00binary", "invalid_frame"),
+            ('{"type": "message", "content": "a\\u0000b"}', "invalid_text"),
+            ('{"type": "message", "content": "lone \\ud800"}', "invalid_text"),
+            (json.dumps({"type": "message", "content": " \n "}), "blank_content"),
+            (
+                '{"type": "message", "content": "x", "x": ' + "[" * 5000 + "]" * 5000 + "}",
+                "invalid_frame",
+            ),
         ]:
             await ws.send(raw)
             frame = await _recv(ws)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 
 from tests.conftest import app_client, make_settings
 
@@ -67,4 +72,111 @@ def _sum(exposition: str, sample: str) -> float:
         float(line.rsplit(" ", 1)[1])
         for line in exposition.splitlines()
         if line.startswith(sample + "{")
+    )
+
+
+@pytest.fixture
+def hostile(tmp_path: Path, database_url: str) -> Iterator[tuple[TestClient, str]]:
+    """A client on both databases, with a goal and a conversation."""
+    with app_client(make_settings(tmp_path, database_url=database_url)) as client:
+        client.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
+        conversation = client.post("/v1/conversations/", json={"goal_id": "g"}).json()["id"]
+        yield client, conversation
+
+
+def _refused(response: Response, status: int = 422) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"type", "code", "message"}
+
+
+BAD_TEXT = ["nul \u0000 inside", "lone \ud800 surrogate"]
+
+
+@pytest.mark.parametrize("text", [*BAD_TEXT, "   ", "\n\t"])
+def test_message_content_that_cannot_be_stored_or_says_nothing_is_refused(
+    hostile: tuple[TestClient, str], text: str
+) -> None:
+    client, conversation = hostile
+    url = f"/v1/conversations/{conversation}/messages"
+    for stream in (False, True):
+        _refused(_send(client, "POST", url, {"content": text, "stream": stream}))
+    assert client.get(f"/v1/conversations/{conversation}").json()["messages"] == []
+
+
+@pytest.mark.parametrize("text", BAD_TEXT)
+def test_names_notes_and_filters_with_unstorable_text_are_refused(
+    hostile: tuple[TestClient, str], text: str
+) -> None:
+    client, conversation = hostile
+    _refused(_send(client, "POST", "/v1/goals/", {"name": text, "instructions": "x"}))
+    _refused(_send(client, "POST", "/v1/goals/", {"name": "n", "instructions": text}))
+    _refused(_send(client, "PATCH", "/v1/goals/g", {"name": text}))
+    _refused(_send(client, "POST", f"/v1/conversations/{conversation}/escalate", {"note": text}))
+    # Percent-encoded as a hostile client would (a lone surrogate as its invalid UTF-8 bytes).
+    raw = quote(text.encode("utf-8", "surrogatepass"))
+    filtered = client.get(f"/v1/conversations/?goal_id={raw}")
+    assert filtered.status_code == 422 if "\x00" in text else filtered.status_code in (200, 422)
+    if filtered.status_code == 200:  # undecodable bytes read as U+FFFD: a filter matching none
+        assert filtered.json()["items"] == []
+    _refused(client.get(f"/v1/goals/{raw}"), 404)
+
+
+def _nested(depth: int) -> object:
+    value: object = "leaf"
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        _nested(256),
+        _nested(9),
+        {"big": "x" * 20_000},
+        {"n": float("nan")},
+        {"n": float("inf")},
+        {"nul": "a\u0000b"},
+        {"a\u0000": 1},
+    ],
+    ids=["depth-256", "depth-9", "size", "nan", "infinity", "nul-value", "nul-key"],
+)
+def test_metadata_is_bounded_at_input_and_never_poisons_the_list(
+    hostile: tuple[TestClient, str], metadata: object
+) -> None:
+    client, _ = hostile
+    _refused(_send(client, "POST", "/v1/conversations/", {"goal_id": "g", "metadata": metadata}))
+    assert client.get("/v1/conversations/").status_code == 200
+
+
+def test_metadata_within_the_bounds_is_kept(hostile: tuple[TestClient, str]) -> None:
+    client, _ = hostile
+    metadata = {"channel": "web", "nested": _nested(7), "n": 1.5, "list": [1, "two", None]}
+    created = client.post("/v1/conversations/", json={"goal_id": "g", "metadata": metadata})
+    assert created.status_code == 201, created.text
+    assert created.json()["metadata"] == metadata
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        ["9999-12-31T23:59:59.999999-23:59", "00000000-0000-0000-0000-000000000000"],
+        ["0001-01-01T00:00:00+23:59", "00000000-0000-0000-0000-000000000000"],
+        [1, 2],
+        {"a": 1},
+        ["2026-01-01T00:00:00+00:00", "not-a-uuid"],
+        ["2026-01-01T00:00:00+00:00"],
+    ],
+)
+def test_crafted_cursors_are_422(hostile: tuple[TestClient, str], cursor: object) -> None:
+    client, _ = hostile
+    raw = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
+    _refused(client.get("/v1/conversations/", params={"cursor": raw}))
+
+
+def _send(client: TestClient, method: str, url: str, body: object) -> Response:
+    # json.dumps escapes lone surrogates and writes NaN, as a hostile client would send them.
+    return client.request(
+        method, url, content=json.dumps(body), headers={"content-type": "application/json"}
     )

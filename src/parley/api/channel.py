@@ -66,6 +66,8 @@ class ChatChannel:
             frame = json.loads(text)
         except json.JSONDecodeError:
             return InvalidFrame("frame is not valid JSON")
+        except RecursionError:  # it killed the socket with no word to the client
+            return InvalidFrame("frame nests too deeply")
         if not isinstance(frame, dict):
             return InvalidFrame("frame must be a JSON object")
         return frame

@@ -22,6 +22,7 @@ from parley.api.schemas import (
     ErrorBody,
     EscalationCreate,
     MessageCreate,
+    StorableText,
     TurnOut,
 )
 from parley.api.turn_encoding import fold_turn, sse_event
@@ -58,7 +59,7 @@ async def create_conversation(
 @router.get("/")
 async def list_conversations(
     conversations: ConversationsDep,
-    goal_id: str | None = None,
+    goal_id: StorableText | None = None,
     status: ConversationStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,

@@ -6,16 +6,38 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
+from parley.domain.bounds import check_text
+from parley.domain.errors import InvalidInputError
 from parley.domain.goals import GOAL_ID_PATTERN
 from parley.domain.models import ConversationStatus, EscalationReason, MessageStatus
 from parley.llm import Role
 
+
+def _storable(value: str) -> str:
+    """``check_text`` as a validator: its refusal names the field, as pydantic's do."""
+    try:
+        return check_text(value, "value")
+    except InvalidInputError as refused:
+        raise ValueError(refused.message) from None
+
+
+# Text that a database can store (no NUL, no lone surrogate); see parley.domain.bounds.
+StorableText = Annotated[str, AfterValidator(_storable)]
 TriggerPhrase = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)
+    StorableText, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)
 ]
-ModelName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ModelName = Annotated[
+    StorableText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
 GoalId = Annotated[str, StringConstraints(pattern=GOAL_ID_PATTERN)]
 
 
@@ -50,15 +72,15 @@ class EscalationPolicyPatch(BaseModel):
 
 class GoalCreate(BaseModel):
     id: GoalId | None = None
-    name: str = Field(min_length=1, max_length=200)
-    instructions: str = Field(min_length=1, max_length=20_000)
+    name: StorableText = Field(min_length=1, max_length=200)
+    instructions: StorableText = Field(min_length=1, max_length=20_000)
     model: ModelName | None = None
     escalation: EscalationPolicyIn = Field(default_factory=EscalationPolicyIn)
 
 
 class GoalUpdate(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    instructions: str | None = Field(default=None, min_length=1, max_length=20_000)
+    name: StorableText | None = Field(default=None, min_length=1, max_length=200)
+    instructions: StorableText | None = Field(default=None, min_length=1, max_length=20_000)
     model: ModelName | None = None
     escalation: EscalationPolicyPatch | None = None
 
@@ -87,7 +109,7 @@ class GoalList(BaseModel):
 
 
 class ConversationCreate(BaseModel):
-    goal_id: str = Field(min_length=1, max_length=64)
+    goal_id: StorableText = Field(min_length=1, max_length=64)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=50)
 
 
@@ -152,7 +174,7 @@ class EscalationCreate(BaseModel):
     reason: Literal[EscalationReason.MANUAL, EscalationReason.USER_REQUEST] = (
         EscalationReason.MANUAL
     )
-    note: str | None = Field(default=None, max_length=2000)
+    note: StorableText | None = Field(default=None, max_length=2000)
 
 
 class ErrorDetail(BaseModel):

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from parley.domain.bounds import check_content, check_metadata
 from parley.domain.errors import (
     ContentTooLargeError,
     ConversationClosedError,
@@ -69,6 +70,7 @@ class ConversationService:
     # -- life cycle ---------------------------------------------------------------------
 
     async def create(self, goal_id: str, metadata: dict[str, Any]) -> Conversation:
+        check_metadata(metadata)
         await self._goals.get(goal_id)
         conversation = await self._conversations.create(goal_id, metadata)
         self._events.conversation_created(conversation)
@@ -144,6 +146,7 @@ class ConversationService:
         """
         if len(content) > self._limits.max_message_chars:
             raise ContentTooLargeError(len(content), self._limits.max_message_chars)
+        check_content(content)
         async with self.in_flight.admission():
             opened = await self._conversations.open_turn(
                 conversation_id,

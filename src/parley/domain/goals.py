@@ -58,6 +58,8 @@ class GoalService:
         return await self._goals.add(goal)
 
     async def get(self, goal_id: str) -> Goal:
+        if not _GOAL_ID.match(goal_id):  # no such id can exist: no need to ask the store
+            raise GoalNotFoundError(goal_id)
         goal = await self._goals.get(goal_id)
         if goal is None:
             raise GoalNotFoundError(goal_id)

@@ -90,8 +90,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at = datetime.fromisoformat(created)
         if created_at.tzinfo is None:
             raise ValueError("naive timestamp")
-        return created_at, uuid.UUID(ident)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        # Must be a UTC time the database can hold: offsets can push it past year 1 or 9999.
+        return created_at.astimezone(UTC), uuid.UUID(ident)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise InvalidCursorError() from exc
 
 
