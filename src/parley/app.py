@@ -12,7 +12,7 @@ from parley import __version__, api
 from parley.api.body_limit import BodySizeLimitMiddleware
 from parley.api.errors import install_error_handlers
 from parley.api.openapi import use_docstrings_as_summaries
-from parley.config import Settings
+from parley.config import Settings, load_settings
 from parley.domain.conversations import ChatLimits, ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
 from parley.domain.goals import GoalService
@@ -77,7 +77,7 @@ def instrument_services(
 
 def create_app(settings: Settings | None = None, *, provider: LLMProvider | None = None) -> FastAPI:
     """The Parley ASGI app. ``provider`` replaces the configured LLM provider (tests, embedding)."""
-    settings = settings or Settings()
+    settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format.value)
     services = build_services(settings, provider)
     conversation_metrics: ConversationMetrics | None = None

@@ -7,12 +7,13 @@ import asyncio
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 
 import uvicorn
 
-from parley.config import Settings
+from parley.config import Settings, SettingsError, load_settings
 from parley.observability import configure_logging, multiprocess
 from parley.store import Database, upgrade_to_head
 
@@ -76,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as invalid:
+        print(f"parley: invalid settings\n{invalid}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format.value)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))

@@ -5,7 +5,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -74,10 +81,30 @@ class Settings(BaseSettings):
     sim_requests_per_minute: int = Field(default=1000, ge=1)
     sim_tokens_per_minute: int = Field(default=1_000_000, ge=1)
 
-    @field_validator("api_keys", "llm_models", mode="before")
+    @field_validator("llm_models", mode="before")
     @classmethod
     def _parse_lists(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_or_nothing(cls, value: Any) -> Any:
+        # "," or " " used to parse to no key at all, which silently switched auth off.
+        keys = _split_csv(value)
+        if isinstance(value, str) and value and not keys:
+            raise ValueError("is set but holds no key; leave it empty to switch auth off")
+        return keys
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        scheme = value.partition("://")[0]
+        if scheme in ("postgresql", "postgres", "postgresql+psycopg2", "sqlite"):
+            raise ValueError(
+                "needs an async driver: postgresql+asyncpg://user@host/db or"
+                " sqlite+aiosqlite:///path/to/file.db"
+            )
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -101,3 +128,30 @@ class Settings(BaseSettings):
     def provider(self) -> LLMProviderName:
         assert self.llm_provider is not None  # resolved by the validator above
         return self.llm_provider
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used: one line per problem, naming the environment variable
+    and what it allows. Never the value: several of them are secrets."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as invalid:
+        raise SettingsError("\n".join(_problem(error) for error in invalid.errors())) from None
+
+
+def _problem(error: Any) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    variable = _variable(field) if field else "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{variable}: {message}"
+
+
+def _variable(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"PARLEY_{field.upper()}"
