@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from parley import __version__, api
 from parley.api.body_limit import BodySizeLimitMiddleware
 from parley.api.errors import install_error_handlers
-from parley.api.openapi import use_docstrings_as_summaries
+from parley.api.openapi import customise_openapi
+from parley.api.path_guard import ControlCharacterPathMiddleware
 from parley.config import Settings, load_settings
 from parley.domain.conversations import ChatLimits, ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
@@ -114,9 +115,10 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
     install_error_handlers(app)
     app.include_router(api.health.router)
     app.include_router(api.v1)
-    use_docstrings_as_summaries(app)
-    # Middleware added last runs first: request id, then metrics, then the body limit.
+    customise_openapi(app)
+    # Middleware added last runs first: request id, metrics, the path guard, the body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ControlCharacterPathMiddleware)
     instrumentation = instrument_app(
         app,
         token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,

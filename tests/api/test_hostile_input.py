@@ -180,3 +180,28 @@ def _send(client: TestClient, method: str, url: str, body: object) -> Response:
     return client.request(
         method, url, content=json.dumps(body), headers={"content-type": "application/json"}
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/v1/goals/support", {"GET", "PATCH", "DELETE"}),
+        ("/v1/goals/", {"GET", "POST"}),
+        ("/v1/conversations/00000000-0000-0000-0000-000000000000", {"GET"}),
+    ],
+)
+def test_405_lists_every_method_the_path_allows(
+    client: TestClient, path: str, allowed: set[str]
+) -> None:
+    response = client.put(path, json={})
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == allowed
+    assert response.json()["error"]["type"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("path", ["/v1/conversations/%0A", "/v1/goals/%0A", "/healthz%0A"])
+def test_a_path_with_a_control_character_matches_no_route(client: TestClient, path: str) -> None:
+    """Python's ``$`` matches before a trailing newline: ``/v1/conversations/\\n`` was the list."""
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "route_not_found"

@@ -27,3 +27,28 @@ def test_spec_lists_the_public_routes(client: TestClient) -> None:
         "/v1/conversations/{conversation_id}/escalate",
         "/v1/conversations/{conversation_id}/close",
     } <= paths
+
+
+def test_422_is_documented_in_the_error_shape_parley_answers_with(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    refs = [
+        op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+        for item in spec["paths"].values()
+        for op in item.values()
+        if "422" in op["responses"]
+    ]
+    assert refs
+    assert set(refs) == {"#/components/schemas/ErrorBody"}
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+
+def test_the_spec_has_security_schemes_for_the_api_keys(client: TestClient) -> None:
+    """So that Swagger's Authorize button works; /v1 operations name them."""
+    spec = client.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer"}
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    for path, item in spec["paths"].items():
+        for op in item.values():
+            expected = [{"bearer": []}, {"apiKey": []}] if path.startswith("/v1/") else None
+            assert op.get("security") == expected, path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley.domain import errors as domain
 from parley.observability import mark_error
+from parley.observability.routes import template_regex, walk_templates
 
 logger = structlog.get_logger("parley.api")
 
@@ -114,9 +116,25 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
     code = error_type if exc.status_code != 404 else "route_not_found"
     message = exc.detail if isinstance(exc.detail, str) else error_type.replace("_", " ")
-    return error_response(
-        request, exc.status_code, error_type, code, message, headers=dict(exc.headers or {})
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route whose path matched; a path served by
+        # several routes (GET, PATCH, DELETE /v1/goals/{goal_id}) allows all of theirs.
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+    return error_response(request, exc.status_code, error_type, code, message, headers=headers)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    table: list[tuple[re.Pattern[str], frozenset[str]]] | None = getattr(
+        app.state, "allowed_methods", None
     )
+    if table is None:
+        table = [
+            (template_regex(template), frozenset(getattr(route, "methods", None) or ()))
+            for route, template in walk_templates(app.routes)
+        ]
+        app.state.allowed_methods = table
+    return sorted({m for regex, methods in table if regex.match(path) for m in methods})
 
 
 async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
