@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from parley import __version__, api
 from parley.api.body_limit import BodySizeLimitMiddleware
@@ -119,6 +120,21 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
     # Middleware added last runs first: request id, metrics, the path guard, the body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ControlCharacterPathMiddleware)
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=[
+                "authorization",
+                "content-type",
+                "idempotency-key",
+                "x-api-key",
+                "x-request-id",
+            ],
+            expose_headers=["x-request-id", "retry-after"],
+            max_age=600,
+        )
     instrumentation = instrument_app(
         app,
         token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,

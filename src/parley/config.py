@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # Empty: the default model and the models in the price table.
     llm_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Comma-separated browser origins (https://app.example.com) allowed by CORS and by the
+    # WebSocket Origin check; empty: same-origin pages and non-browser clients only.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     metrics_token: SecretStr | None = None
     metrics_goal_label_limit: int = Field(default=100, ge=1)
 
@@ -81,7 +85,7 @@ class Settings(BaseSettings):
     sim_requests_per_minute: int = Field(default=1000, ge=1)
     sim_tokens_per_minute: int = Field(default=1_000_000, ge=1)
 
-    @field_validator("llm_models", mode="before")
+    @field_validator("llm_models", "allowed_origins", mode="before")
     @classmethod
     def _parse_lists(cls, value: Any) -> Any:
         return _split_csv(value)

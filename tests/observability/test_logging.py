@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi.testclient import TestClient
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
+from parley.observability.logging import ScrubQueryStrings
 from tests.api.helpers import make_conversation, make_goal
 
 
@@ -36,3 +39,20 @@ def test_each_request_is_logged_once_with_its_id(client: TestClient) -> None:
     assert len(requests) == 1
     assert requests[0]["request_id"] == "probe-1"
     assert requests[0]["status"] == 200
+
+
+def test_query_strings_never_reach_the_log() -> None:
+    """uvicorn logs each WebSocket handshake with its full path: a key a client put in the
+    query string would land in the log. The path stays, the query is cut."""
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5000", "/v1/conversations/x/ws?api_key=SECRET&b=2"),
+        None,
+    )
+    assert ScrubQueryStrings().filter(record)
+    assert "SECRET" not in record.getMessage()
+    assert "/v1/conversations/x/ws?…" in record.getMessage()

@@ -10,6 +10,8 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
+from parley.api.deps import WS_SUBPROTOCOL
+
 
 @dataclass(frozen=True, slots=True)
 class InvalidFrame:
@@ -31,7 +33,10 @@ class ChatChannel:
         self.on_leave: Callable[[], None] | None = None
 
     async def accept(self) -> None:
-        await self.websocket.accept()
+        offered = self.websocket.scope.get("subprotocols", ())
+        await self.websocket.accept(
+            subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None
+        )
         self._reader = asyncio.create_task(self._read_ahead())
 
     async def _read_ahead(self) -> None:

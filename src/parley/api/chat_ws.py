@@ -11,10 +11,10 @@ import uuid
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
 from parley.api.channel import ChatChannel, InvalidFrame
-from parley.api.deps import ConversationsDep
+from parley.api.deps import ConversationsDep, require_allowed_origin
 from parley.api.turn_encoding import ws_frame
 from parley.domain.conversations import ConversationService
 from parley.domain.errors import DomainError, NotFoundError
@@ -27,7 +27,9 @@ CLOSE_NOT_FOUND = 4404
 MAX_ID_LENGTH = 255
 
 
-@router.websocket("/conversations/{conversation_id}/ws")
+@router.websocket(
+    "/conversations/{conversation_id}/ws", dependencies=[Depends(require_allowed_origin)]
+)
 async def chat(websocket: WebSocket, conversation_id: str, conversations: ConversationsDep) -> None:
     """Chat in a conversation, the reply streamed token by token."""
     channel = ChatChannel(websocket)

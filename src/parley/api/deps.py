@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, WebSocketException, status
+from fastapi import Depends, HTTPException, WebSocket, WebSocketException, status
 from starlette.requests import HTTPConnection
 
 from parley.config import Settings
@@ -38,12 +38,38 @@ GoalsDep = Annotated[GoalService, Depends(get_goals)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
 
 
+# Browsers cannot set headers on a WebSocket, but they can offer subprotocols:
+# ``new WebSocket(url, ["parley", "bearer." + key])``. The server answers "parley".
+WS_SUBPROTOCOL = "parley"
+_WS_BEARER = "bearer."
+
+
 def _presented_key(connection: HTTPConnection) -> str | None:
     authorization = connection.headers.get("authorization", "")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token:
         return token.strip()
+    if connection.scope["type"] == "websocket":
+        for offered in connection.scope.get("subprotocols", ()):
+            if offered.startswith(_WS_BEARER):
+                return str(offered).removeprefix(_WS_BEARER)
     return connection.headers.get("x-api-key")
+
+
+def require_allowed_origin(websocket: WebSocket, settings: SettingsDep) -> None:
+    """A WebSocket from a browser page is taken from the same origin or an allowed one.
+
+    Browsers send Origin and enforce CORS for fetches, but not for WebSockets: without
+    this, any page a user visits could drive a conversation (with auth off, or a key the
+    page got hold of). Clients that are not browsers send no Origin and pass.
+    """
+    origin = websocket.headers.get("origin")
+    if origin is None or origin in settings.allowed_origins:
+        return
+    host = websocket.headers.get("host", "")
+    if origin.partition("://")[2] == host and host:
+        return
+    raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason="origin not allowed")
 
 
 def require_api_key(connection: HTTPConnection, settings: SettingsDep) -> None:

@@ -41,6 +41,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto") -> None:
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ScrubQueryStrings())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
@@ -58,3 +59,19 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # Parley logs each request itself, with its id; uvicorn's access line would repeat it.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+class ScrubQueryStrings(logging.Filter):
+    """Cuts the query string off every path in a stdlib record's arguments (uvicorn logs
+    each WebSocket handshake with its full path): a secret sent there never lands in a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(_has_query(arg) for arg in record.args):
+            record.args = tuple(
+                str(arg).partition("?")[0] + "?…" if _has_query(arg) else arg for arg in record.args
+            )
+        return True
+
+
+def _has_query(arg: object) -> bool:
+    return isinstance(arg, str) and arg.startswith("/") and "?" in arg
