@@ -240,6 +240,7 @@ def main() -> int:
             "PARLEY_LLM_MAX_RETRIES": "0",
             "PARLEY_SIM_REQUESTS_PER_MINUTE": "1000000",
             "PARLEY_SIM_TOKENS_PER_MINUTE": "1000000000",
+            "PARLEY_RATE_LIMIT_PER_MINUTE": "0",  # every client shares one address
             "PARLEY_LOG_LEVEL": "WARNING",
             "PARLEY_LOG_FORMAT": "json",
         }

@@ -14,6 +14,7 @@ from parley.api.body_limit import BodySizeLimitMiddleware
 from parley.api.errors import install_error_handlers
 from parley.api.openapi import customise_openapi
 from parley.api.path_guard import ControlCharacterPathMiddleware
+from parley.api.rate_limits import RateLimits, TokenBuckets
 from parley.config import Settings, load_settings
 from parley.domain.conversations import ChatLimits, ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
@@ -113,6 +114,19 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
     )
     app.state.settings = settings
     app.state.services = services
+    app.state.rate_limits = RateLimits(
+        requests=TokenBuckets(
+            per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
+        )
+        if settings.rate_limit_per_minute
+        else None,
+        auth_failures=TokenBuckets(
+            per_minute=settings.auth_failures_per_minute,
+            burst=settings.auth_failures_per_minute,
+        )
+        if settings.auth_failures_per_minute
+        else None,
+    )
     install_error_handlers(app)
     app.include_router(api.health.router)
     app.include_router(api.v1)

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # Empty: the default model and the models in the price table.
     llm_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Requests a minute per API key (per client address with auth off) on /v1; 0: none.
+    rate_limit_per_minute: int = Field(default=1200, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    # Invalid API keys a minute per client address before it is refused; 0: no limit.
+    auth_failures_per_minute: int = Field(default=20, ge=0)
     # Comma-separated browser origins (https://app.example.com) allowed by CORS and by the
     # WebSocket Origin check; empty: same-origin pages and non-browser clients only.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

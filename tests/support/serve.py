@@ -45,6 +45,7 @@ def serve_process(
         "PARLEY_SIM_TTFT_SECONDS": "0",
         "PARLEY_SIM_TOKEN_DELAY_SECONDS": "0",
         "PARLEY_LOG_FORMAT": "json",
+        "PARLEY_RATE_LIMIT_PER_MINUTE": "0",  # load from one address: limits tested apart
         **(env or {}),
     }
     env.pop("GROQ_API_KEY", None)

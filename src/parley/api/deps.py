@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, WebSocket, WebSocketException, status
 from starlette.requests import HTTPConnection
 
+from parley.api.rate_limits import RateLimitedError, RateLimits
 from parley.config import Settings
 from parley.domain.conversations import ConversationService
 from parley.domain.goals import GoalService
@@ -73,15 +75,30 @@ def require_allowed_origin(websocket: WebSocket, settings: SettingsDep) -> None:
 
 
 def require_api_key(connection: HTTPConnection, settings: SettingsDep) -> None:
-    """API keys guard ``/v1`` when ``PARLEY_API_KEYS`` is set; off otherwise."""
-    if not settings.api_keys:
-        return
-    presented = _presented_key(connection)
-    if presented is not None and any(
-        hmac.compare_digest(presented.encode(), key.get_secret_value().encode())
-        for key in settings.api_keys
-    ):
-        return
+    """API keys guard ``/v1`` when ``PARLEY_API_KEYS`` is set; off otherwise. Rate limits
+    apply either way (parley.api.rate_limits)."""
+    limits: RateLimits = connection.app.state.rate_limits
+    address = connection.client.host if connection.client else "unknown"
+    try:
+        limits.check_address(address)
+        if not settings.api_keys:
+            limits.take("address:" + address)
+            return
+        presented = _presented_key(connection)
+        if presented is not None and any(
+            hmac.compare_digest(presented.encode(), key.get_secret_value().encode())
+            for key in settings.api_keys
+        ):
+            # Keyed by a digest: the key itself is kept nowhere else.
+            limits.take("key:" + hashlib.sha256(presented.encode()).hexdigest())
+            return
+        limits.failed_key(address)
+    except RateLimitedError:
+        if connection.scope["type"] == "websocket":
+            raise WebSocketException(
+                code=status.WS_1008_POLICY_VIOLATION, reason="rate limited"
+            ) from None
+        raise
     if connection.scope["type"] == "websocket":
         raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason="invalid API key")
     raise HTTPException(

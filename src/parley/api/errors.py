@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from parley.api.rate_limits import RateLimitedError
 from parley.domain import errors as domain
 from parley.observability import mark_error
 from parley.observability.routes import template_regex, walk_templates
@@ -142,8 +143,21 @@ async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse
     return error_response(request, 500, "internal_error", "internal_error", "internal server error")
 
 
+async def _on_rate_limited(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimitedError)
+    return error_response(
+        request,
+        429,
+        "rate_limited",
+        exc.code,
+        exc.message,
+        headers={"Retry-After": str(exc.retry_after_seconds)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(domain.DomainError, _on_domain_error)
+    app.add_exception_handler(RateLimitedError, _on_rate_limited)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected_error)

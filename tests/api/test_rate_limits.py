@@ -1,0 +1,61 @@
+"""Rate limits: per API key (per client address with auth off), and on failed keys per
+client address; each refusal a 429 with Retry-After in the error shape, and counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from parley.api.rate_limits import TokenBuckets
+from tests.conftest import app_client, make_settings
+from tests.support.metrics import FakeClock
+
+
+def test_wrong_keys_from_one_address_are_refused_after_the_budget(tmp_path: Path) -> None:
+    """3,000 wrong keys at 114 req/s all got 401: guessing was free."""
+    settings = make_settings(tmp_path, api_keys="sekret", auth_failures_per_minute=5)
+    with app_client(settings) as client:
+        codes = [
+            client.get("/v1/goals/", headers={"Authorization": f"Bearer guess{i}"}).status_code
+            for i in range(8)
+        ]
+        assert codes == [401] * 5 + [429] * 3
+        refused = client.get("/v1/goals/", headers={"Authorization": "Bearer sekret"})
+        assert refused.status_code == 429  # the address is out of tries, even with the key
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "too_many_auth_failures"
+        assert client.get("/healthz").status_code == 200
+        scrape = client.get("/metrics").text
+    assert 'error_code="too_many_auth_failures"' in scrape
+
+
+def test_each_key_has_its_own_request_budget(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, api_keys="one,two", rate_limit_per_minute=1, rate_limit_burst=3
+    )
+    with app_client(settings) as client:
+        one = {"Authorization": "Bearer one"}
+        codes = [client.get("/v1/goals/", headers=one).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        refused = client.get("/v1/goals/", headers=one)
+        assert refused.json()["error"]["code"] == "too_many_requests"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert client.get("/v1/goals/", headers={"X-API-Key": "two"}).status_code == 200
+
+
+def test_with_auth_off_the_budget_is_per_client_address(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, rate_limit_per_minute=1, rate_limit_burst=2)
+    with app_client(settings) as client:
+        codes = [client.get("/v1/goals/").status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert client.get("/readyz").status_code == 200  # probes are never limited
+
+
+def test_buckets_refill_with_time_and_stay_bounded_in_number() -> None:
+    clock = FakeClock()
+    buckets = TokenBuckets(per_minute=60, burst=2, max_identities=3, clock=clock)
+    assert [buckets.take("a") for _ in range(3)] == [0.0, 0.0, 1.0]
+    clock.advance(1.0)
+    assert buckets.take("a") == 0.0
+    for identity in "bcdef":
+        buckets.take(identity)
+    assert len(buckets) == 3
