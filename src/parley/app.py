@@ -42,7 +42,7 @@ from parley.telemetry import (
 
 
 def build_services(settings: Settings, provider: LLMProvider | None = None) -> Services:
-    store = Store(Database(settings.database_url))
+    store = Store(Database(settings.database_url, hide_parameters=not settings.log_content))
     gateway = build_gateway(settings, provider)
     events = EventFanout([LoggingEvents(structlog.get_logger("parley.events"))])
     goals = GoalService(store.goals)
@@ -81,7 +81,9 @@ def instrument_services(
 def create_app(settings: Settings | None = None, *, provider: LLMProvider | None = None) -> FastAPI:
     """The Parley ASGI app. ``provider`` replaces the configured LLM provider (tests, embedding)."""
     settings = settings or load_settings()
-    configure_logging(settings.log_level, settings.log_format.value)
+    configure_logging(
+        settings.log_level, settings.log_format.value, log_content=settings.log_content
+    )
     services = build_services(settings, provider)
     conversation_metrics: ConversationMetrics | None = None
 

@@ -82,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as invalid:
         print(f"parley: invalid settings\n{invalid}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format.value)
+    configure_logging(
+        settings.log_level, settings.log_format.value, log_content=settings.log_content
+    )
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         return 0

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.AUTO
+    # Messages and replies appear in logs (SDK request dumps, SQL parameters) only if true.
+    log_content: bool = False
     # Comma-separated; empty disables authentication (local use).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_message_chars: int = Field(default=8000, ge=1)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from parley.observability.logging import ScrubQueryStrings
 from tests.api.helpers import make_conversation, make_goal
+from tests.conftest import app_client, make_settings
+from tests.support.groq_server import GroqTestServer, Reply
+from tests.support.live_server import LiveServer
 
 
 def test_llm_events_carry_request_and_conversation_ids(client: TestClient) -> None:
@@ -56,3 +61,34 @@ def test_query_strings_never_reach_the_log() -> None:
     assert ScrubQueryStrings().filter(record)
     assert "SECRET" not in record.getMessage()
     assert "/v1/conversations/x/ws?…" in record.getMessage()
+
+
+@pytest.mark.parametrize("log_content", [False, True])
+def test_message_contents_reach_the_log_only_when_asked_even_at_debug(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], log_content: bool
+) -> None:
+    """At DEBUG the Groq SDK logged every prompt and SQLAlchemy every SQL parameter: the
+    users' messages and the replies. PARLEY_LOG_CONTENT=true is the only way in."""
+    fake = GroqTestServer()
+    fake.then(Reply("the-reply-text-42"))
+    with LiveServer(fake.app) as groq:
+        settings = make_settings(
+            tmp_path,
+            llm_provider="groq",
+            groq_api_key="gsk_do_not_log_me",
+            groq_base_url=groq.http_url,
+            log_level="DEBUG",
+            log_content=log_content,
+        )
+        with app_client(settings) as client:
+            make_goal(client)
+            conversation_id = make_conversation(client)
+            response = client.post(
+                f"/v1/conversations/{conversation_id}/messages",
+                json={"content": "my-private-question-17"},
+            )
+            assert response.status_code == 200, response.text
+    logged = "".join(capfd.readouterr())
+    assert "gsk_do_not_log_me" not in logged
+    for content in ("my-private-question-17", "the-reply-text-42"):
+        assert (content in logged) is log_content, content

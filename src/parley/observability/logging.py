@@ -12,8 +12,17 @@ from structlog.typing import Processor
 LogFormat = Literal["auto", "json", "console"]
 
 
-def configure_logging(level: str = "INFO", fmt: LogFormat = "auto") -> None:
-    """Route structlog and stdlib logging (uvicorn, alembic) through one renderer."""
+# Libraries whose DEBUG records carry request bodies: the users' messages and replies.
+CONTENT_LOGGERS = ("groq", "openai", "httpcore", "httpx", "aiosqlite")
+
+
+def configure_logging(
+    level: str = "INFO", fmt: LogFormat = "auto", *, log_content: bool = False
+) -> None:
+    """Route structlog and stdlib logging (uvicorn, alembic) through one renderer.
+
+    Without ``log_content`` no library logs below INFO where its records would carry
+    message contents (the SQL parameters are hidden by the engine, see parley.store)."""
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     shared: list[Processor] = [
@@ -57,6 +66,11 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto") -> None:
         logging.getLogger(name).propagate = True
     # The Groq SDK's HTTP client would log every call at INFO; the gateway logs them already.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in CONTENT_LOGGERS:
+        if log_content:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        elif logging.getLogger(name).getEffectiveLevel() < logging.INFO:
+            logging.getLogger(name).setLevel(logging.INFO)
     # Parley logs each request itself, with its id; uvicorn's access line would repeat it.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 

@@ -20,13 +20,17 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PG_READ_ONLY = "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, hide_parameters: bool = True) -> AsyncEngine:
+    """``hide_parameters``: SQL logs (at DEBUG) and errors show no bound values, which
+    are the users' messages."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, hide_parameters=hide_parameters
+        )
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    return create_async_engine(url, pool_pre_ping=True, hide_parameters=hide_parameters)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -54,9 +58,9 @@ async def _sqlite_lock_free(connection: AsyncConnection, timeout_seconds: float)
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, hide_parameters: bool = True) -> None:
         self.url = url
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, hide_parameters=hide_parameters)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
