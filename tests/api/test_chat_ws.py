@@ -189,3 +189,33 @@ async def test_client_vanishing_mid_stream_keeps_the_user_message_and_the_partia
     assert reply["content"].startswith("w0 w1")
     assert len(reply["content"].split()) < 2000
     assert reply["usage"]["completion_tokens"] == len(reply["content"].split())
+
+
+async def test_hundreds_of_abrupt_disconnects_leave_the_server_healthy(tmp_path: Path) -> None:
+    """500 sockets dropped without a close frame at every point of a turn: the open-socket
+    gauge returns to 0, no turn is left running, and a normal chat works after."""
+    provider = ScriptedProvider(chunk_delay=0.002)
+    app = create_app(make_settings(tmp_path), provider=provider)
+    registry = app.state.instrumentation.registry
+    with LiveServer(app) as server:
+        conversation_id = _conversation(server, max_turns=10_000)
+        url = _url(server, conversation_id)
+
+        async def drop(index: int) -> None:
+            async with connect(url) as ws:
+                if index % 3:
+                    await ws.send(json.dumps({"type": "message", "content": f"m{index}"}))
+                if index % 3 == 2:
+                    await ws.recv()
+                ws.transport.abort()  # no close frame: the network just goes away
+
+        for start in range(0, 500, 50):
+            await asyncio.gather(*(drop(i) for i in range(start, start + 50)))
+        in_flight = app.state.services.conversations.in_flight
+        async with asyncio.timeout(30):
+            # Polled: the server's loop runs in another thread.
+            while registry.get_sample_value("ws_connections_active") or len(in_flight):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        async with connect(url) as ws:
+            await ws.send(json.dumps({"type": "message", "content": "still there?"}))
+            assert (await _until(ws, "done"))[-1]["type"] == "done"
