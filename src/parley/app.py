@@ -134,7 +134,11 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
     app.include_router(api.v1)
     customise_openapi(app)
     # Middleware added last runs first: request id, metrics, the path guard, the body limit.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_seconds=settings.body_timeout_seconds,
+    )
     app.add_middleware(ControlCharacterPathMiddleware)
     if settings.allowed_origins:
         app.add_middleware(

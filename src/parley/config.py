@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # On SIGTERM: how long turns in flight get to finish before they are cut.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    # A request body must arrive whole within this; else 408.
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # ``None`` means: groq when GROQ_API_KEY is set, else simulated.
     llm_provider: LLMProviderName | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -12,7 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 
+from parley.app import create_app
 from tests.conftest import app_client, make_settings
+from tests.support.live_server import LiveServer
 
 
 @pytest.mark.parametrize("token", [None, "scrape-secret"])
@@ -205,3 +208,21 @@ def test_a_path_with_a_control_character_matches_no_route(client: TestClient, pa
     response = client.get(path)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "route_not_found"
+
+
+async def test_a_body_that_never_arrives_gets_408_and_frees_the_request(tmp_path: Path) -> None:
+    """Headers, then a trickle (or nothing): 1,000 such requests were held open past 65 s."""
+    app = create_app(make_settings(tmp_path, body_timeout_seconds=0.5))
+    with LiveServer(app) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"POST /v1/goals/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"name": '
+        )
+        await writer.drain()
+        async with asyncio.timeout(30):
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = await reader.read(1000)
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408")
+    assert json.loads(body)["error"]["type"] == "request_timeout"

@@ -1,10 +1,15 @@
-"""Refuse request bodies over a size limit, with the API's error shape.
+"""Refuse request bodies over a size limit, or slower than a time limit, in the API's
+error shape.
 
 Starlette's own limiter answers a declared oversized body in plain text, outside the
 exception handlers; this one answers in JSON, and counts chunked bodies as they arrive.
+A body that does not arrive whole within the time limit is a 408: a client that sends
+headers and then trickles (or nothing) no longer holds a request open forever.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -15,9 +20,10 @@ from parley.observability import mark_error
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_seconds: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,15 +39,24 @@ class BodySizeLimitMiddleware:
             await response(scope, receive, send)
             return
         received = 0
+        body_done = False
+        deadline = asyncio.get_running_loop().time() + self.timeout_seconds
 
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later reads wait for the disconnect: no deadline on those
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                # Raised inside the route while it reads the body, as the 413 below: the
+                # exception handlers turn it into the usual JSON error.
+                raise HTTPException(408, self._late()) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_bytes:
-                    # Raised inside the route while it reads the body: the exception
-                    # handlers turn it into the usual JSON error.
                     raise HTTPException(413, self._message())
             return message
 
@@ -49,6 +64,9 @@ class BodySizeLimitMiddleware:
 
     def _message(self) -> str:
         return f"request body is over the {self.max_bytes}-byte limit"
+
+    def _late(self) -> str:
+        return f"request body did not arrive within {self.timeout_seconds:g} seconds"
 
 
 def _content_length(scope: Scope) -> int | None:
