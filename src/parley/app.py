@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from parley import __version__, api
 from parley.api.body_limit import BodySizeLimitMiddleware
+from parley.api.deps import ApiKeys
 from parley.api.errors import install_error_handlers
 from parley.api.openapi import customise_openapi
 from parley.api.path_guard import ControlCharacterPathMiddleware
@@ -114,7 +115,9 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         summary="Goal-driven LLM conversations, instrumented for production.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
+    app.state.api_keys = ApiKeys(settings.api_keys)
+    # The keys live only as digests (app.state.api_keys), not in the settings served on.
+    app.state.settings = settings.model_copy(update={"api_keys": []})
     app.state.services = services
     app.state.rate_limits = RateLimits(
         requests=TokenBuckets(

@@ -58,6 +58,7 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
         log_config=None,  # Parley configures logging itself (structlog)
         proxy_headers=True,
         ws="websockets-sansio",
+        ws_max_size=settings.max_body_bytes,  # a frame is held to what a body is
         # Turns have had their grace already (parley.lifecycle); this bounds the rest.
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
     )

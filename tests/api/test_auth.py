@@ -25,3 +25,15 @@ def test_api_keys_guard_v1_but_not_health(tmp_path: Path) -> None:
         assert client.get("/v1/goals/", headers={"X-API-Key": "key-one"}).status_code == 200
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
+
+
+def test_keys_are_kept_only_as_digests(tmp_path: Path) -> None:
+    """Nothing the app holds on to carries a key in the clear."""
+    settings = make_settings(tmp_path, api_keys="key-in-the-clear")
+    with app_client(settings) as client:
+        state = client.app.state  # type: ignore[attr-defined]
+        assert state.settings.api_keys == []
+        assert "key-in-the-clear" not in repr(vars(state.api_keys))
+        assert (
+            client.get("/v1/goals/", headers={"X-API-Key": "key-in-the-clear"}).status_code == 200
+        )

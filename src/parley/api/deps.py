@@ -7,6 +7,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, WebSocket, WebSocketException, status
+from pydantic import SecretStr
 from starlette.requests import HTTPConnection
 
 from parley.api.rate_limits import RateLimitedError, RateLimits
@@ -74,23 +75,42 @@ def require_allowed_origin(websocket: WebSocket, settings: SettingsDep) -> None:
     raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason="origin not allowed")
 
 
-def require_api_key(connection: HTTPConnection, settings: SettingsDep) -> None:
+class ApiKeys:
+    """The configured API keys, kept only as SHA-256 digests, compared in constant time."""
+
+    def __init__(self, keys: list[SecretStr]) -> None:
+        self._digests = [_digest(key.get_secret_value()) for key in keys]
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def match(self, presented: str) -> str | None:
+        """The presented key's digest (hex) if it is one of the keys, else ``None``."""
+        digest = _digest(presented)
+        # Every digest is compared, so the time taken says nothing about which matched.
+        matched = [hmac.compare_digest(digest, known) for known in self._digests]
+        return digest.hex() if any(matched) else None
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def require_api_key(connection: HTTPConnection) -> None:
     """API keys guard ``/v1`` when ``PARLEY_API_KEYS`` is set; off otherwise. Rate limits
     apply either way (parley.api.rate_limits)."""
     limits: RateLimits = connection.app.state.rate_limits
     address = connection.client.host if connection.client else "unknown"
     try:
         limits.check_address(address)
-        if not settings.api_keys:
+        keys: ApiKeys = connection.app.state.api_keys
+        if not keys:
             limits.take("address:" + address)
             return
         presented = _presented_key(connection)
-        if presented is not None and any(
-            hmac.compare_digest(presented.encode(), key.get_secret_value().encode())
-            for key in settings.api_keys
-        ):
-            # Keyed by a digest: the key itself is kept nowhere else.
-            limits.take("key:" + hashlib.sha256(presented.encode()).hexdigest())
+        digest = keys.match(presented) if presented is not None else None
+        if digest is not None:
+            limits.take("key:" + digest)
             return
         limits.failed_key(address)
     except RateLimitedError:
