@@ -7,11 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint lock clean docs stack bench soak
 
-$(STAMP): requirements/lock.txt requirements/bench.txt pyproject.toml
+$(STAMP): requirements/lock.txt requirements/bench.txt requirements/fuzz.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/lock.txt
 	# the peers the benchmarks compare against (never imported by Parley itself)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/bench.txt
+	# schemathesis, for the generated-request tests (constrained by the lock, like the peers)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/fuzz.txt
 	# the project itself: no dependencies (all locked above), no network for the build backend
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
@@ -49,6 +51,8 @@ lock: $(STAMP)
 		--python-version 3.11 --no-header --quiet -o requirements/lock.txt
 	$(BIN)/uv pip compile requirements/bench.in -c requirements/lock.txt --generate-hashes \
 		--python-version 3.11 --no-header --quiet -o requirements/bench.txt
+	$(BIN)/uv pip compile requirements/fuzz.in -c requirements/lock.txt --generate-hashes \
+		--python-version 3.11 --no-header --quiet -o requirements/fuzz.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
