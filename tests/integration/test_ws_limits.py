@@ -1,0 +1,36 @@
+"""WebSocket frames a browser never sends, through ``parley serve``: an oversized frame and
+invalid UTF-8 each get a clean close with the protocol's code, and the server stays well."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.serve import serve
+
+
+async def test_oversized_and_invalid_utf8_frames_are_closed_cleanly(tmp_path: Path) -> None:
+    with serve(tmp_path, env={"PARLEY_MAX_BODY_BYTES": "4096"}) as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            await http.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
+            conversation = (await http.post("/v1/conversations/", json={"goal_id": "g"})).json()
+            ws_url = url.replace("http", "ws", 1) + f"/v1/conversations/{conversation['id']}/ws"
+            for frame, text, code in [
+                ("x" * 10_000, True, 1009),  # message too big
+                (b"\xff\xfe not utf-8", True, 1007),  # invalid frame payload data
+            ]:
+                async with connect(ws_url) as ws:
+                    await ws.send(frame, text=text)
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.recv()
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == code
+            async with connect(ws_url) as ws:
+                await ws.send(json.dumps({"type": "ping"}))
+                assert json.loads(await ws.recv()) == {"type": "pong"}
+            assert (await http.get("/healthz")).status_code == 200
