@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint lock clean docs stack bench soak
+.PHONY: run test lint check lock clean docs stack bench soak
 
 $(STAMP): requirements/lock.txt requirements/bench.txt requirements/fuzz.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +42,10 @@ soak: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests deploy bench
 	$(BIN)/ruff format --check src tests deploy bench
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests
+
+# What CI runs before the tests.
+check: lint
 
 # Regenerate requirements/lock.txt after changing pyproject.toml's dependencies.
 lock: $(STAMP)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -82,13 +83,14 @@ def test_the_key_works_as_given(client: TestClient) -> None:
 async def test_a_websocket_without_the_key_is_refused(tmp_path: Path) -> None:
     with LiveServer(create_app(make_settings(tmp_path, api_keys=KEY))) as live:
         url = f"{live.ws_url}/v1/conversations/00000000-0000-0000-0000-000000000000/ws"
-        for attempt in (
+        attempts: list[dict[str, Any]] = [
             {},
             {"subprotocols": ["parley", "bearer.wrong"]},
             {"additional_headers": {"Authorization": f"Bearer {KEY.lower()}"}},
             {"additional_headers": {"X-API-Key": ""}},
-        ):
+        ]
+        for attempt in attempts:
             with pytest.raises(InvalidStatus) as refused:
-                async with connect(url + f"?api_key={KEY}", **attempt):  # type: ignore[arg-type]
+                async with connect(url + f"?api_key={KEY}", **attempt):
                     pass
             assert refused.value.response.status_code == 403, attempt

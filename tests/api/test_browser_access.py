@@ -11,6 +11,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin, Subprotocol
 
 from parley.app import create_app
 from tests.conftest import app_client, make_settings
@@ -42,8 +43,8 @@ async def test_a_browser_authenticates_a_websocket_with_the_bearer_subprotocol(
     url = f"{server.ws_url}/v1/conversations/{_conversation(server)}/ws"
     async with connect(
         url,
-        subprotocols=["parley", "bearer.sekret"],
-        origin=ALLOWED,  # type: ignore[list-item]
+        subprotocols=[Subprotocol("parley"), Subprotocol("bearer.sekret")],
+        origin=Origin(ALLOWED),
     ) as ws:
         assert ws.subprotocol == "parley"  # the key is never echoed back
         await ws.send(json.dumps({"type": "ping"}))
@@ -64,7 +65,9 @@ async def test_a_websocket_without_a_key_or_from_another_origin_is_refused(
 ) -> None:
     url = f"{server.ws_url}/v1/conversations/{_conversation(server)}/ws"
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(url, subprotocols=subprotocols, origin=origin):  # type: ignore[arg-type]
+        async with connect(
+            url, subprotocols=[Subprotocol(p) for p in subprotocols], origin=Origin(origin)
+        ):
             pass
     assert refused.value.response.status_code == 403
 
@@ -79,10 +82,10 @@ async def test_with_auth_off_a_page_from_another_origin_cannot_drive_a_conversat
             conversation = created.json()["id"]
         url = f"{live.ws_url}/v1/conversations/{conversation}/ws"
         with pytest.raises(InvalidStatus):
-            async with connect(url, origin="https://evil.example.net"):  # type: ignore[arg-type]
+            async with connect(url, origin=Origin("https://evil.example.net")):
                 pass
         same_origin = f"http://127.0.0.1:{live.port}"
-        async with connect(url, origin=same_origin) as ws:  # type: ignore[arg-type]
+        async with connect(url, origin=Origin(same_origin)) as ws:
             await ws.send(json.dumps({"type": "ping"}))
             assert json.loads(await ws.recv()) == {"type": "pong"}
 

@@ -88,7 +88,7 @@ async def test_malformed_frames_get_error_frames_and_the_socket_stays_open(
 ) -> None:
     conversation_id = _conversation(server)
     async with connect(_url(server, conversation_id), additional_headers=AUTH) as ws:
-        for raw, code in [
+        cases: list[tuple[str | bytes, str]] = [
             ("not json", "invalid_frame"),
             ("[1, 2]", "invalid_frame"),
             (json.dumps({"type": "dance"}), "unknown_frame_type"),
@@ -102,7 +102,8 @@ async def test_malformed_frames_get_error_frames_and_the_socket_stays_open(
                 '{"type": "message", "content": "x", "x": ' + "[" * 5000 + "]" * 5000 + "}",
                 "invalid_frame",
             ),
-        ]:
+        ]
+        for raw, code in cases:
             await ws.send(raw)
             frame = await _recv(ws)
             assert (frame["type"], frame["code"]) == ("error", code), raw

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def test_oversized_request_body_is_413_in_the_error_shape(tmp_path: Path) -> Non
 def test_oversized_chunked_body_is_413_in_the_error_shape(tmp_path: Path) -> None:
     """Without a Content-Length the body is counted as it arrives."""
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         yield b'{"goal_id": "g", "metadata": {"blob": "'
         for _ in range(10):
             yield b"x" * 500

@@ -50,5 +50,7 @@ def test_the_spec_has_security_schemes_for_the_api_keys(client: TestClient) -> N
     assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     for path, item in spec["paths"].items():
         for op in item.values():
-            expected = [{"bearer": []}, {"apiKey": []}] if path.startswith("/v1/") else None
+            expected: list[dict[str, list[str]]] | None = (
+                [{"bearer": []}, {"apiKey": []}] if path.startswith("/v1/") else None
+            )
             assert op.get("security") == expected, path

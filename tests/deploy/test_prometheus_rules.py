@@ -66,7 +66,8 @@ def test_promtool_rule_unit_tests_pass() -> None:
 
 def test_every_alert_has_a_firing_and_a_silent_test_case() -> None:
     tests = yaml.safe_load((PROMETHEUS / "tests" / "alerts.test.yml").read_text())["tests"]
-    fires, silent = set(), set()
+    fires: set[str] = set()
+    silent: set[str] = set()
     for case in tests:
         for check in case["alert_rule_test"]:
             (fires if check.get("exp_alerts") else silent).add(check["alertname"])

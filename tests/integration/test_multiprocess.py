@@ -91,7 +91,8 @@ def _gauge(response: httpx.Response) -> float:
 
 def _worker_holding_the_socket(metrics_dir: Path) -> int:
     for path in glob.glob(str(metrics_dir / "gauge_livesum_*.db")):
-        for metric in MultiProcessCollector.merge([path]):
+        # prometheus_client leaves merge untyped.
+        for metric in MultiProcessCollector.merge([path]):  # type: ignore[no-untyped-call]
             if metric.name == "ws_connections_active" and any(s.value == 1 for s in metric.samples):
                 return int(re.search(r"_(\d+)\.db$", path).group(1))  # type: ignore[union-attr]
     raise AssertionError("no worker holds the socket")

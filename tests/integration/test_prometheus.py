@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -172,7 +173,7 @@ def test_prometheus_sees_what_the_session_did(
                 f"sum(http_requests_total{{{NOT_SCRAPES}}}) == {requests_before}"
             )
         )
-        before = {
+        before: dict[str, Any] = {
             "requests": requests_before,
             "errors": _total(registry, "api_errors_total"),
             "duration_sum": _total(registry, "http_request_duration_seconds_sum", path="!/metrics"),

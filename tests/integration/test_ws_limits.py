@@ -20,10 +20,11 @@ async def test_oversized_and_invalid_utf8_frames_are_closed_cleanly(tmp_path: Pa
             await http.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
             conversation = (await http.post("/v1/conversations/", json={"goal_id": "g"})).json()
             ws_url = url.replace("http", "ws", 1) + f"/v1/conversations/{conversation['id']}/ws"
-            for frame, text, code in [
+            cases: list[tuple[str | bytes, bool, int]] = [
                 ("x" * 10_000, True, 1009),  # message too big
                 (b"\xff\xfe not utf-8", True, 1007),  # invalid frame payload data
-            ]:
+            ]
+            for frame, text, code in cases:
                 async with connect(ws_url) as ws:
                     await ws.send(frame, text=text)
                     with pytest.raises(ConnectionClosed) as closed:

@@ -37,8 +37,8 @@ from tests.conftest import app_client, make_settings
 GOAL_CAP = 5
 
 
-def _all_subclasses(cls: type) -> set[type]:
-    found = set()
+def _all_subclasses(cls: type[domain.DomainError]) -> set[type[domain.DomainError]]:
+    found: set[type[domain.DomainError]] = set()
     for sub in cls.__subclasses__():
         found |= {sub} | _all_subclasses(sub)
     return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from fastapi import BackgroundTasks, FastAPI, Request, WebSocket
@@ -25,7 +26,7 @@ from tests.support.metrics import FakeClock, series, value
 
 def _instrumented(app: FastAPI, clock: FakeClock | None = None) -> CollectorRegistry:
     registry = new_registry()
-    kwargs = {"clock": clock} if clock else {}
+    kwargs: dict[str, Any] = {"clock": clock} if clock else {}
     app.add_middleware(
         PrometheusMiddleware,
         http=HttpMetrics.register(registry),
@@ -233,7 +234,7 @@ async def test_client_disconnect_before_the_response_is_counted() -> None:
     async def send(message: Message) -> None:
         pass
 
-    task = asyncio.create_task(middleware(scope, receive, send))
+    task: asyncio.Future[None] = asyncio.ensure_future(middleware(scope, receive, send))
     await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

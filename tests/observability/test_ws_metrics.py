@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -125,7 +126,7 @@ async def test_parley_chat_counts_every_frame(tmp_path: Path) -> None:
             conversation = (await http.post("/v1/conversations/", json={"goal_id": "g"})).json()
         async with connect(f"{server.ws_url}/v1/conversations/{conversation['id']}/ws") as socket:
             await socket.send(json.dumps({"type": "message", "content": "hi"}))
-            frames = []
+            frames: list[dict[str, Any]] = []
             while not frames or frames[-1]["type"] != "done":
                 frames.append(json.loads(await socket.recv()))
         assert await _settles(registry, 0) == 0
