@@ -29,6 +29,7 @@ from parley.observability import (
     CappedLabel,
     Instrumentation,
     RequestIdMiddleware,
+    TurnMetrics,
     configure_logging,
     instrument_app,
 )
@@ -36,6 +37,7 @@ from parley.services import Services
 from parley.store import Database, Store, upgrade_to_head
 from parley.telemetry import (
     ConversationMetrics,
+    TurnTelemetry,
     active_conversations_hook,
     instrument_llm,
     instrument_store,
@@ -163,5 +165,6 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
     conversation_metrics = instrument_services(services, instrumentation, settings)
+    app.state.turn_telemetry = TurnTelemetry(TurnMetrics.register(instrumentation.registry))
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -5,13 +5,17 @@
 - ``conversations_active``: read from the store at scrape time, so it is right after a
   restart and across worker processes.
 - Database statements: SQLAlchemy engine events.
+- Turns: each channel's stream of turn events, as it goes out, by channel and outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
+from parley.domain.errors import ReplyFailedError
 from parley.domain.models import Conversation, ConversationStatus, EscalationReason
+from parley.domain.turns import Accepted, Done, Escalated, Failed, Token, TurnEvent
 from parley.llm import LLMCallInfo, LLMError, LLMErrorKind, RateLimit, Usage
 from parley.llm.prices import estimate_cost
 from parley.observability import (
@@ -22,6 +26,7 @@ from parley.observability import (
     LLMCall,
     LLMInstrumentation,
     LLMMetrics,
+    TurnMetrics,
 )
 from parley.observability.sqlalchemy import instrument_engine
 from parley.store import Store
@@ -117,3 +122,43 @@ def instrument_store(store: Store, instrumentation: Instrumentation) -> Database
 def instrument_llm(instrumentation: Instrumentation, models: tuple[str, ...]) -> LLMTelemetry:
     metrics = LLMMetrics.register(instrumentation.registry)
     return LLMTelemetry(LLMInstrumentation(metrics, models=models, error_types=LLM_ERROR_TYPES))
+
+
+class TurnTelemetry:
+    """A turn's events, as a channel sends them, become the turn metrics: the outcome, the
+    time to the first token sent and to the last event sent."""
+
+    def __init__(self, metrics: TurnMetrics, clock: Callable[[], float] = time.perf_counter):
+        self.metrics = metrics
+        self.clock = clock
+
+    def rejected(self, channel: str) -> None:
+        """The turn was refused before its message was stored (409, 413, 422, 503)."""
+        self.metrics.turns.labels(channel, "rejected").inc()
+
+    async def observe(
+        self, channel: str, events: AsyncIterator[TurnEvent]
+    ) -> AsyncGenerator[TurnEvent, None]:
+        started: float | None = None
+        first_token_sent = False
+        outcome = "cancelled"  # unless an end is seen: the client left, or the request ended
+        try:
+            async for event in events:
+                match event:
+                    case Accepted():
+                        started = self.clock()
+                    case Done():
+                        outcome = "ok"
+                    case Escalated() if outcome == "cancelled":
+                        outcome = "escalated"
+                    case Failed(error):
+                        failed_by_llm = isinstance(error, ReplyFailedError)
+                        outcome = "llm_error" if failed_by_llm else "interrupted"
+                yield event  # resumed once the channel has sent it
+                if isinstance(event, Token) and not first_token_sent and started is not None:
+                    first_token_sent = True
+                    self.metrics.ttft.labels(channel).observe(self.clock() - started)
+        finally:
+            self.metrics.turns.labels(channel, outcome).inc()
+            if started is not None:
+                self.metrics.duration.labels(channel).observe(self.clock() - started)

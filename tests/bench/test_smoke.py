@@ -17,17 +17,7 @@ ROOT = Path(__file__).parents[2]
 
 def test_every_benchmark_runs_at_tiny_sizes() -> None:
     require_tool("wrk")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = _run_module("bench", "--quick")
     for section in (
         "In-process",
         "HTTP under uvicorn",
@@ -57,15 +47,21 @@ async def test_the_parley_variant_counts_the_requests_it_serves() -> None:
 def test_a_short_soak_accounts_for_every_turn_exactly() -> None:
     """``make soak`` at a few seconds: mixed clients, then acknowledged == stored, the HTTP
     counter grown by the requests sent, no WebSocket left open (exit status 0)."""
+    result = _run_module("bench.soak", "--seconds", "3", "--clients", "4")
+    assert "stored as acknowledged: True" in result.stdout
+
+
+def _run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` from the repository root; it must exit 0."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     result = subprocess.run(
-        [sys.executable, "-m", "bench.soak", "--seconds", "3", "--clients", "4"],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "stored as acknowledged: True" in result.stdout
+    return result

@@ -27,6 +27,10 @@ from parley.observability.catalogue import (
     LLM_TTFT_BUCKETS,
     STREAM_MODES,
     TOKEN_TYPES,
+    TURN_CHANNELS,
+    TURN_DURATION_BUCKETS,
+    TURN_OUTCOMES,
+    TURN_TTFT_BUCKETS,
     WS_DIRECTIONS,
 )
 from parley.observability.middleware import KNOWN_METHODS
@@ -132,6 +136,8 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
         "stream_mode": set(STREAM_MODES).__contains__,
         "type": set(TOKEN_TYPES).__contains__,
         "direction": set(WS_DIRECTIONS).__contains__,
+        "channel": set(TURN_CHANNELS).__contains__,
+        "outcome": set(TURN_OUTCOMES).__contains__,
         "reason": {r.value for r in EscalationReason}.__contains__,
         "operation": set(OPERATIONS).__contains__,
         "metric": {"conversations_created_total"}.__contains__,
@@ -143,6 +149,8 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
             LLM_TTFT_BUCKETS,
             LLM_TPOT_BUCKETS,
             FAST_BUCKETS,
+            TURN_TTFT_BUCKETS,
+            TURN_DURATION_BUCKETS,
         ).__contains__,
         # The platform and GC collectors: fixed facts about this interpreter.
         "generation": {"0", "1", "2"}.__contains__,

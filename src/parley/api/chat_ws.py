@@ -8,16 +8,18 @@ Server frames: ``accepted``, ``token``, ``done``, ``escalated``, ``error`` and `
 from __future__ import annotations
 
 import uuid
+from contextlib import aclosing
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
 from parley.api.channel import ChatChannel, InvalidFrame
-from parley.api.deps import ConversationsDep, require_allowed_origin
+from parley.api.deps import ConversationsDep, TurnTelemetryDep, require_allowed_origin
 from parley.api.turn_encoding import ws_frame
 from parley.domain.conversations import ConversationService
 from parley.domain.errors import DomainError, NotFoundError
+from parley.telemetry import TurnTelemetry
 
 router = APIRouter(tags=["conversations"])
 
@@ -30,7 +32,12 @@ MAX_ID_LENGTH = 255
 @router.websocket(
     "/conversations/{conversation_id}/ws", dependencies=[Depends(require_allowed_origin)]
 )
-async def chat(websocket: WebSocket, conversation_id: str, conversations: ConversationsDep) -> None:
+async def chat(
+    websocket: WebSocket,
+    conversation_id: str,
+    conversations: ConversationsDep,
+    telemetry: TurnTelemetryDep,
+) -> None:
     """Chat in a conversation, the reply streamed token by token."""
     channel = ChatChannel(websocket)
     structlog.contextvars.bind_contextvars(conversation_id=conversation_id)
@@ -45,7 +52,7 @@ async def chat(websocket: WebSocket, conversation_id: str, conversations: Conver
     try:
         while True:
             frame = await channel.receive_frame()
-            await _handle(channel, conversations, ident, frame)
+            await _handle(channel, conversations, telemetry, ident, frame)
     except WebSocketDisconnect:
         return
     finally:
@@ -55,6 +62,7 @@ async def chat(websocket: WebSocket, conversation_id: str, conversations: Conver
 async def _handle(
     channel: ChatChannel,
     conversations: ConversationService,
+    telemetry: TurnTelemetry,
     conversation_id: uuid.UUID,
     frame: dict[str, Any] | InvalidFrame,
 ) -> None:
@@ -81,12 +89,14 @@ async def _handle(
             conversation_id, content, streaming=True, idempotency_key=key
         )
     except DomainError as exc:
+        telemetry.rejected("ws")
         await channel.send_error(exc.code, exc.message)
         return
     channel.on_leave = turn.abandon  # the client leaving mid-reply stops the LLM call
     try:
-        async for event in turn.events():
-            await channel.send_frame(ws_frame(event))
+        async with aclosing(telemetry.observe("ws", turn.events())) as events:
+            async for event in events:
+                await channel.send_frame(ws_frame(event))
     finally:
         channel.on_leave = None
         turn.abandon()  # a failed send: the client left (after the end, nothing to stop)

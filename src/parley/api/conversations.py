@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Any
 
 import structlog
@@ -12,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse
 
-from parley.api.deps import ConversationsDep
+from parley.api.deps import ConversationsDep, TurnTelemetryDep
 from parley.api.errors import error_response
 from parley.api.schemas import (
     ConversationCreate,
@@ -26,8 +27,9 @@ from parley.api.schemas import (
     TurnOut,
 )
 from parley.api.turn_encoding import fold_turn, sse_event
+from parley.domain.errors import DomainError
 from parley.domain.models import ConversationStatus
-from parley.domain.turns import RunningTurn
+from parley.domain.turns import RunningTurn, TurnEvent
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -127,6 +129,7 @@ async def post_message(
     conversation_id: uuid.UUID,
     body: MessageCreate,
     conversations: ConversationsDep,
+    telemetry: TurnTelemetryDep,
     request: Request,
     accept: Annotated[str | None, Header()] = None,
     idempotency_key: Annotated[
@@ -142,12 +145,18 @@ async def post_message(
     # Ids go into the logs of everything this request does (never into metric labels).
     structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
     streaming = body.stream or "text/event-stream" in (accept or "")
-    turn = await conversations.start_turn(
-        conversation_id, body.content, streaming=streaming, idempotency_key=idempotency_key
-    )
+    channel = "sse" if streaming else "http"
+    try:
+        turn = await conversations.start_turn(
+            conversation_id, body.content, streaming=streaming, idempotency_key=idempotency_key
+        )
+    except DomainError:
+        telemetry.rejected(channel)
+        raise
+    events = telemetry.observe(channel, turn.events())
     if streaming:
-        return EventSourceResponse(_sse_events(turn))
-    folded = asyncio.ensure_future(fold_turn(turn.events()))
+        return EventSourceResponse(_sse_events(turn, events))
+    folded = asyncio.ensure_future(_whole(events))
     if await _client_left_first(request, folded):
         turn.abandon()
         return error_response(
@@ -182,9 +191,17 @@ async def _client_left_first(request: Request, work: asyncio.Future[TurnOut]) ->
     return True
 
 
-async def _sse_events(turn: RunningTurn) -> AsyncIterator[bytes]:
+async def _whole(events: AsyncGenerator[TurnEvent, None]) -> TurnOut:
+    async with aclosing(events):  # closed at once, so the turn is counted at once
+        return await fold_turn(events)
+
+
+async def _sse_events(
+    turn: RunningTurn, events: AsyncGenerator[TurnEvent, None]
+) -> AsyncIterator[bytes]:
     try:
-        async for event in turn.events():
-            yield sse_event(event)
+        async with aclosing(events):
+            async for event in events:
+                yield sse_event(event)
     finally:
         turn.abandon()  # the client left (or the stream ended: then nothing to stop)

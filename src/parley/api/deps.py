@@ -15,6 +15,7 @@ from parley.config import Settings
 from parley.domain.conversations import ConversationService
 from parley.domain.goals import GoalService
 from parley.services import Services
+from parley.telemetry import TurnTelemetry
 
 
 def get_services(connection: HTTPConnection) -> Services:
@@ -39,6 +40,14 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GoalsDep = Annotated[GoalService, Depends(get_goals)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
+
+
+def get_turn_telemetry(connection: HTTPConnection) -> TurnTelemetry:
+    telemetry: TurnTelemetry = connection.app.state.turn_telemetry
+    return telemetry
+
+
+TurnTelemetryDep = Annotated[TurnTelemetry, Depends(get_turn_telemetry)]
 
 
 # Browsers cannot set headers on a WebSocket, but they can offer subprotocols:

@@ -9,6 +9,7 @@ from parley.observability.catalogue import (
     HttpMetrics,
     LabelGuardMetrics,
     LLMMetrics,
+    TurnMetrics,
     WebSocketMetrics,
     new_registry,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "PrometheusMiddleware",
     "RequestIdMiddleware",
     "RouteTemplates",
+    "TurnMetrics",
     "WebSocketMetrics",
     "configure_logging",
     "current_request_id",

@@ -32,6 +32,10 @@ TOKEN_TYPES = ("prompt", "completion", "total")
 STREAM_MODES = ("streaming", "non_streaming")
 LLM_STATUSES = ("success", "error")
 WS_DIRECTIONS = ("inbound", "outbound")
+TURN_CHANNELS = ("http", "sse", "ws")
+TURN_OUTCOMES = ("ok", "escalated", "llm_error", "rejected", "cancelled", "interrupted")
+TURN_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+TURN_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 __all__ = [
     "BusinessMetrics",
@@ -126,6 +130,7 @@ class WebSocketMetrics:
 @dataclass(frozen=True, slots=True)
 class LLMMetrics:
     requests: Counter
+    in_flight: Gauge
     latency: Histogram
     ttft: Histogram
     time_per_output_token: Histogram
@@ -145,6 +150,13 @@ class LLMMetrics:
                 "and outcome.",
                 ["model", "stream_mode", "status"],
                 registry=registry,
+            ),
+            in_flight=Gauge(
+                "llm_requests_in_flight",
+                "LLM calls started and not yet ended: with no completions, a hung provider.",
+                ["model"],
+                registry=registry,
+                multiprocess_mode="livesum",
             ),
             latency=Histogram(
                 "llm_latency_seconds",
@@ -216,6 +228,7 @@ class LLMMetrics:
                 for status in LLM_STATUSES:
                     self.requests.labels(model, mode, status)
             self.ttft.labels(model)
+            self.in_flight.labels(model)
             self.time_per_output_token.labels(model)
             self.cost.labels(model)
             for token_type in TOKEN_TYPES:
@@ -277,6 +290,48 @@ class BusinessMetrics:
                 registry=registry,
             ),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TurnMetrics:
+    """One user message and its reply, whatever the channel: the unit the SLOs count."""
+
+    turns: Counter
+    ttft: Histogram
+    duration: Histogram
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> TurnMetrics:
+        metrics = cls(
+            turns=Counter(
+                "conversation_turns_total",
+                "Turns by channel (http, sse, ws) and outcome (ok, escalated, llm_error, "
+                "rejected, cancelled, interrupted).",
+                ["channel", "outcome"],
+                registry=registry,
+            ),
+            ttft=Histogram(
+                "conversation_turn_ttft_seconds",
+                "Streamed turns: from the user message accepted to the first token sent.",
+                ["channel"],
+                buckets=TURN_TTFT_BUCKETS,
+                registry=registry,
+            ),
+            duration=Histogram(
+                "conversation_turn_duration_seconds",
+                "Turns: from the user message accepted to the last event sent.",
+                ["channel"],
+                buckets=TURN_DURATION_BUCKETS,
+                registry=registry,
+            ),
+        )
+        for channel in TURN_CHANNELS:
+            metrics.duration.labels(channel)
+            if channel != "http":
+                metrics.ttft.labels(channel)
+            for outcome in TURN_OUTCOMES:
+                metrics.turns.labels(channel, outcome)
+        return metrics
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from parley.observability.catalogue import (
     HttpMetrics,
     LabelGuardMetrics,
     LLMMetrics,
+    TurnMetrics,
     WebSocketMetrics,
 )
 
@@ -29,6 +30,7 @@ GROUPS = (
     ("LLM", LLMMetrics),
     ("Database", DatabaseMetrics),
     ("Business", BusinessMetrics),
+    ("Turns", TurnMetrics),
     ("Label guard", LabelGuardMetrics),
 )
 

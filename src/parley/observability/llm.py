@@ -51,6 +51,7 @@ class LLMCall:
         self._started = self._owner.clock()
         self._first_token_at: float | None = None
         self._finished = False
+        self._metrics.in_flight.labels(self.model).inc()
         self._log.info("llm_request_started")
 
     def retry(self, error_type: str, attempt: int, wait_seconds: float) -> None:
@@ -81,6 +82,7 @@ class LLMCall:
         if self._finished:
             return
         self._finished = True
+        self._metrics.in_flight.labels(self.model).dec()
         latency = self._observe_latency()
         m, model = self._metrics, self.model
         m.requests.labels(model, self.stream_mode, "success").inc()
@@ -116,6 +118,7 @@ class LLMCall:
         if self._finished:
             return
         self._finished = True
+        self._metrics.in_flight.labels(self.model).dec()
         error_type = self._owner.error_types(error_type)
         latency = self._observe_latency()
         self._metrics.requests.labels(self.model, self.stream_mode, "error").inc()

@@ -1,0 +1,82 @@
+"""Turn metrics: every turn counted once by channel and outcome, with its time to the first
+token and its duration; the LLM calls in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from websockets.asyncio.client import connect
+
+from parley.app import create_app
+from parley.llm import LLMError, LLMErrorKind
+from tests.api.helpers import make_conversation, make_goal
+from tests.conftest import app_client, make_settings
+from tests.support.live_server import LiveServer
+from tests.support.metrics import value
+from tests.support.providers import ScriptedProvider
+
+
+def _turns(registry: CollectorRegistry, channel: str, outcome: str) -> float:
+    return value(registry, "conversation_turns_total", channel=channel, outcome=outcome)
+
+
+def _registry(client: TestClient) -> CollectorRegistry:
+    registry: CollectorRegistry = client.app.state.instrumentation.registry  # type: ignore[attr-defined]
+    return registry
+
+
+def test_each_http_and_sse_turn_is_counted_once_with_its_outcome(tmp_path: Path) -> None:
+    provider = ScriptedProvider(["fine", LLMError(LLMErrorKind.AUTH, "no"), "fine too"])
+    with app_client(make_settings(tmp_path, llm_max_retries=0), provider) as client:
+        registry = _registry(client)
+        make_goal(client, trigger_phrases=["human"])
+        conversation_id = make_conversation(client)
+        url = f"/v1/conversations/{conversation_id}/messages"
+        assert client.post(url, json={"content": "hi"}).status_code == 200
+        assert client.post(url, json={"content": "hi", "stream": True}).status_code == 200
+        assert client.post(url, json={"content": "again", "stream": True}).status_code == 200
+        assert client.post(url, json={"content": "a human"}).status_code == 200
+        assert client.post(url, json={"content": "more"}).status_code == 409
+        assert client.post(url, json={"content": "more", "stream": True}).status_code == 409
+        assert _turns(registry, "http", "ok") == 1
+        assert _turns(registry, "sse", "llm_error") == 1
+        assert _turns(registry, "sse", "ok") == 1
+        assert _turns(registry, "http", "escalated") == 1
+        assert _turns(registry, "http", "rejected") == 1
+        assert _turns(registry, "sse", "rejected") == 1
+        assert value(registry, "conversation_turn_duration_seconds_count", channel="http") == 2
+        assert value(registry, "conversation_turn_duration_seconds_count", channel="sse") == 2
+        # Time to first token: only the streamed turn that produced a token.
+        assert value(registry, "conversation_turn_ttft_seconds_count", channel="sse") == 1
+        assert value(registry, "llm_requests_in_flight", model="llama-3.1-8b-instant") == 0
+
+
+async def test_websocket_turns_and_a_client_that_leaves_are_counted(tmp_path: Path) -> None:
+    provider = ScriptedProvider(["one", " ".join(["w"] * 200)], chunk_delay=0.01)
+    app = create_app(make_settings(tmp_path), provider=provider)
+    registry: CollectorRegistry = app.state.instrumentation.registry
+    with LiveServer(app) as server:
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            await http.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
+            created = await http.post("/v1/conversations/", json={"goal_id": "g"})
+        url = f"{server.ws_url}/v1/conversations/{created.json()['id']}/ws"
+        async with asyncio.timeout(30), connect(url) as ws:
+            await ws.send(json.dumps({"type": "message", "content": "hi"}))
+            while json.loads(await ws.recv())["type"] != "done":
+                pass
+            await ws.send(json.dumps({"type": "message", "content": "long"}))
+            while json.loads(await ws.recv())["type"] != "token":
+                pass
+        async with asyncio.timeout(30):
+            # Polled: the server's loop runs in another thread.
+            while _turns(registry, "ws", "cancelled") < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            while value(registry, "llm_requests_in_flight", model="llama-3.1-8b-instant"):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    assert _turns(registry, "ws", "ok") == 1
+    assert value(registry, "conversation_turn_ttft_seconds_count", channel="ws") == 2
