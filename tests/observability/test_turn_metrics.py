@@ -80,3 +80,30 @@ async def test_websocket_turns_and_a_client_that_leaves_are_counted(tmp_path: Pa
                 await asyncio.sleep(0.02)
     assert _turns(registry, "ws", "ok") == 1
     assert value(registry, "conversation_turn_ttft_seconds_count", channel="ws") == 2
+
+
+async def test_an_sse_client_that_hangs_up_is_recorded_as_499_and_cancelled(
+    tmp_path: Path,
+) -> None:
+    """It was a 200: the response had started, but the client never got its end."""
+    provider = ScriptedProvider([" ".join(["w"] * 200)], chunk_delay=0.01)
+    app = create_app(make_settings(tmp_path), provider=provider)
+    registry: CollectorRegistry = app.state.instrumentation.registry
+    path = "/v1/conversations/{conversation_id}/messages"
+    with LiveServer(app) as server:
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+            await http.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
+            created = await http.post("/v1/conversations/", json={"goal_id": "g"})
+            url = f"/v1/conversations/{created.json()['id']}/messages"
+            body = {"content": "long", "stream": True}
+            async with http.stream("POST", url, json=body) as response:
+                async for line in response.aiter_lines():
+                    if line == "event: token":
+                        break
+        async with asyncio.timeout(30):
+            # Polled: the server's loop runs in another thread.
+            labels = {"path": path, "method": "POST", "status": "499"}
+            while not value(registry, "http_requests_total", **labels):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    assert value(registry, "http_requests_total", path=path, method="POST", status="200") == 0
+    assert _turns(registry, "sse", "cancelled") == 1

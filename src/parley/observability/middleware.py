@@ -118,9 +118,12 @@ class PrometheusMiddleware:
             raise
         finally:
             if not recorded:
-                # Ended without a final body: a client that went away mid-stream, or an
-                # app that never answered (the server then sends 500).
-                self._record(scope, status or 500, self.clock() - started)
+                # Ended without a final body: a client that went away mid-stream (its
+                # response had started: 499, not the 200 it never got in full), or an app
+                # that never answered (the server then sends 500).
+                self._record(
+                    scope, CLIENT_CLOSED if status is not None else 500, self.clock() - started
+                )
 
     def _record(
         self,
