@@ -14,6 +14,8 @@ CONVERSATION_API = "/v1/conversations.*"
 ERROR_RATIO_THRESHOLD = 0.05
 LATENCY_P95_THRESHOLD_SECONDS = 2.0
 LLM_DOWN_ERROR_RATIO = 0.9
+# A hung provider: calls in flight and none ending for this long (then `for` 5m more).
+LLM_HANG_WINDOW = "10m"
 
 # What an on-call engineer of an LLM service needs beyond them.
 LLM_ERROR_RATIO_THRESHOLD = 0.10

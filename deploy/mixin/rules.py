@@ -185,6 +185,20 @@ def alerting_rules() -> list[Rule]:
             "minutes), or Parley is up but its LLM metrics have vanished.",
         ),
         _alert(
+            "LLMRequestsHanging",
+            f"sum by (job, model) (llm_requests_in_flight{{{SELECTOR}}}) > 0"
+            f" and sum by (job, model) (increase(llm_requests_total{{{SELECTOR}}}[{c.LLM_HANG_WINDOW}])) == 0",
+            signals=[
+                f"sum by (job, model) (llm_requests_in_flight{{{SELECTOR}}})",
+                f"sum by (job, model) (increase(llm_requests_total{{{SELECTOR}}}[{c.LLM_HANG_WINDOW}]))",
+            ],
+            for_="5m",
+            severity="critical",
+            summary="LLM calls hang: started, never ending",
+            description="{{ $value }} calls to {{ $labels.model }} are in flight and none has "
+            f"ended in {c.LLM_HANG_WINDOW}: the provider accepts requests and does not answer.",
+        ),
+        _alert(
             "ParleyTargetDown",
             f"up{{{SELECTOR}}} == 0 or absent(up{{{SELECTOR}}})",
             signals=[f"up{{{SELECTOR}}}"],
