@@ -200,13 +200,24 @@ def alerting_rules() -> list[Rule]:
         ),
         _alert(
             "ParleyTargetDown",
-            f"up{{{SELECTOR}}} == 0 or absent(up{{{SELECTOR}}})",
+            f"up{{{SELECTOR}}} == 0",
+            signals=[f"up{{{SELECTOR}}}"],
+            for_="5m",
+            severity="warning",
+            summary="A Parley replica does not answer scrapes",
+            description="{{ $labels.instance }} has not answered scrapes for 5 minutes; the "
+            "other replicas keep serving.",
+        ),
+        _alert(
+            "ParleyDown",
+            # Both branches keep the job label, which the inhibition of the rest matches on.
+            f"sum by (job) (up{{{SELECTOR}}}) == 0 or absent(up{{{SELECTOR}}})",
             signals=[f"up{{{SELECTOR}}}"],
             for_="1m",
             severity="critical",
-            summary="Prometheus cannot scrape Parley",
-            description="{{ $labels.instance }} has not answered scrapes for a minute "
-            "(or no Parley target is configured at all).",
+            summary="No Parley replica answers",
+            description="No {{ $labels.job }} target has answered a scrape for a minute (or "
+            "none is configured): the service is down, or Prometheus cannot see it.",
         ),
         _alert(
             "LLMErrorRatioHigh",
