@@ -10,8 +10,11 @@ RUNBOOK = "docs/runbook.md"
 # The conversation API: what the SLOs are about (the WebSocket is not an HTTP request).
 CONVERSATION_API = "/v1/conversations.*"
 
-# Guideline alerts, corrected.
+# Guideline alerts, corrected. HighErrorRate counts server errors and failed turns, not
+# every 4xx (a client's flood of 4xx is ClientErrorFlood, a ticket), and needs traffic.
 ERROR_RATIO_THRESHOLD = 0.05
+MIN_REQUESTS_PER_SECOND = 0.1  # below this a handful of failures says little (at night)
+CLIENT_ERROR_RATIO_THRESHOLD = 0.25
 LATENCY_P95_THRESHOLD_SECONDS = 2.0
 LLM_DOWN_ERROR_RATIO = 0.9
 # A hung provider: calls in flight and none ending for this long (then `for` 5m more).

@@ -30,6 +30,10 @@ def _quantiles(level: str, metric: str, by: str, selector: str = SELECTOR) -> li
     ]
 
 
+# "No such series" is a rate of 0 for the job, not an empty result that empties a sum.
+ZERO = "0 * job:http_requests:rate5m"
+
+
 def recording_rules() -> list[Rule]:
     http = [
         _record(
@@ -46,6 +50,26 @@ def recording_rules() -> list[Rule]:
         _record(
             "job:api_errors_per_http_requests:ratio_rate5m",
             "job:api_errors:rate5m / job:http_requests:rate5m",
+        ),
+        # Work: HTTP requests and WebSocket turns. Failed work: 5xx answers, and streamed
+        # turns that failed in-band (an SSE turn whose LLM failed is an HTTP 200).
+        _record(
+            "job:work:rate5m",
+            f'job:http_requests:rate5m + (sum by (job) (rate(conversation_turns_total{{{SELECTOR}, channel="ws"}}[5m])) or {ZERO})',
+        ),
+        _record(
+            "job:failed_work:rate5m",
+            f'(sum by (job) (rate(http_requests_total{{{SELECTOR}, status=~"5.."}}[5m])) or {ZERO})'
+            f' + (sum by (job) (rate(conversation_turns_total{{{SELECTOR}, channel=~"sse|ws", outcome=~"llm_error|interrupted"}}[5m])) or {ZERO})',
+        ),
+        _record(
+            "job:failed_work_per_work:ratio_rate5m",
+            "job:failed_work:rate5m / job:work:rate5m",
+        ),
+        _record(
+            "job:client_errors_per_http_requests:ratio_rate5m",
+            f'(sum by (job) (rate(http_requests_total{{{SELECTOR}, status=~"4.."}}[5m])) or {ZERO})'
+            " / job:http_requests:rate5m",
         ),
         _record(
             "job:http_request_duration_seconds:mean_rate5m",
@@ -150,13 +174,27 @@ def alerting_rules() -> list[Rule]:
     return [
         _alert(
             "HighErrorRate",
-            f"job:api_errors_per_http_requests:ratio_rate5m > {c.ERROR_RATIO_THRESHOLD}",
-            signals=["job:api_errors_per_http_requests:ratio_rate5m"],
+            f"job:failed_work_per_work:ratio_rate5m > {c.ERROR_RATIO_THRESHOLD}"
+            f" and on(job) job:work:rate5m > {c.MIN_REQUESTS_PER_SECOND}",
+            signals=["job:failed_work_per_work:ratio_rate5m", "job:work:rate5m"],
             for_="5m",
             severity="warning",
-            summary="High API error rate",
+            summary="High server error rate",
+            description="{{ $value | humanizePercentage }} of requests and turns to "
+            "{{ $labels.job }} failed on the server's side (5xx, or a streamed turn that "
+            f"failed) over 5 minutes (threshold {c.ERROR_RATIO_THRESHOLD:.0%}).",
+        ),
+        _alert(
+            "ClientErrorFlood",
+            f"job:client_errors_per_http_requests:ratio_rate5m > {c.CLIENT_ERROR_RATIO_THRESHOLD}"
+            f" and on(job) job:http_requests:rate5m > {c.MIN_REQUESTS_PER_SECOND}",
+            signals=["job:client_errors_per_http_requests:ratio_rate5m"],
+            for_="15m",
+            severity="warning",
+            summary="Clients send many bad requests",
             description="{{ $value | humanizePercentage }} of requests to {{ $labels.job }} "
-            f"answered with an error over 5 minutes (threshold {c.ERROR_RATIO_THRESHOLD:.0%}).",
+            "were refused as the client's error (4xx) over 5 minutes: a misbehaving client, "
+            "not an outage.",
         ),
         _alert(
             "HighLatency",
