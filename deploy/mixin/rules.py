@@ -208,19 +208,27 @@ def alerting_rules() -> list[Rule]:
         ),
         _alert(
             "LLMServiceDown",
-            f'(sum by (job) (rate(llm_requests_total{{{SELECTOR}, status="error"}}[5m]))'
-            f" / sum by (job) (rate(llm_requests_total{{{SELECTOR}}}[5m])) >= {c.LLM_DOWN_ERROR_RATIO})"
+            # A total outage pages within 6 minutes of steady traffic failing: a 2-minute
+            # ratio, then 3 minutes of `for`.
+            f'(sum by (job) (rate(llm_requests_total{{{SELECTOR}, status="error"}}[2m]))'
+            f" / sum by (job) (rate(llm_requests_total{{{SELECTOR}}}[2m])) >= {c.LLM_DOWN_ERROR_RATIO})"
+            # The guideline's "no LLM calls while conversations go on": turns that needed
+            # the LLM, and no call made or ended (the gateway bypassed, the metrics lost).
+            f' or (sum by (job) (increase(conversation_turns_total{{{SELECTOR}, outcome=~"ok|llm_error"}}[10m])) > 0'
+            f" unless on(job) sum by (job) (increase(llm_requests_total{{{SELECTOR}}}[10m])) > 0)"
             f" or (absent_over_time(llm_requests_total{{{SELECTOR}}}[10m]) and on() "
             f"count(up{{{SELECTOR}}} == 1) > 0)",
             signals=[
-                f'sum by (job) (rate(llm_requests_total{{{SELECTOR}, status="error"}}[5m]))'
-                f" / sum by (job) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
+                f'sum by (job) (rate(llm_requests_total{{{SELECTOR}, status="error"}}[2m]))'
+                f" / sum by (job) (rate(llm_requests_total{{{SELECTOR}}}[2m]))",
+                f"sum by (job) (increase(conversation_turns_total{{{SELECTOR}}}[10m]))",
             ],
-            for_="5m",
+            for_="3m",
             severity="critical",
             summary="LLM calls are failing or have vanished",
-            description="LLM calls are failing (ratio {{ $value | humanizePercentage }} over 5 "
-            "minutes), or Parley is up but its LLM metrics have vanished.",
+            description="For {{ $labels.job }}: at least 90% of LLM calls fail over 2 "
+            "minutes, or turns go on with no LLM call at all, or Parley is up without LLM "
+            "metrics.",
         ),
         _alert(
             "LLMRequestsHanging",
