@@ -7,9 +7,6 @@ from dataclasses import dataclass
 JOB = "parley"
 RUNBOOK = "docs/runbook.md"
 
-# The conversation API: what the SLOs are about (the WebSocket is not an HTTP request).
-CONVERSATION_API = "/v1/conversations.*"
-
 # Guideline alerts, corrected. HighErrorRate counts server errors and failed turns, not
 # every 4xx (a client's flood of 4xx is ClientErrorFlood, a ticket), and needs traffic.
 ERROR_RATIO_THRESHOLD = 0.05
@@ -39,10 +36,26 @@ class SLO:
         return round(1 - self.objective, 6)
 
 
-AVAILABILITY = SLO("availability", 0.995, "conversation API requests that do not fail with 5xx")
-# The threshold must be a bucket bound of http_request_duration_seconds.
-LATENCY_THRESHOLD_SECONDS = 5.0
-LATENCY = SLO("latency", 0.99, "conversation API requests answered within 5 s")
+# The SLOs count turns (one user message and its reply), on every channel: a streamed
+# turn that fails in-band is an HTTP 200, and a WebSocket turn is no HTTP request.
+AVAILABILITY = SLO(
+    "availability",
+    0.995,
+    "turns that do not fail (failed: the LLM failed, or the server cut the turn; turns "
+    "refused as the client's error or left by the client do not count)",
+)
+# Thresholds must be bucket bounds of conversation_turn_ttft_seconds and
+# conversation_turn_duration_seconds.
+TURN_TTFT_THRESHOLD_SECONDS = 2.0
+TURN_DURATION_THRESHOLD_SECONDS = 10.0
+LATENCY = SLO(
+    "latency",
+    0.99,
+    "streamed turns whose first token is sent within 2 s, and whole turns answered within 10 s",
+)
+# Below this many turns a second a few bad ones say little: no burn-rate alert.
+MIN_TURNS_PER_SECOND = 0.01
+SLO_PERIOD = "30d"
 
 # Multi-window, multi-burn-rate alerts (Google SRE workbook, ch. 5), for a 30-day budget:
 # (severity, long window, short window, burn rate).
@@ -52,4 +65,4 @@ BURN_RATE_ALERTS = (
     ("warning", "1d", "2h", 3.0),
     ("warning", "3d", "6h", 1.0),
 )
-SLI_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+SLI_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d", SLO_PERIOD)

@@ -13,7 +13,6 @@ Rule = dict[str, Any]
 SIGNALS: dict[str, list[str]] = {}
 
 SELECTOR = f'job="{c.JOB}"'
-CONV = f'{SELECTOR}, path=~"{c.CONVERSATION_API}"'
 
 
 def _record(name: str, expr: str) -> Rule:
@@ -96,25 +95,56 @@ def recording_rules() -> list[Rule]:
         *_quantiles("job_model", "llm_ttft_seconds", "job, model"),
     ]
     slo = []
+    turns = f'{SELECTOR}, outcome=~"ok|escalated|llm_error|interrupted"'
+    streamed = f'{SELECTOR}, channel=~"sse|ws"'
+    whole = f'{SELECTOR}, channel="http"'
     for window in c.SLI_WINDOWS:
         slo.append(
             _record(
+                f"job:slo_turns:rate{window}",
+                f"sum by (job) (rate(conversation_turns_total{{{turns}}}[{window}]))",
+            )
+        )
+        slo.append(
+            _record(
                 f"job:slo_availability_errors:ratio_rate{window}",
-                # "or ... * 0": no 5xx at all is a ratio of 0, not an empty result.
-                f'(sum by (job) (rate(http_requests_total{{{CONV}, status=~"5.."}}[{window}]))'
-                f" or 0 * sum by (job) (rate(http_requests_total{{{CONV}}}[{window}])))"
-                f" / sum by (job) (rate(http_requests_total{{{CONV}}}[{window}]))",
+                # "or ... * 0": no failed turn at all is a ratio of 0, not an empty result.
+                f'(sum by (job) (rate(conversation_turns_total{{{SELECTOR}, outcome=~"llm_error|interrupted"}}[{window}]))'
+                f" or 0 * job:slo_turns:rate{window})"
+                f" / job:slo_turns:rate{window}",
             )
         )
         slo.append(
             _record(
                 f"job:slo_latency_slow:ratio_rate{window}",
                 f"1 - ("
-                f'sum by (job) (rate(http_request_duration_seconds_bucket{{{CONV}, le="{c.LATENCY_THRESHOLD_SECONDS}"}}[{window}]))'
-                f" / sum by (job) (rate(http_request_duration_seconds_count{{{CONV}}}[{window}]))"
+                f'(sum by (job) (rate(conversation_turn_ttft_seconds_bucket{{{streamed}, le="{c.TURN_TTFT_THRESHOLD_SECONDS}"}}[{window}]))'
+                f' + sum by (job) (rate(conversation_turn_duration_seconds_bucket{{{whole}, le="{c.TURN_DURATION_THRESHOLD_SECONDS}"}}[{window}])))'
+                f" / (sum by (job) (rate(conversation_turn_ttft_seconds_count{{{streamed}}}[{window}]))"
+                f" + sum by (job) (rate(conversation_turn_duration_seconds_count{{{whole}}}[{window}])))"
                 f")",
             )
         )
+    for objective in (c.AVAILABILITY, c.LATENCY):
+        sli = "availability_errors" if objective is c.AVAILABILITY else "latency_slow"
+        labels = {"slo": objective.name}
+        slo += [
+            {
+                "record": "slo:objective:ratio",
+                "expr": f"vector({objective.objective})",
+                "labels": labels,
+            },
+            {
+                "record": "slo:error_budget:ratio",
+                "expr": f"vector({objective.error_budget})",
+                "labels": labels,
+            },
+            {
+                "record": "job:slo_error_budget_remaining:ratio",
+                "expr": f"1 - job:slo_{sli}:ratio_rate{c.SLO_PERIOD} / {objective.error_budget}",
+                "labels": labels,
+            },
+        ]
     return http + llm + slo
 
 
@@ -127,13 +157,14 @@ def _alert(
     summary: str,
     description: str,
     signals: list[str],
+    labels: dict[str, str] | None = None,
 ) -> Rule:
-    SIGNALS[name] = signals
+    SIGNALS[name] = SIGNALS.get(name, []) + signals
     return {
         "alert": name,
         "expr": expr,
         "for": for_,
-        "labels": {"severity": severity},
+        "labels": {"severity": severity, **(labels or {})},
         "annotations": {
             "summary": summary,
             "description": description,
@@ -143,27 +174,29 @@ def _alert(
 
 
 def _burn_rate_alerts(slo: c.SLO, sli: str, title: str) -> list[Rule]:
+    """One alert per window pair, labelled with its windows (as kubernetes-mixin does), so
+    an on-call sees which pair fired; no alert below the minimum traffic."""
+    name = f"Turn{title}BudgetBurn"
     alerts = []
-    for severity in ("critical", "warning"):
-        windows = [w for w in c.BURN_RATE_ALERTS if w[0] == severity]
-        expr = " or ".join(
-            f"(job:{sli}:ratio_rate{long} > ({rate} * {slo.error_budget})"
-            f" and job:{sli}:ratio_rate{short} > ({rate} * {slo.error_budget}))"
-            for _, long, short, rate in windows
-        )
-        name = f"ConversationAPI{title}BudgetBurn"
+    for severity, long, short, rate in c.BURN_RATE_ALERTS:
+        threshold = f"({rate} * {slo.error_budget})"
         alerts.append(
             _alert(
                 name,
-                expr,
+                f"job:{sli}:ratio_rate{long} > {threshold}"
+                f" and job:{sli}:ratio_rate{short} > {threshold}"
+                # The guard reads the short window: a long one dilutes young traffic.
+                f" and on(job) job:slo_turns:rate{short} > {c.MIN_TURNS_PER_SECOND}",
                 for_="2m" if severity == "critical" else "15m",
                 severity=severity,
-                summary=f"Conversation API is burning its {slo.name} error budget",
-                signals=[f"job:{sli}:ratio_rate{w}" for w in c.SLI_WINDOWS],
+                labels={"long": long, "short": short},
+                summary=f"Turns are burning their {slo.name} error budget",
+                signals=[f"job:{sli}:ratio_rate{long}", f"job:{sli}:ratio_rate{short}"],
                 description=(
-                    f"{slo.description[0].upper()}{slo.description[1:]}: the SLO is {slo.objective:.1%}. "
-                    f"Over the alert's long window {{{{ $value | humanizePercentage }}}} of "
-                    f"requests were bad; at this rate the 30-day budget runs out early."
+                    f"{slo.description[0].upper()}{slo.description[1:]}: the SLO is "
+                    f"{slo.objective:.1%}. Over {long} {{{{ $value | humanizePercentage }}}} "
+                    f"of turns were bad ({rate:g}x the sustainable rate; over {short} too): "
+                    "at this rate the 30-day budget runs out early."
                 ),
             )
         )

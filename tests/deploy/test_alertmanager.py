@@ -79,8 +79,8 @@ def test_one_replica_down_mutes_only_its_own_alerts(alertmanager: str) -> None:
         _alert("ParleyTargetDown", "warning", instance="p1:8000"),
         _alert("HighLatency", "warning", instance="p1:8000", path="/v1/goals/"),
         _alert("LLMServiceDown", "critical"),  # about the service, from the others
-        _alert("ConversationAPIAvailabilityBudgetBurn", "critical", long="1h", short="5m"),
-        _alert("ConversationAPIAvailabilityBudgetBurn", "warning", long="1d", short="2h"),
+        _alert("TurnAvailabilityBudgetBurn", "critical", long="1h", short="5m"),
+        _alert("TurnAvailabilityBudgetBurn", "warning", long="1d", short="2h"),
     ]
     httpx.post(f"{alertmanager}/api/v2/alerts", json=alerts).raise_for_status()
 
@@ -97,6 +97,6 @@ def test_one_replica_down_mutes_only_its_own_alerts(alertmanager: str) -> None:
     inhibited = state()
     assert inhibited[("LLMServiceDown", "critical")] == []
     assert inhibited[("ParleyTargetDown", "warning")] == []
-    assert inhibited[("ConversationAPIAvailabilityBudgetBurn", "critical")] == []
+    assert inhibited[("TurnAvailabilityBudgetBurn", "critical")] == []
     # The slower burn of the same budget is noise next to the page.
-    assert inhibited[("ConversationAPIAvailabilityBudgetBurn", "warning")] != []
+    assert inhibited[("TurnAvailabilityBudgetBurn", "warning")] != []
