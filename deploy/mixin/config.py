@@ -13,6 +13,10 @@ ERROR_RATIO_THRESHOLD = 0.05
 MIN_REQUESTS_PER_SECOND = 0.1  # below this a handful of failures says little (at night)
 CLIENT_ERROR_RATIO_THRESHOLD = 0.25
 LATENCY_P95_THRESHOLD_SECONDS = 2.0
+# The route that answers turns: its duration is the LLM's (a stream lasts as long as the
+# reply), so HighLatency leaves it to the turn alerts (time to first token, duration).
+MESSAGES_PATH = "/v1/conversations/{conversation_id}/messages"
+TURN_TTFT_P95_THRESHOLD_SECONDS = 2.0
 LLM_DOWN_ERROR_RATIO = 0.9
 # A hung provider: calls in flight and none ending for this long (then `for` 5m more).
 LLM_HANG_WINDOW = "10m"

@@ -94,6 +94,10 @@ def recording_rules() -> list[Rule]:
         *_quantiles("job_model", "llm_latency_seconds", "job, model"),
         *_quantiles("job_model", "llm_ttft_seconds", "job, model"),
     ]
+    turn_latency = [
+        *_quantiles("job_channel", "conversation_turn_ttft_seconds", "job, channel"),
+        *_quantiles("job_channel", "conversation_turn_duration_seconds", "job, channel"),
+    ]
     slo = []
     turns = f'{SELECTOR}, outcome=~"ok|escalated|llm_error|interrupted"'
     streamed = f'{SELECTOR}, channel=~"sse|ws"'
@@ -145,7 +149,7 @@ def recording_rules() -> list[Rule]:
                 "labels": labels,
             },
         ]
-    return http + llm + slo
+    return http + llm + turn_latency + slo
 
 
 def _alert(
@@ -231,13 +235,25 @@ def alerting_rules() -> list[Rule]:
         ),
         _alert(
             "HighLatency",
-            f"job_path:http_request_duration_seconds:p95_rate5m > {c.LATENCY_P95_THRESHOLD_SECONDS}",
+            f'job_path:http_request_duration_seconds:p95_rate5m{{path!="{c.MESSAGES_PATH}"}}'
+            f" > {c.LATENCY_P95_THRESHOLD_SECONDS}",
             signals=["job_path:http_request_duration_seconds:p95_rate5m"],
             for_="5m",
             severity="warning",
             summary="API latency is high",
             description="p95 latency of {{ $labels.path }} is {{ $value | humanizeDuration }} "
             f"(threshold {c.LATENCY_P95_THRESHOLD_SECONDS:g}s).",
+        ),
+        _alert(
+            "TurnSlowFirstToken",
+            f"job_channel:conversation_turn_ttft_seconds:p95_rate5m > {c.TURN_TTFT_P95_THRESHOLD_SECONDS}",
+            signals=["job_channel:conversation_turn_ttft_seconds:p95_rate5m"],
+            for_="10m",
+            severity="warning",
+            summary="Streamed turns start slowly",
+            description="p95 time from a message accepted to its first token sent on "
+            "{{ $labels.channel }} is {{ $value | humanizeDuration }} "
+            f"(threshold {c.TURN_TTFT_P95_THRESHOLD_SECONDS:g}s).",
         ),
         _alert(
             "LLMServiceDown",
