@@ -33,6 +33,7 @@ from parley.observability import (
     configure_logging,
     instrument_app,
 )
+from parley.observability.loop_lag import event_loop_lag_watched
 from parley.services import Services
 from parley.store import Database, Store, upgrade_to_head
 from parley.telemetry import (
@@ -102,8 +103,10 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         )
         in_flight = services.conversations.in_flight
         undo_signals = drain_before_exit(lambda: in_flight.drain(settings.shutdown_grace_seconds))
+        lag = _app.state.instrumentation.http.event_loop_lag
         try:
-            yield
+            async with event_loop_lag_watched(lag):
+                yield
         finally:
             undo_signals()
             # Without a signal (a server stopped from code) the drain happens here.

@@ -66,6 +66,8 @@ class HttpMetrics:
     requests: Counter
     duration: Histogram
     errors: Counter
+    in_flight: Gauge
+    event_loop_lag: Gauge
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> HttpMetrics:
@@ -89,6 +91,19 @@ class HttpMetrics:
                 "Error responses by error type, error code and route template.",
                 ["error_type", "error_code", "path"],
                 registry=registry,
+            ),
+            in_flight=Gauge(
+                "http_requests_in_flight",
+                "HTTP requests being served now (saturation).",
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            event_loop_lag=Gauge(
+                "event_loop_lag_seconds",
+                "How late the event loop ran a timer at the last check: work that blocks it "
+                "delays every request (saturation). The worst process under --workers.",
+                registry=registry,
+                multiprocess_mode="livemax",
             ),
         )
 
@@ -242,6 +257,7 @@ class LLMMetrics:
 class DatabaseMetrics:
     queries: Counter
     duration: Histogram
+    connections_in_use: Gauge
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> DatabaseMetrics:
@@ -258,6 +274,13 @@ class DatabaseMetrics:
                 ["operation"],
                 buckets=FAST_BUCKETS,
                 registry=registry,
+            ),
+            connections_in_use=Gauge(
+                "db_connections_in_use",
+                "Pooled database connections checked out now (saturation: near the pool "
+                "size, requests wait for a connection).",
+                registry=registry,
+                multiprocess_mode="livesum",
             ),
         )
 

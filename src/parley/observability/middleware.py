@@ -99,6 +99,7 @@ class PrometheusMiddleware:
                 recorded = True
                 self._record(scope, status or 500, self.clock() - started)
 
+        self.http.in_flight.inc()
         try:
             await app(scope, receive, send_and_time)
         except asyncio.CancelledError:
@@ -117,6 +118,7 @@ class PrometheusMiddleware:
                 )
             raise
         finally:
+            self.http.in_flight.dec()
             if not recorded:
                 # Ended without a final body: a client that went away mid-stream (its
                 # response had started: 499, not the 200 it never got in full), or an app

@@ -42,6 +42,14 @@ def instrument_engine(engine: Engine | AsyncEngine, metrics: DatabaseMetrics) ->
     def _after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         _record(conn, statement, metrics)
 
+    @event.listens_for(sync_engine, "checkout")
+    def _checkout(*_: Any) -> None:
+        metrics.connections_in_use.inc()
+
+    @event.listens_for(sync_engine, "checkin")
+    def _checkin(*_: Any) -> None:
+        metrics.connections_in_use.dec()
+
     @event.listens_for(sync_engine, "handle_error")
     def _error(context: Any) -> None:
         if context.connection is not None and context.statement is not None:
