@@ -226,3 +226,17 @@ async def test_a_body_that_never_arrives_gets_408_and_frees_the_request(tmp_path
         writer.close()
     assert head.startswith(b"HTTP/1.1 408")
     assert json.loads(body)["error"]["type"] == "request_timeout"
+
+
+async def test_an_idle_connection_is_closed_by_the_server(tmp_path: Path) -> None:
+    """After a response, a kept-alive connection that sends nothing more is closed
+    (uvicorn's keep-alive timeout), so idle clients cannot hold sockets forever."""
+    with LiveServer(create_app(make_settings(tmp_path))) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(30):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            while await reader.read(1024):  # the body, then the server's close
+                pass
+        writer.close()
