@@ -55,7 +55,12 @@ class _CallRecorder:
         self._model = model
 
     def retrying(self, error: LLMError, attempt: int, wait_seconds: float) -> None:
+        self._headroom(error.rate_limit)
         self._call.retry(error.kind.value, attempt, wait_seconds)
+
+    def _headroom(self, rate_limit: RateLimit | None) -> None:
+        if rate_limit is not None:
+            self._call.headroom(rate_limit.remaining_requests, rate_limit.remaining_tokens)
 
     def first_token(self) -> None:
         self._call.first_token()
@@ -71,6 +76,7 @@ class _CallRecorder:
         )
 
     def failed(self, error: LLMError, usage: Usage | None = None) -> None:
+        self._headroom(error.rate_limit)
         self._call.failed(
             error.kind.value,
             prompt_tokens=usage.prompt_tokens if usage else None,

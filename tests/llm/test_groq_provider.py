@@ -211,3 +211,17 @@ async def test_a_cut_before_the_first_content_is_a_connection_error_not_an_inter
         await collect(_gateway(provider, retries=0).stream(REQUEST), [])
     assert raised.value.kind is not LLMErrorKind.STREAM_INTERRUPTED
     assert raised.value.retryable
+
+
+async def test_a_429_reports_the_remaining_quota_from_its_headers(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-remaining-tokens": "12"}
+    fake.then(Status(429, headers=headers))
+    with pytest.raises(LLMError) as raised:
+        await provider.complete(REQUEST)
+    assert raised.value.rate_limit is not None
+    assert (
+        raised.value.rate_limit.remaining_requests,
+        raised.value.rate_limit.remaining_tokens,
+    ) == (0, 12)

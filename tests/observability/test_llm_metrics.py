@@ -275,3 +275,15 @@ def test_price_table_covers_the_default_model() -> None:
     assert MODEL in PRICES
     assert estimate_cost("unknown", Usage(1, 1, 2)) is None
     assert estimate_cost(MODEL, Usage(1_000_000, 0, 1_000_000)) == PRICES[MODEL].input_per_million
+
+
+async def test_a_rate_limited_answer_updates_the_headroom_gauges() -> None:
+    """A 429 carries the provider's remaining quota (zero, typically): the gauges showed the
+    last success's headroom instead, hiding an exhausted quota."""
+    limited = LLMError(
+        LLMErrorKind.RATE_LIMITED, "slow down", rate_limit=RateLimit(remaining_requests=0)
+    )
+    gateway, registry = _gateway(ScriptedProvider([limited]), retries=0)
+    with pytest.raises(LLMError):
+        await gateway.complete(REQUEST)
+    assert value(registry, "llm_rate_limit_remaining_requests", model=MODEL) == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from parley.llm.types import RateLimit
+
 
 class LLMErrorKind(StrEnum):
     RATE_LIMITED = "rate_limited"
@@ -31,12 +33,18 @@ RETRYABLE = frozenset(
 
 class LLMError(Exception):
     def __init__(
-        self, kind: LLMErrorKind, message: str, *, retry_after: float | None = None
+        self,
+        kind: LLMErrorKind,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retry_after = retry_after
+        self.rate_limit = rate_limit  # the quota left, as the failed answer reported it
 
     @property
     def retryable(self) -> bool:

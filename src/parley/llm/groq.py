@@ -139,6 +139,7 @@ def to_llm_error(exc: BaseException) -> LLMError:
             LLMErrorKind.RATE_LIMITED,
             "Groq rate limit reached",
             retry_after=_retry_after(exc.response),
+            rate_limit=rate_limit_from_headers(exc.response.headers),
         )
     if isinstance(exc, groq.AuthenticationError | groq.PermissionDeniedError):
         return LLMError(LLMErrorKind.AUTH, "Groq refused the API key")

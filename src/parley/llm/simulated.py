@@ -64,6 +64,10 @@ class RateWindow:
                 LLMErrorKind.RATE_LIMITED,
                 "simulated rate limit reached",
                 retry_after=round(60.0 - (now - self._calls[0][0]), 3),
+                rate_limit=RateLimit(
+                    remaining_requests=max(0, self.requests_per_minute - len(self._calls)),
+                    remaining_tokens=max(0, self.tokens_per_minute - used_tokens),
+                ),
             )
         self._calls.append((now, tokens))
         return RateLimit(

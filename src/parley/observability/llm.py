@@ -90,11 +90,7 @@ class LLMCall:
         tpot = self._time_per_output_token(completion_tokens)
         if tpot is not None:
             m.time_per_output_token.labels(model).observe(tpot)
-        # Left unset (not zeroed) when the provider does not report them.
-        if remaining_requests is not None:
-            m.rate_limit_remaining_requests.labels(model).set(remaining_requests)
-        if remaining_tokens is not None:
-            m.rate_limit_remaining_tokens.labels(model).set(remaining_tokens)
+        self.headroom(remaining_requests, remaining_tokens)
         self._log.info(
             "llm_request_completed",
             latency_seconds=round(latency, 6),
@@ -103,6 +99,15 @@ class LLMCall:
             completion_tokens=completion_tokens,
             cost_usd=cost_usd,
         )
+
+    def headroom(self, remaining_requests: int | None, remaining_tokens: int | None) -> None:
+        """The provider's remaining quota, from any answer that reports it (a 429 too);
+        left unset (not zeroed) when it does not."""
+        m, model = self._metrics, self.model
+        if remaining_requests is not None:
+            m.rate_limit_remaining_requests.labels(model).set(remaining_requests)
+        if remaining_tokens is not None:
+            m.rate_limit_remaining_tokens.labels(model).set(remaining_tokens)
 
     def failed(
         self,
