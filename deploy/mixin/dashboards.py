@@ -8,7 +8,9 @@ from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import GraphThresholdsStyleMode
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
     Threshold,
@@ -64,7 +66,118 @@ def _quantiles(metric: str, selector: str, by: str = "") -> tuple[Query, ...]:
     )
 
 
+JOB_SEL = f'job="{c.JOB}"'
+SLO_COLORS = ((None, "red"), (0.25, "orange"), (0.5, "green"))
+
 ROWS: tuple[RowSpec, ...] = (
+    RowSpec(
+        "Turns and SLOs",
+        (
+            PanelSpec(
+                "Turn availability, 30 days (SLO 99.5%)",
+                "Turns that did not fail (llm_error, interrupted), every channel, from the "
+                "recording rules (whole job).",
+                (
+                    _q(
+                        f"1 - job:slo_availability_errors:ratio_rate30d{{{JOB_SEL}}}",
+                        "availability",
+                    ),
+                ),
+                "percentunit",
+                kind="stat",
+                width=6,
+                thresholds=((None, "red"), (c.AVAILABILITY.objective, "green")),
+            ),
+            PanelSpec(
+                "Error budget left: availability",
+                "Share of the 30-day availability budget not yet spent.",
+                (
+                    _q(
+                        f'job:slo_error_budget_remaining:ratio{{{JOB_SEL}, slo="availability"}}',
+                        "left",
+                    ),
+                ),
+                "percentunit",
+                kind="stat",
+                width=6,
+                thresholds=SLO_COLORS,
+            ),
+            PanelSpec(
+                "Turn latency, 30 days (SLO 99%)",
+                "Streamed turns with a first token within 2 s and whole turns within 10 s.",
+                (_q(f"1 - job:slo_latency_slow:ratio_rate30d{{{JOB_SEL}}}", "within target"),),
+                "percentunit",
+                kind="stat",
+                width=6,
+                thresholds=((None, "red"), (c.LATENCY.objective, "green")),
+            ),
+            PanelSpec(
+                "Error budget left: latency",
+                "Share of the 30-day latency budget not yet spent.",
+                (
+                    _q(
+                        f'job:slo_error_budget_remaining:ratio{{{JOB_SEL}, slo="latency"}}',
+                        "left",
+                    ),
+                ),
+                "percentunit",
+                kind="stat",
+                width=6,
+                thresholds=SLO_COLORS,
+            ),
+            PanelSpec(
+                "Turns by channel and outcome",
+                "Turns per second: ok, escalated, llm_error, rejected, cancelled, interrupted.",
+                (
+                    _q(
+                        f"sum by (channel, outcome) (rate(conversation_turns_total{{{SEL}}}[{RATE}]))",
+                        "{{channel}} {{outcome}}",
+                    ),
+                ),
+                "reqps",
+            ),
+            PanelSpec(
+                "Burn rate, availability (1h and 5m windows)",
+                "How fast the budget burns: 1 spends it in exactly 30 days; the page is at 14.4.",
+                (
+                    _q(
+                        f"job:slo_availability_errors:ratio_rate1h{{{JOB_SEL}}} / {c.AVAILABILITY.error_budget}",
+                        "1h",
+                    ),
+                    _q(
+                        f"job:slo_availability_errors:ratio_rate5m{{{JOB_SEL}}} / {c.AVAILABILITY.error_budget}",
+                        "5m",
+                    ),
+                ),
+                "short",
+                thresholds=((None, "green"), (6.0, "orange"), (14.4, "red")),
+            ),
+            PanelSpec(
+                "Time to first token by channel (p95)",
+                "From the user message accepted to the first token sent, streamed turns.",
+                (
+                    _q(
+                        f"histogram_quantile(0.95, sum by (channel, le) (rate(conversation_turn_ttft_seconds_bucket{{{SEL}}}[{RATE}])))",
+                        "{{channel}}",
+                    ),
+                ),
+                "s",
+                thresholds=((None, "green"), (c.TURN_TTFT_P95_THRESHOLD_SECONDS, "red")),
+            ),
+            PanelSpec(
+                "Turn duration by channel (p95)",
+                "From the user message accepted to the last event sent.",
+                (
+                    _q(
+                        f"histogram_quantile(0.95, sum by (channel, le) (rate(conversation_turn_duration_seconds_bucket{{{SEL}}}[{RATE}])))",
+                        "{{channel}}",
+                    ),
+                ),
+                "s",
+                thresholds=((None, "green"), (c.TURN_DURATION_THRESHOLD_SECONDS, "red")),
+            ),
+        ),
+    ),
     RowSpec(
         "Requests",
         (
@@ -114,6 +227,34 @@ ROWS: tuple[RowSpec, ...] = (
                     (1.0, "orange"),
                     (c.LATENCY_P95_THRESHOLD_SECONDS, "red"),
                 ),
+            ),
+            PanelSpec(
+                "Server error ratio by route",
+                "Share of each route's requests answered with a 5xx (the R and E of RED, by "
+                "route).",
+                (
+                    _q(
+                        # "or 0 *": a route without 5xx shows 0, not a gap.
+                        f'(sum by (path) (rate(http_requests_total{{{SEL}, status=~"5.."}}[{RATE}]))'
+                        f" or 0 * sum by (path) (rate(http_requests_total{{{SEL}}}[{RATE}])))"
+                        f" / sum by (path) (rate(http_requests_total{{{SEL}}}[{RATE}]))",
+                        "{{path}}",
+                    ),
+                ),
+                "percentunit",
+                thresholds=((None, "green"), (c.ERROR_RATIO_THRESHOLD, "red")),
+            ),
+            PanelSpec(
+                "Latency by route (p95)",
+                "The D of RED, by route; the messages route lasts as long as its replies.",
+                (
+                    _q(
+                        f"histogram_quantile(0.95, sum by (path, le) (rate(http_request_duration_seconds_bucket{{{SEL}}}[{RATE}])))",
+                        "{{path}}",
+                    ),
+                ),
+                "s",
+                thresholds=((None, "green"), (c.LATENCY_P95_THRESHOLD_SECONDS, "red")),
             ),
             PanelSpec(
                 "Errors by type",
@@ -253,6 +394,46 @@ ROWS: tuple[RowSpec, ...] = (
         ),
     ),
     RowSpec(
+        "Saturation",
+        (
+            PanelSpec(
+                "In flight",
+                "HTTP requests being served, and LLM calls started and not ended (calls in "
+                "flight with none ending is a hang).",
+                (
+                    _q(f"sum(http_requests_in_flight{{{SEL}}})", "HTTP requests"),
+                    _q(f"sum by (model) (llm_requests_in_flight{{{LLM_SEL}}})", "LLM {{model}}"),
+                ),
+                "short",
+            ),
+            PanelSpec(
+                "Database connections in use",
+                "Pooled connections checked out, per instance.",
+                (_q(f"sum by (instance) (db_connections_in_use{{{SEL}}})", "{{instance}}"),),
+                "short",
+            ),
+            PanelSpec(
+                "Event-loop lag",
+                "How late each process's event loop ran a timer: blocking work delays every "
+                "request.",
+                (_q(f"max by (instance) (event_loop_lag_seconds{{{SEL}}})", "{{instance}}"),),
+                "s",
+                thresholds=((None, "green"), (0.1, "orange"), (0.5, "red")),
+            ),
+            PanelSpec(
+                "CPU per instance",
+                "CPU seconds per second, per process.",
+                (
+                    _q(
+                        f"sum by (instance) (rate(process_cpu_seconds_total{{{SEL}}}[{RATE}]))",
+                        "{{instance}}",
+                    ),
+                ),
+                "short",
+            ),
+        ),
+    ),
+    RowSpec(
         "Business",
         (
             PanelSpec(
@@ -324,7 +505,13 @@ def _thresholds(steps: tuple[tuple[float | None, str], ...]) -> db.ThresholdsCon
 
 
 def _panel(spec: PanelSpec) -> Any:
-    panel = stat.Panel() if spec.kind == "stat" else timeseries.Panel()
+    if spec.kind == "stat":
+        panel: Any = stat.Panel()
+    else:
+        # Thresholds drawn as dashed lines, so a target is visible against the series.
+        panel = timeseries.Panel().thresholds_style(
+            GraphThresholdsStyleConfig().mode(GraphThresholdsStyleMode.DASHED)
+        )
     panel = (
         panel.title(spec.title)
         .description(spec.description)
@@ -372,7 +559,10 @@ def overview() -> db.Dashboard:
     builder = (
         db.Dashboard("Parley")
         .uid("parley-overview")
-        .description("Requests, errors, LLM performance, live connections and business metrics.")
+        .description(
+            "Turns and their SLOs, requests, errors, LLM performance, saturation, live "
+            "connections and business metrics."
+        )
         .tags(["parley", "generated"])
         .refresh("30s")
         .time("now-1h", "now")
