@@ -141,11 +141,13 @@ ROWS: tuple[RowSpec, ...] = (
                 "How fast the budget burns: 1 spends it in exactly 30 days; the page is at 14.4.",
                 (
                     _q(
-                        f"job:slo_availability_errors:ratio_rate1h{{{JOB_SEL}}} / {c.AVAILABILITY.error_budget}",
+                        f"job:slo_availability_errors:ratio_rate1h{{{JOB_SEL}}}"
+                        f' / scalar(slo:error_budget:ratio{{slo="availability"}})',
                         "1h",
                     ),
                     _q(
-                        f"job:slo_availability_errors:ratio_rate5m{{{JOB_SEL}}} / {c.AVAILABILITY.error_budget}",
+                        f"job:slo_availability_errors:ratio_rate5m{{{JOB_SEL}}}"
+                        f' / scalar(slo:error_budget:ratio{{slo="availability"}})',
                         "5m",
                     ),
                 ),

@@ -124,3 +124,23 @@ def test_compose_mounts_what_deploy_holds() -> None:
     )["datasources"][0]
     assert datasource["type"] == "prometheus"
     assert datasource["url"] == "http://prometheus:9090"
+
+
+def test_every_recording_rule_is_used() -> None:
+    """A rule nobody reads costs evaluations and series: each one feeds an alert, another
+    rule, a dashboard panel, or a query the runbook tells the on-call to run."""
+    from mixin.dashboards import all_queries
+    from mixin.rules import alerting_rules, recording_rules
+
+    rules = recording_rules()
+    runbook = (Path(__file__).parents[2] / "docs" / "runbook.md").read_text()
+    readers = [a["expr"] for a in alerting_rules()] + all_queries() + [runbook]
+    unused = sorted(
+        {
+            rule["record"]
+            for rule in rules
+            if not any(rule["record"] in text for text in readers)
+            and not any(rule["record"] in other["expr"] for other in rules if other is not rule)
+        }
+    )
+    assert unused == []
