@@ -276,14 +276,16 @@ def alerting_rules() -> list[Rule]:
         ),
         _alert(
             "ParleyDown",
-            # Both branches keep the job label, which the inhibition of the rest matches on.
-            f"sum by (job) (up{{{SELECTOR}}}) == 0 or absent(up{{{SELECTOR}}})",
+            # Most replicas down (or none configured). Both branches keep the job label,
+            # which the inhibition of the rest matches on.
+            f"sum by (job) (up{{{SELECTOR}}}) / count by (job) (up{{{SELECTOR}}}) < 0.5"
+            f" or absent(up{{{SELECTOR}}})",
             signals=[f"up{{{SELECTOR}}}"],
             for_="1m",
             severity="critical",
-            summary="No Parley replica answers",
-            description="No {{ $labels.job }} target has answered a scrape for a minute (or "
-            "none is configured): the service is down, or Prometheus cannot see it.",
+            summary="Most Parley replicas do not answer",
+            description="Most {{ $labels.job }} targets have not answered scrapes for a minute "
+            "(or none is configured): the service is down, or Prometheus cannot see it.",
         ),
         _alert(
             "LLMErrorRatioHigh",
