@@ -69,62 +69,38 @@ def _quantiles(metric: str, selector: str, by: str = "") -> tuple[Query, ...]:
 JOB_SEL = f'job="{c.JOB}"'
 SLO_COLORS = ((None, "red"), (0.25, "orange"), (0.5, "green"))
 
+
+def _slo_stats(slo: c.SLO, sli: str, title: str, legend: str) -> tuple[PanelSpec, ...]:
+    """The SLI over the SLO period, and the share of its error budget left."""
+    return (
+        PanelSpec(
+            f"{title}, 30 days (SLO {slo.objective:.1%})",
+            f"{slo.description[0].upper()}{slo.description[1:]}; from the recording rules "
+            "(whole job).",
+            (_q(f"1 - job:slo_{sli}:ratio_rate{c.SLO_PERIOD}{{{JOB_SEL}}}", legend),),
+            "percentunit",
+            kind="stat",
+            width=6,
+            thresholds=((None, "red"), (slo.objective, "green")),
+        ),
+        PanelSpec(
+            f"Error budget left: {slo.name}",
+            f"Share of the 30-day {slo.name} budget not yet spent.",
+            (_q(f'job:slo_error_budget_remaining:ratio{{{JOB_SEL}, slo="{slo.name}"}}', "left"),),
+            "percentunit",
+            kind="stat",
+            width=6,
+            thresholds=SLO_COLORS,
+        ),
+    )
+
+
 ROWS: tuple[RowSpec, ...] = (
     RowSpec(
         "Turns and SLOs",
         (
-            PanelSpec(
-                "Turn availability, 30 days (SLO 99.5%)",
-                "Turns that did not fail (llm_error, interrupted), every channel, from the "
-                "recording rules (whole job).",
-                (
-                    _q(
-                        f"1 - job:slo_availability_errors:ratio_rate30d{{{JOB_SEL}}}",
-                        "availability",
-                    ),
-                ),
-                "percentunit",
-                kind="stat",
-                width=6,
-                thresholds=((None, "red"), (c.AVAILABILITY.objective, "green")),
-            ),
-            PanelSpec(
-                "Error budget left: availability",
-                "Share of the 30-day availability budget not yet spent.",
-                (
-                    _q(
-                        f'job:slo_error_budget_remaining:ratio{{{JOB_SEL}, slo="availability"}}',
-                        "left",
-                    ),
-                ),
-                "percentunit",
-                kind="stat",
-                width=6,
-                thresholds=SLO_COLORS,
-            ),
-            PanelSpec(
-                "Turn latency, 30 days (SLO 99%)",
-                "Streamed turns with a first token within 2 s and whole turns within 10 s.",
-                (_q(f"1 - job:slo_latency_slow:ratio_rate30d{{{JOB_SEL}}}", "within target"),),
-                "percentunit",
-                kind="stat",
-                width=6,
-                thresholds=((None, "red"), (c.LATENCY.objective, "green")),
-            ),
-            PanelSpec(
-                "Error budget left: latency",
-                "Share of the 30-day latency budget not yet spent.",
-                (
-                    _q(
-                        f'job:slo_error_budget_remaining:ratio{{{JOB_SEL}, slo="latency"}}',
-                        "left",
-                    ),
-                ),
-                "percentunit",
-                kind="stat",
-                width=6,
-                thresholds=SLO_COLORS,
-            ),
+            *_slo_stats(c.AVAILABILITY, "availability_errors", "Turn availability", "availability"),
+            *_slo_stats(c.LATENCY, "latency_slow", "Turn latency", "within target"),
             PanelSpec(
                 "Turns by channel and outcome",
                 "Turns per second: ok, escalated, llm_error, rejected, cancelled, interrupted.",
