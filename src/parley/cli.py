@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from parley.config import Settings, SettingsError, load_settings
+from parley import __version__
+from parley.config import Settings, SettingsError, environment_variable, load_settings
 from parley.observability import configure_logging, multiprocess
 from parley.store import Database, upgrade_to_head
 
@@ -65,14 +66,60 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    port = _int(text, "port")
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: use 1 to 65535")
+    return port
+
+
+def _workers(text: str) -> int:
+    workers = _int(text, "worker count")
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"invalid worker count {text!r}: use 1 or more")
+    return workers
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: not a number") from None
+
+
+def _environment_help() -> str:
+    """Every setting's environment variable, from Settings itself (so it cannot drift)."""
+    lines = ["environment variables (see the README for their meaning):"]
+    for name, field in Settings.model_fields.items():
+        secret = " (secret)" if "SecretStr" in str(field.annotation) else ""
+        lines.append(f"  {environment_variable(name)}{secret}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="parley",
+        description="Parley: goal-driven LLM conversations over HTTP, SSE and WebSocket.",
+        epilog=_environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"parley {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP and WebSocket API")
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP and WebSocket API",
+        description="Run the HTTP and WebSocket API under uvicorn.",
+        epilog=_environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--host", help="bind address (default PARLEY_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default PARLEY_PORT or 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    commands.add_parser("migrate", help="bring the database schema up to date")
+    serve.add_argument("--port", type=_port, help="port (default PARLEY_PORT or 8000)")
+    serve.add_argument("--workers", type=_workers, default=1, help="worker processes (default 1)")
+    commands.add_parser(
+        "migrate",
+        help="bring the database schema up to date",
+        description="Bring the database schema up to date (PARLEY_DATABASE_URL).",
+    )
     return parser
 
 

@@ -157,12 +157,13 @@ def load_settings() -> Settings:
 
 def _problem(error: Any) -> str:
     field = str(error["loc"][0]) if error["loc"] else ""
-    variable = _variable(field) if field else "settings"
+    variable = environment_variable(field) if field else "settings"
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{variable}: {message}"
 
 
-def _variable(field: str) -> str:
+def environment_variable(field: str) -> str:
+    """The environment variable a Settings field is read from."""
     info = Settings.model_fields.get(field)
     alias = info.validation_alias if info is not None else None
     if isinstance(alias, AliasChoices):
