@@ -1,11 +1,12 @@
-# Parley as a container: the same hash-locked dependencies as `make`.
+# Parley as a container: the hash-locked runtime dependencies `make run` uses (no test,
+# lint or benchmark tools).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
-COPY requirements/lock.txt requirements/lock.txt
-RUN pip install --no-cache-dir --require-hashes -r requirements/lock.txt
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
 
 COPY pyproject.toml README.md ./
 COPY src ./src

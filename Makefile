@@ -3,22 +3,31 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint check lock clean docs stack bench soak
 
-$(STAMP): requirements/lock.txt requirements/bench.txt requirements/fuzz.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# What the service needs to run: no test, lint or benchmark tools (make run, Docker).
+$(RUNTIME): requirements/runtime.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing Parley's runtime dependencies into $(VENV) (the first time only)"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/runtime.txt
+	# the project itself: no dependencies (all locked above), no network for the build backend
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(RUNTIME)
+
+# Everything make test, lint, docs and bench need on top.
+$(STAMP): $(RUNTIME) requirements/lock.txt requirements/bench.txt requirements/fuzz.txt
+	@echo "Installing the test, lint and benchmark tools into $(VENV) (the first time only)"
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/lock.txt
 	# the peers the benchmarks compare against (never imported by Parley itself)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/bench.txt
 	# schemathesis, for the generated-request tests (constrained by the lock, like the peers)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/fuzz.txt
-	# the project itself: no dependencies (all locked above), no network for the build backend
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUNTIME)
 	$(BIN)/parley serve
 
 test: $(STAMP)
@@ -52,6 +61,8 @@ lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet uv==0.13.9
 	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes \
 		--python-version 3.11 --no-header --quiet -o requirements/lock.txt
+	$(BIN)/uv pip compile pyproject.toml requirements/build.in -c requirements/lock.txt \
+		--generate-hashes --python-version 3.11 --no-header --quiet -o requirements/runtime.txt
 	$(BIN)/uv pip compile requirements/bench.in -c requirements/lock.txt --generate-hashes \
 		--python-version 3.11 --no-header --quiet -o requirements/bench.txt
 	$(BIN)/uv pip compile requirements/fuzz.in -c requirements/lock.txt --generate-hashes \
