@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 
 
@@ -24,6 +25,21 @@ def make_goal(client: TestClient, goal_id: str = "support", **escalation: Any) -
 def make_conversation(client: TestClient, goal_id: str = "support") -> str:
     response = client.post("/v1/conversations/", json={"goal_id": goal_id})
     assert response.status_code == 201, response.text
+    conversation_id: str = response.json()["id"]
+    return conversation_id
+
+
+async def start_conversation(
+    http: httpx.AsyncClient, goal_id: str = "support", **escalation: Any
+) -> str:
+    """A new conversation over a live server's HTTP API; its goal is created once."""
+    if (await http.get(f"/v1/goals/{goal_id}")).status_code == 404:
+        goal: dict[str, Any] = {"id": goal_id, "name": goal_id, "instructions": "Help."}
+        if escalation:
+            goal["escalation"] = escalation
+        (await http.post("/v1/goals/", json=goal)).raise_for_status()
+    response = await http.post("/v1/conversations/", json={"goal_id": goal_id})
+    response.raise_for_status()
     conversation_id: str = response.json()["id"]
     return conversation_id
 

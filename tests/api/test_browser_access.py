@@ -14,6 +14,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from parley.app import create_app
+from tests.api.helpers import start_conversation
 from tests.conftest import app_client, make_settings
 from tests.support.live_server import LiveServer
 
@@ -77,9 +78,7 @@ async def test_with_auth_off_a_page_from_another_origin_cannot_drive_a_conversat
 ) -> None:
     with LiveServer(create_app(make_settings(tmp_path))) as live:
         async with httpx.AsyncClient(base_url=live.http_url) as http:
-            await http.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
-            created = await http.post("/v1/conversations/", json={"goal_id": "g"})
-            conversation = created.json()["id"]
+            conversation = await start_conversation(http)
         url = f"{live.ws_url}/v1/conversations/{conversation}/ws"
         with pytest.raises(InvalidStatus):
             async with connect(url, origin=Origin("https://evil.example.net")):

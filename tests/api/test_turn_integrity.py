@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from parley.app import create_app
+from tests.api.helpers import start_conversation
 from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
 from tests.support.providers import ScriptedProvider
@@ -45,18 +46,6 @@ def server(app: FastAPI) -> Iterator[LiveServer]:
 async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as client:
         yield client
-
-
-async def _conversation(http: httpx.AsyncClient, **escalation: Any) -> str:
-    goal: dict[str, Any] = {"id": "support", "name": "Support", "instructions": "Help."}
-    if escalation:
-        goal["escalation"] = escalation
-    if (await http.get("/v1/goals/support")).status_code == 404:
-        (await http.post("/v1/goals/", json=goal)).raise_for_status()
-    response = await http.post("/v1/conversations/", json={"goal_id": "support"})
-    response.raise_for_status()
-    conversation_id: str = response.json()["id"]
-    return conversation_id
 
 
 async def _messages(http: httpx.AsyncClient, conversation_id: str) -> list[dict[str, Any]]:
@@ -155,7 +144,7 @@ async def test_a_hang_up_stores_what_the_readme_says_and_the_next_write_succeeds
     elif point == "token":
         provider.chunk_delay = 0.05
     stop, tokens = ("token", len(WORDS)) if point == "last_token" else (point, 3)
-    conversation_id = await _conversation(http)
+    conversation_id = await start_conversation(http)
     if channel == "sse":
         await _sse_until(http, conversation_id, stop, tokens)
     else:
@@ -188,7 +177,7 @@ async def test_concurrent_messages_to_one_conversation_hold_max_turns(
 ) -> None:
     """``max_turns: 5``: five replies, the sixth message escalates, every later one is 409 and
     stored nowhere; seq and created_at agree; each reply names its message."""
-    conversation_id = await _conversation(http, max_turns=5)
+    conversation_id = await start_conversation(http, max_turns=5)
 
     async def send(index: int) -> int:
         response = await http.post(
@@ -216,7 +205,7 @@ async def test_a_retry_after_a_cut_stream_stores_nothing_twice(
     the same turn back, and the conversation holds one user message and one reply."""
     provider.steps.append(REPLY)
     provider.chunk_delay = 0.05
-    conversation_id = await _conversation(http)
+    conversation_id = await start_conversation(http)
     key = {"Idempotency-Key": "retry-1"}
     await _sse_until(http, conversation_id, "token", 2, **key)
     await _turns_settled(app)
@@ -233,7 +222,7 @@ async def test_a_retry_after_a_cut_stream_stores_nothing_twice(
 
 
 async def test_the_same_key_with_other_content_is_a_conflict(http: httpx.AsyncClient) -> None:
-    conversation_id = await _conversation(http)
+    conversation_id = await start_conversation(http)
     url = f"/v1/conversations/{conversation_id}/messages"
     key = {"Idempotency-Key": "k"}
     assert (await http.post(url, json={"content": "one"}, headers=key)).status_code == 200
@@ -245,7 +234,7 @@ async def test_the_same_key_with_other_content_is_a_conflict(http: httpx.AsyncCl
 async def test_a_websocket_retry_with_the_same_id_stores_nothing_twice(
     server: LiveServer, http: httpx.AsyncClient, provider: ScriptedProvider
 ) -> None:
-    conversation_id = await _conversation(http)
+    conversation_id = await start_conversation(http)
     url = f"{server.ws_url}/v1/conversations/{conversation_id}/ws"
     frames: list[list[dict[str, Any]]] = []
     async with asyncio.timeout(20), connect(url) as ws:
@@ -267,7 +256,7 @@ async def test_a_whole_reply_whose_client_left_stops_the_llm_and_is_recorded_as_
 ) -> None:
     provider.steps.append("slow answer")
     provider.first_delay = 30
-    conversation_id = await _conversation(http)
+    conversation_id = await start_conversation(http)
     with pytest.raises(httpx.ReadTimeout):
         await http.post(
             f"/v1/conversations/{conversation_id}/messages",

@@ -17,20 +17,11 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.api.helpers import start_conversation
 from tests.support.serve import Served, serve_process
 
 # About 40 tokens at 0.1 s each: a reply takes some 4 s to stream.
 SLOW = {"PARLEY_SIM_TTFT_SECONDS": "0", "PARLEY_SIM_TOKEN_DELAY_SECONDS": "0.1"}
-
-
-async def _conversation(http: httpx.AsyncClient) -> str:
-    if (await http.get("/v1/goals/support")).status_code == 404:
-        goal = {"id": "support", "name": "Support", "instructions": "Help."}
-        (await http.post("/v1/goals/", json=goal)).raise_for_status()
-    response = await http.post("/v1/conversations/", json={"goal_id": "support"})
-    response.raise_for_status()
-    conversation_id: str = response.json()["id"]
-    return conversation_id
 
 
 async def _sse_events(
@@ -70,8 +61,8 @@ def _stored(database: Path) -> list[tuple[str, str]]:
 
 async def _terminate_mid_turn(served: Served) -> tuple[list[str], list[dict[str, Any]]]:
     async with httpx.AsyncClient(base_url=served.url, timeout=60) as http:
-        sse_conversation = await _conversation(http)
-        ws_conversation = await _conversation(http)
+        sse_conversation = await start_conversation(http)
+        ws_conversation = await start_conversation(http)
         url = served.url.replace("http", "ws") + f"/v1/conversations/{ws_conversation}/ws"
         async with asyncio.timeout(60), connect(url) as ws:
             sse_started, ws_started = asyncio.Event(), asyncio.Event()

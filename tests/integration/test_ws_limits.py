@@ -11,15 +11,15 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.api.helpers import start_conversation
 from tests.support.serve import serve
 
 
 async def test_oversized_and_invalid_utf8_frames_are_closed_cleanly(tmp_path: Path) -> None:
     with serve(tmp_path, env={"PARLEY_MAX_BODY_BYTES": "4096"}) as url:
         async with httpx.AsyncClient(base_url=url) as http:
-            await http.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
-            conversation = (await http.post("/v1/conversations/", json={"goal_id": "g"})).json()
-            ws_url = url.replace("http", "ws", 1) + f"/v1/conversations/{conversation['id']}/ws"
+            conversation_id = await start_conversation(http)
+            ws_url = url.replace("http", "ws", 1) + f"/v1/conversations/{conversation_id}/ws"
             cases: list[tuple[str | bytes, bool, int]] = [
                 ("x" * 10_000, True, 1009),  # message too big
                 (b"\xff\xfe not utf-8", True, 1007),  # invalid frame payload data

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from parley.app import create_app
 from parley.llm import LLMError, LLMErrorKind
-from tests.api.helpers import make_conversation, make_goal
+from tests.api.helpers import make_conversation, make_goal, start_conversation
 from tests.conftest import app_client, make_settings
 from tests.support.live_server import LiveServer
 from tests.support.metrics import value
@@ -62,9 +62,8 @@ async def test_websocket_turns_and_a_client_that_leaves_are_counted(tmp_path: Pa
     registry: CollectorRegistry = app.state.instrumentation.registry
     with LiveServer(app) as server:
         async with httpx.AsyncClient(base_url=server.http_url) as http:
-            await http.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
-            created = await http.post("/v1/conversations/", json={"goal_id": "g"})
-        url = f"{server.ws_url}/v1/conversations/{created.json()['id']}/ws"
+            conversation_id = await start_conversation(http)
+        url = f"{server.ws_url}/v1/conversations/{conversation_id}/ws"
         async with asyncio.timeout(30), connect(url) as ws:
             await ws.send(json.dumps({"type": "message", "content": "hi"}))
             while json.loads(await ws.recv())["type"] != "done":
@@ -92,9 +91,7 @@ async def test_an_sse_client_that_hangs_up_is_recorded_as_499_and_cancelled(
     path = "/v1/conversations/{conversation_id}/messages"
     with LiveServer(app) as server:
         async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
-            await http.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
-            created = await http.post("/v1/conversations/", json={"goal_id": "g"})
-            url = f"/v1/conversations/{created.json()['id']}/messages"
+            url = f"/v1/conversations/{await start_conversation(http)}/messages"
             body = {"content": "long", "stream": True}
             async with http.stream("POST", url, json=body) as response:
                 async for line in response.aiter_lines():
