@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 JOB = "parley"
-RUNBOOK = "docs/runbook.md"
+# Where the runbook is published: alerts link to a section of it (an absolute URL, so the
+# link works from a pager or a chat message). Point it at your copy and run `make docs`.
+RUNBOOK_URL = "https://github.com/parley-dev/parley/blob/main/docs/runbook.md"
+# Rules aggregate by these labels: Prometheus' external labels (cluster, env) and the
+# Kubernetes namespace keep replicas of different clusters and environments apart on a
+# global view (Thanos, Mimir, VictoriaMetrics). A label a setup lacks is empty: one group.
+AGGREGATION_LABELS = ("cluster", "env", "namespace", "job")
 
 # Guideline alerts, corrected. HighErrorRate counts server errors and failed turns, not
 # every 4xx (a client's flood of 4xx is ClientErrorFlood, a ticket), and needs traffic.

@@ -22,7 +22,10 @@ from grafana_foundation_sdk.models.dashboard import (
 from mixin import config as c
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
-SEL = f'job="{c.JOB}", instance=~"$instance"'
+# Which Parley: the cluster, environment and job picked in the dashboard's variables
+# (recording rules are per job, so only these apply to them), then the instances.
+SCOPE = 'cluster=~"$cluster", env=~"$env", job=~"$job"'
+SEL = f'{SCOPE}, instance=~"$instance"'
 LLM_SEL = f'{SEL}, model=~"$model"'
 RATE = "$__rate_interval"
 
@@ -66,7 +69,7 @@ def _quantiles(metric: str, selector: str, by: str = "") -> tuple[Query, ...]:
     )
 
 
-JOB_SEL = f'job="{c.JOB}"'
+JOB_SEL = SCOPE
 SLO_COLORS = ((None, "red"), (0.25, "orange"), (0.5, "green"))
 
 
@@ -161,8 +164,8 @@ ROWS: tuple[RowSpec, ...] = (
         (
             PanelSpec(
                 "Request rate by route",
-                "HTTP requests per second, by route template.",
-                (_q(f"sum by (path) (rate(http_requests_total{{{SEL}}}[{RATE}]))", "{{path}}"),),
+                "HTTP requests per second, by route template (recording rule, whole job).",
+                (_q(f"sum by (path) (job_path:http_requests:rate5m{{{JOB_SEL}}})", "{{path}}"),),
                 "reqps",
             ),
             PanelSpec(
@@ -208,14 +211,11 @@ ROWS: tuple[RowSpec, ...] = (
             ),
             PanelSpec(
                 "Server error ratio by route",
-                "Share of each route's requests answered with a 5xx (the R and E of RED, by "
-                "route).",
+                "Share of each route's requests answered with a 5xx (the E of RED, by route; "
+                "recording rule, whole job).",
                 (
                     _q(
-                        # "or 0 *": a route without 5xx shows 0, not a gap.
-                        f'(sum by (path) (rate(http_requests_total{{{SEL}, status=~"5.."}}[{RATE}]))'
-                        f" or 0 * sum by (path) (rate(http_requests_total{{{SEL}}}[{RATE}])))"
-                        f" / sum by (path) (rate(http_requests_total{{{SEL}}}[{RATE}]))",
+                        f"job_path:http_server_errors:ratio_rate5m{{{JOB_SEL}}}",
                         "{{path}}",
                     ),
                 ),
@@ -224,10 +224,11 @@ ROWS: tuple[RowSpec, ...] = (
             ),
             PanelSpec(
                 "Latency by route (p95)",
-                "The D of RED, by route; the messages route lasts as long as its replies.",
+                "The D of RED, by route (recording rule, whole job); the messages route lasts "
+                "as long as its replies.",
                 (
                     _q(
-                        f"histogram_quantile(0.95, sum by (path, le) (rate(http_request_duration_seconds_bucket{{{SEL}}}[{RATE}])))",
+                        f"job_path:http_request_duration_seconds:p95_rate5m{{{JOB_SEL}}}",
                         "{{path}}",
                     ),
                 ),
@@ -468,9 +469,13 @@ ROWS: tuple[RowSpec, ...] = (
 )
 
 # Template variables: their queries are Grafana's label_values() over these series.
+# Each narrows the next: cluster, then environment, job, instance.
 VARIABLE_SERIES = {
-    "instance": f'up{{job="{c.JOB}"}}',
-    "model": f'llm_requests_total{{job="{c.JOB}"}}',
+    "cluster": "http_requests_total",
+    "env": 'http_requests_total{cluster=~"$cluster"}',
+    "job": 'http_requests_total{cluster=~"$cluster", env=~"$env"}',
+    "instance": f"up{{{SCOPE}}}",
+    "model": f"llm_requests_total{{{SCOPE}}}",
 }
 
 
@@ -528,6 +533,9 @@ def _label_variable(name: str, label: str) -> db.QueryVariable:
 def _variables() -> list[Any]:
     return [
         db.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        _label_variable("cluster", "Cluster"),
+        _label_variable("env", "Environment"),
+        _label_variable("job", "Job"),
         _label_variable("instance", "Instance"),
         _label_variable("model", "Model"),
     ]

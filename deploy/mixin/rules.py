@@ -13,6 +13,8 @@ Rule = dict[str, Any]
 SIGNALS: dict[str, list[str]] = {}
 
 SELECTOR = f'job="{c.JOB}"'
+# Every aggregation keeps these, so a global view never merges clusters or environments.
+BY = ", ".join(c.AGGREGATION_LABELS)
 
 
 def _record(name: str, expr: str) -> Rule:
@@ -32,22 +34,22 @@ ZERO = "0 * job:http_requests:rate5m"
 
 def recording_rules() -> list[Rule]:
     # Only what an alert, another rule, the dashboard or the runbook reads (a test holds
-    # it so): the dashboard reads raw series, to filter by instance.
+    # it so). Panels that filter by instance read raw series.
     http = [
         _record(
             "job:http_requests:rate5m",
-            f"sum by (job) (rate(http_requests_total{{{SELECTOR}}}[5m]))",
+            f"sum by ({BY}) (rate(http_requests_total{{{SELECTOR}}}[5m]))",
         ),
         # Work: HTTP requests and WebSocket turns. Failed work: 5xx answers, and streamed
         # turns that failed in-band (an SSE turn whose LLM failed is an HTTP 200).
         _record(
             "job:work:rate5m",
-            f'job:http_requests:rate5m + (sum by (job) (rate(conversation_turns_total{{{SELECTOR}, channel="ws"}}[5m])) or {ZERO})',
+            f'job:http_requests:rate5m + (sum by ({BY}) (rate(conversation_turns_total{{{SELECTOR}, channel="ws"}}[5m])) or {ZERO})',
         ),
         _record(
             "job:failed_work:rate5m",
-            f'(sum by (job) (rate(http_requests_total{{{SELECTOR}, status=~"5.."}}[5m])) or {ZERO})'
-            f' + (sum by (job) (rate(conversation_turns_total{{{SELECTOR}, channel=~"sse|ws", outcome=~"llm_error|interrupted"}}[5m])) or {ZERO})',
+            f'(sum by ({BY}) (rate(http_requests_total{{{SELECTOR}, status=~"5.."}}[5m])) or {ZERO})'
+            f' + (sum by ({BY}) (rate(conversation_turns_total{{{SELECTOR}, channel=~"sse|ws", outcome=~"llm_error|interrupted"}}[5m])) or {ZERO})',
         ),
         _record(
             "job:failed_work_per_work:ratio_rate5m",
@@ -55,20 +57,31 @@ def recording_rules() -> list[Rule]:
         ),
         _record(
             "job:client_errors_per_http_requests:ratio_rate5m",
-            f'(sum by (job) (rate(http_requests_total{{{SELECTOR}, status=~"4.."}}[5m])) or {ZERO})'
+            f'(sum by ({BY}) (rate(http_requests_total{{{SELECTOR}, status=~"4.."}}[5m])) or {ZERO})'
             " / job:http_requests:rate5m",
         ),
-        _p95("job_path", "http_request_duration_seconds", "job, path"),
+        # Per-route RED for the dashboard: rate, server-error ratio, p95 duration.
+        _record(
+            "job_path:http_requests:rate5m",
+            f"sum by ({BY}, path) (rate(http_requests_total{{{SELECTOR}}}[5m]))",
+        ),
+        _record(
+            "job_path:http_server_errors:ratio_rate5m",
+            # "or 0 *": a route without 5xx has a ratio of 0, not a gap.
+            f'(sum by ({BY}, path) (rate(http_requests_total{{{SELECTOR}, status=~"5.."}}[5m]))'
+            " or 0 * job_path:http_requests:rate5m) / job_path:http_requests:rate5m",
+        ),
+        _p95("job_path", "http_request_duration_seconds", f"{BY}, path"),
     ]
     llm = [
         _record(
             "job_model:llm_errors:rate5m",
-            f"sum by (job, model, error_type) (rate(llm_errors_total{{{SELECTOR}}}[5m]))",
+            f"sum by ({BY}, model, error_type) (rate(llm_errors_total{{{SELECTOR}}}[5m]))",
         ),
-        _p95("job_model", "llm_latency_seconds", "job, model"),
-        _p95("job_model", "llm_ttft_seconds", "job, model"),
+        _p95("job_model", "llm_latency_seconds", f"{BY}, model"),
+        _p95("job_model", "llm_ttft_seconds", f"{BY}, model"),
     ]
-    turn_latency = [_p95("job_channel", "conversation_turn_ttft_seconds", "job, channel")]
+    turn_latency = [_p95("job_channel", "conversation_turn_ttft_seconds", f"{BY}, channel")]
     slo = []
     turns = f'{SELECTOR}, outcome=~"ok|escalated|llm_error|interrupted"'
     streamed = f'{SELECTOR}, channel=~"sse|ws"'
@@ -77,14 +90,14 @@ def recording_rules() -> list[Rule]:
         slo.append(
             _record(
                 f"job:slo_turns:rate{window}",
-                f"sum by (job) (rate(conversation_turns_total{{{turns}}}[{window}]))",
+                f"sum by ({BY}) (rate(conversation_turns_total{{{turns}}}[{window}]))",
             )
         )
         slo.append(
             _record(
                 f"job:slo_availability_errors:ratio_rate{window}",
                 # "or ... * 0": no failed turn at all is a ratio of 0, not an empty result.
-                f'(sum by (job) (rate(conversation_turns_total{{{SELECTOR}, outcome=~"llm_error|interrupted"}}[{window}]))'
+                f'(sum by ({BY}) (rate(conversation_turns_total{{{SELECTOR}, outcome=~"llm_error|interrupted"}}[{window}]))'
                 f" or 0 * job:slo_turns:rate{window})"
                 f" / job:slo_turns:rate{window}",
             )
@@ -93,10 +106,10 @@ def recording_rules() -> list[Rule]:
             _record(
                 f"job:slo_latency_slow:ratio_rate{window}",
                 f"1 - ("
-                f'(sum by (job) (rate(conversation_turn_ttft_seconds_bucket{{{streamed}, le="{c.TURN_TTFT_THRESHOLD_SECONDS}"}}[{window}]))'
-                f' + sum by (job) (rate(conversation_turn_duration_seconds_bucket{{{whole}, le="{c.TURN_DURATION_THRESHOLD_SECONDS}"}}[{window}])))'
-                f" / (sum by (job) (rate(conversation_turn_ttft_seconds_count{{{streamed}}}[{window}]))"
-                f" + sum by (job) (rate(conversation_turn_duration_seconds_count{{{whole}}}[{window}])))"
+                f'(sum by ({BY}) (rate(conversation_turn_ttft_seconds_bucket{{{streamed}, le="{c.TURN_TTFT_THRESHOLD_SECONDS}"}}[{window}]))'
+                f' + sum by ({BY}) (rate(conversation_turn_duration_seconds_bucket{{{whole}, le="{c.TURN_DURATION_THRESHOLD_SECONDS}"}}[{window}])))'
+                f" / (sum by ({BY}) (rate(conversation_turn_ttft_seconds_count{{{streamed}}}[{window}]))"
+                f" + sum by ({BY}) (rate(conversation_turn_duration_seconds_count{{{whole}}}[{window}])))"
                 f")",
             )
         )
@@ -143,7 +156,7 @@ def _alert(
         "annotations": {
             "summary": summary,
             "description": description,
-            "runbook_url": f"{c.RUNBOOK}#{name.lower()}",
+            "runbook_url": f"{c.RUNBOOK_URL}#{name.lower()}",
         },
     }
 
@@ -161,7 +174,7 @@ def _burn_rate_alerts(slo: c.SLO, sli: str, title: str) -> list[Rule]:
                 f"job:{sli}:ratio_rate{long} > {threshold}"
                 f" and job:{sli}:ratio_rate{short} > {threshold}"
                 # The guard reads the short window: a long one dilutes young traffic.
-                f" and on(job) job:slo_turns:rate{short} > {c.MIN_TURNS_PER_SECOND}",
+                f" and on({BY}) job:slo_turns:rate{short} > {c.MIN_TURNS_PER_SECOND}",
                 for_="2m" if severity == "critical" else "15m",
                 severity=severity,
                 labels={"long": long, "short": short},
@@ -183,7 +196,7 @@ def alerting_rules() -> list[Rule]:
         _alert(
             "HighErrorRate",
             f"job:failed_work_per_work:ratio_rate5m > {c.ERROR_RATIO_THRESHOLD}"
-            f" and on(job) job:work:rate5m > {c.MIN_REQUESTS_PER_SECOND}",
+            f" and on({BY}) job:work:rate5m > {c.MIN_REQUESTS_PER_SECOND}",
             signals=["job:failed_work_per_work:ratio_rate5m", "job:work:rate5m"],
             for_="5m",
             severity="warning",
@@ -195,7 +208,7 @@ def alerting_rules() -> list[Rule]:
         _alert(
             "ClientErrorFlood",
             f"job:client_errors_per_http_requests:ratio_rate5m > {c.CLIENT_ERROR_RATIO_THRESHOLD}"
-            f" and on(job) job:http_requests:rate5m > {c.MIN_REQUESTS_PER_SECOND}",
+            f" and on({BY}) job:http_requests:rate5m > {c.MIN_REQUESTS_PER_SECOND}",
             signals=["job:client_errors_per_http_requests:ratio_rate5m"],
             for_="15m",
             severity="warning",
@@ -230,18 +243,18 @@ def alerting_rules() -> list[Rule]:
             "LLMServiceDown",
             # A total outage pages within 6 minutes of steady traffic failing: a 2-minute
             # ratio, then 3 minutes of `for`.
-            f'(sum by (job) (rate(llm_requests_total{{{SELECTOR}, status="error"}}[2m]))'
-            f" / sum by (job) (rate(llm_requests_total{{{SELECTOR}}}[2m])) >= {c.LLM_DOWN_ERROR_RATIO})"
+            f'(sum by ({BY}) (rate(llm_requests_total{{{SELECTOR}, status="error"}}[2m]))'
+            f" / sum by ({BY}) (rate(llm_requests_total{{{SELECTOR}}}[2m])) >= {c.LLM_DOWN_ERROR_RATIO})"
             # The guideline's "no LLM calls while conversations go on": turns that needed
             # the LLM, and no call made or ended (the gateway bypassed, the metrics lost).
-            f' or (sum by (job) (increase(conversation_turns_total{{{SELECTOR}, outcome=~"ok|llm_error"}}[10m])) > 0'
-            f" unless on(job) sum by (job) (increase(llm_requests_total{{{SELECTOR}}}[10m])) > 0)"
+            f' or (sum by ({BY}) (increase(conversation_turns_total{{{SELECTOR}, outcome=~"ok|llm_error"}}[10m])) > 0'
+            f" unless on({BY}) sum by ({BY}) (increase(llm_requests_total{{{SELECTOR}}}[10m])) > 0)"
             f" or (absent_over_time(llm_requests_total{{{SELECTOR}}}[10m]) and on() "
             f"count(up{{{SELECTOR}}} == 1) > 0)",
             signals=[
-                f'sum by (job) (rate(llm_requests_total{{{SELECTOR}, status="error"}}[2m]))'
-                f" / sum by (job) (rate(llm_requests_total{{{SELECTOR}}}[2m]))",
-                f"sum by (job) (increase(conversation_turns_total{{{SELECTOR}}}[10m]))",
+                f'sum by ({BY}) (rate(llm_requests_total{{{SELECTOR}, status="error"}}[2m]))'
+                f" / sum by ({BY}) (rate(llm_requests_total{{{SELECTOR}}}[2m]))",
+                f"sum by ({BY}) (increase(conversation_turns_total{{{SELECTOR}}}[10m]))",
             ],
             for_="3m",
             severity="critical",
@@ -252,11 +265,11 @@ def alerting_rules() -> list[Rule]:
         ),
         _alert(
             "LLMRequestsHanging",
-            f"sum by (job, model) (llm_requests_in_flight{{{SELECTOR}}}) > 0"
-            f" and sum by (job, model) (increase(llm_requests_total{{{SELECTOR}}}[{c.LLM_HANG_WINDOW}])) == 0",
+            f"sum by ({BY}, model) (llm_requests_in_flight{{{SELECTOR}}}) > 0"
+            f" and sum by ({BY}, model) (increase(llm_requests_total{{{SELECTOR}}}[{c.LLM_HANG_WINDOW}])) == 0",
             signals=[
-                f"sum by (job, model) (llm_requests_in_flight{{{SELECTOR}}})",
-                f"sum by (job, model) (increase(llm_requests_total{{{SELECTOR}}}[{c.LLM_HANG_WINDOW}]))",
+                f"sum by ({BY}, model) (llm_requests_in_flight{{{SELECTOR}}})",
+                f"sum by ({BY}, model) (increase(llm_requests_total{{{SELECTOR}}}[{c.LLM_HANG_WINDOW}]))",
             ],
             for_="5m",
             severity="critical",
@@ -276,25 +289,30 @@ def alerting_rules() -> list[Rule]:
         ),
         _alert(
             "ParleyDown",
-            # Most replicas down (or none configured). Both branches keep the job label,
-            # which the inhibition of the rest matches on.
-            f"sum by (job) (up{{{SELECTOR}}}) / count by (job) (up{{{SELECTOR}}}) < 0.5"
+            # Most replicas down, or a cluster's targets all gone (seen in the last day,
+            # none now: on a global view `absent` sees the other clusters' series), or
+            # none configured at all. Every branch keeps the job label, which the
+            # inhibition of the rest matches on.
+            f"sum by ({BY}) (up{{{SELECTOR}}}) / count by ({BY}) (up{{{SELECTOR}}}) < 0.5"
+            f" or (count by ({BY}) (last_over_time(up{{{SELECTOR}}}[1d]))"
+            f" unless on({BY}) count by ({BY}) (up{{{SELECTOR}}}))"
             f" or absent(up{{{SELECTOR}}})",
             signals=[f"up{{{SELECTOR}}}"],
             for_="1m",
             severity="critical",
             summary="Most Parley replicas do not answer",
-            description="Most {{ $labels.job }} targets have not answered scrapes for a minute "
-            "(or none is configured): the service is down, or Prometheus cannot see it.",
+            description="Most {{ $labels.job }} targets{{ with $labels.cluster }} in {{ . }}"
+            "{{ end }} have not answered scrapes for a minute (or none is left): the service "
+            "is down, or Prometheus cannot see it.",
         ),
         _alert(
             "LLMErrorRatioHigh",
-            f'sum by (job, model, error_type) (rate(llm_errors_total{{{SELECTOR}, error_type!~"rate_limited|cancelled"}}[5m]))'
-            f" / ignoring(error_type) group_left sum by (job, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
+            f'sum by ({BY}, model, error_type) (rate(llm_errors_total{{{SELECTOR}, error_type!~"rate_limited|cancelled"}}[5m]))'
+            f" / ignoring(error_type) group_left sum by ({BY}, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
             f" > {c.LLM_ERROR_RATIO_THRESHOLD}",
             signals=[
-                f'sum by (job, model, error_type) (rate(llm_errors_total{{{SELECTOR}, error_type!~"rate_limited|cancelled"}}[5m]))'
-                f" / ignoring(error_type) group_left sum by (job, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
+                f'sum by ({BY}, model, error_type) (rate(llm_errors_total{{{SELECTOR}, error_type!~"rate_limited|cancelled"}}[5m]))'
+                f" / ignoring(error_type) group_left sum by ({BY}, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
             ],
             for_="5m",
             severity="warning",
@@ -304,12 +322,12 @@ def alerting_rules() -> list[Rule]:
         ),
         _alert(
             "LLMRateLimited",
-            f'sum by (job, model) (rate(llm_errors_total{{{SELECTOR}, error_type="rate_limited"}}[5m]))'
-            f" / sum by (job, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
+            f'sum by ({BY}, model) (rate(llm_errors_total{{{SELECTOR}, error_type="rate_limited"}}[5m]))'
+            f" / sum by ({BY}, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
             f" > {c.LLM_RATE_LIMITED_RATIO_THRESHOLD}",
             signals=[
-                f'sum by (job, model) (rate(llm_errors_total{{{SELECTOR}, error_type="rate_limited"}}[5m]))'
-                f" / sum by (job, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
+                f'sum by ({BY}, model) (rate(llm_errors_total{{{SELECTOR}, error_type="rate_limited"}}[5m]))'
+                f" / sum by ({BY}, model) (rate(llm_requests_total{{{SELECTOR}}}[5m]))"
             ],
             for_="10m",
             severity="warning",
@@ -329,12 +347,12 @@ def alerting_rules() -> list[Rule]:
         ),
         _alert(
             "EscalationSpike",
-            f"sum by (job) (rate(escalations_total{{{SELECTOR}}}[15m]))"
-            f" > {c.ESCALATION_SPIKE_FACTOR} * sum by (job) (rate(escalations_total{{{SELECTOR}}}[6h] offset 15m))"
-            f" and sum by (job) (increase(escalations_total{{{SELECTOR}}}[15m])) >= {c.ESCALATION_SPIKE_MIN_COUNT}",
+            f"sum by ({BY}) (rate(escalations_total{{{SELECTOR}}}[15m]))"
+            f" > {c.ESCALATION_SPIKE_FACTOR} * sum by ({BY}) (rate(escalations_total{{{SELECTOR}}}[6h] offset 15m))"
+            f" and sum by ({BY}) (increase(escalations_total{{{SELECTOR}}}[15m])) >= {c.ESCALATION_SPIKE_MIN_COUNT}",
             signals=[
-                f"sum by (job) (rate(escalations_total{{{SELECTOR}}}[15m]))",
-                f"sum by (job) (increase(escalations_total{{{SELECTOR}}}[15m]))",
+                f"sum by ({BY}) (rate(escalations_total{{{SELECTOR}}}[15m]))",
+                f"sum by ({BY}) (increase(escalations_total{{{SELECTOR}}}[15m]))",
             ],
             for_="5m",
             severity="warning",
@@ -344,9 +362,9 @@ def alerting_rules() -> list[Rule]:
         ),
         _alert(
             "MetricLabelCapReached",
-            f"sum by (job, metric, label) (increase(metric_label_overflow_total{{{SELECTOR}}}[1h])) > 0",
+            f"sum by ({BY}, metric, label) (increase(metric_label_overflow_total{{{SELECTOR}}}[1h])) > 0",
             signals=[
-                f"sum by (job, metric, label) (increase(metric_label_overflow_total{{{SELECTOR}}}[1h]))"
+                f"sum by ({BY}, metric, label) (increase(metric_label_overflow_total{{{SELECTOR}}}[1h]))"
             ],
             for_="0s",
             severity="warning",

@@ -100,3 +100,24 @@ def test_one_replica_down_mutes_only_its_own_alerts(alertmanager: str) -> None:
     assert inhibited[("TurnAvailabilityBudgetBurn", "critical")] == []
     # The slower burn of the same budget is noise next to the page.
     assert inhibited[("TurnAvailabilityBudgetBurn", "warning")] != []
+
+
+def test_one_cluster_down_mutes_nothing_in_another(alertmanager: str) -> None:
+    alerts = [
+        _alert("ParleyDown", "critical", cluster="eu", env="prod"),
+        _alert("HighErrorRate", "warning", cluster="eu", env="prod"),
+        _alert("LLMServiceDown", "critical", cluster="us", env="prod"),
+    ]
+    httpx.post(f"{alertmanager}/api/v2/alerts", json=alerts).raise_for_status()
+
+    def state() -> dict[tuple[str, str], list[str]]:
+        listed = httpx.get(f"{alertmanager}/api/v2/alerts").json()
+        return {
+            (a["labels"]["alertname"], a["labels"]["cluster"]): a["status"]["inhibitedBy"]
+            for a in listed
+            if "cluster" in a["labels"]
+        }
+
+    _until(lambda: len(state()) == 3)
+    _until(lambda: state()[("HighErrorRate", "eu")] != [])
+    assert state()[("LLMServiceDown", "us")] == []

@@ -6,10 +6,12 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from mixin.config import RUNBOOK_URL
 from tests.support.tools import require_tool
 
 ROOT = Path(__file__).parents[2]
@@ -76,7 +78,7 @@ def test_every_alert_has_a_firing_and_a_silent_test_case() -> None:
     assert names - silent == set(), "alerts never shown to stay silent"
 
 
-def test_every_alert_has_severity_summary_description_and_a_runbook_section() -> None:
+def test_every_alert_has_severity_summary_description_and_an_absolute_runbook_link() -> None:
     runbook = (ROOT / "docs" / "runbook.md").read_text()
     sections = {line[3:].strip().lower() for line in runbook.splitlines() if line.startswith("## ")}
     for alert in _alerts():
@@ -86,8 +88,12 @@ def test_every_alert_has_severity_summary_description_and_a_runbook_section() ->
         assert labels["severity"] in {"critical", "warning"}
         assert annotations["summary"]
         assert "{{" in annotations["description"], "the description shows the value or labels"
-        anchor = str(annotations["runbook_url"]).split("#", 1)[1]
-        assert anchor in sections, f"docs/runbook.md lacks a section for {alert['alert']}"
+        # Absolute, from the one base in the mixin's config: the link is followed from a
+        # pager or a chat message, where a relative path leads nowhere.
+        url = urlsplit(str(annotations["runbook_url"]))
+        assert (url.scheme, url.netloc) == ("https", urlsplit(RUNBOOK_URL).netloc)
+        assert url._replace(fragment="").geturl() == RUNBOOK_URL
+        assert url.fragment in sections, f"docs/runbook.md lacks a section for {alert['alert']}"
 
 
 def test_recording_rules_follow_level_metric_operations() -> None:
@@ -101,7 +107,7 @@ def test_recording_rules_follow_level_metric_operations() -> None:
 def test_dashboards_have_variables_units_and_thresholds(path: Path) -> None:
     dashboard = json.loads(path.read_text())
     variables = {v["name"] for v in dashboard["templating"]["list"]}
-    assert {"datasource", "instance", "model"} <= variables
+    assert {"datasource", "cluster", "env", "job", "instance", "model"} <= variables
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     assert len(panels) >= 15
     for panel in panels:
@@ -109,6 +115,28 @@ def test_dashboards_have_variables_units_and_thresholds(path: Path) -> None:
         assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
         assert panel["fieldConfig"]["defaults"]["thresholds"]["steps"], panel["title"]
         assert panel["targets"], panel["title"]
+
+
+def test_every_aggregation_keeps_cluster_env_namespace_and_job() -> None:
+    """On a global view (Thanos, Mimir, VictoriaMetrics) a rule that drops these labels
+    would merge clusters and environments into one number."""
+    from mixin.rules import alerting_rules, recording_rules
+
+    for rule in recording_rules() + alerting_rules():
+        for clause in re.findall(r"\b(?:by|on) ?\(([^)]*)\)", rule["expr"]):
+            if clause:  # on() joins a scalar-like guard: nothing to keep
+                labels = {label.strip() for label in clause.split(",")}
+                assert {"cluster", "env", "namespace", "job"} <= labels, (rule, clause)
+
+
+def test_every_dashboard_query_is_scoped_by_the_cluster_env_and_job_variables() -> None:
+    from mixin.dashboards import all_queries
+
+    for query in all_queries():
+        for selector in re.findall(r"\{([^}]*)\}", query.replace("{{", "").replace("}}", "")):
+            if selector.startswith("slo="):  # SLO metadata: one value for every Parley
+                continue
+            assert 'cluster=~"$cluster", env=~"$env", job=~"$job"' in selector, query
 
 
 def test_compose_mounts_what_deploy_holds() -> None:
