@@ -46,7 +46,10 @@ from parley.telemetry import (
 
 
 def build_services(settings: Settings, provider: LLMProvider | None = None) -> Services:
-    store = Store(Database(settings.database_url, hide_parameters=not settings.log_content))
+    store = Store(
+        Database(settings.database_url, hide_parameters=not settings.log_content),
+        goal_cache_seconds=settings.goal_cache_seconds,
+    )
     gateway = build_gateway(settings, provider)
     events = EventFanout([LoggingEvents(structlog.get_logger("parley.events"))])
     goals = GoalService(store.goals)

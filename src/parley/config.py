@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     llm_retry_max_wait_seconds: float = Field(default=10.0, ge=0)
     llm_max_tokens: int = Field(default=512, ge=1)
     llm_history_messages: int = Field(default=40, ge=1)
+    # How long a turn may use a goal as read before (0: read it every turn). A goal
+    # changed on another replica applies to its turns within this many seconds.
+    goal_cache_seconds: float = Field(default=5.0, ge=0)
     # Models that get their own metric label; others are counted as "other".
     # Empty: the default model and the models in the price table.
     llm_models: Annotated[list[str], NoDecode] = Field(default_factory=list)

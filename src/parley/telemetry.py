@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from parley.domain.errors import ReplyFailedError
 from parley.domain.models import Conversation, ConversationStatus, EscalationReason
-from parley.domain.turns import Accepted, Done, Escalated, Failed, Token, TurnEvent
+from parley.domain.turns import Accepted, Done, Escalated, Failed, Token, TurnEvent, TurnTimings
 from parley.llm import LLMCallInfo, LLMError, LLMErrorKind, RateLimit, Usage
 from parley.llm.prices import estimate_cost
 from parley.observability import (
@@ -143,7 +143,7 @@ class TurnTelemetry:
         self.metrics.turns.labels(channel, "rejected").inc()
 
     async def observe(
-        self, channel: str, events: AsyncIterator[TurnEvent]
+        self, channel: str, events: AsyncIterator[TurnEvent], timings: TurnTimings | None = None
     ) -> AsyncGenerator[TurnEvent, None]:
         started: float | None = None
         first_token_sent = False
@@ -168,3 +168,5 @@ class TurnTelemetry:
             self.metrics.turns.labels(channel, outcome).inc()
             if started is not None:
                 self.metrics.duration.labels(channel).observe(self.clock() - started)
+            if timings is not None:
+                self.metrics.overhead.labels(channel).observe(timings.overhead())

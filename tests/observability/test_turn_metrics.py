@@ -104,3 +104,32 @@ async def test_an_sse_client_that_hangs_up_is_recorded_as_499_and_cancelled(
                 await asyncio.sleep(0.02)
     assert value(registry, "http_requests_total", path=path, method="POST", status="200") == 0
     assert _turns(registry, "sse", "cancelled") == 1
+
+
+def test_whole_replies_say_where_their_time_went_and_overhead_leaves_out_the_llm(
+    tmp_path: Path,
+) -> None:
+    """Server-Timing on a whole reply (db, llm, app), and parley_turn_overhead_seconds per
+    channel: the turn's time minus the LLM's, so a slow LLM is not Parley's overhead."""
+    provider = ScriptedProvider(first_delay=1.0)
+    with app_client(make_settings(tmp_path), provider) as client:
+        registry = _registry(client)
+        make_goal(client)
+        conversation_id = make_conversation(client)
+        url = f"/v1/conversations/{conversation_id}/messages"
+        whole = client.post(url, json={"content": "hi"})
+        assert whole.status_code == 200
+        timing = dict(
+            part.strip().split(";dur=") for part in whole.headers["server-timing"].split(",")
+        )
+        assert set(timing) == {"db", "llm", "app"}
+        assert float(timing["llm"]) >= 1000  # milliseconds: the provider's delay
+        assert float(timing["db"]) > 0
+        streamed = client.post(url, json={"content": "hi", "stream": True})
+        assert "server-timing" not in streamed.headers  # sent before the time is known
+        for channel in ("http", "sse"):
+            count = "parley_turn_overhead_seconds_count"
+            assert value(registry, count, channel=channel) == 1
+            overhead = value(registry, "parley_turn_overhead_seconds_sum", channel=channel)
+            duration = value(registry, "conversation_turn_duration_seconds_sum", channel=channel)
+            assert overhead < duration - 0.5, channel  # the LLM's second is not in it

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from parley.domain.errors import (
     ConversationClosedError,
@@ -23,6 +24,7 @@ from parley.domain.models import ConversationStatus, EscalationPolicy, Escalatio
 from parley.domain.ports import OpenedTurn, ReplyDraft
 from parley.llm import Usage
 from parley.store import Database, Store, upgrade_to_head
+from parley.store.goals import GoalCache
 
 
 def _goal(goal_id: str = "support", **changes: object) -> Goal:
@@ -271,3 +273,65 @@ async def test_data_survives_a_restart(database_url: str) -> None:
         assert await second.ping()
     finally:
         await second.dispose()
+
+
+async def test_a_turn_costs_three_statements_before_the_llm_and_two_after(
+    database_url: str,
+) -> None:
+    """The hot path's round trips (issue 11): UPDATE ... RETURNING, INSERT and the history
+    before the LLM call (the goal cached), UPDATE ... RETURNING and INSERT after it;
+    BEGIN and COMMIT around each."""
+    database = Database(database_url)
+    await upgrade_to_head(database.engine)
+    store = Store(database, goal_cache_seconds=60)
+    statements: list[str] = []
+
+    @event.listens_for(database.engine.sync_engine, "before_cursor_execute")
+    def _count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    try:
+        await store.goals.add(_goal())
+        conversation = await store.conversations.create("support", {})
+        await _open(store, conversation.id, "first: reads the goal once")
+        statements.clear()
+        opened = await _open(store, conversation.id, "hi")
+        assert statements == ["UPDATE", "INSERT", "SELECT"]
+        statements.clear()
+        await store.conversations.store_reply(opened.question, ReplyDraft("hello", "m", None))
+        assert statements == ["UPDATE", "INSERT"]
+    finally:
+        await database.dispose()
+
+
+async def test_a_changed_goal_applies_to_the_next_turn_here_and_within_the_ttl_elsewhere(
+    database_url: str,
+) -> None:
+    database = Database(database_url)
+    await upgrade_to_head(database.engine)
+    here = Store(database, goal_cache_seconds=60)
+    elsewhere = Store(database, goal_cache_seconds=60)  # another replica's cache
+    try:
+        await here.goals.add(_goal(instructions="Old."))
+        conversation = await here.conversations.create("support", {})
+        assert (await _open(elsewhere, conversation.id, "a")).goal.instructions == "Old."
+        await here.goals.replace(_goal(instructions="New."))
+        assert (await _open(here, conversation.id, "b")).goal.instructions == "New."
+        # The other replica keeps its copy until the TTL ends.
+        assert (await _open(elsewhere, conversation.id, "c")).goal.instructions == "Old."
+    finally:
+        await database.dispose()
+
+
+def test_goal_cache_entries_expire_and_a_zero_ttl_keeps_nothing() -> None:
+    now = [0.0]
+    cache = GoalCache(5, clock=lambda: now[0])
+    goal = _goal()
+    cache.put(goal)
+    now[0] = 4.9
+    assert cache.get("support") is goal
+    now[0] = 5.0
+    assert cache.get("support") is None
+    uncached = GoalCache(0)
+    uncached.put(goal)
+    assert uncached.get("support") is None

@@ -94,7 +94,7 @@ async def _handle(
         return
     channel.on_leave = turn.abandon  # the client leaving mid-reply stops the LLM call
     try:
-        async with aclosing(telemetry.observe("ws", turn.events())) as events:
+        async with aclosing(telemetry.observe("ws", turn.events(), turn.timings)) as events:
             async for event in events:
                 await channel.send_frame(ws_frame(event))
     finally:

@@ -9,7 +9,7 @@ from contextlib import aclosing
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Header, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse
 
@@ -29,7 +29,7 @@ from parley.api.schemas import (
 from parley.api.turn_encoding import fold_turn, sse_event
 from parley.domain.errors import DomainError
 from parley.domain.models import ConversationStatus
-from parley.domain.turns import RunningTurn, TurnEvent
+from parley.domain.turns import RunningTurn, TurnEvent, TurnTimings
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -131,6 +131,7 @@ async def post_message(
     conversations: ConversationsDep,
     telemetry: TurnTelemetryDep,
     request: Request,
+    response: Response,
     accept: Annotated[str | None, Header()] = None,
     idempotency_key: Annotated[
         str | None,
@@ -153,7 +154,7 @@ async def post_message(
     except DomainError:
         telemetry.rejected(channel)
         raise
-    events = telemetry.observe(channel, turn.events())
+    events = telemetry.observe(channel, turn.events(), turn.timings)
     if streaming:
         return EventSourceResponse(_sse_events(turn, events))
     folded = asyncio.ensure_future(_whole(events))
@@ -166,7 +167,16 @@ async def post_message(
             "client_closed_request",
             "the client closed the connection before the reply",
         )
+    response.headers["Server-Timing"] = server_timing(turn.timings)
     return folded.result()
+
+
+def server_timing(timings: TurnTimings) -> str:
+    """Where a whole reply's time went, for the browser's and the client's tools: the
+    database, the LLM, and Parley itself (as LLM gateways expose their overhead)."""
+    app = max(0.0, timings.elapsed() - timings.db - timings.llm)
+    parts = (("db", timings.db), ("llm", timings.llm), ("app", app))
+    return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in parts)
 
 
 # nginx's code for "the client went away first": never seen by that client, but counted.

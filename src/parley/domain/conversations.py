@@ -37,6 +37,7 @@ from parley.domain.turns import (
     InFlightTurns,
     RunningTurn,
     Token,
+    TurnTimings,
 )
 from parley.llm import ChatMessage, ChatRequest, LLMError, Role, Usage
 from parley.llm.tokens import estimate_usage
@@ -147,15 +148,19 @@ class ConversationService:
         if len(content) > self._limits.max_message_chars:
             raise ContentTooLargeError(len(content), self._limits.max_message_chars)
         check_content(content)
+        timings = TurnTimings()
         async with self.in_flight.admission():
-            opened = await self._conversations.open_turn(
-                conversation_id,
-                content,
-                escalate_when=lambda goal, turns: reason_before_reply(
-                    goal.escalation, content, turns
+            opened = await timings.measure(
+                "db",
+                self._conversations.open_turn(
+                    conversation_id,
+                    content,
+                    escalate_when=lambda goal, turns: reason_before_reply(
+                        goal.escalation, content, turns
+                    ),
+                    history_limit=self._limits.history_messages,
+                    idempotency_key=idempotency_key,
                 ),
-                history_limit=self._limits.history_messages,
-                idempotency_key=idempotency_key,
             )
             if opened.escalation is not None:
                 self._events.conversation_escalated(opened.conversation, opened.escalation)
@@ -163,7 +168,7 @@ class ConversationService:
             async def play(emit: Emit, turn: RunningTurn) -> None:
                 await self._play(opened, emit, turn, streaming=streaming)
 
-            return self.in_flight.start(play)
+            return self.in_flight.start(play, timings)
 
     async def _play(
         self, opened: OpenedTurn, emit: Emit, turn: RunningTurn, *, streaming: bool
@@ -186,11 +191,16 @@ class ConversationService:
         request = self._chat_request(opened.goal, opened.history)
         parts: list[str] = []
         usage: list[Usage] = []
+        timings = turn.timings
         try:
             if streaming:
-                await turn.stoppable(self._read_stream(request, parts, usage, emit))
+                await timings.measure(
+                    "llm", turn.stoppable(self._read_stream(request, parts, usage, emit))
+                )
             else:
-                completion = await turn.stoppable(self._llm.complete(request))
+                completion = await timings.measure(
+                    "llm", turn.stoppable(self._llm.complete(request))
+                )
                 parts.append(completion.content)
                 if completion.usage is not None:
                     usage.append(completion.usage)
@@ -211,9 +221,12 @@ class ConversationService:
             if abandoned.error is not None:
                 emit(Failed(abandoned.error))
             return
-        reply, after = await self._conversations.store_reply(
-            opened.question,
-            ReplyDraft("".join(parts), request.model, usage[-1] if usage else None),
+        reply, after = await timings.measure(
+            "db",
+            self._conversations.store_reply(
+                opened.question,
+                ReplyDraft("".join(parts), request.model, usage[-1] if usage else None),
+            ),
         )
         emit(Done(after, reply))
 

@@ -9,10 +9,11 @@ stops the LLM call, never the writes around it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 import structlog
 
@@ -75,13 +76,49 @@ class Abandoned(Exception):  # noqa: N818 -- a reason, raised into the LLM call 
         self.error = error  # told to a client still listening; None when it left
 
 
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class TurnTimings:
+    """Where a turn's time went: the database (opening the turn, storing its reply) and
+    the LLM call; the rest is Parley's own (Server-Timing, the overhead metric)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    db: float = 0.0
+    llm: float = 0.0
+
+    async def measure(self, part: Literal["db", "llm"], work: Awaitable[T]) -> T:
+        began = time.perf_counter()
+        try:
+            return await work
+        finally:
+            spent = time.perf_counter() - began
+            if part == "db":
+                self.db += spent
+            else:
+                self.llm += spent
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def overhead(self) -> float:
+        """The turn's time so far minus the LLM's."""
+        return max(0.0, self.elapsed() - self.llm)
+
+
 class RunningTurn:
     """One turn in flight: its events in order, and a way for the client to leave it."""
 
-    def __init__(self, play: Callable[[Emit, RunningTurn], Coroutine[Any, Any, None]]) -> None:
+    def __init__(
+        self,
+        play: Callable[[Emit, RunningTurn], Coroutine[Any, Any, None]],
+        timings: TurnTimings | None = None,
+    ) -> None:
         self._events: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
         self._stoppable = False
         self.abandoned: Abandoned | None = None
+        self.timings = timings or TurnTimings()
         self._task = asyncio.create_task(self._run(play))
 
     async def _run(self, play: Callable[[Emit, RunningTurn], Coroutine[Any, Any, None]]) -> None:
@@ -160,10 +197,14 @@ class InFlightTurns:
             if not self._opening:
                 self._none_opening.set()
 
-    def start(self, play: Callable[[Emit, RunningTurn], Coroutine[Any, Any, None]]) -> RunningTurn:
+    def start(
+        self,
+        play: Callable[[Emit, RunningTurn], Coroutine[Any, Any, None]],
+        timings: TurnTimings | None = None,
+    ) -> RunningTurn:
         """Run a turn whose user message is stored: even while closing, it is answered (or
         cut by the drain), never refused after the fact."""
-        turn = RunningTurn(play)
+        turn = RunningTurn(play, timings)
         self._turns.add(turn)
         turn._task.add_done_callback(lambda _: self._turns.discard(turn))
         return turn

@@ -36,6 +36,8 @@ TURN_CHANNELS = ("http", "sse", "ws")
 TURN_OUTCOMES = ("ok", "escalated", "llm_error", "rejected", "cancelled", "interrupted")
 TURN_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 TURN_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# Parley's own share of a turn: milliseconds when healthy, so the buckets start there.
+TURN_OVERHEAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 __all__ = [
     "BusinessMetrics",
@@ -322,6 +324,7 @@ class TurnMetrics:
     turns: Counter
     ttft: Histogram
     duration: Histogram
+    overhead: Histogram
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> TurnMetrics:
@@ -347,9 +350,18 @@ class TurnMetrics:
                 buckets=TURN_DURATION_BUCKETS,
                 registry=registry,
             ),
+            overhead=Histogram(
+                "parley_turn_overhead_seconds",
+                "Turns: Parley's own time, the turn's (from the request to the last event "
+                "sent) minus the LLM call's; the database, encoding and queues.",
+                ["channel"],
+                buckets=TURN_OVERHEAD_BUCKETS,
+                registry=registry,
+            ),
         )
         for channel in TURN_CHANNELS:
             metrics.duration.labels(channel)
+            metrics.overhead.labels(channel)
             if channel != "http":
                 metrics.ttft.labels(channel)
             for outcome in TURN_OUTCOMES:

@@ -2,7 +2,7 @@
 
 from parley.store.conversations import ConversationRepository
 from parley.store.database import Database
-from parley.store.goals import GoalRepository
+from parley.store.goals import GoalCache, GoalRepository
 from parley.store.migrate import upgrade_to_head
 
 __all__ = ["ConversationRepository", "Database", "GoalRepository", "Store", "upgrade_to_head"]
@@ -11,7 +11,8 @@ __all__ = ["ConversationRepository", "Database", "GoalRepository", "Store", "upg
 class Store:
     """The repositories over one database."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, goal_cache_seconds: float = 0) -> None:
         self.database = database
-        self.goals = GoalRepository(database)
-        self.conversations = ConversationRepository(database)
+        goals = GoalCache(goal_cache_seconds)
+        self.goals = GoalRepository(database, goals)
+        self.conversations = ConversationRepository(database, goals)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import Any
 
 from sqlalchemy import event, text
@@ -65,6 +66,11 @@ class Database:
 
     def session(self) -> AsyncSession:
         return self.sessions()
+
+    def transaction(self) -> AsyncContextManager[AsyncConnection]:
+        """A connection inside BEGIN ... COMMIT (ROLLBACK on an exception), for Core
+        statements on the hot path."""
+        return self.engine.begin()
 
     async def ping(self) -> bool:
         try:

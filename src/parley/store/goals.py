@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, exists, select
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Row, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 
 from parley.domain.errors import GoalExistsError, GoalInUseError
@@ -11,7 +15,7 @@ from parley.store.database import Database
 from parley.store.tables import ConversationRow, GoalRow
 
 
-def to_goal(row: GoalRow) -> Goal:
+def to_goal(row: GoalRow | Row[Any]) -> Goal:
     return Goal(
         id=row.id,
         name=row.name,
@@ -40,9 +44,44 @@ def _fill(row: GoalRow, goal: Goal) -> None:
     row.updated_at = goal.updated_at
 
 
+class GoalCache:
+    """Goals as recently read. Every turn needs its goal (instructions and escalation
+    policy) and goals change rarely, so a turn reads it from here when it can. This
+    process's own changes drop an entry at once; another replica's are seen within
+    ``ttl_seconds`` (0: no cache)."""
+
+    MAX_ENTRIES = 10_000  # goals are few; a bound all the same
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: dict[str, tuple[float, Goal]] = {}
+
+    def get(self, goal_id: str) -> Goal | None:
+        entry = self._entries.get(goal_id)
+        if entry is None:
+            return None
+        read_at, goal = entry
+        if self._clock() - read_at >= self._ttl:
+            del self._entries[goal_id]
+            return None
+        return goal
+
+    def put(self, goal: Goal) -> Goal:
+        if self._ttl > 0:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[goal.id] = (self._clock(), goal)
+        return goal
+
+    def drop(self, goal_id: str) -> None:
+        self._entries.pop(goal_id, None)
+
+
 class GoalRepository:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, cache: GoalCache | None = None) -> None:
         self._db = database
+        self._cache = cache or GoalCache(0)
 
     async def add(self, goal: Goal) -> Goal:
         row = GoalRow(id=goal.id)
@@ -72,6 +111,7 @@ class GoalRepository:
             if row is None:
                 return None
             _fill(row, goal)
+        self._cache.drop(goal.id)
         return goal
 
     async def delete(self, goal_id: str) -> bool:
@@ -85,4 +125,5 @@ class GoalRepository:
                 result = await session.execute(delete(GoalRow).where(GoalRow.id == goal_id))
             except IntegrityError as exc:  # a conversation was created meanwhile
                 raise GoalInUseError(goal_id) from exc
+            self._cache.drop(goal_id)
             return bool(getattr(result, "rowcount", 0))

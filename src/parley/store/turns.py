@@ -1,0 +1,350 @@
+"""A turn's writes: opening it (the user's message) and storing its reply.
+
+The hot path of every turn, so it is written in SQLAlchemy Core on one connection per
+transaction: no unit of work, no identity map, and the fewest round trips. Opening an
+unkeyed turn is BEGIN, UPDATE ... RETURNING (status check, lock, counters and time in
+one statement), INSERT, the history, COMMIT (the goal comes from the GoalCache, or one
+SELECT more); storing its reply is BEGIN,
+UPDATE ... RETURNING, INSERT, COMMIT.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Integer, Row, Table, bindparam, case, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from parley.domain.errors import (
+    ConversationClosedError,
+    ConversationEscalatedError,
+    ConversationNotFoundError,
+    IdempotencyKeyReusedError,
+)
+from parley.domain.models import (
+    Conversation,
+    ConversationStatus,
+    Escalation,
+    EscalationReason,
+    Goal,
+    Message,
+    MessageStatus,
+)
+from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
+from parley.llm.types import Role, Usage
+from parley.store.goals import GoalCache, to_goal
+from parley.store.tables import ConversationRow, GoalRow, MessageRow, UTCDateTime
+
+CONVERSATIONS = cast(Table, ConversationRow.__table__)
+MESSAGES = cast(Table, MessageRow.__table__)
+GOALS = cast(Table, GoalRow.__table__)
+# Named as the mapped attributes, so a row reads like a ConversationRow (metadata -> meta).
+_CONVERSATION = tuple(c.label("meta") if c.name == "metadata" else c for c in CONVERSATIONS.c)
+
+ACTIVE = ConversationStatus.ACTIVE.value
+
+
+class Repeated(Exception):  # noqa: N818 -- control flow, not an error
+    """Leaves a transaction (rolling it back) with the turn an idempotency key names."""
+
+    def __init__(self, turn: OpenedTurn) -> None:
+        self.turn = turn
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _not_before(column: Any) -> ColumnElement[datetime]:
+    """The later of the column and the ``now`` parameter: times follow ``seq`` even if
+    the clock steps back."""
+    moment = bindparam("now", type_=UTCDateTime())
+    return case((column > moment, column), else_=moment)
+
+
+# Built once: building a statement costs more CPU than running it (cache keys are
+# memoized on the statement object); the values travel as parameters.
+_C, _M = CONVERSATIONS.c, MESSAGES.c
+_OPEN = (
+    update(CONVERSATIONS)
+    .where(_C.id == bindparam("conversation_id"), _C.status == ACTIVE)
+    .values(
+        message_count=_C.message_count + 1,
+        turns=_C.turns + 1,
+        updated_at=_not_before(_C.updated_at),
+    )
+    .returning(*_CONVERSATION)
+)
+_NEXT_SEQ = (
+    update(CONVERSATIONS)
+    .where(_C.id == bindparam("conversation_id"))
+    .values(
+        message_count=_C.message_count + 1, llm_failures=0, updated_at=_not_before(_C.updated_at)
+    )
+    .returning(*_CONVERSATION)
+)
+_ESCALATE = (
+    update(CONVERSATIONS)
+    .where(_C.id == bindparam("conversation_id"))
+    .values(
+        status=ConversationStatus.ESCALATED.value,
+        escalation_reason=bindparam("reason"),
+        escalation_note=None,
+        escalated_at=bindparam("at", type_=UTCDateTime()),
+    )
+)
+_INSERT_MESSAGE = insert(MESSAGES)
+_CONVERSATION_BY_ID = select(*_CONVERSATION).where(_C.id == bindparam("conversation_id"))
+_STATUS = select(_C.status).where(_C.id == bindparam("conversation_id"))
+_GOAL = select(GOALS).where(GOALS.c.id == bindparam("goal_id"))
+_HISTORY = (
+    select(MESSAGES)
+    .where(_M.conversation_id == bindparam("conversation_id"), _M.seq <= bindparam("up_to"))
+    .order_by(_M.seq.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+_REPLY_TO = select(MESSAGES).where(_M.reply_to == bindparam("question_id"))
+_KEYED = select(MESSAGES).where(
+    _M.conversation_id == bindparam("conversation_id"),
+    _M.idempotency_key == bindparam("idempotency_key"),
+)
+
+
+def to_message(row: MessageRow | Row[Any]) -> Message:
+    usage = None
+    if row.total_tokens is not None:
+        usage = Usage(row.prompt_tokens or 0, row.completion_tokens or 0, row.total_tokens)
+    return Message(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        seq=row.seq,
+        role=Role(row.role),
+        content=row.content,
+        created_at=row.created_at,
+        model=row.model,
+        usage=usage,
+        reply_to=row.reply_to,
+        status=MessageStatus(row.status),
+    )
+
+
+def to_conversation(
+    row: ConversationRow | Row[Any], messages: tuple[Message, ...] = ()
+) -> Conversation:
+    escalation = None
+    if row.escalation_reason is not None and row.escalated_at is not None:
+        escalation = Escalation(
+            EscalationReason(row.escalation_reason), row.escalation_note, row.escalated_at
+        )
+    return Conversation(
+        id=row.id,
+        goal_id=row.goal_id,
+        status=ConversationStatus(row.status),
+        metadata=dict(row.meta),
+        turns=row.turns,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        escalation=escalation,
+        messages=messages,
+    )
+
+
+async def open_turn(
+    conn: AsyncConnection,
+    conversation_id: uuid.UUID,
+    content: str,
+    *,
+    escalate_when: EscalationRule,
+    history_limit: int,
+    idempotency_key: str | None,
+    goals: GoalCache,
+) -> OpenedTurn:
+    """Inside the caller's transaction; raises ``Repeated`` to roll it back."""
+    if idempotency_key is not None:
+        repeated = await _repeated_turn(
+            conn, conversation_id, content, idempotency_key, history_limit
+        )
+        if repeated is not None:
+            return repeated
+    # The conditional UPDATE is the status check and the lock in one step: a concurrent
+    # turn on the same conversation waits here until this one commits, then sees its
+    # outcome (PostgreSQL row lock; SQLite's write lock).
+    row = (
+        await conn.execute(_OPEN, {"conversation_id": conversation_id, "now": now()})
+    ).one_or_none()
+    if row is None:
+        await _raise_not_open(conn, conversation_id)
+    assert row is not None
+    if idempotency_key is not None:
+        # Checked again under the lock: a concurrent request with the same key may have
+        # committed while this one waited.
+        repeated = await _repeated_turn(
+            conn, conversation_id, content, idempotency_key, history_limit
+        )
+        if repeated is not None:
+            raise Repeated(repeated)
+    goal = goals.get(row.goal_id) or goals.put(await _goal(conn, row.goal_id))
+    conversation = to_conversation(row)
+    reason = escalate_when(goal, row.turns)
+    if reason is not None:
+        conversation = await _escalate(conn, conversation, reason)
+    question = Message(
+        id=uuid.uuid4(),
+        conversation_id=conversation_id,
+        seq=row.message_count,
+        role=Role.USER,
+        content=content,
+        created_at=row.updated_at,
+    )
+    await conn.execute(
+        _INSERT_MESSAGE,
+        {
+            "id": question.id,
+            "conversation_id": conversation_id,
+            "seq": question.seq,
+            "role": Role.USER.value,
+            "content": content,
+            "model": None,
+            "prompt_tokens": None,
+            "completion_tokens": None,
+            "total_tokens": None,
+            "created_at": question.created_at,
+            "reply_to": None,
+            "status": MessageStatus.COMPLETE.value,
+            "idempotency_key": idempotency_key,
+        },
+    )
+    return OpenedTurn(
+        conversation=conversation,
+        goal=goal,
+        question=question,
+        history=await _history(conn, conversation_id, question.seq, history_limit),
+        escalation=reason,
+    )
+
+
+async def insert_reply(
+    conn: AsyncConnection, question: Message, reply: ReplyDraft
+) -> tuple[Message, Conversation]:
+    """Takes the next ``seq`` and resets the failure streak; a second reply to the same
+    question breaks the unique index on ``reply_to`` (IntegrityError)."""
+    row = (
+        await conn.execute(_NEXT_SEQ, {"conversation_id": question.conversation_id, "now": now()})
+    ).one_or_none()
+    if row is None:
+        raise ConversationNotFoundError(question.conversation_id)
+    usage = reply.usage
+    message = Message(
+        id=uuid.uuid4(),
+        conversation_id=question.conversation_id,
+        seq=row.message_count,
+        role=Role.ASSISTANT,
+        content=reply.content,
+        created_at=row.updated_at,
+        model=reply.model,
+        usage=usage,
+        reply_to=question.id,
+        status=reply.status,
+    )
+    await conn.execute(
+        _INSERT_MESSAGE,
+        {
+            "id": message.id,
+            "conversation_id": message.conversation_id,
+            "seq": message.seq,
+            "role": Role.ASSISTANT.value,
+            "content": message.content,
+            "model": message.model,
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "total_tokens": usage.total_tokens if usage else None,
+            "created_at": message.created_at,
+            "reply_to": question.id,
+            "status": reply.status.value,
+            "idempotency_key": None,
+        },
+    )
+    return message, to_conversation(row)
+
+
+async def stored_reply(conn: AsyncConnection, question: Message) -> tuple[Message, Conversation]:
+    existing = await _reply_to(conn, question.id)
+    row = await _conversation(conn, question.conversation_id)
+    assert existing is not None
+    assert row is not None
+    return existing, to_conversation(row)
+
+
+async def _escalate(
+    conn: AsyncConnection, conversation: Conversation, reason: EscalationReason
+) -> Conversation:
+    at = conversation.updated_at
+    await conn.execute(
+        _ESCALATE, {"conversation_id": conversation.id, "reason": reason.value, "at": at}
+    )
+    return replace(
+        conversation,
+        status=ConversationStatus.ESCALATED,
+        escalation=Escalation(reason, None, at),
+    )
+
+
+async def _conversation(conn: AsyncConnection, conversation_id: uuid.UUID) -> Row[Any] | None:
+    return (
+        await conn.execute(_CONVERSATION_BY_ID, {"conversation_id": conversation_id})
+    ).one_or_none()
+
+
+async def _goal(conn: AsyncConnection, goal_id: str) -> Goal:
+    row = (await conn.execute(_GOAL, {"goal_id": goal_id})).one()
+    return to_goal(row)  # a goal with conversations cannot be deleted
+
+
+async def _raise_not_open(conn: AsyncConnection, conversation_id: uuid.UUID) -> None:
+    status = await conn.scalar(_STATUS, {"conversation_id": conversation_id})
+    if status is None:
+        raise ConversationNotFoundError(conversation_id)
+    if status == ConversationStatus.ESCALATED.value:
+        raise ConversationEscalatedError()
+    raise ConversationClosedError()
+
+
+async def _history(
+    conn: AsyncConnection, conversation_id: uuid.UUID, up_to_seq: int, limit: int
+) -> tuple[Message, ...]:
+    parameters = {"conversation_id": conversation_id, "up_to": up_to_seq, "limit": limit}
+    rows = (await conn.execute(_HISTORY, parameters)).all()
+    return tuple(to_message(row) for row in reversed(rows))
+
+
+async def _reply_to(conn: AsyncConnection, question_id: uuid.UUID) -> Message | None:
+    row = (await conn.execute(_REPLY_TO, {"question_id": question_id})).one_or_none()
+    return to_message(row) if row is not None else None
+
+
+async def _repeated_turn(
+    conn: AsyncConnection,
+    conversation_id: uuid.UUID,
+    content: str,
+    idempotency_key: str,
+    history_limit: int,
+) -> OpenedTurn | None:
+    parameters = {"conversation_id": conversation_id, "idempotency_key": idempotency_key}
+    question = (await conn.execute(_KEYED, parameters)).one_or_none()
+    if question is None:
+        return None
+    if question.content != content:
+        raise IdempotencyKeyReusedError()
+    conversation = await _conversation(conn, conversation_id)
+    assert conversation is not None
+    return OpenedTurn(
+        conversation=to_conversation(conversation),
+        goal=await _goal(conn, conversation.goal_id),
+        question=to_message(question),
+        history=await _history(conn, conversation_id, question.seq, history_limit),
+        reply=await _reply_to(conn, question.id),
+        repeated=True,
+    )
