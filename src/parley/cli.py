@@ -7,11 +7,13 @@ import asyncio
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from parley import __version__
 from parley.config import Settings, SettingsError, environment_variable, load_settings
@@ -49,13 +51,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+# uvicorn's exit status when the application could not start.
+STARTUP_FAILURE = 3
+
+
 def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
-    uvicorn.run(
+    config = uvicorn.Config(
         "parley.app:create_app",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
         workers=args.workers,
+        loop="uvloop",
+        http="httptools",
         log_config=None,  # Parley configures logging itself (structlog)
         proxy_headers=True,
         ws="websockets-sansio",
@@ -63,7 +71,20 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
         # Turns have had their grace already (parley.lifecycle); this bounds the rest.
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
     )
-    return 0
+    try:
+        if config.workers > 1:
+            # The workers accept on the socket bound here. Linux passes a listening
+            # socket's TCP_NODELAY on to each connection it accepts; without it, Nagle's
+            # algorithm and delayed ACKs hold every small reply ~40 ms.
+            sock = config.bind_socket()
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            Multiprocess(config, sockets=[sock]).run()
+            return 0
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE
+    except KeyboardInterrupt:
+        return 0
 
 
 def _port(text: str) -> int:
