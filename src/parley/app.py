@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from parley import __version__, api
 from parley.api.body_limit import BodySizeLimitMiddleware
 from parley.api.deps import ApiKeys
+from parley.api.docs_pages import serve_docs
 from parley.api.errors import install_error_handlers
 from parley.api.openapi import customise_openapi
 from parley.api.path_guard import ControlCharacterPathMiddleware
@@ -47,7 +48,12 @@ from parley.telemetry import (
 
 def build_services(settings: Settings, provider: LLMProvider | None = None) -> Services:
     store = Store(
-        Database(settings.database_url, hide_parameters=not settings.log_content),
+        Database(
+            settings.database_url,
+            hide_parameters=not settings.log_content,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        ),
         goal_cache_seconds=settings.goal_cache_seconds,
     )
     gateway = build_gateway(settings, provider)
@@ -122,7 +128,10 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         version=__version__,
         summary="Goal-driven LLM conversations, instrumented for production.",
         lifespan=lifespan,
+        docs_url=None,  # served by serve_docs, from local assets
+        redoc_url=None,
     )
+    serve_docs(app)
     app.state.api_keys = ApiKeys(settings.api_keys)
     # The keys live only as digests (app.state.api_keys), not in the settings served on.
     app.state.settings = settings.model_copy(update={"api_keys": []})

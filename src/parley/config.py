@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     llm_retry_max_wait_seconds: float = Field(default=10.0, ge=0)
     llm_max_tokens: int = Field(default=512, ge=1)
     llm_history_messages: int = Field(default=40, ge=1)
+    # Connections to the LLM provider: one per call in flight.
+    llm_max_connections: int = Field(default=1000, ge=1)
+    # Database connections: a turn holds one only while it writes (twice, briefly).
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=30, ge=0)
     # How long a turn may use a goal as read before (0: read it every turn). A goal
     # changed on another replica applies to its turns within this many seconds.
     goal_cache_seconds: float = Field(default=5.0, ge=0)

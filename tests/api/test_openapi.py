@@ -1,3 +1,6 @@
+import re
+
+import pytest
 from fastapi.testclient import TestClient
 
 
@@ -54,3 +57,20 @@ def test_the_spec_has_security_schemes_for_the_api_keys(client: TestClient) -> N
                 [{"bearer": []}, {"apiKey": []}] if path.startswith("/v1/") else None
             )
             assert op.get("security") == expected, path
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_everything_from_parley_itself(client: TestClient, page: str) -> None:
+    """Offline, or where CDNs are blocked, the docs still work: every script, style and
+    icon the page names is served by Parley."""
+    html = client.get(page)
+    assert html.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html.text) + re.findall(
+        r"url: '([^']+)'", html.text
+    )
+    assert assets, html.text
+    for asset in assets:
+        assert asset.startswith("/"), f"{page} loads {asset} from elsewhere"
+        fetched = client.get(asset)
+        assert fetched.status_code == 200, asset
+        assert len(fetched.content) > 1000 or asset == "/openapi.json", asset

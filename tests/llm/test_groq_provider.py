@@ -15,8 +15,16 @@ from parley.llm import (
     RetryPolicy,
     Role,
 )
-from parley.llm.groq import GroqProvider
-from tests.support.groq_server import CutMidStream, GroqTestServer, MalformedChunk, Reply, Status
+from parley.llm.groq import GroqProvider, server_sent_data
+from tests.support.groq_server import (
+    CutMidStream,
+    ErrorEvent,
+    GroqTestServer,
+    MalformedChunk,
+    Reply,
+    Status,
+    WrongShape,
+)
 from tests.support.live_server import LiveServer
 from tests.support.providers import collect
 
@@ -176,6 +184,35 @@ async def test_malformed_chunk_is_a_malformed_response(
         async for _ in provider.stream(REQUEST):
             pass
     assert raised.value.kind is LLMErrorKind.MALFORMED_RESPONSE
+
+
+async def test_a_chunk_of_the_wrong_shape_is_a_malformed_response(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    fake.then(WrongShape())
+    with pytest.raises(LLMError) as raised:
+        async for _ in provider.stream(REQUEST):
+            pass
+    assert raised.value.kind is LLMErrorKind.MALFORMED_RESPONSE
+
+
+async def test_an_error_event_mid_stream_is_a_server_error(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    fake.then(ErrorEvent())
+    received: list[str] = []
+    with pytest.raises(LLMError) as raised:
+        await collect(provider.stream(REQUEST), received)
+    assert raised.value.kind is LLMErrorKind.SERVER_ERROR
+    assert "".join(received) == "Hello"
+
+
+async def test_server_sent_events_join_data_lines_and_skip_comments() -> None:
+    async def lines() -> AsyncIterator[str]:
+        for line in [": keep-alive", "", 'data: {"a":', "data: 1}", "", "data:[DONE]", ""]:
+            yield line
+
+    assert [data async for data in server_sent_data(lines())] == ['{"a":\n1}', "[DONE]"]
 
 
 async def test_connection_cut_mid_stream_is_stream_interrupted(

@@ -64,7 +64,17 @@ class CutMidStream:
     after: int = 2
 
 
-Behaviour = Reply | Status | MalformedChunk | CutMidStream
+@dataclass
+class ErrorEvent:
+    """A stream that sends one content chunk, then an SSE ``error`` event."""
+
+
+@dataclass
+class WrongShape:
+    """A stream whose second chunk is JSON, but not shaped as a chunk."""
+
+
+Behaviour = Reply | Status | MalformedChunk | CutMidStream | ErrorEvent | WrongShape
 
 
 class _CutError(Exception):
@@ -139,6 +149,13 @@ async def _stream(model: str, behaviour: Behaviour) -> AsyncIterator[bytes]:
     yield _chunk(model, {"role": "assistant", "content": ""})
     if isinstance(behaviour, MalformedChunk):
         yield b"data: {this is not json\n\n"
+        return
+    if isinstance(behaviour, WrongShape):
+        yield b'data: {"choices": [{"delta": {"content": 42}}]}\n\n'
+        return
+    if isinstance(behaviour, ErrorEvent):
+        yield _chunk(model, {"content": "Hello"})
+        yield b'event: error\ndata: {"error": {"message": "overloaded"}}\n\n'
         return
     reply = behaviour if isinstance(behaviour, Reply) else Reply()
     for index, piece in enumerate(reply.pieces):

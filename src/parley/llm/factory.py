@@ -17,6 +17,7 @@ def build_provider(settings: Settings) -> LLMProvider:
             api_key=settings.groq_api_key.get_secret_value(),
             base_url=settings.groq_base_url,
             timeout_seconds=settings.llm_timeout_seconds,
+            max_connections=settings.llm_max_connections,
         )
     return SimulatedProvider(
         timing=SimulatedTiming(settings.sim_ttft_seconds, settings.sim_token_delay_seconds),

@@ -12,7 +12,7 @@ from typing import Any
 
 import groq
 import httpx
-from groq.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from groq.types.chat import ChatCompletionMessageParam
 from groq.types.completion_usage import CompletionUsage
 
 from parley.llm.errors import LLMError, LLMErrorKind
@@ -23,10 +23,24 @@ class GroqProvider:
     name = "groq"
 
     def __init__(
-        self, *, api_key: str, base_url: str | None = None, timeout_seconds: float = 30.0
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout_seconds: float = 30.0,
+        max_connections: int = 1000,
     ) -> None:
+        # One connection per stream in flight: the SDK's default pool (100) queued the
+        # 101st stream behind the others.
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._client = groq.AsyncGroq(
-            api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=0
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout_seconds,
+            max_retries=0,
+            http_client=groq.DefaultAsyncHttpxClient(limits=limits, timeout=timeout_seconds),
         )
 
     async def complete(self, request: ChatRequest) -> Completion:
@@ -50,22 +64,28 @@ class GroqProvider:
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        # The SDK makes the request (auth, headers, status errors); its raw response is
+        # read here by a lean parser: building its pydantic model for every chunk was
+        # the largest CPU cost of a streamed turn.
+        opening = self._client.chat.completions.with_streaming_response.create(
+            model=request.model,
+            messages=_messages(request),
+            max_tokens=request.max_tokens,
+            stream=True,
+        )
         try:
-            stream = await self._client.chat.completions.create(
-                model=request.model,
-                messages=_messages(request),
-                max_tokens=request.max_tokens,
-                stream=True,
-            )
+            response = await opening.__aenter__()
         except Exception as exc:
             raise to_llm_error(exc) from exc
-        rate_limit: RateLimit | None = rate_limit_from_headers(stream.response.headers)
+        rate_limit: RateLimit | None = rate_limit_from_headers(response.headers)
         # Only content counts as started: a cut after the role-only opening chunk is a
         # connection error the gateway may retry, not an interrupted reply.
         started = False
         try:
-            async for chunk in stream:
-                piece = _stream_chunk(chunk, rate_limit)
+            async for data in server_sent_data(response.iter_lines()):
+                if data.startswith("[DONE]"):
+                    break
+                piece = stream_chunk(json.loads(data), rate_limit)
                 rate_limit = None
                 started = started or bool(piece.content)
                 yield piece
@@ -75,7 +95,7 @@ class GroqProvider:
                 error = LLMError(LLMErrorKind.STREAM_INTERRUPTED, error.message)
             raise error from exc
         finally:
-            await stream.close()
+            await opening.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -92,15 +112,61 @@ def _usage(usage: CompletionUsage | None) -> Usage | None:
     return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
 
 
-def _stream_chunk(chunk: ChatCompletionChunk, rate_limit: RateLimit | None) -> StreamChunk:
-    choice = chunk.choices[0] if chunk.choices else None
-    # Groq reports stream usage in x_groq.usage; OpenAI-style servers in usage.
-    usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
-    return StreamChunk(
-        content=(choice.delta.content or "") if choice else "",
-        usage=_usage(usage),
-        finish_reason=choice.finish_reason if choice else None,
-        rate_limit=rate_limit,
+async def server_sent_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The data of each server-sent event (its ``data:`` lines joined); an ``error``
+    event, or a payload carrying ``error``, raises the SDK's own ``APIError``."""
+    event: str | None = None
+    data: list[str] = []
+    async for line in lines:
+        if line:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                event = value
+            continue
+        if data:
+            joined = "\n".join(data)
+            if event == "error" or joined.startswith('{"error"'):
+                raise groq.APIError("Groq reported an error mid-stream", _request(), body=joined)
+            yield joined
+        event, data = None, []
+    if data:
+        yield "\n".join(data)
+
+
+def _request() -> httpx.Request:
+    return httpx.Request("POST", "https://api.groq.com/openai/v1/chat/completions")
+
+
+def stream_chunk(payload: Any, rate_limit: RateLimit | None) -> StreamChunk:
+    """One chunk of an OpenAI-style stream, read as plain JSON (no model validation);
+    anything not shaped as documented is a malformed response."""
+    try:
+        choices = payload.get("choices") or ()
+        choice = choices[0] if choices else None
+        delta = (choice.get("delta") or {}) if choice else {}
+        content = delta.get("content") or ""
+        # Groq reports stream usage in x_groq.usage; OpenAI-style servers in usage.
+        usage = payload.get("usage") or (payload.get("x_groq") or {}).get("usage")
+        if not isinstance(content, str):
+            raise TypeError("content is not text")
+        return StreamChunk(
+            content=content,
+            usage=_usage_of(usage) if usage else None,
+            finish_reason=choice.get("finish_reason") if choice else None,
+            rate_limit=rate_limit,
+        )
+    except (AttributeError, IndexError, KeyError, TypeError) as exc:
+        raise LLMError(
+            LLMErrorKind.MALFORMED_RESPONSE, "Groq sent a response Parley cannot read"
+        ) from exc
+
+
+def _usage_of(usage: Mapping[str, Any]) -> Usage:
+    return Usage(
+        int(usage["prompt_tokens"]), int(usage["completion_tokens"]), int(usage["total_tokens"])
     )
 
 

@@ -21,7 +21,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PG_READ_ONLY = "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
 
 
-def create_engine(url: str, *, hide_parameters: bool = True) -> AsyncEngine:
+def create_engine(
+    url: str, *, hide_parameters: bool = True, pool_size: int = 20, max_overflow: int = 30
+) -> AsyncEngine:
     """``hide_parameters``: SQL logs (at DEBUG) and errors show no bound values, which
     are the users' messages."""
     parsed = make_url(url)
@@ -31,7 +33,16 @@ def create_engine(url: str, *, hide_parameters: bool = True) -> AsyncEngine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, hide_parameters=hide_parameters)
+    # No ping before every checkout (a round trip per transaction): a connection the
+    # server dropped fails its statement once and is discarded (SQLAlchemy invalidates
+    # the whole pool on a disconnect), and connections are renewed every half hour.
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_recycle=1800,
+        hide_parameters=hide_parameters,
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -59,9 +70,13 @@ async def _sqlite_lock_free(connection: AsyncConnection, timeout_seconds: float)
 
 
 class Database:
-    def __init__(self, url: str, *, hide_parameters: bool = True) -> None:
+    def __init__(
+        self, url: str, *, hide_parameters: bool = True, pool_size: int = 20, max_overflow: int = 30
+    ) -> None:
         self.url = url
-        self.engine = create_engine(url, hide_parameters=hide_parameters)
+        self.engine = create_engine(
+            url, hide_parameters=hide_parameters, pool_size=pool_size, max_overflow=max_overflow
+        )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
