@@ -147,6 +147,7 @@ class TurnTelemetry:
     ) -> AsyncGenerator[TurnEvent, None]:
         started: float | None = None
         first_token_sent = False
+        self.metrics.in_flight.inc()
         outcome = "cancelled"  # unless an end is seen: the client left, or the request ended
         try:
             async for event in events:
@@ -165,6 +166,7 @@ class TurnTelemetry:
                     first_token_sent = True
                     self.metrics.ttft.labels(channel).observe(self.clock() - started)
         finally:
+            self.metrics.in_flight.dec()
             self.metrics.turns.labels(channel, outcome).inc()
             if started is not None:
                 self.metrics.duration.labels(channel).observe(self.clock() - started)

@@ -30,6 +30,7 @@ from parley.observability.catalogue import (
     TURN_CHANNELS,
     TURN_DURATION_BUCKETS,
     TURN_OUTCOMES,
+    TURN_OVERHEAD_BUCKETS,
     TURN_TTFT_BUCKETS,
     WS_DIRECTIONS,
 )
@@ -151,6 +152,7 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
             FAST_BUCKETS,
             TURN_TTFT_BUCKETS,
             TURN_DURATION_BUCKETS,
+            TURN_OVERHEAD_BUCKETS,
         ).__contains__,
         # The platform and GC collectors: fixed facts about this interpreter.
         "generation": {"0", "1", "2"}.__contains__,

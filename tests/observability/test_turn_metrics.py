@@ -71,11 +71,14 @@ async def test_websocket_turns_and_a_client_that_leaves_are_counted(tmp_path: Pa
             await ws.send(json.dumps({"type": "message", "content": "long"}))
             while json.loads(await ws.recv())["type"] != "token":
                 pass
+            assert value(registry, "conversation_turns_in_flight") == 1
         async with asyncio.timeout(30):
             # Polled: the server's loop runs in another thread.
             while _turns(registry, "ws", "cancelled") < 1:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             while value(registry, "llm_requests_in_flight", model="llama-3.1-8b-instant"):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            while value(registry, "conversation_turns_in_flight"):  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
     assert _turns(registry, "ws", "ok") == 1
     assert value(registry, "conversation_turn_ttft_seconds_count", channel="ws") == 2

@@ -325,6 +325,7 @@ class TurnMetrics:
     ttft: Histogram
     duration: Histogram
     overhead: Histogram
+    in_flight: Gauge
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> TurnMetrics:
@@ -357,6 +358,13 @@ class TurnMetrics:
                 ["channel"],
                 buckets=TURN_OVERHEAD_BUCKETS,
                 registry=registry,
+            ),
+            in_flight=Gauge(
+                "conversation_turns_in_flight",
+                "Turns accepted and not yet ended, every channel (the autoscaling signal: "
+                "each holds an LLM call or a stream).",
+                registry=registry,
+                multiprocess_mode="livesum",
             ),
         )
         for channel in TURN_CHANNELS:
