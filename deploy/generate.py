@@ -1,4 +1,5 @@
-"""Write the generated Prometheus rules and Grafana dashboards (``make deploy``)."""
+"""Write the generated Prometheus rules, Grafana dashboards and their Kubernetes objects
+(``make docs``)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,35 @@ def render_dashboards() -> dict[Path, str]:
     }
 
 
+def _manifest(content: dict[str, object]) -> str:
+    return HEADER + yaml.safe_dump(content, sort_keys=False, width=10_000, allow_unicode=True)
+
+
+def render_kubernetes() -> dict[Path, str]:
+    """The same rules as a PrometheusRule, the same dashboards as a ConfigMap that
+    Grafana's dashboard sidecar (kube-prometheus) picks up by its label."""
+    groups = [group for content in rule_files().values() for group in content["groups"]]
+    rule = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "parley"},
+        "spec": {"groups": groups},
+    }
+    dashboards = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "parley-dashboards", "labels": {"grafana_dashboard": "1"}},
+        "data": dashboard_files(),
+    }
+    kubernetes = HERE / "kubernetes"
+    return {
+        kubernetes / "prometheusrule.yaml": _manifest(rule),
+        kubernetes / "grafana-dashboard.yaml": _manifest(dashboards),
+    }
+
+
 def outputs() -> dict[Path, str]:
-    return {**render_rules(), **render_dashboards()}
+    return {**render_rules(), **render_dashboards(), **render_kubernetes()}
 
 
 if __name__ == "__main__":
