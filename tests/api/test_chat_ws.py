@@ -187,8 +187,11 @@ async def test_client_vanishing_mid_stream_keeps_the_user_message_and_the_partia
     ]
     reply = messages[1]
     assert reply["reply_to"] == messages[0]["id"]
-    assert reply["content"].startswith("w0 w1")
-    assert len(reply["content"].split()) < 2000
+    # What was produced before the stop, in order (how much depends on when the server
+    # saw the socket go: at least the token the client received).
+    words = reply["content"].split()
+    assert words == [f"w{i}" for i in range(len(words))]
+    assert 1 <= len(words) < 2000
     assert reply["usage"]["completion_tokens"] == len(reply["content"].split())
 
 

@@ -18,22 +18,30 @@ from parley.services import Services
 from parley.telemetry import TurnTelemetry
 
 
-def get_services(connection: HTTPConnection) -> Services:
+# Dependencies are ``async def``: FastAPI runs a plain ``def`` one in a worker thread,
+# a thread hop per dependency per request for what is an attribute lookup.
+
+
+def _services(connection: HTTPConnection) -> Services:
     services: Services = connection.app.state.services
     return services
 
 
-def get_settings(connection: HTTPConnection) -> Settings:
+async def get_services(connection: HTTPConnection) -> Services:
+    return _services(connection)
+
+
+async def get_settings(connection: HTTPConnection) -> Settings:
     settings: Settings = connection.app.state.settings
     return settings
 
 
-def get_goals(connection: HTTPConnection) -> GoalService:
-    return get_services(connection).goals
+async def get_goals(connection: HTTPConnection) -> GoalService:
+    return _services(connection).goals
 
 
-def get_conversations(connection: HTTPConnection) -> ConversationService:
-    return get_services(connection).conversations
+async def get_conversations(connection: HTTPConnection) -> ConversationService:
+    return _services(connection).conversations
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -42,7 +50,7 @@ GoalsDep = Annotated[GoalService, Depends(get_goals)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
 
 
-def get_turn_telemetry(connection: HTTPConnection) -> TurnTelemetry:
+async def get_turn_telemetry(connection: HTTPConnection) -> TurnTelemetry:
     telemetry: TurnTelemetry = connection.app.state.turn_telemetry
     return telemetry
 
@@ -68,7 +76,7 @@ def _presented_key(connection: HTTPConnection) -> str | None:
     return connection.headers.get("x-api-key")
 
 
-def require_allowed_origin(websocket: WebSocket, settings: SettingsDep) -> None:
+async def require_allowed_origin(websocket: WebSocket, settings: SettingsDep) -> None:
     """A WebSocket from a browser page is taken from the same origin or an allowed one.
 
     Browsers send Origin and enforce CORS for fetches, but not for WebSockets: without
@@ -105,7 +113,7 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def require_api_key(connection: HTTPConnection) -> None:
+async def require_api_key(connection: HTTPConnection) -> None:
     """API keys guard ``/v1`` when ``PARLEY_API_KEYS`` is set; off otherwise. Rate limits
     apply either way (parley.api.rate_limits)."""
     limits: RateLimits = connection.app.state.rate_limits
