@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime
+# The turn benchmark's PostgreSQL (this machine kind's server; empty: SQLite only).
+BENCH_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint check lock clean docs stack bench soak
@@ -38,10 +40,20 @@ test: $(STAMP)
 stack: $(STAMP)
 	scripts/stack.sh
 
+# LiteLLM's proxy, the gateway peer of the turn benchmark, in a virtual environment of
+# its own (its dependencies are not Parley's); hash-locked like the rest.
+LITELLM_VENV := .venv-litellm
+$(LITELLM_VENV)/.installed: requirements/litellm.txt
+	@test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	@echo "Installing LiteLLM's proxy into $(LITELLM_VENV) for the turn benchmark (the first time only)"
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --require-hashes -r requirements/litellm.txt
+	touch $@
+
 # Benchmarks (not part of `make test`, which runs them once at tiny sizes).
-bench: $(STAMP)
+bench: $(STAMP) $(LITELLM_VENV)/.installed
 	scripts/prepare-tests.sh
-	$(BIN)/python -m bench
+	LITELLM=$(LITELLM_VENV)/bin/litellm PARLEY_BENCH_POSTGRES_URL=$${PARLEY_BENCH_POSTGRES_URL-$(BENCH_POSTGRES_URL)} \
+		$(BIN)/python -m bench
 
 # Minutes of mixed clients against parley serve, then exact accounting (not in make test).
 # SOAK_ARGS="--seconds 600 --clients 50 --database-url postgresql+asyncpg://..." to vary.
@@ -69,7 +81,7 @@ lock: $(STAMP)
 		--python-version 3.11 --no-header --quiet -o requirements/fuzz.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LITELLM_VENV) .pytest_cache .mypy_cache .ruff_cache
 
 # Regenerate what is generated from code: the metric table, rules and dashboards.
 docs: $(STAMP)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
+import statistics
 import sys
+import tempfile
 from importlib.metadata import version
 
-from bench import http, inprocess, memory, micro, scrape
+from bench import http, inprocess, memory, micro, scrape, turns
 from bench.variants import PEERS
 
 
@@ -103,10 +106,71 @@ def main() -> int:
         )
     )
 
+    targets += _turn_targets(quick)
+
     print("Targets" + (" (quick run: sizes too small to mean anything)" if quick else ""))
     for name, met, value in targets:
         print(f"    {'met   ' if met else 'MISSED'}  {name}: {value}")
     return 0
+
+
+def _turn_targets(quick: bool) -> list[tuple[str, bool, str]]:
+    """The turn benchmark (bench/turns.py) and issue 11's goals."""
+    upstream = turns.Upstream()
+    streams = turns.run_streams(
+        client_counts=(1, 4) if quick else (1, 10, 100, 500),
+        rounds=1 if quick else 3,
+        seconds=1.0 if quick else 10.0,
+        upstream=upstream,
+    )
+    print("\n".join(turns.report_streams(streams, upstream)), end="\n\n")
+    database_urls = {"sqlite": f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/whole.db"}
+    if os.environ.get("PARLEY_BENCH_POSTGRES_URL"):
+        database_urls["postgresql"] = os.environ["PARLEY_BENCH_POSTGRES_URL"]
+    whole = turns.run_whole(
+        database_urls, seconds=1.0 if quick else 10.0, conversations=1 if quick else 10
+    )
+    print("\n".join(turns.report_whole(whole)), end="\n\n")
+
+    by = {(r.variant, r.clients): r for r in streams}
+    few, many = (1, 4) if quick else (1, 10)
+    targets = []
+    for clients in (few, many):
+        sse, passthrough = by[("parley sse", clients)], by[("passthrough", clients)]
+        cpu = statistics.median(sse.cpu_per_stream) / statistics.median(passthrough.cpu_per_stream)
+        targets.append(
+            (
+                f"streamed turn CPU <= 1.5x the pass-through's ({clients} clients)",
+                cpu <= 1.5,
+                f"x{cpu:.2f}",
+            )
+        )
+    added = by[("parley sse", few)].added_ttft(by[("direct", few)])
+    targets.append(("added TTFT p50 <= 15 ms, 1 client", added <= 0.015, f"{added * 1000:.1f} ms"))
+    ours = by[("parley sse", many)].added_ttft(by[("direct", many)])
+    floor = max(by[("passthrough", many)].added_ttft(by[("direct", many)]), 0.001)
+    targets.append(
+        (
+            f"added TTFT p50 <= 3x the pass-through's, {many} clients",
+            ours <= 3 * floor,
+            f"x{ours / floor:.1f}",
+        )
+    )
+    if ("litellm", many) in by:
+        rate = statistics.median(by[("parley sse", many)].streams_per_second)
+        peer = statistics.median(by[("litellm", many)].streams_per_second)
+        targets.append(
+            (f"streams/s >= 3x LiteLLM's ({many} clients)", rate >= 3 * peer, f"x{rate / peer:.1f}")
+        )
+    for result in whole:
+        targets.append(
+            (
+                f"whole turns >= 200/s per worker, {result.database}",
+                result.turns_per_second >= 200,
+                f"{result.turns_per_second:.0f}/s",
+            )
+        )
+    return targets
 
 
 if __name__ == "__main__":

@@ -24,10 +24,21 @@ def test_every_benchmark_runs_at_tiny_sizes() -> None:
         "Microbenchmarks",
         "/metrics scrape",
         "Memory",
+        "Streamed turns",
+        "Whole turns",
         "Targets",
     ):
         assert section in result.stdout, section
-    for variant in ("bare", "parley", "instrumentator", "starlette_exporter", "guideline"):
+    for variant in (
+        "bare",
+        "parley",
+        "instrumentator",
+        "starlette_exporter",
+        "guideline",
+        "passthrough",
+        "parley sse",
+        "parley ws",
+    ):
         assert variant in result.stdout
 
 

@@ -17,7 +17,6 @@ from parley.domain.goals import GoalService
 from parley.services import Services
 from parley.telemetry import TurnTelemetry
 
-
 # Dependencies are ``async def``: FastAPI runs a plain ``def`` one in a worker thread,
 # a thread hop per dependency per request for what is an attribute lookup.
 
