@@ -8,7 +8,7 @@ RUNTIME := $(VENV)/.runtime
 BENCH_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check lock clean docs stack bench soak
+.PHONY: run test lint check lock clean docs stack bench soak replicas
 
 # What the service needs to run: no test, lint or benchmark tools (make run, Docker).
 $(RUNTIME): requirements/runtime.txt pyproject.toml
@@ -48,6 +48,12 @@ $(LITELLM_VENV)/.installed: requirements/litellm.txt
 	@echo "Installing LiteLLM's proxy into $(LITELLM_VENV) for the turn benchmark (the first time only)"
 	$(LITELLM_VENV)/bin/python -m pip install --quiet --require-hashes -r requirements/litellm.txt
 	touch $@
+
+# Three replicas on this machine's PostgreSQL behind HAProxy, Prometheus scraping each and
+# remote-writing to VictoriaMetrics (the multi-replica test's set-up), until Ctrl-C.
+replicas: $(STAMP)
+	scripts/prepare-tests.sh
+	$(BIN)/python -m tests.support.replicas
 
 # Benchmarks (not part of `make test`, which runs them once at tiny sizes).
 bench: $(STAMP) $(LITELLM_VENV)/.installed

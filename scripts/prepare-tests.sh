@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the tests and benchmarks need beyond Python packages: Debian's Prometheus and
 # Alertmanager (promtool checks the exposition and the rules; the integration tests
-# run the servers), wrk (the HTTP benchmark), and the PostgreSQL server, which this
+# run the servers), wrk (the HTTP benchmark), HAProxy and VictoriaMetrics (the
+# multi-replica test), and the PostgreSQL server, which this
 # machine kind starts before each session and CI run (started again if it stopped).
 set -euo pipefail
 
@@ -15,13 +16,17 @@ apt_install() {
         apt-get update -qq
         apt_updated=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    # Shown, not silenced: a first run on a new machine spends a minute here.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
 }
 
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v wrk >/dev/null || need+=(wrk)
+# The multi-replica test: a load balancer and a long-term store (remote_write target).
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing Debian's ${need[*]}"
     apt_install "${need[@]}"

@@ -1,0 +1,183 @@
+"""Three replicas on one PostgreSQL behind HAProxy, scraped by Prometheus, remote-written
+to VictoriaMetrics (tests/support/replicas.py): what the clients did is what the
+long-term store says, turns on one conversation stay consistent whichever replica takes
+them, and one replica dying raises only that replica's warning."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from mixin.dashboards import all_queries
+from tests.conftest import POSTGRES_URL, _reset_postgres
+from tests.support.replicas import EXTERNAL_LABELS, Replicas, replicas
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    try:
+        asyncio.run(_reset_postgres(POSTGRES_URL))
+    except OSError as exc:
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    with replicas(tmp_path_factory.mktemp("replicas"), POSTGRES_URL) as running:
+        created = httpx.post(
+            f"{running.balancer_url}/v1/goals/",
+            json={"name": "Replicas", "instructions": "Answer briefly."},
+        )
+        assert created.status_code == 201
+        yield running
+
+
+def _query(url: str, expr: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
+    answer.raise_for_status()
+    result: list[dict[str, Any]] = answer.json()["data"]["result"]
+    return result
+
+
+def _until(condition: Callable[[], bool], seconds: float = 60, why: object = "") -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met in time {why}")
+        time.sleep(0.25)
+
+
+def _scalar(url: str, expr: str) -> float | None:
+    result = _query(url, expr)
+    return float(result[0]["value"][1]) if result else None
+
+
+async def _traffic(url: str) -> dict[str, int]:
+    """Goals, conversations and whole and streamed turns through the balancer; what was
+    sent, by kind."""
+    sent = {"requests": 1, "turns": 0}  # the fixture's goal
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+
+        async def conversation() -> None:
+            answer = await http.post("/v1/conversations/", json={"goal_id": "replicas"})
+            answer.raise_for_status()
+            sent["requests"] += 1
+            path = f"/v1/conversations/{answer.json()['id']}/messages"
+            for stream in (False, True, False):
+                turn = await http.post(path, json={"content": "hello", "stream": stream})
+                assert turn.status_code == 200
+                sent["requests"] += 1
+                sent["turns"] += 1
+
+        await asyncio.gather(*(conversation() for _ in range(12)))
+    return sent
+
+
+def test_what_clients_did_is_what_victoria_metrics_says(stack: Replicas) -> None:
+    sent = asyncio.run(_traffic(stack.balancer_url))
+    # Every replica served some of it (round robin), and each is scraped on its own.
+    per_replica = 'sum by (instance) (http_requests_total{path="/v1/conversations/"}) > 0'
+    _until(lambda: len(_query(stack.prometheus_url, per_replica)) == 3)
+    # The long-term store, through remote_write, sums the replicas to the client's counts
+    # (health checks and scrapes are not the clients').
+    requests = 'sum(http_requests_total{job="parley", path!~"/metrics|/readyz|/healthz"})'
+    turns = 'sum(conversation_turns_total{job="parley", outcome="ok"})'
+    _until(lambda: _scalar(stack.victoria_url, requests) == sent["requests"])
+    _until(lambda: _scalar(stack.victoria_url, turns) == sent["turns"])
+    # Prometheus' external labels arrive with every sample.
+    labelled = _query(stack.victoria_url, f"count by (cluster, env) ({turns.removeprefix('sum')})")
+    assert labelled[0]["metric"] == EXTERNAL_LABELS
+
+
+def test_every_dashboard_query_answers_from_victoria_metrics(stack: Replicas) -> None:
+    empty: list[str] = []
+
+    def answered() -> bool:
+        # A little traffic each time: rates need samples from more than one scrape, and
+        # recording rules reach the store a scrape and an evaluation later.
+        asyncio.run(_more_traffic(stack.balancer_url))
+        empty.clear()
+        for expr in all_queries():
+            substituted = re.sub(r'=~"\$\w+"', '=~".*"', expr.replace("$__rate_interval", "1m"))
+            if not _query(stack.victoria_url, substituted):
+                empty.append(expr)
+        return not empty
+
+    _until(answered, seconds=120, why=empty)
+
+
+async def _more_traffic(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        answer = await http.post("/v1/conversations/", json={"goal_id": "replicas"})
+        path = f"/v1/conversations/{answer.json()['id']}/messages"
+        await http.post(path, json={"content": "again"})
+        await http.post(path, json={"content": "again", "stream": True})
+        # Errors too, or the error panels have nothing to show.
+        await http.get("/v1/conversations/00000000-0000-0000-0000-000000000000")
+
+
+def test_concurrent_turns_on_one_conversation_through_every_replica_stay_consistent(
+    stack: Replicas,
+) -> None:
+    async def run() -> tuple[list[int], list[dict[str, Any]]]:
+        async with httpx.AsyncClient(base_url=stack.balancer_url, timeout=30) as http:
+            await http.post(
+                "/v1/goals/",
+                json={
+                    "name": "Five turns",
+                    "instructions": "Answer.",
+                    "escalation": {"max_turns": 5, "trigger_phrases": ["human"]},
+                },
+            )
+            created = await http.post("/v1/conversations/", json={"goal_id": "five-turns"})
+            conversation = created.json()["id"]
+            path = f"/v1/conversations/{conversation}/messages"
+            answers = await asyncio.gather(
+                *(http.post(path, json={"content": f"message {i}"}) for i in range(20))
+            )
+            stored = (await http.get(f"/v1/conversations/{conversation}")).json()["messages"]
+            return [a.status_code for a in answers], stored
+
+    statuses, messages = asyncio.run(run())
+    # Five turns are answered and the sixth escalates (max_turns); the rest are refused,
+    # whichever replica took them.
+    assert sorted(statuses) == [200] * 6 + [409] * 14
+    users = [m for m in messages if m["role"] == "user"]
+    replies = [m for m in messages if m["role"] == "assistant"]
+    assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+    assert len(users) == 6
+    assert len({m["content"] for m in users}) == 6  # no duplicates
+    assert len(replies) == 5
+    assert len({r["reply_to"] for r in replies}) == 5
+    assert {r["reply_to"] for r in replies} <= {u["id"] for u in users}
+
+
+def test_one_replica_dying_warns_about_it_alone_and_the_others_keep_serving(
+    stack: Replicas,
+) -> None:
+    stack.kill("parley-2")
+    dead = stack.replica_urls[1].removeprefix("http://")
+
+    async def keep_serving() -> list[int]:
+        async with httpx.AsyncClient(base_url=stack.balancer_url, timeout=30) as http:
+            return [(await http.get("/v1/goals/")).status_code for _ in range(30)]
+
+    assert asyncio.run(keep_serving()) == [200] * 30
+
+    def alerts() -> dict[str, list[dict[str, Any]]]:
+        listed = httpx.get(f"{stack.prometheus_url}/api/v1/alerts", timeout=10).json()
+        by_name: dict[str, list[dict[str, Any]]] = {}
+        for alert in listed["data"]["alerts"]:
+            by_name.setdefault(alert["labels"]["alertname"], []).append(alert)
+        return by_name
+
+    # ParleyTargetDown waits 5 minutes before firing: pending is what a test can see.
+    _until(lambda: "ParleyTargetDown" in alerts())
+    (target_down,) = alerts()["ParleyTargetDown"]
+    assert target_down["labels"]["instance"] == dead
+    assert target_down["labels"]["severity"] == "warning"
+    assert "ParleyDown" not in alerts()  # two of three still answer
