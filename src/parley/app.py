@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -91,6 +92,24 @@ def instrument_services(
     return conversation_metrics
 
 
+async def _label_goals(
+    services: Services, metrics: ConversationMetrics, settings: Settings
+) -> None:
+    metrics.label_goals(await services.goals.oldest_ids(settings.metrics_goal_label_limit))
+
+
+async def _relabel_goals(
+    services: Services, metrics: ConversationMetrics, settings: Settings
+) -> None:
+    """Goals made on other replicas get their label within a refresh."""
+    while True:
+        await asyncio.sleep(settings.metrics_goal_refresh_seconds)
+        try:
+            await _label_goals(services, metrics, settings)
+        except Exception:  # the database away: keep the labels as they are, try again
+            structlog.get_logger("parley").warning("goal_labels_not_refreshed", exc_info=True)
+
+
 def create_app(settings: Settings | None = None, *, provider: LLMProvider | None = None) -> FastAPI:
     """The Parley ASGI app. ``provider`` replaces the configured LLM provider (tests, embedding)."""
     settings = settings or load_settings()
@@ -106,17 +125,24 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
             await upgrade_to_head(services.store.database.engine)
         if conversation_metrics is not None and await services.store.database.ping():
             # Series for the goals that exist, so the first scrape shows them at zero.
-            conversation_metrics.admit_goals([goal.id for goal in await services.goals.all()])
+            await _label_goals(services, conversation_metrics, settings)
         structlog.get_logger("parley").info(
             "parley_started", llm_provider=services.gateway.provider.name
         )
         in_flight = services.conversations.in_flight
         undo_signals = drain_before_exit(lambda: in_flight.drain(settings.shutdown_grace_seconds))
         lag = _app.state.instrumentation.http.event_loop_lag
+        relabel = (
+            asyncio.create_task(_relabel_goals(services, conversation_metrics, settings))
+            if conversation_metrics is not None
+            else None
+        )
         try:
             async with event_loop_lag_watched(lag):
                 yield
         finally:
+            if relabel is not None:
+                relabel.cancel()
             undo_signals()
             # Without a signal (a server stopped from code) the drain happens here.
             await in_flight.drain(settings.shutdown_grace_seconds)

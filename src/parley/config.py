@@ -85,6 +85,8 @@ class Settings(BaseSettings):
 
     metrics_token: SecretStr | None = None
     metrics_goal_label_limit: int = Field(default=100, ge=1)
+    # How often the goals with a label of their own are read again from the goals table.
+    metrics_goal_refresh_seconds: float = Field(default=30.0, gt=0)
 
     groq_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("GROQ_API_KEY", "PARLEY_GROQ_API_KEY")

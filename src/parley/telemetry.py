@@ -99,6 +99,12 @@ class ConversationMetrics:
         for goal_id in self.goal_label.admit(goal_ids):
             self.metrics.conversations_created.labels(goal_id)
 
+    def label_goals(self, goal_ids: list[str]) -> None:
+        """The goals that get a label of their own: the oldest ones, the same on every
+        replica (read from the goals table), so the bound holds per cluster."""
+        for goal_id in self.goal_label.replace(goal_ids):
+            self.metrics.conversations_created.labels(goal_id)
+
     def conversation_created(self, conversation: Conversation) -> None:
         self.metrics.conversations_created.labels(self.goal_label(conversation.goal_id)).inc()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -86,3 +87,31 @@ def test_conversations_active_goes_up_and_down_and_survives_a_restart(tmp_path: 
         assert _active(client) == 1
     with app_client(settings) as restarted:
         assert _active(restarted) == 1
+
+
+def test_every_replica_labels_the_same_goals_read_from_the_goals_table(tmp_path: Path) -> None:
+    """The cap holds per cluster, not per process: each replica labels the oldest goals
+    in the shared table (read again every PARLEY_METRICS_GOAL_REFRESH_SECONDS), so a goal
+    first seen on another replica is not labelled there just because it came first."""
+    settings = make_settings(
+        tmp_path, metrics_goal_label_limit=2, metrics_goal_refresh_seconds=0.05
+    )
+    with app_client(settings) as first:
+        for goal_id in ("g1", "g2", "g3"):
+            make_goal(first, goal_id)
+        with app_client(settings) as second:  # another replica on the same database
+            make_conversation(second, "g3")  # first on this replica, yet not among the oldest
+            make_conversation(second, "g1")
+            registry = _registry(second)
+            goals = {labels["goal_id"] for labels in series(registry, "conversations_created")}
+            assert goals == {"g1", "g2", "other"}
+        # The first replica labelled first-come until its refresh read the table.
+        registry = _registry(first)
+        deadline = time.monotonic() + 30
+        while (
+            value(registry, "conversations_created_total", goal_id="g1") is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        make_conversation(first, "g3")
+        assert value(registry, "conversations_created_total", goal_id="other") == 1

@@ -45,6 +45,10 @@ class MemoryGoals:
     async def all(self) -> list[Goal]:
         return sorted(self.goals.values(), key=lambda goal: goal.id)
 
+    async def oldest_ids(self, limit: int) -> list[str]:
+        oldest = sorted(self.goals.values(), key=lambda goal: (goal.created_at, goal.id))
+        return [goal.id for goal in oldest[:limit]]
+
     async def replace(self, goal: Goal) -> Goal | None:
         if goal.id not in self.goals:
             return None

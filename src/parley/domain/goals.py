@@ -68,6 +68,9 @@ class GoalService:
     async def all(self) -> list[Goal]:
         return await self._goals.all()
 
+    async def oldest_ids(self, limit: int) -> list[str]:
+        return await self._goals.oldest_ids(limit)
+
     async def update(
         self, goal_id: str, changes: dict[str, Any], escalation_changes: dict[str, Any]
     ) -> Goal:

@@ -47,6 +47,15 @@ class CappedLabel:
         self._overflow.inc()
         return OTHER
 
+    def replace(self, values: Iterable[str]) -> list[str]:
+        """Admit exactly these values (up to the cap), from a source every replica shares,
+        so the bound holds across replicas; returns those newly admitted."""
+        chosen = list(dict.fromkeys(values))[: self.limit]
+        with self._lock:
+            added = [value for value in chosen if value not in self._seen]
+            self._seen = set(chosen)
+        return added
+
     def admit(self, values: Iterable[str]) -> list[str]:
         """Admit known values up front (up to the cap); returns those admitted."""
         admitted = []

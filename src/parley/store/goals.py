@@ -104,6 +104,13 @@ class GoalRepository:
             rows = await session.scalars(select(GoalRow).order_by(GoalRow.id))
             return [to_goal(row) for row in rows]
 
+    async def oldest_ids(self, limit: int) -> list[str]:
+        async with self._db.session() as session:
+            ids = await session.scalars(
+                select(GoalRow.id).order_by(GoalRow.created_at, GoalRow.id).limit(limit)
+            )
+            return list(ids)
+
     async def replace(self, goal: Goal) -> Goal | None:
         """Store ``goal`` over the existing one; ``None`` if it is gone."""
         async with self._db.session() as session, session.begin():
