@@ -172,3 +172,14 @@ def test_every_recording_rule_is_used() -> None:
         }
     )
     assert unused == []
+
+
+def test_vmalert_accepts_the_same_rule_files() -> None:
+    """VictoriaMetrics' rule evaluator can run the rules against the long-term store."""
+    vmalert = require_tool("vmalert")
+    checked = subprocess.run(
+        [vmalert, "-dryRun", f"-rule={PROMETHEUS / 'rules' / '*.yml'}"],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stderr[-2000:]
