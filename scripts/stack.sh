@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # `make stack`: Parley, Prometheus and Alertmanager on this machine, from Debian's
 # packages (installed when missing), with the rules and config in deploy/.
-# Ctrl-C stops all three. Ports: PARLEY_PORT (8000), PROMETHEUS_PORT (9090),
-# ALERTMANAGER_PORT (9093); state lives in STACK_DIR (.stack/).
+# Ctrl-C stops everything (exit 0). Ports: PARLEY_PORT (8000), PROMETHEUS_PORT (9090),
+# ALERTMANAGER_PORT (9093); state lives in STACK_DIR (.stack/). DEMO_ARGS set (even
+# empty): `parley demo` drives traffic too (its output in STACK_DIR/demo.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PARLEY_PORT=${PARLEY_PORT:-8000}
 PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9093}
+WEBHOOK_PORT=${WEBHOOK_PORT:-9095}
 STACK_DIR=${STACK_DIR:-.stack}
 
 need=()
@@ -33,6 +35,10 @@ printf -- '- targets: [127.0.0.1:%s]\n  labels: {env: local}\n' "$PARLEY_PORT" \
     > "$STACK_DIR/prometheus-config/targets/parley.yml"
 printf -- '- targets: [127.0.0.1:%s]\n' "$ALERTMANAGER_PORT" \
     > "$STACK_DIR/prometheus-config/targets/alertmanager.yml"
+# Alertmanager's page and ticket webhooks go to scripts/alert_log.py, which writes
+# each notification to STACK_DIR/alerts.log.
+sed "s/127.0.0.1:9095/127.0.0.1:$WEBHOOK_PORT/" deploy/alertmanager/alertmanager.yml \
+    > "$STACK_DIR/prometheus-config/alertmanager.yml"
 
 pids=()
 stop() {
@@ -40,7 +46,9 @@ stop() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
-trap stop INT TERM EXIT
+# Ctrl-C (or a TERM) is how the stack is meant to end: stop everything, exit 0.
+trap 'stop; echo "stack stopped"; exit 0' INT TERM
+trap stop EXIT
 
 PARLEY_PORT=$PARLEY_PORT PARLEY_DATABASE_URL=${PARLEY_DATABASE_URL:-sqlite+aiosqlite:///$STACK_DIR/parley.db} \
     .venv/bin/parley serve --port "$PARLEY_PORT" > "$STACK_DIR/parley.log" 2>&1 &
@@ -49,18 +57,35 @@ prometheus --config.file="$STACK_DIR/prometheus-config/prometheus.yml" \
     --storage.tsdb.path="$STACK_DIR/prometheus-data" \
     --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" > "$STACK_DIR/prometheus.log" 2>&1 &
 pids+=($!)
-prometheus-alertmanager --config.file=deploy/alertmanager/alertmanager.yml \
+.venv/bin/python scripts/alert_log.py "$WEBHOOK_PORT" "$STACK_DIR/alerts.log" &
+pids+=($!)
+prometheus-alertmanager --config.file="$STACK_DIR/prometheus-config/alertmanager.yml" \
     --storage.path="$STACK_DIR/alertmanager-data" \
     --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" \
     --cluster.listen-address= > "$STACK_DIR/alertmanager.log" 2>&1 &
 pids+=($!)
 
+if [ -n "${DEMO_ARGS+set}" ]; then
+    # `make stack DEMO_ARGS="--seconds 600 --fail 0.5"`: traffic for the dashboards (and,
+    # with --fail, for the LLM alerts), once Parley answers.
+    for _ in $(seq 1 100); do
+        curl -fs "http://127.0.0.1:$PARLEY_PORT/readyz" >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    # shellcheck disable=SC2086
+    .venv/bin/parley demo --url "http://127.0.0.1:$PARLEY_PORT" $DEMO_ARGS > "$STACK_DIR/demo.log" 2>&1 &
+    pids+=($!)
+fi
+
 cat <<EOT
 Parley        http://127.0.0.1:$PARLEY_PORT  (metrics: /metrics, API docs: /docs)
 Prometheus    http://127.0.0.1:$PROMETHEUS_PORT  (targets: /targets, rules: /rules, alerts: /alerts)
-Alertmanager  http://127.0.0.1:$ALERTMANAGER_PORT
-Logs in $STACK_DIR/. Ctrl-C stops all three.
+Alertmanager  http://127.0.0.1:$ALERTMANAGER_PORT  (notifications: $STACK_DIR/alerts.log)
+Logs in $STACK_DIR/. Ctrl-C stops everything.
+Traffic: .venv/bin/parley demo --url http://127.0.0.1:$PARLEY_PORT [--fail 0.5]
 EOT
-wait -n "${pids[@]}"
+# The servers run until Ctrl-C; the demo (the last pid, if any) may end before.
+servers=("${pids[@]:0:4}")
+wait -n "${servers[@]}"
 echo "a process of the stack exited; see $STACK_DIR/*.log" >&2
 exit 1

@@ -12,10 +12,11 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+import httpx
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from parley import __version__
+from parley import __version__, demo
 from parley.config import Settings, SettingsError, environment_variable, load_settings
 from parley.observability import configure_logging, multiprocess
 from parley.store import Database, upgrade_to_head
@@ -101,6 +102,16 @@ def _workers(text: str) -> int:
     return workers
 
 
+def _share(text: str) -> float:
+    try:
+        share = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid share {text!r}: not a number") from None
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"invalid share {text!r}: use 0 to 1")
+    return share
+
+
 def _int(text: str, what: str) -> int:
     try:
         return int(text)
@@ -136,6 +147,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default PARLEY_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=_port, help="port (default PARLEY_PORT or 8000)")
     serve.add_argument("--workers", type=_workers, default=1, help="worker processes (default 1)")
+    demo = commands.add_parser(
+        "demo",
+        help="drive realistic traffic at a running Parley (fills the dashboards)",
+        description="Create demo goals, then run clients that mix whole, SSE and WebSocket "
+        "turns and now and then escalate, for a bounded time or number of turns, with a "
+        "live line of turns/s, p95 and errors. --fail makes that share of turns fail in "
+        "the simulated LLM, so the LLM alerts can be made to fire on purpose.",
+    )
+    demo.add_argument("--url", default="http://127.0.0.1:8000", help="Parley's address")
+    demo.add_argument("--clients", type=_workers, default=5, help="concurrent clients (5)")
+    demo.add_argument("--seconds", type=float, default=60.0, help="how long (60)")
+    demo.add_argument("--turns", type=_workers, help="stop after this many turns")
+    demo.add_argument(
+        "--fail", type=_share, default=0.0, help="share of turns the simulated LLM fails (0-1)"
+    )
+    demo.add_argument("--api-key", help="an API key, when PARLEY_API_KEYS is set")
     commands.add_parser(
         "migrate",
         help="bring the database schema up to date",
@@ -146,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":  # a client of a running Parley: its settings do not apply
+        plan = demo.Plan(args.url, args.clients, args.seconds, args.turns, args.fail, args.api_key)
+        try:
+            progress = asyncio.run(demo.run(plan))
+        except (httpx.HTTPError, OSError) as failed:
+            print(f"parley demo: {args.url}: {failed}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        return 0 if progress.turns else 1
     try:
         settings = load_settings()
     except SettingsError as invalid:

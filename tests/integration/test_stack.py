@@ -32,8 +32,14 @@ def _wait(check: object, timeout: float = 60) -> None:
 def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
-    ports = {name: free_port() for name in ("PARLEY_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT")}
-    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "STACK_DIR": str(tmp_path)}
+    names = ("PARLEY_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT", "WEBHOOK_PORT")
+    ports = {name: free_port() for name in names}
+    env = {
+        **os.environ,
+        **{k: str(v) for k, v in ports.items()},
+        "STACK_DIR": str(tmp_path),
+        "DEMO_ARGS": "--clients 2 --seconds 600",
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     stack = subprocess.Popen(
         ["bash", "scripts/stack.sh"],
@@ -67,10 +73,27 @@ def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
         )
         rules = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
         assert {group["name"] for group in rules} == {"parley.recording", "parley.alerts"}
+
+        def demo_traffic_scraped() -> bool:
+            answer = httpx.get(
+                f"{prometheus}/api/v1/query",
+                params={"query": "sum(conversation_turns_total{outcome='ok'}) > 0"},
+            ).json()
+            return bool(answer["data"]["result"])
+
+        _wait(demo_traffic_scraped)
+        # Alertmanager's webhooks reach the stack's receiver, which logs them.
+        httpx.post(
+            f"http://127.0.0.1:{ports['WEBHOOK_PORT']}/page",
+            json={"status": "firing", "alerts": [{"labels": {"alertname": "Test"}}]},
+        ).raise_for_status()
+        assert "Test" in (tmp_path / "alerts.log").read_text()
     finally:
         stack.send_signal(signal.SIGINT)
         output, _ = stack.communicate(timeout=30)
     assert b"Prometheus" in output
+    assert stack.returncode == 0, output[-2000:]  # Ctrl-C is how a stack ends: no error
+    assert b"stack stopped" in output
     for port in ports.values():
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"

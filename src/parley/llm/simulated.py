@@ -32,6 +32,11 @@ _CLOSINGS = (
 )
 
 
+# A user message carrying this makes the simulated LLM fail (every attempt): `parley
+# demo --fail` sends it to make failures, and their alerts, happen on purpose.
+FAIL_MARKER = "[simulate-llm-failure]"
+
+
 @dataclass(frozen=True, slots=True)
 class SimulatedTiming:
     ttft_seconds: float = 0.25
@@ -134,6 +139,9 @@ class SimulatedProvider:
             )
         if self.failure_rate and self._random.random() < self.failure_rate:
             raise LLMError(LLMErrorKind.SERVER_ERROR, "simulated provider failure")
+        last = next((m for m in reversed(request.messages) if m.role is Role.USER), None)
+        if last is not None and FAIL_MARKER in last.content:
+            raise LLMError(LLMErrorKind.SERVER_ERROR, "simulated provider failure (asked for)")
         return rate_limit
 
     @staticmethod
