@@ -62,6 +62,7 @@ def test_workers_share_a_socket_with_nodelay_and_serve_on_uvloop_and_httptools(
     class FakeMultiprocess:
         def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
             seen["loop"], seen["http"] = config.loop, config.http
+            seen["healthcheck"] = config.timeout_worker_healthcheck
             seen["nodelay"] = [
                 s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets
             ]
@@ -75,4 +76,11 @@ def test_workers_share_a_socket_with_nodelay_and_serve_on_uvloop_and_httptools(
     monkeypatch.setenv("PARLEY_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}")
     port = free_port()
     assert main(["serve", "--workers", "2", "--port", str(port)]) == 0
-    assert seen == {"loop": "uvloop", "http": "httptools", "nodelay": [1], "ran": True}
+    assert seen == {
+        "loop": "uvloop",
+        "http": "httptools",
+        "nodelay": [1],
+        "ran": True,
+        # Generous: a worker importing Parley on a loaded 2-core machine is not hung.
+        "healthcheck": 60,
+    }

@@ -54,6 +54,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 # uvicorn's exit status when the application could not start.
 STARTUP_FAILURE = 3
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
@@ -65,6 +66,9 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         loop="uvloop",
         http="httptools",
+        # A worker still importing on a loaded machine answers the supervisor's ping
+        # late; uvicorn's 5 s killed it ("Child process died") and started it again.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         log_config=None,  # Parley configures logging itself (structlog)
         proxy_headers=True,
         ws="websockets-sansio",

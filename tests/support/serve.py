@@ -58,7 +58,7 @@ def serve_process(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # workers import slowly on a loaded machine
         while True:
             if process.poll() is not None:
                 pytest.fail(f"parley serve exited: {(tmp_path / log.name).read_text()}")
