@@ -10,7 +10,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mixin.dashboards import dashboard_files  # after the path set-up above
+from mixin.dashboards import dashboard_files, page_panels  # after the path set-up above
 from mixin.rules import rule_files
 
 HERE = Path(__file__).parent
@@ -58,8 +58,13 @@ def render_kubernetes() -> dict[Path, str]:
     }
 
 
+def render_page() -> dict[Path, str]:
+    """The panels of the Grafana-free dashboard page (deploy/dashboard/index.html)."""
+    return {HERE / "dashboard" / "panels.json": page_panels()}
+
+
 def outputs() -> dict[Path, str]:
-    return {**render_rules(), **render_dashboards(), **render_kubernetes()}
+    return {**render_rules(), **render_dashboards(), **render_kubernetes(), **render_page()}
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ PARLEY_PORT=${PARLEY_PORT:-8000}
 PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9093}
 WEBHOOK_PORT=${WEBHOOK_PORT:-9095}
+DASHBOARD_PORT=${DASHBOARD_PORT:-9096}
 STACK_DIR=${STACK_DIR:-.stack}
 
 need=()
@@ -65,6 +66,16 @@ prometheus-alertmanager --config.file="$STACK_DIR/prometheus-config/alertmanager
     --cluster.listen-address= > "$STACK_DIR/alertmanager.log" 2>&1 &
 pids+=($!)
 
+# The dashboard without Grafana: deploy/dashboard, its pinned uPlot from the npm registry.
+dashboard="(npm is missing: no dashboard page)"
+if command -v npm >/dev/null; then
+    (cd deploy/dashboard && npm ci --no-audit --no-fund --silent)
+    python3 -m http.server --bind 127.0.0.1 --directory deploy/dashboard "$DASHBOARD_PORT" \
+        > "$STACK_DIR/dashboard.log" 2>&1 &
+    pids+=($!)
+    dashboard="http://127.0.0.1:$DASHBOARD_PORT/?prometheus=http://127.0.0.1:$PROMETHEUS_PORT"
+fi
+
 if [ -n "${DEMO_ARGS+set}" ]; then
     # `make stack DEMO_ARGS="--seconds 600 --fail 0.5"`: traffic for the dashboards (and,
     # with --fail, for the LLM alerts), once Parley answers.
@@ -81,6 +92,7 @@ cat <<EOT
 Parley        http://127.0.0.1:$PARLEY_PORT  (metrics: /metrics, API docs: /docs)
 Prometheus    http://127.0.0.1:$PROMETHEUS_PORT  (targets: /targets, rules: /rules, alerts: /alerts)
 Alertmanager  http://127.0.0.1:$ALERTMANAGER_PORT  (notifications: $STACK_DIR/alerts.log)
+Dashboard     $dashboard
 Logs in $STACK_DIR/. Ctrl-C stops everything.
 Traffic: .venv/bin/parley demo --url http://127.0.0.1:$PARLEY_PORT [--fail 0.5]
 EOT

@@ -572,5 +572,27 @@ def dashboard_files() -> dict[str, str]:
     }
 
 
+def page_panels() -> str:
+    """The same rows and panels for the Grafana-free page (deploy/dashboard), as JSON."""
+    rows = [
+        {
+            "title": row.title,
+            "panels": [
+                {
+                    "title": panel.title,
+                    "description": panel.description,
+                    "unit": panel.unit,
+                    "kind": panel.kind,
+                    "thresholds": [value for value, _ in panel.thresholds if value is not None],
+                    "queries": [{"expr": q.expr, "legend": q.legend} for q in panel.queries],
+                }
+                for panel in row.panels
+            ],
+        }
+        for row in ROWS
+    ]
+    return json.dumps({"title": "Parley", "rows": rows}, indent=2) + "\n"
+
+
 def all_queries() -> list[str]:
     return [query.expr for row in ROWS for panel in row.panels for query in panel.queries]

@@ -32,7 +32,13 @@ def _wait(check: object, timeout: float = 60) -> None:
 def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
-    names = ("PARLEY_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT", "WEBHOOK_PORT")
+    names = (
+        "PARLEY_PORT",
+        "PROMETHEUS_PORT",
+        "ALERTMANAGER_PORT",
+        "WEBHOOK_PORT",
+        "DASHBOARD_PORT",
+    )
     ports = {name: free_port() for name in names}
     env = {
         **os.environ,
@@ -88,6 +94,10 @@ def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
             json={"status": "firing", "alerts": [{"labels": {"alertname": "Test"}}]},
         ).raise_for_status()
         assert "Test" in (tmp_path / "alerts.log").read_text()
+        # The dashboard page and its pinned chart library are served.
+        dashboard = f"http://127.0.0.1:{ports['DASHBOARD_PORT']}"
+        _wait(lambda: httpx.get(f"{dashboard}/panels.json").status_code == 200)
+        assert httpx.get(f"{dashboard}/node_modules/uplot/dist/uPlot.iife.min.js").is_success
     finally:
         stack.send_signal(signal.SIGINT)
         output, _ = stack.communicate(timeout=30)

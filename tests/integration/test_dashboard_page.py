@@ -1,0 +1,92 @@
+"""The Grafana-free dashboard page (deploy/dashboard), in headless Chromium against a real
+Prometheus scraping a Parley that `parley demo` drove: every panel draws data, and the
+test leaves a screenshot (dashboard.png in its temporary directory)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from parley import demo
+from parley.app import create_app
+from tests.conftest import make_settings
+from tests.support.browser import Browser
+from tests.support.live_server import LiveServer
+from tests.support.prometheus import PrometheusServer
+from tests.support.tools import require_tool
+
+PAGE = Path(__file__).parents[2] / "deploy" / "dashboard"
+
+
+@pytest.fixture(scope="module")
+def page_server() -> Iterator[str]:
+    """deploy/dashboard as make stack serves it, its pinned uPlot installed by npm ci."""
+    require_tool("chromium")
+    npm = require_tool("npm")
+    subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"], cwd=PAGE, check=True, capture_output=True
+    )
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(PAGE))
+    handler.log_message = lambda *_: None  # type: ignore[attr-defined]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_every_panel_draws_data_after_the_demo(page_server: str, tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, sim_ttft_seconds=0.01, sim_token_delay_seconds=0.001, llm_max_retries=0
+    )
+    with (
+        LiveServer(create_app(settings)) as parley,
+        PrometheusServer(tmp_path / "prometheus", f"127.0.0.1:{parley.port}") as prometheus,
+        Browser(tmp_path) as browser,
+    ):
+        empty: list[str] = []
+        deadline = time.monotonic() + 180
+        while True:
+            # Traffic of every kind (and some failures), then the page, until every panel
+            # has points: rates need two scrapes, the SLO rules an evaluation after them.
+            asyncio.run(demo.run(demo.Plan(parley.http_url, 3, 60, 30, 0.2, None), _quiet()))
+            browser.open(f"{page_server}/?prometheus={prometheus.url}&range=600")
+            ready = time.monotonic() + 60
+            while not browser.evaluate("document.body.dataset.ready === 'true'"):
+                assert time.monotonic() < ready, "the page never finished loading"
+                time.sleep(0.2)
+            empty = browser.evaluate(
+                "[...document.querySelectorAll('.panel')]"
+                ".filter(p => p.dataset.points === '0').map(p => p.querySelector('h3').textContent)"
+            )
+            if not empty or time.monotonic() > deadline:
+                break
+        panels = browser.evaluate("document.querySelectorAll('.panel').length")
+        shot = browser.screenshot(tmp_path / "dashboard.png")
+    assert panels >= 15
+    assert empty == [], f"panels without data: {empty}"
+    assert shot.stat().st_size > 20_000
+    print(f"screenshot: {shot}")
+    shutil.copy(shot, tmp_path / "dashboard-last.png")
+
+
+class _quiet:
+    """The demo's progress line goes nowhere in a test."""
+
+    def write(self, _: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
