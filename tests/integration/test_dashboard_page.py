@@ -5,6 +5,7 @@ test leaves a screenshot (dashboard.png in its temporary directory)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import functools
 import subprocess
 import threading
@@ -60,7 +61,7 @@ def test_every_panel_draws_data_after_the_demo(page_server: str, tmp_path: Path)
         while True:
             # Traffic of every kind (and some failures), then the page, until every panel
             # has points: rates need two scrapes, the SLO rules an evaluation after them.
-            asyncio.run(demo.run(demo.Plan(parley.http_url, 3, 60, 30, 0.2, None), _Quiet()))
+            asyncio.run(demo.run(demo.Plan(parley.http_url, 3, 60, 30, 0.2, None), io.StringIO()))
             browser.open(f"{page_server}/?prometheus={prometheus.url}&range=600")
             ready = time.monotonic() + 60
             while not browser.evaluate("document.body.dataset.ready === 'true'"):
@@ -78,13 +79,3 @@ def test_every_panel_draws_data_after_the_demo(page_server: str, tmp_path: Path)
     assert empty == [], f"panels without data: {empty}"
     assert shot.stat().st_size > 20_000
     print(f"screenshot: {shot}")
-
-
-class _Quiet:
-    """The demo's progress line goes nowhere in a test."""
-
-    def write(self, _: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        return None
