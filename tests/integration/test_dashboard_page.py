@@ -5,8 +5,8 @@ test leaves a screenshot (dashboard.png in its temporary directory)."""
 from __future__ import annotations
 
 import asyncio
-import io
 import functools
+import io
 import subprocess
 import threading
 import time
