@@ -71,8 +71,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests deploy bench
 	$(BIN)/mypy src tests
 
-# What CI runs before the tests.
+# What CI runs before the tests: lint, then the fast tests (no servers, no Prometheus),
+# under a minute, so a broken change fails early.
+FAST_TESTS := tests/domain tests/llm tests/test_cli.py tests/test_config.py \
+	tests/test_requirements.py tests/observability/test_docs.py
 check: lint
+	$(BIN)/pytest -q $(FAST_TESTS)
 
 # Regenerate requirements/lock.txt after changing pyproject.toml's dependencies.
 lock: $(STAMP)

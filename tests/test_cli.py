@@ -73,6 +73,9 @@ def test_workers_share_a_socket_with_nodelay_and_serve_on_uvloop_and_httptools(
             seen["ran"] = True
 
     monkeypatch.setattr(cli, "Multiprocess", FakeMultiprocess)
+    # serve sets these for its workers: recorded here so they are undone after the test.
+    monkeypatch.setenv("PARLEY_AUTO_MIGRATE", "true")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     monkeypatch.setenv("PARLEY_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}")
     port = free_port()
     assert main(["serve", "--workers", "2", "--port", str(port)]) == 0
