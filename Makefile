@@ -14,7 +14,8 @@ STAMP := $(VENV)/.installed
 $(RUNTIME): requirements/runtime.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing Parley's runtime dependencies into $(VENV) (the first time only)"
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/runtime.txt
+	# not --quiet: a first install takes a minute or two, and shows what it is doing
+	$(BIN)/python -m pip install --progress-bar off --require-hashes -r requirements/runtime.txt
 	# the project itself: no dependencies (all locked above), no network for the build backend
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(RUNTIME)

@@ -118,9 +118,9 @@ def _turn_targets(quick: bool) -> list[tuple[str, bool, str]]:
     """The turn benchmark (bench/turns.py) and issue 11's goals."""
     upstream = turns.Upstream()
     streams = turns.run_streams(
-        client_counts=(1, 4) if quick else (1, 10, 100, 500),
+        client_counts=(1, 2) if quick else (1, 10, 100, 500),
         rounds=1 if quick else 3,
-        seconds=1.0 if quick else 10.0,
+        seconds=0.5 if quick else 10.0,
         upstream=upstream,
     )
     print("\n".join(turns.report_streams(streams, upstream)), end="\n\n")
@@ -133,7 +133,7 @@ def _turn_targets(quick: bool) -> list[tuple[str, bool, str]]:
     print("\n".join(turns.report_whole(whole)), end="\n\n")
 
     by = {(r.variant, r.clients): r for r in streams}
-    few, many = (1, 4) if quick else (1, 10)
+    few, many = (1, 2) if quick else (1, 10)
     targets = []
     for clients in (few, many):
         sse, passthrough = by[("parley sse", clients)], by[("passthrough", clients)]
