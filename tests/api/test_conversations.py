@@ -119,3 +119,27 @@ def test_escalation_reason_is_a_closed_set(client: TestClient) -> None:
         )
         assert response.status_code == 422
         assert "body.reason" in response.json()["error"]["message"]
+
+
+def test_a_long_conversation_is_read_a_page_at_a_time(client: TestClient) -> None:
+    """The latest messages first, oldest first within a page; messages_next_before pages
+    back until there is nothing more (a conversation never comes back unbounded)."""
+    make_goal(client, max_turns=100)
+    conversation_id = make_conversation(client)
+    for index in range(3):
+        client.post(f"/v1/conversations/{conversation_id}/messages", json={"content": f"m{index}"})
+    url = f"/v1/conversations/{conversation_id}"
+    seen: list[list[int]] = []
+    before = None
+    while True:
+        params = {"messages_limit": 2, **({"messages_before": before} if before else {})}
+        page = client.get(url, params=params).json()
+        seen.append([m["seq"] for m in page["messages"]])
+        before = page["messages_next_before"]
+        if before is None:
+            break
+    assert seen == [[5, 6], [3, 4], [1, 2]]
+    whole = client.get(url).json()
+    assert [m["seq"] for m in whole["messages"]] == [1, 2, 3, 4, 5, 6]
+    assert whole["messages_next_before"] is None
+    assert client.get(url, params={"messages_limit": 1001}).status_code == 422

@@ -78,12 +78,24 @@ class MemoryConversations:
         return conversation
 
     async def get(
-        self, conversation_id: uuid.UUID, *, with_messages: bool = False
+        self,
+        conversation_id: uuid.UUID,
+        *,
+        with_messages: bool = False,
+        messages_limit: int | None = None,
+        messages_before: int | None = None,
     ) -> Conversation | None:
         conversation = self.conversations.get(conversation_id)
         if conversation is None or not with_messages:
             return conversation
-        return dataclasses.replace(conversation, messages=tuple(self.messages[conversation_id]))
+        messages = [
+            m
+            for m in self.messages[conversation_id]
+            if messages_before is None or m.seq < messages_before
+        ]
+        if messages_limit is not None:
+            messages = messages[-messages_limit:]
+        return dataclasses.replace(conversation, messages=tuple(messages))
 
     async def page(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -76,11 +77,27 @@ async def list_conversations(
 
 @router.get("/{conversation_id}", responses=_NOT_FOUND)
 async def get_conversation(
-    conversation_id: uuid.UUID, conversations: ConversationsDep
+    conversation_id: uuid.UUID,
+    conversations: ConversationsDep,
+    messages_limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    messages_before: Annotated[int | None, Query(ge=1)] = None,
 ) -> ConversationDetail:
-    """Get a conversation with all its messages."""
-    conversation = await conversations.get(conversation_id, with_messages=True)
-    return ConversationDetail.model_validate(conversation)
+    """Get a conversation with its latest messages, a page at a time."""
+    # One more than asked: whether an earlier page exists, without counting them all.
+    conversation = await conversations.get(
+        conversation_id,
+        with_messages=True,
+        messages_limit=messages_limit + 1,
+        messages_before=messages_before,
+    )
+    messages = conversation.messages
+    next_before = None
+    if len(messages) > messages_limit:
+        messages = messages[1:]
+        next_before = messages[0].seq
+    detail = ConversationDetail.model_validate(dataclasses.replace(conversation, messages=messages))
+    detail.messages_next_before = next_before
+    return detail
 
 
 @router.post("/{conversation_id}/close", responses=_NOT_FOUND)

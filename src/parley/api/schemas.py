@@ -150,6 +150,8 @@ class ConversationOut(_Out):
 
 class ConversationDetail(ConversationOut):
     messages: list[MessageOut]
+    # The seq to pass as messages_before for the page before these; null: no more.
+    messages_next_before: int | None = None
 
 
 class ConversationPage(BaseModel):

@@ -77,8 +77,20 @@ class ConversationService:
         self._events.conversation_created(conversation)
         return conversation
 
-    async def get(self, conversation_id: uuid.UUID, *, with_messages: bool = False) -> Conversation:
-        conversation = await self._conversations.get(conversation_id, with_messages=with_messages)
+    async def get(
+        self,
+        conversation_id: uuid.UUID,
+        *,
+        with_messages: bool = False,
+        messages_limit: int | None = None,
+        messages_before: int | None = None,
+    ) -> Conversation:
+        conversation = await self._conversations.get(
+            conversation_id,
+            with_messages=with_messages,
+            messages_limit=messages_limit,
+            messages_before=messages_before,
+        )
         if conversation is None:
             raise ConversationNotFoundError(conversation_id)
         return conversation

@@ -66,8 +66,16 @@ class ConversationStore(Protocol):
     async def create(self, goal_id: str, metadata: dict[str, Any]) -> Conversation: ...
 
     async def get(
-        self, conversation_id: uuid.UUID, *, with_messages: bool = False
-    ) -> Conversation | None: ...
+        self,
+        conversation_id: uuid.UUID,
+        *,
+        with_messages: bool = False,
+        messages_limit: int | None = None,
+        messages_before: int | None = None,
+    ) -> Conversation | None:
+        """With messages: all of them, or the latest ``messages_limit`` with a ``seq``
+        below ``messages_before``; oldest first either way."""
+        ...
 
     async def page(
         self,

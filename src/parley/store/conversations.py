@@ -78,7 +78,12 @@ class ConversationRepository:
             return to_conversation(row)
 
     async def get(
-        self, conversation_id: uuid.UUID, *, with_messages: bool = False
+        self,
+        conversation_id: uuid.UUID,
+        *,
+        with_messages: bool = False,
+        messages_limit: int | None = None,
+        messages_before: int | None = None,
     ) -> Conversation | None:
         async with self._db.session() as session:
             row = await session.get(ConversationRow, conversation_id)
@@ -86,13 +91,17 @@ class ConversationRepository:
                 return None
             messages: Sequence[MessageRow] = ()
             if with_messages:
-                messages = (
-                    await session.scalars(
-                        select(MessageRow)
-                        .where(MessageRow.conversation_id == conversation_id)
-                        .order_by(MessageRow.seq)
-                    )
-                ).all()
+                # Newest first, so a limit keeps the latest; returned oldest first.
+                query = (
+                    select(MessageRow)
+                    .where(MessageRow.conversation_id == conversation_id)
+                    .order_by(MessageRow.seq.desc())
+                )
+                if messages_before is not None:
+                    query = query.where(MessageRow.seq < messages_before)
+                if messages_limit is not None:
+                    query = query.limit(messages_limit)
+                messages = list(reversed((await session.scalars(query)).all()))
             return to_conversation(row, tuple(to_message(m) for m in messages))
 
     async def page(
