@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -127,3 +128,19 @@ def test_clean_dead_workers_removes_only_dead_live_gauges(tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"gauge_livesum_{alive_pid}.db", f"counter_{dead_pid}.db"]
     )
+
+
+def test_a_worker_that_exited_but_is_not_yet_reaped_counts_as_dead(tmp_path: Path) -> None:
+    """uvicorn's supervisor reaps a dead worker only between health checks of the others;
+    until then it is a zombie, which os.kill(pid, 0) still finds. Its live gauges go."""
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    # Exited, and deliberately not waited for: a zombie until the end of the test.
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.05)
+    (tmp_path / f"gauge_livesum_{zombie.pid}.db").write_bytes(b"")
+    try:
+        assert clean_dead_workers(str(tmp_path)) == [zombie.pid]
+    finally:
+        zombie.wait()

@@ -36,7 +36,18 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Exited, not yet reaped by its parent: uvicorn's supervisor reaps a dead worker
+    only between health checks of the others, which can take seconds. A zombie holds no
+    connection, so its share of a live gauge goes now (Linux; elsewhere, at reaping)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def clean_dead_workers(path: str) -> list[int]:
