@@ -9,12 +9,10 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, func, select, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.domain.errors import (
-    ConversationNotFoundError,
     GoalNotFoundError,
     InvalidCursorError,
 )
@@ -168,22 +166,8 @@ class ConversationRepository:
     async def record_llm_failure(
         self, conversation_id: uuid.UUID, *, escalate_at: int | None
     ) -> Conversation | None:
-        async with self._db.session() as session, session.begin():
-            row = await _update_returning(
-                session, conversation_id, llm_failures=ConversationRow.llm_failures + 1
-            )
-            if row is None:
-                raise ConversationNotFoundError(conversation_id)
-            if (
-                escalate_at is None
-                or row.llm_failures < escalate_at
-                or row.status != ConversationStatus.ACTIVE.value
-            ):
-                return None
-            now = _after(row.updated_at)
-            row.updated_at = now
-            _escalate(row, EscalationReason.LLM_FAILURE, None, now)
-            return to_conversation(row)
+        async with self._db.transaction() as conn:
+            return await turns.record_llm_failure(conn, conversation_id, escalate_at=escalate_at)
 
     async def transition(
         self,
@@ -225,36 +209,3 @@ class ConversationRepository:
             for status, count in rows:
                 counts[ConversationStatus(status)] = count
             return counts
-
-
-def _after(previous: datetime) -> datetime:
-    """Now, but never before ``previous``: times follow ``seq`` even if the clock steps back."""
-    return max(_now(), previous)
-
-
-def _escalate(
-    row: ConversationRow, reason: EscalationReason, note: str | None, now: datetime
-) -> None:
-    row.status = ConversationStatus.ESCALATED.value
-    row.escalation_reason = reason.value
-    row.escalation_note = note
-    row.escalated_at = now
-    row.updated_at = now
-
-
-async def _update_returning(
-    session: AsyncSession,
-    conversation_id: uuid.UUID,
-    *conditions: ColumnElement[bool],
-    **values: object,
-) -> ConversationRow | None:
-    """One UPDATE ... RETURNING: the change, the row as it is now, and its lock until commit."""
-    return (
-        await session.scalars(
-            update(ConversationRow)
-            .where(ConversationRow.id == conversation_id, *conditions)
-            .values(**values)
-            .returning(ConversationRow)
-            .execution_options(populate_existing=True)
-        )
-    ).one_or_none()

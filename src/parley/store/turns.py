@@ -86,6 +86,12 @@ _NEXT_SEQ = (
     )
     .returning(*_CONVERSATION)
 )
+_FAILED = (
+    update(CONVERSATIONS)
+    .where(_C.id == bindparam("conversation_id"))
+    .values(llm_failures=_C.llm_failures + 1)
+    .returning(*_CONVERSATION)
+)
 _ESCALATE = (
     update(CONVERSATIONS)
     .where(_C.id == bindparam("conversation_id"))
@@ -94,6 +100,7 @@ _ESCALATE = (
         escalation_reason=bindparam("reason"),
         escalation_note=None,
         escalated_at=bindparam("at", type_=UTCDateTime()),
+        updated_at=bindparam("at", type_=UTCDateTime()),
     )
 )
 _INSERT_MESSAGE = insert(MESSAGES)
@@ -189,8 +196,8 @@ async def open_turn(
     goal = goals.get(row.goal_id) or goals.put(await _goal(conn, row.goal_id))
     conversation = to_conversation(row)
     reason = escalate_when(goal, row.turns)
-    if reason is not None:
-        conversation = await _escalate(conn, conversation, reason)
+    if reason is not None:  # at the time the UPDATE above set
+        conversation = await _escalate(conn, conversation, reason, conversation.updated_at)
     question = Message(
         id=uuid.uuid4(),
         conversation_id=conversation_id,
@@ -278,10 +285,23 @@ async def stored_reply(conn: AsyncConnection, question: Message) -> tuple[Messag
     return existing, to_conversation(row)
 
 
+async def record_llm_failure(
+    conn: AsyncConnection, conversation_id: uuid.UUID, *, escalate_at: int | None
+) -> Conversation | None:
+    """One more failed turn in a row; the conversation escalated if that reaches
+    ``escalate_at`` (while it is active), else ``None``."""
+    row = (await conn.execute(_FAILED, {"conversation_id": conversation_id})).one_or_none()
+    if row is None:
+        raise ConversationNotFoundError(conversation_id)
+    if escalate_at is None or row.llm_failures < escalate_at or row.status != ACTIVE:
+        return None
+    at = max(now(), row.updated_at)  # never before the last change, as seq orders them
+    return await _escalate(conn, to_conversation(row), EscalationReason.LLM_FAILURE, at)
+
+
 async def _escalate(
-    conn: AsyncConnection, conversation: Conversation, reason: EscalationReason
+    conn: AsyncConnection, conversation: Conversation, reason: EscalationReason, at: datetime
 ) -> Conversation:
-    at = conversation.updated_at
     await conn.execute(
         _ESCALATE, {"conversation_id": conversation.id, "reason": reason.value, "at": at}
     )
@@ -289,6 +309,7 @@ async def _escalate(
         conversation,
         status=ConversationStatus.ESCALATED,
         escalation=Escalation(reason, None, at),
+        updated_at=at,
     )
 
 
