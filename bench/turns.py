@@ -203,6 +203,10 @@ async def _sse_stream(
     return ttft
 
 
+async def _nothing() -> None:
+    """Clean-up for a client that holds nothing open."""
+
+
 async def _client_turns(
     variant: str, server: Server, http: httpx.AsyncClient
 ) -> tuple[Turn, Callable[[], Awaitable[None]]]:
@@ -213,10 +217,7 @@ async def _client_turns(
         async def chat() -> float | None:
             return await _sse_stream(http, path, CHAT, b'" word"')  # the first content
 
-        async def nothing() -> None:
-            return None
-
-        return chat, nothing
+        return chat, _nothing
     conversation = await _conversation(http)
     messages = f"/v1/conversations/{conversation}/messages"
     if variant == "parley sse":
@@ -226,10 +227,7 @@ async def _client_turns(
                 http, messages, {"content": "Hello?", "stream": True}, b"event: token"
             )
 
-        async def nothing_sse() -> None:
-            return None
-
-        return sse, nothing_sse
+        return sse, _nothing
     ws = await connect(f"{server.url.replace('http', 'ws')}{messages.removesuffix('/messages')}/ws")
 
     async def frame() -> float | None:

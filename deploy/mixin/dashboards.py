@@ -69,7 +69,6 @@ def _quantiles(metric: str, selector: str, by: str = "") -> tuple[Query, ...]:
     )
 
 
-JOB_SEL = SCOPE
 SLO_COLORS = ((None, "red"), (0.25, "orange"), (0.5, "green"))
 
 
@@ -80,7 +79,7 @@ def _slo_stats(slo: c.SLO, sli: str, title: str, legend: str) -> tuple[PanelSpec
             f"{title}, 30 days (SLO {slo.objective:.1%})",
             f"{slo.description[0].upper()}{slo.description[1:]}; from the recording rules "
             "(whole job).",
-            (_q(f"1 - job:slo_{sli}:ratio_rate{c.SLO_PERIOD}{{{JOB_SEL}}}", legend),),
+            (_q(f"1 - job:slo_{sli}:ratio_rate{c.SLO_PERIOD}{{{SCOPE}}}", legend),),
             "percentunit",
             kind="stat",
             width=6,
@@ -89,7 +88,7 @@ def _slo_stats(slo: c.SLO, sli: str, title: str, legend: str) -> tuple[PanelSpec
         PanelSpec(
             f"Error budget left: {slo.name}",
             f"Share of the 30-day {slo.name} budget not yet spent.",
-            (_q(f'job:slo_error_budget_remaining:ratio{{{JOB_SEL}, slo="{slo.name}"}}', "left"),),
+            (_q(f'job:slo_error_budget_remaining:ratio{{{SCOPE}, slo="{slo.name}"}}', "left"),),
             "percentunit",
             kind="stat",
             width=6,
@@ -120,12 +119,12 @@ ROWS: tuple[RowSpec, ...] = (
                 "How fast the budget burns: 1 spends it in exactly 30 days; the page is at 14.4.",
                 (
                     _q(
-                        f"job:slo_availability_errors:ratio_rate1h{{{JOB_SEL}}}"
+                        f"job:slo_availability_errors:ratio_rate1h{{{SCOPE}}}"
                         f' / scalar(slo:error_budget:ratio{{slo="availability"}})',
                         "1h",
                     ),
                     _q(
-                        f"job:slo_availability_errors:ratio_rate5m{{{JOB_SEL}}}"
+                        f"job:slo_availability_errors:ratio_rate5m{{{SCOPE}}}"
                         f' / scalar(slo:error_budget:ratio{{slo="availability"}})',
                         "5m",
                     ),
@@ -165,7 +164,7 @@ ROWS: tuple[RowSpec, ...] = (
             PanelSpec(
                 "Request rate by route",
                 "HTTP requests per second, by route template (recording rule, whole job).",
-                (_q(f"sum by (path) (job_path:http_requests:rate5m{{{JOB_SEL}}})", "{{path}}"),),
+                (_q(f"sum by (path) (job_path:http_requests:rate5m{{{SCOPE}}})", "{{path}}"),),
                 "reqps",
             ),
             PanelSpec(
@@ -215,7 +214,7 @@ ROWS: tuple[RowSpec, ...] = (
                 "recording rule, whole job).",
                 (
                     _q(
-                        f"job_path:http_server_errors:ratio_rate5m{{{JOB_SEL}}}",
+                        f"job_path:http_server_errors:ratio_rate5m{{{SCOPE}}}",
                         "{{path}}",
                     ),
                 ),
@@ -228,7 +227,7 @@ ROWS: tuple[RowSpec, ...] = (
                 "as long as its replies.",
                 (
                     _q(
-                        f"job_path:http_request_duration_seconds:p95_rate5m{{{JOB_SEL}}}",
+                        f"job_path:http_request_duration_seconds:p95_rate5m{{{SCOPE}}}",
                         "{{path}}",
                     ),
                 ),

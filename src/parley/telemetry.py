@@ -95,10 +95,6 @@ class ConversationMetrics:
         for reason in EscalationReason:
             metrics.escalations.labels(reason.value)
 
-    def admit_goals(self, goal_ids: list[str]) -> None:
-        for goal_id in self.goal_label.admit(goal_ids):
-            self.metrics.conversations_created.labels(goal_id)
-
     def label_goals(self, goal_ids: list[str]) -> None:
         """The goals that get a label of their own: the oldest ones, the same on every
         replica (read from the goals table), so the bound holds per cluster."""

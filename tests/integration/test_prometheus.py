@@ -27,7 +27,7 @@ from parley.llm.factory import build_provider
 from parley.llm.simulated import SimulatedProvider
 from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
-from tests.support.prometheus import PrometheusServer
+from tests.support.prometheus import PrometheusServer, with_everything_selected
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "deploy"))
 from mixin.dashboards import VARIABLE_SERIES, all_queries
@@ -150,11 +150,6 @@ def _same_or_next_bucket(measured: float, expected: float, bounds: list[float]) 
     return _bucket_of(measured, bounds) - _bucket_of(expected, bounds) in (0, 1)
 
 
-def _substitute(expr: str) -> str:
-    """Grafana's variables, as a dashboard with everything selected would send them."""
-    return re.sub(r'=~"\$\w+"', '=~".*"', expr.replace("$__rate_interval", "1m"))
-
-
 def test_prometheus_sees_what_the_session_did(
     parley: tuple[LiveServer, SimulatedProvider, CollectorRegistry], tmp_path: Path
 ) -> None:
@@ -237,9 +232,9 @@ def test_prometheus_sees_what_the_session_did(
             for signal in SIGNALS[alert["alert"]]:
                 assert prometheus.query(signal), f"{alert['alert']}: {signal}"
         for expr in all_queries():
-            assert prometheus.query(_substitute(expr)), expr
+            assert prometheus.query(with_everything_selected(expr)), expr
         for series in VARIABLE_SERIES.values():
-            assert prometheus.query(_substitute(series)), series
+            assert prometheus.query(with_everything_selected(series)), series
         # A fifth or more of the answers were client errors (404, 409, 422): no server
         # error, so HighErrorRate stays quiet; the LLM is healthy, so LLMServiceDown too.
         assert "HighErrorRate" not in prometheus.alerts()

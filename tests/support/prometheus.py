@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -16,6 +17,11 @@ from tests.support.ports import free_port
 from tests.support.tools import require_tool
 
 RULES = Path(__file__).parents[2] / "deploy" / "prometheus" / "rules"
+
+
+def with_everything_selected(expr: str) -> str:
+    """A dashboard query as Grafana sends it with every variable on "All"."""
+    return re.sub(r'=~"\$\w+"', '=~".*"', expr.replace("$__rate_interval", "1m"))
 
 
 class PrometheusServer:

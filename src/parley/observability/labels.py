@@ -55,14 +55,3 @@ class CappedLabel:
             added = [value for value in chosen if value not in self._seen]
             self._seen = set(chosen)
         return added
-
-    def admit(self, values: Iterable[str]) -> list[str]:
-        """Admit known values up front (up to the cap); returns those admitted."""
-        admitted = []
-        for value in values:
-            with self._lock:
-                if len(self._seen) >= self.limit:
-                    break
-                self._seen.add(value)
-            admitted.append(value)
-        return admitted
