@@ -1,31 +1,57 @@
-"""The README's conversation examples, run as written against a started ``parley serve``
-(only the port changes, so the test never collides with a server on 8000): a false
-example fails here. The shell block's commands run in one bash session; the WebSocket
-block's ``>`` lines are sent and its ``<`` lines are the frames expected, in order.
+"""The README's examples, run as written: a false example fails here.
+
+The conversation examples run against a started ``parley serve`` (only the port changes,
+so the test never collides with a server on 8000): the shell block's commands in one bash
+session, the WebSocket block's ``>`` lines sent and its ``<`` lines the frames expected,
+in order. The quick start's ``make run``, the metrics one-liner, ``parley demo`` and the
+Kubernetes Secret run here too; ``make stack`` runs as written in
+``tests/integration/test_stack.py``. Every shell block must be one of these.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import yaml
 from websockets.asyncio.client import connect
 
+from tests.support.ports import free_port
+from tests.support.readme import readme_block, readme_blocks
 from tests.support.serve import serve
+from tests.support.tools import require_tool
 
 ROOT = Path(__file__).parents[1]
-SECTION = "## A conversation, step by step"
 
 
-def _blocks() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index(SECTION) : readme.index("\n## ", readme.index(SECTION) + 1)]
-    return re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+# The first line of every shell block in the README: each is run by a test below (or,
+# for `make stack`, in tests/integration/test_stack.py).
+EXAMPLES = (
+    "make run",
+    "# a goal",
+    "CID2=",
+    "curl -s localhost:8000/metrics",
+    "make stack",
+    ".venv/bin/parley demo",
+    "kubectl create secret",
+)
+
+
+def test_every_shell_example_in_the_readme_is_run_by_a_test() -> None:
+    unrun = [b for b in readme_blocks() if not b.startswith(EXAMPLES)]
+    assert not unrun, f"add each to EXAMPLES and a test that runs it: {unrun}"
+    for first_line in EXAMPLES:
+        readme_block(first_line)  # each exists, once
 
 
 def _commands(block: str) -> list[str]:
@@ -62,7 +88,7 @@ def _run(script: str, url: str) -> list[str]:
 
 
 def test_the_shell_example_works_as_written(server: str) -> None:
-    goal, created, whole, streamed, escalated, conversation = _run(_blocks()[0], server)
+    goal, created, whole, streamed, escalated, conversation = _run(readme_block("# a goal"), server)
     assert json.loads(goal)["id"] == "support"
     assert created == ""  # CID=$(...) prints nothing
     turn = json.loads(whole)
@@ -92,7 +118,7 @@ def _frames(block: str) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 def test_the_websocket_example_works_as_written(server: str) -> None:
-    shell, session = _frames(_blocks()[1])
+    shell, session = _frames(readme_block("CID2="))
     assert shell[-1].startswith(".venv/bin/python -m websockets ws://127.0.0.1:8000/")
     # Its conversation is made as written; then the client's session is played.
     (cid,) = _run("\n".join([*shell[:-1], 'echo "$CID2"']), server)[-1:]
@@ -132,3 +158,157 @@ async def _expect(ws: object, expected: list[str]) -> None:
         for key, value in wanted.items():
             if value is not None and key != "content" and not isinstance(value, dict):
                 assert frame[key] == value, (key, frame)
+
+
+def _command(line: str) -> str:
+    """A README line without its trailing comment."""
+    return line.split("  #", 1)[0].strip()
+
+
+def _wait_until(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            outcome = check()
+        except httpx.TransportError:
+            outcome = None
+        if outcome:
+            return outcome
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _interrupt(process: subprocess.Popen[bytes]) -> int:
+    """Ctrl-C, as a terminal sends it: to the whole process group."""
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        return process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_the_quick_start_serves_as_written(tmp_path: Path) -> None:
+    run, test = readme_block("make run").splitlines()
+    # make test is this very suite, and CI runs it as written.
+    assert _command(test) in (ROOT / ".ci" / "run").read_text().splitlines()
+    port = free_port()
+    database = tmp_path / "quick.db"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PARLEY_", "GROQ_", "PROMETHEUS_MULTIPROC"))
+    }
+    # Where it listens and stores are the two settings changed: the test's own port and
+    # file, not a developer's server on 8000 or their ./parley.db.
+    env |= {"PARLEY_PORT": str(port), "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+    log = tmp_path / "make-run.log"
+    with log.open("wb") as out:
+        served = subprocess.Popen(
+            ["bash", "-c", _command(run)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, "make run")
+        assert "conversation_turns_total" in httpx.get(f"{url}/metrics").text
+        # No API key anywhere, and a reply still comes: the simulated LLM answered.
+        with httpx.Client(base_url=url, timeout=30) as http:
+            goal = {"name": "Quick", "instructions": "Help."}
+            assert http.post("/v1/goals/", json=goal).status_code == 201
+            conversation = http.post("/v1/conversations/", json={"goal_id": "quick"}).json()
+            turn = http.post(
+                f"/v1/conversations/{conversation['id']}/messages", json={"content": "Hi"}
+            )
+            assert turn.status_code == 200, turn.text
+            assert turn.json()["reply"]["content"]
+        assert database.exists()  # SQLite
+    finally:
+        code = _interrupt(served)
+    output = log.read_text()
+    # make re-raises the Ctrl-C it got (a shell shows no error for it); parley stopped
+    # cleanly under it.
+    assert code in (0, -signal.SIGINT), output
+    assert "Traceback" not in output, output
+    assert "make: ***" not in output, output
+
+
+def test_the_metrics_example_works_as_written(server: str) -> None:
+    (lines,) = _run(readme_block("curl -s localhost:8000/metrics"), server)
+    names = {line.split("{")[0].split(" ")[0] for line in lines.splitlines()}
+    assert names == {
+        "http_requests_total",
+        "llm_ttft_seconds_count",
+        "llm_tokens_used_total",
+        "conversations_active",
+        "escalations_total",
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "shows"),
+    [
+        (0, re.compile(r"\b([1-9]\d*) turns, .*, 0 errors")),
+        (1, re.compile(r"\b[1-9]\d* errors")),
+    ],
+    ids=["traffic", "failures"],
+)
+def test_the_demo_examples_work_as_written(
+    server: str, tmp_path: Path, line: int, shows: re.Pattern[str]
+) -> None:
+    command = _command(readme_block(".venv/bin/parley demo").splitlines()[line])
+    log = tmp_path / "demo.log"
+    env = {**os.environ, "PARLEY_PORT": server.rsplit(":", 1)[1]}
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_until(lambda: shows.search(log.read_text()), f"{command}: {shows.pattern}", 60)
+    finally:
+        # It runs for minutes as written; Ctrl-C ends it early, and cleanly.
+        assert _interrupt(demo) == 0, log.read_text()
+
+
+def test_the_kubernetes_secret_example_has_every_key_the_deployment_reads() -> None:
+    require_tool("kubectl")
+    command = readme_block("kubectl create secret").rstrip()
+    made = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", f"{command} --dry-run=client -o json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    secret = json.loads(made.stdout)
+    deployment = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text())
+    spec = deployment["spec"]["template"]["spec"]
+    read = {
+        variable["valueFrom"]["secretKeyRef"]["key"]
+        for container in spec["containers"] + spec.get("initContainers", [])
+        for variable in container.get("env", [])
+        if "secretKeyRef" in variable.get("valueFrom", {})
+    }
+    assert secret["metadata"]["name"] == "parley"
+    assert set(secret["data"]) == read
+
+
+def test_the_prometheus_adapter_rule_serves_the_autoscalers_metric() -> None:
+    (rule,) = yaml.safe_load(readme_block("rules:", "yaml"))["rules"]
+    autoscaler = yaml.safe_load(
+        (ROOT / "deploy" / "kubernetes" / "horizontalpodautoscaler.yaml").read_text()
+    )
+    (metric,) = autoscaler["spec"]["metrics"]
+    name = metric["pods"]["metric"]["name"]
+    assert rule["seriesQuery"].startswith(name + "{")
+    assert rule["name"]["as"] == name

@@ -159,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         "live line of turns/s, p95 and errors. --fail makes that share of turns fail in "
         "the simulated LLM, so the LLM alerts can be made to fire on purpose.",
     )
-    demo.add_argument("--url", default="http://127.0.0.1:8000", help="Parley's address")
+    demo.add_argument(
+        "--url",
+        # the address `make run` serves, wherever PARLEY_PORT moved it
+        default=f"http://127.0.0.1:{os.environ.get('PARLEY_PORT') or 8000}",
+        help="Parley's address (default http://127.0.0.1:PARLEY_PORT, 8000)",
+    )
     demo.add_argument("--clients", type=_workers, default=5, help="concurrent clients (5)")
     demo.add_argument("--seconds", type=float, default=60.0, help="how long (60)")
     demo.add_argument("--turns", type=_workers, help="stop after this many turns")
