@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 
-from parley import __version__, cli
+from parley import __version__
 from parley.cli import main
 from tests.support.ports import free_port
 
@@ -72,7 +74,7 @@ def test_workers_share_a_socket_with_nodelay_and_serve_on_uvloop_and_httptools(
         def run(self) -> None:
             seen["ran"] = True
 
-    monkeypatch.setattr(cli, "Multiprocess", FakeMultiprocess)
+    monkeypatch.setattr("uvicorn.supervisors.Multiprocess", FakeMultiprocess)
     # serve sets these for its workers: recorded here so they are undone after the test.
     monkeypatch.setenv("PARLEY_AUTO_MIGRATE", "true")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
@@ -87,3 +89,20 @@ def test_workers_share_a_socket_with_nodelay_and_serve_on_uvloop_and_httptools(
         # Generous: a worker importing Parley on a loaded 2-core machine is not hung.
         "healthcheck": 60,
     }
+
+
+def test_the_cli_module_imports_nothing_a_worker_imports_later() -> None:
+    """A spawned --workers worker imports the `parley` script's module before it can
+    answer uvicorn's health check: the server, store and client stay out of it."""
+    heavy = ("uvicorn", "fastapi", "sqlalchemy", "alembic", "httpx", "websockets", "structlog")
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, parley.cli; print(*[m for m in {heavy!r} if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.split() == []

@@ -12,17 +12,18 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-import httpx
-import uvicorn
-from uvicorn.supervisors import Multiprocess
-
-from parley import __version__, demo
+from parley import __version__
 from parley.config import Settings, SettingsError, environment_variable, load_settings
-from parley.observability import configure_logging, multiprocess
-from parley.store import Database, upgrade_to_head
+
+# The rest is imported where it is used. A `--workers` worker is spawned: it imports
+# this module again (the `parley` script's) before it can answer uvicorn's health check,
+# and importing the store, observability, uvicorn and the demo client here took ~1 s of
+# CPU, which a saturated machine stretched past the check's deadline.
 
 
 async def _migrate(settings: Settings) -> None:
+    from parley.store import Database, upgrade_to_head
+
     database = Database(settings.database_url)
     try:
         await upgrade_to_head(database.engine)
@@ -31,6 +32,8 @@ async def _migrate(settings: Settings) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from parley.observability import multiprocess
+
     metrics_dir = os.environ.get(multiprocess.ENV)
     own_metrics_dir = False
     if args.workers > 1:
@@ -58,6 +61,9 @@ WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
     config = uvicorn.Config(
         "parley.app:create_app",
         factory=True,
@@ -183,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":  # a client of a running Parley: its settings do not apply
+        import httpx
+
+        from parley import demo
+
         plan = demo.Plan(args.url, args.clients, args.seconds, args.turns, args.fail, args.api_key)
         try:
             progress = asyncio.run(demo.run(plan))
@@ -197,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as invalid:
         print(f"parley: invalid settings\n{invalid}", file=sys.stderr)
         return 2
+    from parley.observability import configure_logging
+
     configure_logging(
         settings.log_level, settings.log_format.value, log_content=settings.log_content
     )

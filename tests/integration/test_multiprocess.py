@@ -1,4 +1,5 @@
-"""``parley serve --workers 2``: one scrape shows the sum across workers."""
+"""``parley serve --workers 2``: one scrape shows the sum across workers, and the workers
+start on a machine busier than they are."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from parley.observability.multiprocess import clean_dead_workers
-from tests.support.serve import serve
+from tests.support.serve import serve, serve_process
 
 
 def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -36,6 +37,29 @@ def _pids(directory: Path, kind: str) -> set[int]:
         for f in directory.iterdir()
         if (m := re.match(rf"{kind}_(\d+)\.db$", f.name))
     }
+
+
+def test_workers_starting_on_a_saturated_machine_are_not_killed(tmp_path: Path) -> None:
+    # Eight busy processes per core: a spawned worker gets a fraction of a core while it
+    # imports, and answers uvicorn's first health-check ping late. With uvicorn's 5 s
+    # the supervisor killed it ("Child process died") over and over; reproduced here
+    # before WORKER_HEALTHCHECK_SECONDS.
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(8 * (os.cpu_count() or 1))
+    ]
+    try:
+        with serve_process(tmp_path, "--workers", "2") as served:
+            deadline = time.monotonic() + 120
+            while served.log.read_text().count("Application startup complete") < 2:
+                assert time.monotonic() < deadline, "the second worker never started"
+                time.sleep(0.2)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    log = served.log.read_text()
+    assert "died" not in log, log
 
 
 def test_two_workers_report_the_sum_of_their_counts(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ class Served:
 
 @contextmanager
 def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run ``python -m parley serve`` on a free port until the block ends; yields its URL."""
+    """Run ``parley serve`` on a free port until the block ends; yields its URL."""
     with serve_process(tmp_path, *args, env=env) as served:
         yield served.url
 
@@ -51,7 +51,8 @@ def serve_process(
     env.pop("GROQ_API_KEY", None)
     log = (tmp_path / f"serve-{port}.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "parley", "serve", "--port", str(port), *args],
+        # the console script, as `make run` starts it (a spawned worker re-imports it)
+        [str(Path(sys.executable).with_name("parley")), "serve", "--port", str(port), *args],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
