@@ -115,8 +115,7 @@ def active_conversations_hook(
     store: Store, metrics: BusinessMetrics
 ) -> Callable[[], Awaitable[None]]:
     async def refresh_conversations_active() -> None:
-        counts = await store.conversations.count_by_status()
-        metrics.conversations_active.set(counts[ConversationStatus.ACTIVE])
+        metrics.conversations_active.set(await store.conversations.count_active())
 
     return refresh_conversations_active
 

@@ -24,6 +24,7 @@ from parley.domain.models import ConversationStatus, EscalationPolicy, Escalatio
 from parley.domain.ports import OpenedTurn, ReplyDraft
 from parley.llm import Usage
 from parley.store import Database, Store, upgrade_to_head
+from parley.store.conversations import COUNT_ACTIVE
 from parley.store.goals import GoalCache
 
 
@@ -247,16 +248,32 @@ async def test_garbage_cursor_is_refused(store: Store) -> None:
         await store.conversations.page(cursor="not-a-cursor")
 
 
-async def test_count_by_status_covers_every_status(store: Store) -> None:
+async def test_the_active_count_reads_active_conversations_through_their_index(
+    store: Store,
+) -> None:
+    """The scrape counts active conversations by an index range, so its cost follows
+    the active ones, not every conversation ever stored (it was a GROUP BY of the table)."""
     await store.goals.add(_goal())
-    for _ in range(2):
-        await store.conversations.create("support", {})
-    counts = await store.conversations.count_by_status()
-    assert counts == {
-        ConversationStatus.ACTIVE: 2,
-        ConversationStatus.COMPLETED: 0,
-        ConversationStatus.ESCALATED: 0,
-    }
+    ids = [(await store.conversations.create("support", {})).id for _ in range(3)]
+    await store.conversations.transition(
+        ids[0],
+        allowed_from=[ConversationStatus.ACTIVE],
+        to=ConversationStatus.ESCALATED,
+        reason=EscalationReason.MANUAL,
+    )
+    assert await store.conversations.count_active() == 2
+    engine = store.database.engine
+    sql = str(COUNT_ACTIVE.compile(engine, compile_kwargs={"literal_binds": True}))
+    async with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            rows = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")
+            plan = " ".join(str(row) for row in rows)
+            assert "SEARCH" in plan, plan
+            assert "ix_conversations_status" in plan, plan
+        else:  # a tiny table: tell the planner what a large one would make it do
+            await connection.exec_driver_sql("SET enable_seqscan = off")
+            plan = " ".join(str(row) for row in await connection.exec_driver_sql(f"EXPLAIN {sql}"))
+            assert "Index Cond" in plan, plan
 
 
 async def test_data_survives_a_restart(database_url: str) -> None:

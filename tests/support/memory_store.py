@@ -212,11 +212,8 @@ class MemoryConversations:
             reason=EscalationReason.LLM_FAILURE,
         )
 
-    async def count_by_status(self) -> dict[ConversationStatus, int]:
-        counts = dict.fromkeys(ConversationStatus, 0)
-        for conversation in self.conversations.values():
-            counts[conversation.status] += 1
-        return counts
+    async def count_active(self) -> int:
+        return sum(c.status is ConversationStatus.ACTIVE for c in self.conversations.values())
 
     def _append(
         self, conversation_id: uuid.UUID, role: Role, content: str, **fields: Any

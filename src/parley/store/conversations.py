@@ -31,6 +31,14 @@ from parley.store.tables import ConversationRow, MessageRow
 from parley.store.turns import now as _now
 from parley.store.turns import to_conversation, to_message
 
+# The scrape's count: a range of the status index, so its cost follows the active
+# conversations, not every conversation ever stored.
+COUNT_ACTIVE = (
+    select(func.count())
+    .select_from(ConversationRow)
+    .where(ConversationRow.status == ConversationStatus.ACTIVE.value)
+)
+
 
 def encode_cursor(created_at: datetime, conversation_id: uuid.UUID) -> str:
     raw = json.dumps([created_at.isoformat(), str(conversation_id)]).encode()
@@ -200,12 +208,7 @@ class ConversationRepository:
             row = result.scalar_one_or_none()
             return to_conversation(row) if row else None
 
-    async def count_by_status(self) -> dict[ConversationStatus, int]:
-        async with self._db.session() as session:
-            rows = await session.execute(
-                select(ConversationRow.status, func.count()).group_by(ConversationRow.status)
-            )
-            counts = {status: 0 for status in ConversationStatus}
-            for status, count in rows:
-                counts[ConversationStatus(status)] = count
-            return counts
+    async def count_active(self) -> int:
+        async with self._db.transaction() as connection:
+            count: int = (await connection.execute(COUNT_ACTIVE)).scalar_one()
+            return count
