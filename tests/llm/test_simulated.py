@@ -86,3 +86,16 @@ async def test_rate_window_reports_headroom_and_enforces_the_quota() -> None:
     assert limited.value.retry_after == 40.0
     now[0] = 61.0  # the window has moved on
     assert (await provider.complete(REQUEST)).rate_limit is not None
+
+
+def test_rate_window_gives_back_the_tokens_of_calls_that_left_the_minute() -> None:
+    now = [0.0]
+    window = RateWindow(requests_per_minute=100, tokens_per_minute=1_000, clock=lambda: now[0])
+    assert window.admit(600).remaining_tokens == 400
+    now[0] = 30.0
+    assert window.admit(300).remaining_tokens == 100
+    with pytest.raises(LLMError):
+        window.admit(200)  # 1,100 in one minute
+    now[0] = 60.0  # the first call has left the window; the refused one never counted
+    assert window.admit(200).remaining_tokens == 500
+    assert window.admit(500).remaining_tokens == 0
