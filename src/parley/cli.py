@@ -1,4 +1,4 @@
-"""``parley serve`` and ``parley migrate``; ``python -m parley`` is the same."""
+"""``parley serve``, ``parley migrate`` and ``parley demo``; ``python -m parley`` is the same."""
 
 from __future__ import annotations
 
