@@ -156,11 +156,18 @@ def _turn_targets(quick: bool) -> list[tuple[str, bool, str]]:
             f"x{ours / floor:.1f}",
         )
     )
-    if ("litellm", many) in by:
-        rate = statistics.median(by[("parley sse", many)].streams_per_second)
-        peer = statistics.median(by[("litellm", many)].streams_per_second)
+    # Throughput where the proxies are saturated (issue 11 measured it at 100 clients):
+    # at 10 a 0.6 s stream caps everyone near 17/s, so no proxy could be 3x another.
+    loaded = 2 if quick else 100
+    if ("litellm", loaded) in by:
+        rate = statistics.median(by[("parley sse", loaded)].streams_per_second)
+        peer = statistics.median(by[("litellm", loaded)].streams_per_second)
         targets.append(
-            (f"streams/s >= 3x LiteLLM's ({many} clients)", rate >= 3 * peer, f"x{rate / peer:.1f}")
+            (
+                f"streams/s >= 3x LiteLLM's ({loaded} clients)",
+                rate >= 3 * peer,
+                f"x{rate / peer:.1f}",
+            )
         )
     for result in whole:
         targets.append(
