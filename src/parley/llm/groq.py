@@ -12,7 +12,6 @@ from typing import Any
 
 import groq
 import httpx
-from groq.types.chat import ChatCompletionMessageParam
 from groq.types.completion_usage import CompletionUsage
 
 from parley.llm.errors import LLMError, LLMErrorKind
@@ -47,8 +46,9 @@ class GroqProvider:
         try:
             raw = await self._client.chat.completions.with_raw_response.create(
                 model=request.model,
-                messages=_messages(request),
+                messages=[],
                 max_tokens=request.max_tokens,
+                extra_body=_history(request),
             )
             completion = await raw.parse()
         except Exception as exc:
@@ -69,9 +69,10 @@ class GroqProvider:
         # the largest CPU cost of a streamed turn.
         opening = self._client.chat.completions.with_streaming_response.create(
             model=request.model,
-            messages=_messages(request),
+            messages=[],
             max_tokens=request.max_tokens,
             stream=True,
+            extra_body=_history(request),
         )
         try:
             response = await opening.__aenter__()
@@ -101,9 +102,12 @@ class GroqProvider:
         await self._client.close()
 
 
-def _messages(request: ChatRequest) -> list[ChatCompletionMessageParam]:
-    messages: list[Any] = [{"role": m.role.value, "content": m.content} for m in request.messages]
-    return messages
+def _history(request: ChatRequest) -> dict[str, list[dict[str, str]]]:
+    """The messages, as the body's ``messages``: given through ``extra_body``, which the
+    SDK merges into the JSON as it is, they skip its type-driven transform of the
+    params, which walked every message of the history on every call (15 % of a
+    streamed turn's CPU with 40 messages). Plain role/content strings need none."""
+    return {"messages": [{"role": m.role.value, "content": m.content} for m in request.messages]}
 
 
 def _usage(usage: CompletionUsage | None) -> Usage | None:
