@@ -16,10 +16,8 @@ import os
 import re
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +28,7 @@ from tests.support.ports import free_port
 from tests.support.readme import readme_block, readme_blocks
 from tests.support.serve import serve
 from tests.support.tools import require_tool
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).parents[1]
 
@@ -165,20 +164,6 @@ def _command(line: str) -> str:
     return line.split("  #", 1)[0].strip()
 
 
-def _wait_until(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            outcome = check()
-        except httpx.TransportError:
-            outcome = None
-        if outcome:
-            return outcome
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def _interrupt(process: subprocess.Popen[bytes]) -> int:
     """Ctrl-C, as a terminal sends it: to the whole process group."""
     os.killpg(process.pid, signal.SIGINT)
@@ -215,7 +200,12 @@ def test_the_quick_start_serves_as_written(tmp_path: Path) -> None:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, "make run")
+        wait_until(
+            lambda: httpx.get(f"{url}/readyz").status_code == 200,
+            "make run",
+            timeout=120,
+            ignoring=(httpx.TransportError,),
+        )
         assert "conversation_turns_total" in httpx.get(f"{url}/metrics").text
         # No API key anywhere, and a reply still comes: the simulated LLM answered.
         with httpx.Client(base_url=url, timeout=30) as http:
@@ -274,7 +264,7 @@ def test_the_demo_examples_work_as_written(
             start_new_session=True,
         )
     try:
-        _wait_until(lambda: shows.search(log.read_text()), f"{command}: {shows.pattern}", 60)
+        wait_until(lambda: shows.search(log.read_text()), f"{command}: {shows.pattern}", timeout=60)
     finally:
         # It runs for minutes as written; Ctrl-C ends it early, and cleanly.
         assert _interrupt(demo) == 0, log.read_text()

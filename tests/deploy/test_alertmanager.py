@@ -4,8 +4,7 @@ and no inhibition that lets one replica's trouble mute a page about the others."
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.tools import require_tool
+from tests.support.waiting import wait_until
 
 CONFIG = Path(__file__).parents[2] / "deploy" / "alertmanager" / "alertmanager.yml"
 
@@ -57,17 +57,8 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-def _until(condition: Any, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if condition():
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        time.sleep(0.1)
+def _until(condition: Callable[[], object], seconds: float = 30) -> None:
+    wait_until(condition, timeout=seconds, interval=0.1, ignoring=(httpx.TransportError,))
 
 
 def _alert(name: str, severity: str, **labels: str) -> dict[str, Any]:

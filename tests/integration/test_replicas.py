@@ -6,8 +6,7 @@ them, and one replica dying raises only that replica's warning."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ from mixin.dashboards import all_queries
 from tests.conftest import POSTGRES_URL, _reset_postgres
 from tests.support.prometheus import with_everything_selected
 from tests.support.replicas import EXTERNAL_LABELS, Replicas, replicas
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -41,14 +41,6 @@ def _query(url: str, expr: str) -> list[dict[str, Any]]:
     answer.raise_for_status()
     result: list[dict[str, Any]] = answer.json()["data"]["result"]
     return result
-
-
-def _until(condition: Callable[[], bool], seconds: float = 60, why: object = "") -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met in time {why}")
-        time.sleep(0.25)
 
 
 def _scalar(url: str, expr: str) -> float | None:
@@ -81,13 +73,13 @@ def test_what_clients_did_is_what_victoria_metrics_says(stack: Replicas) -> None
     sent = asyncio.run(_traffic(stack.balancer_url))
     # Every replica served some of it (round robin), and each is scraped on its own.
     per_replica = 'sum by (instance) (http_requests_total{path="/v1/conversations/"}) > 0'
-    _until(lambda: len(_query(stack.prometheus_url, per_replica)) == 3)
+    wait_until(lambda: len(_query(stack.prometheus_url, per_replica)) == 3, timeout=60)
     # The long-term store, through remote_write, sums the replicas to the client's counts
     # (health checks and scrapes are not the clients').
     requests = 'sum(http_requests_total{job="parley", path!~"/metrics|/readyz|/healthz"})'
     turns = 'sum(conversation_turns_total{job="parley", outcome="ok"})'
-    _until(lambda: _scalar(stack.victoria_url, requests) == sent["requests"])
-    _until(lambda: _scalar(stack.victoria_url, turns) == sent["turns"])
+    wait_until(lambda: _scalar(stack.victoria_url, requests) == sent["requests"], timeout=60)
+    wait_until(lambda: _scalar(stack.victoria_url, turns) == sent["turns"], timeout=60)
     # Prometheus' external labels arrive with every sample.
     labelled = _query(stack.victoria_url, f"count by (cluster, env) ({turns.removeprefix('sum')})")
     assert labelled[0]["metric"] == EXTERNAL_LABELS
@@ -106,7 +98,7 @@ def test_every_dashboard_query_answers_from_victoria_metrics(stack: Replicas) ->
                 empty.append(expr)
         return not empty
 
-    _until(answered, seconds=120, why=empty)
+    wait_until(answered, empty, timeout=120)
 
 
 async def _more_traffic(url: str) -> None:
@@ -175,7 +167,7 @@ def test_one_replica_dying_warns_about_it_alone_and_the_others_keep_serving(
         return by_name
 
     # ParleyTargetDown waits 5 minutes before firing: pending is what a test can see.
-    _until(lambda: "ParleyTargetDown" in alerts())
+    wait_until(lambda: "ParleyTargetDown" in alerts(), timeout=60)
     (target_down,) = alerts()["ParleyTargetDown"]
     assert target_down["labels"]["instance"] == dead
     assert target_down["labels"]["severity"] == "warning"

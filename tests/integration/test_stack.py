@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import subprocess
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,20 +15,13 @@ import httpx
 from tests.support.ports import free_port
 from tests.support.readme import readme_block
 from tests.support.tools import require_tool
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).parents[2]
 
 
-def _wait(check: object, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out: {check}")
+def _wait(check: Callable[[], object], timeout: float = 60) -> None:
+    wait_until(check, check, timeout=timeout, interval=0.5, ignoring=(httpx.TransportError,))
 
 
 def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import httpx
 from websockets.sync.client import ClientConnection, connect
 
 from tests.support.ports import free_port
+from tests.support.processes import stop
 from tests.support.tools import require_tool
 
 
@@ -70,12 +71,7 @@ class Browser:
     ) -> None:
         self._connections.close()
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop(self._process)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         assert self._page is not None

@@ -14,7 +14,9 @@ import httpx
 import yaml
 
 from tests.support.ports import free_port
+from tests.support.processes import stop
 from tests.support.tools import require_tool
+from tests.support.waiting import wait_until
 
 RULES = Path(__file__).parents[2] / "deploy" / "prometheus" / "rules"
 
@@ -70,12 +72,7 @@ class PrometheusServer:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop(self._process)
         if self._log_file is not None:
             self._log_file.close()
 
@@ -110,11 +107,4 @@ class PrometheusServer:
         return {a["labels"]["alertname"]: a["state"] for a in body["data"]["alerts"]}
 
     def wait_for(self, check: Any, timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            outcome = check()
-            if outcome:
-                return outcome
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {getattr(check, '__name__', check)}")
-            time.sleep(0.25)
+        return wait_until(check, getattr(check, "__name__", check), timeout=timeout, interval=0.25)

@@ -26,6 +26,7 @@ import httpx
 import yaml
 
 from tests.support.ports import free_port
+from tests.support.processes import stop
 from tests.support.tools import require_tool
 
 ROOT = Path(__file__).parents[2]
@@ -86,13 +87,7 @@ class Replicas:
         # Newest first, one at a time: Prometheus flushes its remote-write queue to a
         # VictoriaMetrics that is still up, HAProxy goes before the replicas.
         for process in reversed(list(self.processes.values())):
-            if process.popen.poll() is None:
-                process.popen.terminate()
-            try:
-                process.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.popen.kill()
-                process.popen.wait()
+            stop(process.popen, timeout=30)
         for handle in self._logs:
             handle.close()
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.processes import stop
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,5 @@ def serve_process(
             time.sleep(0.1)
         yield Served(url, process, tmp_path / log.name)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, signal.SIGINT)
         log.close()
