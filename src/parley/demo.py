@@ -68,6 +68,10 @@ class Plan:
     fail_share: float
     api_key: str | None
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
 
 async def _goals(http: httpx.AsyncClient) -> list[str]:
     ids = []
@@ -100,7 +104,6 @@ async def _client(
     rng = random.Random(seed)
     deadline = time.monotonic() + plan.seconds
     ws_base = plan.url.replace("http", "ws", 1)
-    headers = {"authorization": f"Bearer {plan.api_key}"} if plan.api_key else {}
     while time.monotonic() < deadline and (
         plan.max_turns is None or progress.turns < plan.max_turns
     ):
@@ -117,7 +120,7 @@ async def _client(
             began = time.monotonic()
             if kind == "ws":
                 outcome = await _ws_turn(
-                    f"{ws_base}{path.removesuffix('/messages')}/ws", headers, content
+                    f"{ws_base}{path.removesuffix('/messages')}/ws", plan.headers, content
                 )
             else:
                 outcome = await _http_turn(http, path, content, stream=kind == "sse")
@@ -156,8 +159,7 @@ async def _ws_turn(url: str, headers: dict[str, str], content: str) -> str:
 
 async def run(plan: Plan, out: TextIO = sys.stderr) -> Progress:
     progress = Progress()
-    headers = {"authorization": f"Bearer {plan.api_key}"} if plan.api_key else {}
-    async with httpx.AsyncClient(base_url=plan.url, timeout=60, headers=headers) as http:
+    async with httpx.AsyncClient(base_url=plan.url, timeout=60, headers=plan.headers) as http:
         goals = await _goals(http)
         clients = [
             asyncio.create_task(_client(plan, http, goals, progress, seed))
