@@ -22,7 +22,7 @@ from parley.domain.errors import (
 )
 from parley.domain.models import ConversationStatus, EscalationPolicy, EscalationReason, Goal
 from parley.domain.ports import OpenedTurn, ReplyDraft
-from parley.llm import Usage
+from parley.llm import ChatMessage, Role, Usage
 from parley.store import Database, Store, upgrade_to_head
 from parley.store.conversations import COUNT_ACTIVE
 from parley.store.goals import GoalCache
@@ -317,6 +317,38 @@ async def test_a_turn_costs_three_statements_before_the_llm_and_two_after(
         statements.clear()
         await store.conversations.store_reply(opened.question, ReplyDraft("hello", "m", None))
         assert statements == ["UPDATE", "INSERT"]
+    finally:
+        await database.dispose()
+
+
+async def test_the_history_reads_only_what_the_llm_is_sent(database_url: str) -> None:
+    """Role and content, oldest first: a turn's history is 40 rows, and building whole
+    messages of them (ids, times, statuses) was the largest part of its fixed CPU."""
+    database = Database(database_url)
+    await upgrade_to_head(database.engine)
+    store = Store(database, goal_cache_seconds=60)
+    selects: list[str] = []
+
+    @event.listens_for(database.engine.sync_engine, "before_cursor_execute")
+    def _record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    try:
+        await store.goals.add(_goal())
+        conversation = await store.conversations.create("support", {})
+        first = await _open(store, conversation.id, "hello")
+        await store.conversations.store_reply(first.question, ReplyDraft("hi there", "m", None))
+        selects.clear()
+        opened = await _open(store, conversation.id, "again")
+        assert opened.history == (
+            ChatMessage(Role.USER, "hello"),
+            ChatMessage(Role.ASSISTANT, "hi there"),
+            ChatMessage(Role.USER, "again"),
+        )
+        [history] = selects
+        columns = history.split("FROM", 1)[0]
+        assert columns.split() == ["SELECT", "messages.role,", "messages.content"]
     finally:
         await database.dispose()
 

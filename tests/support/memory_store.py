@@ -28,7 +28,7 @@ from parley.domain.models import (
     Page,
 )
 from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
-from parley.llm import Role
+from parley.llm import ChatMessage, Role
 
 
 class MemoryGoals:
@@ -237,6 +237,6 @@ class MemoryConversations:
             None,
         )
 
-    def _history(self, question: Message, limit: int) -> tuple[Message, ...]:
+    def _history(self, question: Message, limit: int) -> tuple[ChatMessage, ...]:
         earlier = [m for m in self.messages[question.conversation_id] if m.seq <= question.seq]
-        return tuple(earlier[-limit:])
+        return tuple(ChatMessage(m.role, m.content) for m in earlier[-limit:])

@@ -22,7 +22,6 @@ from parley.domain.models import (
     ConversationStatus,
     EscalationReason,
     Goal,
-    Message,
     MessageStatus,
     Page,
 )
@@ -252,14 +251,10 @@ class ConversationService:
                 parts.append(chunk.content)
                 emit(Token(chunk.content))
 
-    def _chat_request(self, goal: Goal, history: tuple[Message, ...]) -> ChatRequest:
-        messages = (
-            ChatMessage(Role.SYSTEM, goal.instructions),
-            *tuple(ChatMessage(m.role, m.content) for m in history),
-        )
+    def _chat_request(self, goal: Goal, history: tuple[ChatMessage, ...]) -> ChatRequest:
         return ChatRequest(
             model=goal.model or self._limits.default_model,
-            messages=messages,
+            messages=(ChatMessage(Role.SYSTEM, goal.instructions), *history),
             max_tokens=self._limits.max_reply_tokens,
         )
 

@@ -18,7 +18,7 @@ from parley.domain.models import (
     MessageStatus,
     Page,
 )
-from parley.llm.types import ChatRequest, Completion, StreamChunk, Usage
+from parley.llm.types import ChatMessage, ChatRequest, Completion, StreamChunk, Usage
 
 # Decides, inside the transaction that stores a user message, whether the conversation
 # escalates instead of replying: (goal, the conversation's user-turn count) -> reason.
@@ -32,7 +32,8 @@ class OpenedTurn:
     conversation: Conversation  # as it is after the message
     goal: Goal
     question: Message
-    history: tuple[Message, ...]  # the latest messages up to and including ``question``
+    # The latest messages up to and including ``question``, as the LLM is sent them.
+    history: tuple[ChatMessage, ...]
     escalation: EscalationReason | None = None  # the policy escalated on this message
     reply: Message | None = None  # a repeated turn whose reply is already stored
     repeated: bool = False
