@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -22,6 +23,7 @@ from tests.support.groq_server import (
     GroqTestServer,
     MalformedChunk,
     Reply,
+    StallMidStream,
     Status,
     WrongShape,
 )
@@ -228,6 +230,24 @@ async def test_connection_cut_mid_stream_is_stream_interrupted(
     assert len(fake.requests) == 1
 
 
+async def test_a_stream_that_stalls_after_content_is_interrupted_by_the_read_timeout(
+    fake: GroqTestServer, groq_server: tuple[GroqTestServer, LiveServer]
+) -> None:
+    """The gateway's timeout covers the wait for the first content only; a hang after it
+    is the transport's read timeout to end, or the turn would hang with it."""
+    _, live = groq_server
+    fake.then(StallMidStream(after=1, seconds=30))
+    provider = GroqProvider(api_key="k", base_url=live.http_url, timeout_seconds=0.3)
+    received: list[str] = []
+    try:
+        with pytest.raises(LLMError) as raised:
+            await collect(_gateway(provider).stream(REQUEST), received)
+    finally:
+        await provider.aclose()
+    assert raised.value.kind is LLMErrorKind.STREAM_INTERRUPTED
+    assert "".join(received) == "Hello"
+
+
 async def test_a_cut_before_the_first_content_is_retried(
     fake: GroqTestServer, provider: GroqProvider
 ) -> None:
@@ -246,8 +266,31 @@ async def test_a_cut_before_the_first_content_is_a_connection_error_not_an_inter
     fake.then(CutMidStream(after=0))
     with pytest.raises(LLMError) as raised:
         await collect(_gateway(provider, retries=0).stream(REQUEST), [])
-    assert raised.value.kind is not LLMErrorKind.STREAM_INTERRUPTED
+    assert raised.value.kind is LLMErrorKind.CONNECTION
     assert raised.value.retryable
+
+
+def _refusing_url() -> str:
+    """An address on loopback where nothing listens (the port was just free)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+async def test_a_refused_connection_is_a_connection_error_not_a_timeout() -> None:
+    """Counted and retried as ``connection`` on both calls: a timeout would send whoever
+    is paged to look at a slow LLM instead of an unreachable one."""
+    provider = GroqProvider(api_key="k", base_url=_refusing_url(), timeout_seconds=2.0)
+    try:
+        with pytest.raises(LLMError) as whole:
+            await provider.complete(REQUEST)
+        with pytest.raises(LLMError) as streamed:
+            await collect(provider.stream(REQUEST), [])
+    finally:
+        await provider.aclose()
+    assert whole.value.kind is LLMErrorKind.CONNECTION
+    assert streamed.value.kind is LLMErrorKind.CONNECTION
 
 
 async def test_a_429_reports_the_remaining_quota_from_its_headers(

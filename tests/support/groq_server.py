@@ -65,6 +65,14 @@ class CutMidStream:
 
 
 @dataclass
+class StallMidStream:
+    """A stream that sends ``after`` content chunks, then nothing for ``seconds``."""
+
+    after: int = 1
+    seconds: float = 10.0
+
+
+@dataclass
 class ErrorEvent:
     """A stream that sends one content chunk, then an SSE ``error`` event."""
 
@@ -74,7 +82,9 @@ class WrongShape:
     """A stream whose second chunk is JSON, but not shaped as a chunk."""
 
 
-Behaviour = Reply | Status | MalformedChunk | CutMidStream | ErrorEvent | WrongShape
+Behaviour = (
+    Reply | Status | MalformedChunk | CutMidStream | StallMidStream | ErrorEvent | WrongShape
+)
 
 
 class _CutError(Exception):
@@ -162,6 +172,8 @@ async def _stream(model: str, behaviour: Behaviour) -> AsyncIterator[bytes]:
         if isinstance(behaviour, CutMidStream) and index == behaviour.after:
             await asyncio.sleep(0.05)  # let the chunks already sent reach the client
             raise _CutError("connection cut by the test server")
+        if isinstance(behaviour, StallMidStream) and index == behaviour.after:
+            await asyncio.sleep(behaviour.seconds)
         yield _chunk(model, {"content": piece})
     extra: dict[str, Any] = {}
     if reply.usage_field == "x_groq":
