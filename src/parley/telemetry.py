@@ -122,7 +122,8 @@ def active_conversations_hook(
 
 def instrument_store(store: Store, instrumentation: Instrumentation) -> DatabaseMetrics:
     metrics = DatabaseMetrics.register(instrumentation.registry)
-    instrument_engine(store.database.engine, metrics)
+    for engine in store.database.engines:
+        instrument_engine(engine, metrics)
     return metrics
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -303,9 +304,11 @@ async def test_a_turn_costs_three_statements_before_the_llm_and_two_after(
     store = Store(database, goal_cache_seconds=60)
     statements: list[str] = []
 
-    @event.listens_for(database.engine.sync_engine, "before_cursor_execute")
     def _count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(statement.split(None, 1)[0].upper())
+
+    for engine in database.engines:
+        event.listen(engine, "before_cursor_execute", _count)
 
     try:
         await store.goals.add(_goal())
@@ -321,6 +324,37 @@ async def test_a_turn_costs_three_statements_before_the_llm_and_two_after(
         await database.dispose()
 
 
+async def test_sqlite_runs_each_turn_transaction_whole_in_a_worker_thread(
+    database_url: str,
+) -> None:
+    """SQLite: one hand-off to a thread per transaction (aiosqlite made four per
+    statement, two thirds of a turn's database CPU); PostgreSQL: on the event loop."""
+    database = Database(database_url)
+    await upgrade_to_head(database.engine)
+    store = Store(database, goal_cache_seconds=60)
+    threads: list[str] = []
+
+    def _thread(*_args: Any) -> None:
+        threads.append(threading.current_thread().name)
+
+    for engine in database.engines:
+        event.listen(engine, "before_cursor_execute", _thread)
+    try:
+        await store.goals.add(_goal())
+        conversation = await store.conversations.create("support", {})
+        threads.clear()
+        opened = await _open(store, conversation.id, "hi")
+        await store.conversations.store_reply(opened.question, ReplyDraft("hello", "m", None))
+        await store.conversations.record_llm_failure(conversation.id, escalate_at=None)
+    finally:
+        await database.dispose()
+    assert threads
+    if database.engine.dialect.name == "sqlite":
+        assert all(name.startswith("parley-sqlite") for name in threads), threads
+    else:
+        assert set(threads) == {threading.current_thread().name}
+
+
 async def test_the_history_reads_only_what_the_llm_is_sent(database_url: str) -> None:
     """Role and content, oldest first: a turn's history is 40 rows, and building whole
     messages of them (ids, times, statuses) was the largest part of its fixed CPU."""
@@ -329,10 +363,12 @@ async def test_the_history_reads_only_what_the_llm_is_sent(database_url: str) ->
     store = Store(database, goal_cache_seconds=60)
     selects: list[str] = []
 
-    @event.listens_for(database.engine.sync_engine, "before_cursor_execute")
     def _record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if statement.lstrip().upper().startswith("SELECT"):
             selects.append(statement)
+
+    for engine in database.engines:
+        event.listen(engine, "before_cursor_execute", _record)
 
     try:
         await store.goals.add(_goal())

@@ -71,6 +71,9 @@ def configure_logging(
             logging.getLogger(name).setLevel(logging.NOTSET)
         elif logging.getLogger(name).getEffectiveLevel() < logging.INFO:
             logging.getLogger(name).setLevel(logging.INFO)
+    # SQLAlchemy holds its own loggers at WARNING; with contents allowed, its statements
+    # and their parameters (hidden by the engine otherwise) log at the level asked for.
+    logging.getLogger("sqlalchemy.engine").setLevel(level if log_content else logging.WARNING)
     # Parley logs each request itself, with its id; uvicorn's access line would repeat it.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 

@@ -147,16 +147,15 @@ class ConversationRepository:
         idempotency_key: str | None = None,
     ) -> OpenedTurn:
         try:
-            async with self._db.transaction() as conn:
-                return await turns.open_turn(
-                    conn,
-                    conversation_id,
-                    content,
-                    escalate_when=escalate_when,
-                    history_limit=history_limit,
-                    idempotency_key=idempotency_key,
-                    goals=self._goals,
-                )
+            return await self._db.run_transaction(
+                turns.open_turn,
+                conversation_id,
+                content,
+                escalate_when=escalate_when,
+                history_limit=history_limit,
+                idempotency_key=idempotency_key,
+                goals=self._goals,
+            )
         except turns.Repeated as repeated:  # rolled back this transaction's counters
             return repeated.turn
 
@@ -164,18 +163,17 @@ class ConversationRepository:
         self, question: Message, reply: ReplyDraft
     ) -> tuple[Message, Conversation]:
         try:
-            async with self._db.transaction() as conn:
-                return await turns.insert_reply(conn, question, reply)
+            return await self._db.run_transaction(turns.insert_reply, question, reply)
         except IntegrityError:
             # A concurrent retry of the same turn stored its reply first.
-            async with self._db.transaction() as conn:
-                return await turns.stored_reply(conn, question)
+            return await self._db.run_transaction(turns.stored_reply, question)
 
     async def record_llm_failure(
         self, conversation_id: uuid.UUID, *, escalate_at: int | None
     ) -> Conversation | None:
-        async with self._db.transaction() as conn:
-            return await turns.record_llm_failure(conn, conversation_id, escalate_at=escalate_at)
+        return await self._db.run_transaction(
+            turns.record_llm_failure, conversation_id, escalate_at=escalate_at
+        )
 
     async def transition(
         self,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -18,6 +22,11 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Threads for SQLite transactions: writes take turns on SQLite's one write lock anyway.
+SQLITE_THREADS = 8
+
+P = ParamSpec("P")
+T = TypeVar("T")
 _PG_READ_ONLY = "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
 
 
@@ -45,8 +54,25 @@ def create_engine(
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _threaded_sqlite_engine(url: str, *, hide_parameters: bool) -> Engine:
+    """The same file through the standard library's driver, for transactions run whole in
+    a worker thread (``Database.run_transaction``)."""
+    sync_url = make_url(url).set(drivername="sqlite+pysqlite")
+    engine = create_sync_engine(
+        sync_url,
+        connect_args={"timeout": 30},
+        hide_parameters=hide_parameters,
+        pool_size=SQLITE_THREADS,
+        max_overflow=0,
+    )
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         # Foreign keys are off by default in SQLite; WAL lets readers run beside a writer.
@@ -78,14 +104,41 @@ class Database:
             url, hide_parameters=hide_parameters, pool_size=pool_size, max_overflow=max_overflow
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite's hot-path transactions run whole in a thread of their own: aiosqlite
+        # hands every statement to its thread and back four times (cursor, execute,
+        # fetch, close), two thirds of a turn's database CPU and a wait on a busy loop.
+        self._threaded: Engine | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        if self.engine.dialect.name == "sqlite":
+            self._threaded = _threaded_sqlite_engine(url, hide_parameters=hide_parameters)
+            self._threads = ThreadPoolExecutor(SQLITE_THREADS, thread_name_prefix="parley-sqlite")
+
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """Every engine statements run on, for event listeners (metrics, tests)."""
+        threaded = (self._threaded,) if self._threaded is not None else ()
+        return (self.engine.sync_engine, *threaded)
 
     def session(self) -> AsyncSession:
         return self.sessions()
 
     def transaction(self) -> AsyncContextManager[AsyncConnection]:
-        """A connection inside BEGIN ... COMMIT (ROLLBACK on an exception), for Core
-        statements on the hot path."""
+        """A connection inside BEGIN ... COMMIT (ROLLBACK on an exception)."""
         return self.engine.begin()
+
+    async def run_transaction(
+        self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``work(connection, ...)`` inside BEGIN ... COMMIT (ROLLBACK on an exception),
+        its statements plain calls: on SQLite in a worker thread, one hand-off for the
+        whole transaction; on PostgreSQL on the event loop, through asyncpg. On SQLite a
+        caller cancelled meanwhile does not stop it: the thread commits or rolls back
+        all the same (turns are never cancelled while they store, see domain.turns)."""
+        if self._threaded is not None and self._threads is not None:
+            call = functools.partial(_in_transaction, self._threaded, work, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        async with self.engine.begin() as connection:
+            return await connection.run_sync(work, *args, **kwargs)
 
     async def ping(self) -> bool:
         try:
@@ -109,3 +162,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._threaded is not None and self._threads is not None:
+            await asyncio.get_running_loop().run_in_executor(self._threads, self._threaded.dispose)
+            self._threads.shutdown()
+
+
+def _in_transaction(
+    engine: Engine, work: Callable[Concatenate[Connection, P], T], *args: Any, **kwargs: Any
+) -> T:
+    with engine.begin() as connection:
+        return work(connection, *args, **kwargs)

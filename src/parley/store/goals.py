@@ -63,7 +63,7 @@ class GoalCache:
             return None
         read_at, goal = entry
         if self._clock() - read_at >= self._ttl:
-            del self._entries[goal_id]
+            self._entries.pop(goal_id, None)  # turns read it from several threads
             return None
         return goal
 

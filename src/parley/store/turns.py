@@ -1,7 +1,9 @@
 """A turn's writes: opening it (the user's message) and storing its reply.
 
 The hot path of every turn, so it is written in SQLAlchemy Core on one connection per
-transaction: no unit of work, no identity map, and the fewest round trips. Opening an
+transaction: no unit of work, no identity map, and the fewest round trips. The functions
+are synchronous: ``Database.run_transaction`` runs each whole in one transaction (on
+SQLite in a worker thread, on PostgreSQL through the async driver). Opening an
 unkeyed turn is BEGIN, UPDATE ... RETURNING (status check, lock, counters and time in
 one statement), INSERT, the history, COMMIT (the goal comes from the GoalCache, or one
 SELECT more); storing its reply is BEGIN,
@@ -15,8 +17,18 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Integer, Row, Table, bindparam, case, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Row,
+    Table,
+    bindparam,
+    case,
+    insert,
+    select,
+    update,
+)
 
 from parley.domain.errors import (
     ConversationClosedError,
@@ -162,8 +174,8 @@ def to_conversation(
     )
 
 
-async def open_turn(
-    conn: AsyncConnection,
+def open_turn(
+    conn: Connection,
     conversation_id: uuid.UUID,
     content: str,
     *,
@@ -174,33 +186,27 @@ async def open_turn(
 ) -> OpenedTurn:
     """Inside the caller's transaction; raises ``Repeated`` to roll it back."""
     if idempotency_key is not None:
-        repeated = await _repeated_turn(
-            conn, conversation_id, content, idempotency_key, history_limit
-        )
+        repeated = _repeated_turn(conn, conversation_id, content, idempotency_key, history_limit)
         if repeated is not None:
             return repeated
     # The conditional UPDATE is the status check and the lock in one step: a concurrent
     # turn on the same conversation waits here until this one commits, then sees its
     # outcome (PostgreSQL row lock; SQLite's write lock).
-    row = (
-        await conn.execute(_OPEN, {"conversation_id": conversation_id, "now": now()})
-    ).one_or_none()
+    row = (conn.execute(_OPEN, {"conversation_id": conversation_id, "now": now()})).one_or_none()
     if row is None:
-        await _raise_not_open(conn, conversation_id)
+        _raise_not_open(conn, conversation_id)
     assert row is not None
     if idempotency_key is not None:
         # Checked again under the lock: a concurrent request with the same key may have
         # committed while this one waited.
-        repeated = await _repeated_turn(
-            conn, conversation_id, content, idempotency_key, history_limit
-        )
+        repeated = _repeated_turn(conn, conversation_id, content, idempotency_key, history_limit)
         if repeated is not None:
             raise Repeated(repeated)
-    goal = goals.get(row.goal_id) or goals.put(await _goal(conn, row.goal_id))
+    goal = goals.get(row.goal_id) or goals.put(_goal(conn, row.goal_id))
     conversation = to_conversation(row)
     reason = escalate_when(goal, row.turns)
     if reason is not None:  # at the time the UPDATE above set
-        conversation = await _escalate(conn, conversation, reason, conversation.updated_at)
+        conversation = _escalate(conn, conversation, reason, conversation.updated_at)
     question = Message(
         id=uuid.uuid4(),
         conversation_id=conversation_id,
@@ -209,7 +215,7 @@ async def open_turn(
         content=content,
         created_at=row.updated_at,
     )
-    await conn.execute(
+    conn.execute(
         _INSERT_MESSAGE,
         {
             "id": question.id,
@@ -231,18 +237,18 @@ async def open_turn(
         conversation=conversation,
         goal=goal,
         question=question,
-        history=await _history(conn, conversation_id, question.seq, history_limit),
+        history=_history(conn, conversation_id, question.seq, history_limit),
         escalation=reason,
     )
 
 
-async def insert_reply(
-    conn: AsyncConnection, question: Message, reply: ReplyDraft
+def insert_reply(
+    conn: Connection, question: Message, reply: ReplyDraft
 ) -> tuple[Message, Conversation]:
     """Takes the next ``seq`` and resets the failure streak; a second reply to the same
     question breaks the unique index on ``reply_to`` (IntegrityError)."""
     row = (
-        await conn.execute(_NEXT_SEQ, {"conversation_id": question.conversation_id, "now": now()})
+        conn.execute(_NEXT_SEQ, {"conversation_id": question.conversation_id, "now": now()})
     ).one_or_none()
     if row is None:
         raise ConversationNotFoundError(question.conversation_id)
@@ -259,7 +265,7 @@ async def insert_reply(
         reply_to=question.id,
         status=reply.status,
     )
-    await conn.execute(
+    conn.execute(
         _INSERT_MESSAGE,
         {
             "id": message.id,
@@ -280,34 +286,32 @@ async def insert_reply(
     return message, to_conversation(row)
 
 
-async def stored_reply(conn: AsyncConnection, question: Message) -> tuple[Message, Conversation]:
-    existing = await _reply_to(conn, question.id)
-    row = await _conversation(conn, question.conversation_id)
+def stored_reply(conn: Connection, question: Message) -> tuple[Message, Conversation]:
+    existing = _reply_to(conn, question.id)
+    row = _conversation(conn, question.conversation_id)
     assert existing is not None
     assert row is not None
     return existing, to_conversation(row)
 
 
-async def record_llm_failure(
-    conn: AsyncConnection, conversation_id: uuid.UUID, *, escalate_at: int | None
+def record_llm_failure(
+    conn: Connection, conversation_id: uuid.UUID, *, escalate_at: int | None
 ) -> Conversation | None:
     """One more failed turn in a row; the conversation escalated if that reaches
     ``escalate_at`` (while it is active), else ``None``."""
-    row = (await conn.execute(_FAILED, {"conversation_id": conversation_id})).one_or_none()
+    row = (conn.execute(_FAILED, {"conversation_id": conversation_id})).one_or_none()
     if row is None:
         raise ConversationNotFoundError(conversation_id)
     if escalate_at is None or row.llm_failures < escalate_at or row.status != ACTIVE:
         return None
     at = max(now(), row.updated_at)  # never before the last change, as seq orders them
-    return await _escalate(conn, to_conversation(row), EscalationReason.LLM_FAILURE, at)
+    return _escalate(conn, to_conversation(row), EscalationReason.LLM_FAILURE, at)
 
 
-async def _escalate(
-    conn: AsyncConnection, conversation: Conversation, reason: EscalationReason, at: datetime
+def _escalate(
+    conn: Connection, conversation: Conversation, reason: EscalationReason, at: datetime
 ) -> Conversation:
-    await conn.execute(
-        _ESCALATE, {"conversation_id": conversation.id, "reason": reason.value, "at": at}
-    )
+    conn.execute(_ESCALATE, {"conversation_id": conversation.id, "reason": reason.value, "at": at})
     return replace(
         conversation,
         status=ConversationStatus.ESCALATED,
@@ -316,19 +320,17 @@ async def _escalate(
     )
 
 
-async def _conversation(conn: AsyncConnection, conversation_id: uuid.UUID) -> Row[Any] | None:
-    return (
-        await conn.execute(_CONVERSATION_BY_ID, {"conversation_id": conversation_id})
-    ).one_or_none()
+def _conversation(conn: Connection, conversation_id: uuid.UUID) -> Row[Any] | None:
+    return (conn.execute(_CONVERSATION_BY_ID, {"conversation_id": conversation_id})).one_or_none()
 
 
-async def _goal(conn: AsyncConnection, goal_id: str) -> Goal:
-    row = (await conn.execute(_GOAL, {"goal_id": goal_id})).one()
+def _goal(conn: Connection, goal_id: str) -> Goal:
+    row = (conn.execute(_GOAL, {"goal_id": goal_id})).one()
     return to_goal(row)  # a goal with conversations cannot be deleted
 
 
-async def _raise_not_open(conn: AsyncConnection, conversation_id: uuid.UUID) -> None:
-    status = await conn.scalar(_STATUS, {"conversation_id": conversation_id})
+def _raise_not_open(conn: Connection, conversation_id: uuid.UUID) -> None:
+    status = conn.scalar(_STATUS, {"conversation_id": conversation_id})
     if status is None:
         raise ConversationNotFoundError(conversation_id)
     if status == ConversationStatus.ESCALATED.value:
@@ -336,39 +338,39 @@ async def _raise_not_open(conn: AsyncConnection, conversation_id: uuid.UUID) -> 
     raise ConversationClosedError()
 
 
-async def _history(
-    conn: AsyncConnection, conversation_id: uuid.UUID, up_to_seq: int, limit: int
+def _history(
+    conn: Connection, conversation_id: uuid.UUID, up_to_seq: int, limit: int
 ) -> tuple[ChatMessage, ...]:
     parameters = {"conversation_id": conversation_id, "up_to": up_to_seq, "limit": limit}
-    rows = (await conn.execute(_HISTORY, parameters)).all()
+    rows = (conn.execute(_HISTORY, parameters)).all()
     return tuple(ChatMessage(_ROLES[role], content) for role, content in reversed(rows))
 
 
-async def _reply_to(conn: AsyncConnection, question_id: uuid.UUID) -> Message | None:
-    row = (await conn.execute(_REPLY_TO, {"question_id": question_id})).one_or_none()
+def _reply_to(conn: Connection, question_id: uuid.UUID) -> Message | None:
+    row = (conn.execute(_REPLY_TO, {"question_id": question_id})).one_or_none()
     return to_message(row) if row is not None else None
 
 
-async def _repeated_turn(
-    conn: AsyncConnection,
+def _repeated_turn(
+    conn: Connection,
     conversation_id: uuid.UUID,
     content: str,
     idempotency_key: str,
     history_limit: int,
 ) -> OpenedTurn | None:
     parameters = {"conversation_id": conversation_id, "idempotency_key": idempotency_key}
-    question = (await conn.execute(_KEYED, parameters)).one_or_none()
+    question = (conn.execute(_KEYED, parameters)).one_or_none()
     if question is None:
         return None
     if question.content != content:
         raise IdempotencyKeyReusedError()
-    conversation = await _conversation(conn, conversation_id)
+    conversation = _conversation(conn, conversation_id)
     assert conversation is not None
     return OpenedTurn(
         conversation=to_conversation(conversation),
-        goal=await _goal(conn, conversation.goal_id),
+        goal=_goal(conn, conversation.goal_id),
         question=to_message(question),
-        history=await _history(conn, conversation_id, question.seq, history_limit),
-        reply=await _reply_to(conn, question.id),
+        history=_history(conn, conversation_id, question.seq, history_limit),
+        reply=_reply_to(conn, question.id),
         repeated=True,
     )
