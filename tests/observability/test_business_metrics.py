@@ -105,11 +105,12 @@ def test_every_replica_labels_the_same_goals_read_from_the_goals_table(tmp_path:
             registry = _registry(second)
             goals = {labels["goal_id"] for labels in series(registry, "conversations_created")}
             assert goals == {"g1", "g2", "other"}
-        # The first replica labelled first-come until its refresh read the table.
+        # The first replica labelled first-come until its refresh read the table, with
+        # both of the oldest goals in it (a refresh between g1 and g2 labels g1 alone).
         registry = _registry(first)
         deadline = time.monotonic() + 30
         while (
-            value(registry, "conversations_created_total", goal_id="g1") is None
+            value(registry, "conversations_created_total", goal_id="g2") is None
             and time.monotonic() < deadline
         ):
             time.sleep(0.05)
