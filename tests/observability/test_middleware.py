@@ -74,6 +74,32 @@ def test_requests_are_counted_exactly_once_with_their_status() -> None:
     )
 
 
+def test_a_burst_of_server_errors_between_two_scrapes_is_seen_by_rate() -> None:
+    """Once a route has answered, its server-error statuses exist at zero: a series born
+    at 120 (a burst of 502s within one scrape interval) has no first increment for
+    ``rate()`` to see, and HighErrorRate stayed quiet through a whole LLM outage."""
+    app = FastAPI()
+    failing = False
+
+    @app.post("/turns")
+    async def turn() -> JSONResponse:
+        return JSONResponse({}, status_code=502 if failing else 200)
+
+    registry = _instrumented(app)
+    with TestClient(app) as client:
+        client.post("/turns")
+        scraped = {
+            status: registry.get_sample_value(
+                "http_requests_total", {"path": "/turns", "method": "POST", "status": status}
+            )
+            for status in ("500", "502", "503", "504")
+        }
+        failing = True
+        client.post("/turns")
+    assert scraped == {"500": 0, "502": 0, "503": 0, "504": 0}
+    assert value(registry, "http_requests_total", path="/turns", method="POST", status="502") == 1
+
+
 def test_histogram_buckets_hold_known_durations() -> None:
     """A request that takes 0.3 s lands in the 0.5 bucket and above, not in 0.1."""
     clock = FakeClock()

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from parley.observability.catalogue import HttpMetrics, WebSocketMetrics
 from parley.observability.errors import marked_error
 from parley.observability.request_id import request_exemplar
-from parley.observability.routes import RouteTemplates
+from parley.observability.routes import UNMATCHED, RouteTemplates
 
 KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
@@ -21,6 +21,9 @@ KNOWN_METHODS = frozenset(
 OTHER_METHOD = "other"
 # nginx's convention: the client closed the connection before a response was sent.
 CLIENT_CLOSED = 499
+# What a service and the proxies in front of it answer when the server side fails.
+SERVER_ERROR_STATUSES = (500, 502, 503, 504)
+NOT_SERVED = (404, 405)  # no such route or method: no server-error series for it
 
 
 class _Series:
@@ -65,6 +68,7 @@ class PrometheusMiddleware:
         # Labelled children, looked up once: .labels() validates and locks on every call.
         # The keys are bounded (templates, known methods, statuses), so the caches are too.
         self._series: dict[tuple[str, str, int], _Series] = {}
+        self._routes_answered: set[tuple[str, str]] = set()
         self._errors: dict[tuple[str, str, str], Any] = {}
         if ws is not None:
             self._ws_counts = {d: ws.messages.labels(d) for d in ("inbound", "outbound")}
@@ -140,6 +144,8 @@ class PrometheusMiddleware:
             method = OTHER_METHOD
         series = self._series.get((path, method, status))
         if series is None:
+            if status not in NOT_SERVED and method != OTHER_METHOD and path != UNMATCHED:
+                self._first_answer_of(path, method)
             series = self._series[(path, method, status)] = self._new_series(path, method, status)
         series.requests.inc()
         series.duration.observe(duration, exemplar=request_exemplar())
@@ -157,6 +163,17 @@ class PrometheusMiddleware:
                 if errors is None:
                     errors = self._errors[key] = self.http.errors.labels(*key)
                 errors.inc()
+
+    def _first_answer_of(self, path: str, method: str) -> None:
+        """A route's server-error series, at zero from its first answer on: a series born
+        with a burst of errors inside one scrape interval gives ``rate()`` no increment
+        to see, so the error ratio (and HighErrorRate) would stay at zero."""
+        if (path, method) in self._routes_answered:
+            return
+        self._routes_answered.add((path, method))
+        for status in SERVER_ERROR_STATUSES:
+            if (path, method, status) not in self._series:
+                self._series[(path, method, status)] = self._new_series(path, method, status)
 
     def _new_series(self, path: str, method: str, status: int) -> _Series:
         return _Series(
