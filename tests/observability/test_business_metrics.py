@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -10,6 +9,7 @@ from fastapi.testclient import TestClient
 from tests.api.helpers import make_conversation, make_goal
 from tests.conftest import app_client, make_settings
 from tests.support.metrics import series, value
+from tests.support.waiting import wait_until
 
 
 def _registry(client: TestClient):  # type: ignore[no-untyped-def]
@@ -107,12 +107,15 @@ def test_every_replica_labels_the_same_goals_read_from_the_goals_table(tmp_path:
             assert goals == {"g1", "g2", "other"}
         # The first replica labelled first-come until its refresh read the table, with
         # both of the oldest goals in it (a refresh between g1 and g2 labels g1 alone).
+        # (``value`` reads a missing series as 0, so the series' presence is asked directly.)
         registry = _registry(first)
-        deadline = time.monotonic() + 30
-        while (
-            value(registry, "conversations_created_total", goal_id="g2") is None
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
+        wait_until(
+            lambda: (
+                registry.get_sample_value("conversations_created_total", {"goal_id": "g2"})
+                is not None
+            ),
+            "the first replica's refresh to label g2",
+            interval=0.05,
+        )
         make_conversation(first, "g3")
         assert value(registry, "conversations_created_total", goal_id="other") == 1
