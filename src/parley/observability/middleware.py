@@ -68,7 +68,6 @@ class PrometheusMiddleware:
         # Labelled children, looked up once: .labels() validates and locks on every call.
         # The keys are bounded (templates, known methods, statuses), so the caches are too.
         self._series: dict[tuple[str, str, int], _Series] = {}
-        self._routes_answered: set[tuple[str, str]] = set()
         self._errors: dict[tuple[str, str, str], Any] = {}
         if ws is not None:
             self._ws_counts = {d: ws.messages.labels(d) for d in ("inbound", "outbound")}
@@ -145,8 +144,12 @@ class PrometheusMiddleware:
         series = self._series.get((path, method, status))
         if series is None:
             if status not in NOT_SERVED and method != OTHER_METHOD and path != UNMATCHED:
-                self._first_answer_of(path, method)
-            series = self._series[(path, method, status)] = self._new_series(path, method, status)
+                # A route's server errors, at zero from its first answer on: a series born
+                # with a burst of errors inside one scrape interval gives ``rate()`` no
+                # increment to see, so the error ratio (and HighErrorRate) would stay at 0.
+                for error_status in SERVER_ERROR_STATUSES:
+                    self._series_for(path, method, error_status)
+            series = self._series_for(path, method, status)
         series.requests.inc()
         series.duration.observe(duration, exemplar=request_exemplar())
         if series.is_error:
@@ -164,23 +167,15 @@ class PrometheusMiddleware:
                     errors = self._errors[key] = self.http.errors.labels(*key)
                 errors.inc()
 
-    def _first_answer_of(self, path: str, method: str) -> None:
-        """A route's server-error series, at zero from its first answer on: a series born
-        with a burst of errors inside one scrape interval gives ``rate()`` no increment
-        to see, so the error ratio (and HighErrorRate) would stay at zero."""
-        if (path, method) in self._routes_answered:
-            return
-        self._routes_answered.add((path, method))
-        for status in SERVER_ERROR_STATUSES:
-            if (path, method, status) not in self._series:
-                self._series[(path, method, status)] = self._new_series(path, method, status)
-
-    def _new_series(self, path: str, method: str, status: int) -> _Series:
-        return _Series(
-            self.http.requests.labels(path, method, str(status)),
-            self.http.duration.labels(path, method),
-            is_error=status >= 400 and status != CLIENT_CLOSED,
-        )
+    def _series_for(self, path: str, method: str, status: int) -> _Series:
+        series = self._series.get((path, method, status))
+        if series is None:
+            series = self._series[(path, method, status)] = _Series(
+                self.http.requests.labels(path, method, str(status)),
+                self.http.duration.labels(path, method),
+                is_error=status >= 400 and status != CLIENT_CLOSED,
+            )
+        return series
 
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, ws: WebSocketMetrics
