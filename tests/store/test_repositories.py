@@ -293,6 +293,12 @@ async def test_data_survives_a_restart(database_url: str) -> None:
         await second.dispose()
 
 
+def _on_each_statement(database: Database, listener: Any) -> None:
+    """``listener`` before every statement, on every engine the store runs them on."""
+    for engine in database.engines:
+        event.listen(engine, "before_cursor_execute", listener)
+
+
 async def test_a_turn_costs_three_statements_before_the_llm_and_two_after(
     database_url: str,
 ) -> None:
@@ -307,8 +313,7 @@ async def test_a_turn_costs_three_statements_before_the_llm_and_two_after(
     def _count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(statement.split(None, 1)[0].upper())
 
-    for engine in database.engines:
-        event.listen(engine, "before_cursor_execute", _count)
+    _on_each_statement(database, _count)
 
     try:
         await store.goals.add(_goal())
@@ -337,8 +342,7 @@ async def test_sqlite_runs_each_turn_transaction_whole_in_a_worker_thread(
     def _thread(*_args: Any) -> None:
         threads.append(threading.current_thread().name)
 
-    for engine in database.engines:
-        event.listen(engine, "before_cursor_execute", _thread)
+    _on_each_statement(database, _thread)
     try:
         await store.goals.add(_goal())
         conversation = await store.conversations.create("support", {})
@@ -367,8 +371,7 @@ async def test_the_history_reads_only_what_the_llm_is_sent(database_url: str) ->
         if statement.lstrip().upper().startswith("SELECT"):
             selects.append(statement)
 
-    for engine in database.engines:
-        event.listen(engine, "before_cursor_execute", _record)
+    _on_each_statement(database, _record)
 
     try:
         await store.goals.add(_goal())
