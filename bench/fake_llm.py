@@ -21,6 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from parley.config import Settings
+
+# Each server of the turn benchmark keeps an idle connection as long as `parley serve`
+# does, longer than the clients' pools keep one (httpx: 5 s). With uvicorn's 5 s, a
+# client reusing a connection idle for 4.9 s met the server closing it: a reset stream.
+KEEP_ALIVE_SECONDS: int = Settings.model_fields["keep_alive_seconds"].default
+
 
 def _chunk(delta: dict[str, str], finish: str | None = None, **extra: object) -> bytes:
     payload = {
@@ -89,4 +96,5 @@ if __name__ == "__main__":
         log_level="warning",
         access_log=False,
         backlog=4096,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )

@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from bench.fake_llm import KEEP_ALIVE_SECONDS
+
 
 def app(upstream: str) -> Starlette:
     client = httpx.AsyncClient(
@@ -48,4 +50,5 @@ if __name__ == "__main__":
         log_level="warning",
         access_log=False,
         backlog=4096,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )

@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 from websockets.asyncio.client import connect
 
+from bench.fake_llm import KEEP_ALIVE_SECONDS
 from bench.http import free_port
 from bench.stats import median, spread
 
@@ -138,7 +139,10 @@ def _servers(upstream: Upstream, database_url: str) -> Iterator[dict[str, Server
             )
             servers["litellm"] = _spawn(
                 "litellm",
-                [litellm, "--config", str(config), "--port", "{port}", "--num_workers", "1"],
+                [
+                    *(litellm, "--config", str(config), "--port", "{port}", "--num_workers", "1"),
+                    *("--keepalive_timeout", str(KEEP_ALIVE_SECONDS)),
+                ],
                 "/health/liveliness",
                 # Offline: its tokenizer download would retry for half a minute.
                 env={"LITELLM_MASTER_KEY": LITELLM_KEY, "HF_HUB_OFFLINE": "1"},

@@ -91,6 +91,29 @@ def test_workers_share_a_socket_with_nodelay_and_serve_on_uvloop_and_httptools(
     }
 
 
+def test_serve_keeps_an_idle_connection_longer_than_a_proxy_in_front_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A proxy reuses its idle connections to Parley for up to its own idle timeout
+    (60 s at AWS's load balancers and nginx's upstream keep-alive). If Parley closed
+    them first (uvicorn's default is 5 s), a request sent as it closes one is reset."""
+    seen: dict[str, Any] = {}
+
+    class FakeServer:
+        def __init__(self, config: uvicorn.Config) -> None:
+            seen["default"] = config.timeout_keep_alive
+            self.started = True
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr("uvicorn.Server", FakeServer)
+    monkeypatch.setenv("PARLEY_AUTO_MIGRATE", "false")
+    monkeypatch.setenv("PARLEY_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}")
+    assert main(["serve", "--port", str(free_port())]) == 0
+    assert seen["default"] > 60
+
+
 def test_the_cli_module_imports_nothing_a_worker_imports_later() -> None:
     """A spawned --workers worker imports the `parley` script's module before it can
     answer uvicorn's health check: the server, store and client stay out of it."""

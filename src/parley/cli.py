@@ -79,6 +79,7 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=True,
         ws="websockets-sansio",
         ws_max_size=settings.max_body_bytes,  # a frame is held to what a body is
+        timeout_keep_alive=settings.keep_alive_seconds,
         # Turns have had their grace already (parley.lifecycle); this bounds the rest.
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
     )

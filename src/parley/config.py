@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     # A request body must arrive whole within this; else 408.
     body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # An idle kept-alive connection is closed after this. Longer than the idle timeout
+    # of the proxy in front (60 s is common), or the proxy may send a request on a
+    # connection just as Parley closes it, and that request is reset.
+    keep_alive_seconds: int = Field(default=75, ge=1)
 
     # ``None`` means: groq when GROQ_API_KEY is set, else simulated.
     llm_provider: LLMProviderName | None = None

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from parley.app import create_app
 from tests.conftest import app_client, make_settings
 from tests.support.live_server import LiveServer
+from tests.support.serve import serve
 
 
 @pytest.mark.parametrize("token", [None, "scrape-secret"])
@@ -228,11 +229,13 @@ async def test_a_body_that_never_arrives_gets_408_and_frees_the_request(tmp_path
     assert json.loads(body)["error"]["type"] == "request_timeout"
 
 
-async def test_an_idle_connection_is_closed_by_the_server(tmp_path: Path) -> None:
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
+    tmp_path: Path,
+) -> None:
     """After a response, a kept-alive connection that sends nothing more is closed
-    (uvicorn's keep-alive timeout), so idle clients cannot hold sockets forever."""
-    with LiveServer(create_app(make_settings(tmp_path))) as server:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    (``PARLEY_KEEP_ALIVE_SECONDS``), so idle clients cannot hold sockets forever."""
+    with serve(tmp_path, env={"PARLEY_KEEP_ALIVE_SECONDS": "1"}) as url:
+        reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(url).port)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         await writer.drain()
         async with asyncio.timeout(30):
