@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -28,6 +27,7 @@ from tests.support.groq_server import (
     WrongShape,
 )
 from tests.support.live_server import LiveServer
+from tests.support.ports import free_port
 from tests.support.providers import collect
 
 REQUEST = ChatRequest(
@@ -270,18 +270,12 @@ async def test_a_cut_before_the_first_content_is_a_connection_error_not_an_inter
     assert raised.value.retryable
 
 
-def _refusing_url() -> str:
-    """An address on loopback where nothing listens (the port was just free)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 async def test_a_refused_connection_is_a_connection_error_not_a_timeout() -> None:
     """Counted and retried as ``connection`` on both calls: a timeout would send whoever
     is paged to look at a slow LLM instead of an unreachable one."""
-    provider = GroqProvider(api_key="k", base_url=_refusing_url(), timeout_seconds=2.0)
+    # A port that was just free: nothing listens there.
+    refusing = f"http://127.0.0.1:{free_port()}"
+    provider = GroqProvider(api_key="k", base_url=refusing, timeout_seconds=2.0)
     try:
         with pytest.raises(LLMError) as whole:
             await provider.complete(REQUEST)
