@@ -192,7 +192,7 @@ def open_turn(
     # The conditional UPDATE is the status check and the lock in one step: a concurrent
     # turn on the same conversation waits here until this one commits, then sees its
     # outcome (PostgreSQL row lock; SQLite's write lock).
-    row = (conn.execute(_OPEN, {"conversation_id": conversation_id, "now": now()})).one_or_none()
+    row = conn.execute(_OPEN, {"conversation_id": conversation_id, "now": now()}).one_or_none()
     if row is None:
         _raise_not_open(conn, conversation_id)
     assert row is not None
@@ -247,8 +247,8 @@ def insert_reply(
 ) -> tuple[Message, Conversation]:
     """Takes the next ``seq`` and resets the failure streak; a second reply to the same
     question breaks the unique index on ``reply_to`` (IntegrityError)."""
-    row = (
-        conn.execute(_NEXT_SEQ, {"conversation_id": question.conversation_id, "now": now()})
+    row = conn.execute(
+        _NEXT_SEQ, {"conversation_id": question.conversation_id, "now": now()}
     ).one_or_none()
     if row is None:
         raise ConversationNotFoundError(question.conversation_id)
@@ -299,7 +299,7 @@ def record_llm_failure(
 ) -> Conversation | None:
     """One more failed turn in a row; the conversation escalated if that reaches
     ``escalate_at`` (while it is active), else ``None``."""
-    row = (conn.execute(_FAILED, {"conversation_id": conversation_id})).one_or_none()
+    row = conn.execute(_FAILED, {"conversation_id": conversation_id}).one_or_none()
     if row is None:
         raise ConversationNotFoundError(conversation_id)
     if escalate_at is None or row.llm_failures < escalate_at or row.status != ACTIVE:
@@ -321,11 +321,11 @@ def _escalate(
 
 
 def _conversation(conn: Connection, conversation_id: uuid.UUID) -> Row[Any] | None:
-    return (conn.execute(_CONVERSATION_BY_ID, {"conversation_id": conversation_id})).one_or_none()
+    return conn.execute(_CONVERSATION_BY_ID, {"conversation_id": conversation_id}).one_or_none()
 
 
 def _goal(conn: Connection, goal_id: str) -> Goal:
-    row = (conn.execute(_GOAL, {"goal_id": goal_id})).one()
+    row = conn.execute(_GOAL, {"goal_id": goal_id}).one()
     return to_goal(row)  # a goal with conversations cannot be deleted
 
 
@@ -342,12 +342,12 @@ def _history(
     conn: Connection, conversation_id: uuid.UUID, up_to_seq: int, limit: int
 ) -> tuple[ChatMessage, ...]:
     parameters = {"conversation_id": conversation_id, "up_to": up_to_seq, "limit": limit}
-    rows = (conn.execute(_HISTORY, parameters)).all()
+    rows = conn.execute(_HISTORY, parameters).all()
     return tuple(ChatMessage(_ROLES[role], content) for role, content in reversed(rows))
 
 
 def _reply_to(conn: Connection, question_id: uuid.UUID) -> Message | None:
-    row = (conn.execute(_REPLY_TO, {"question_id": question_id})).one_or_none()
+    row = conn.execute(_REPLY_TO, {"question_id": question_id}).one_or_none()
     return to_message(row) if row is not None else None
 
 
@@ -359,7 +359,7 @@ def _repeated_turn(
     history_limit: int,
 ) -> OpenedTurn | None:
     parameters = {"conversation_id": conversation_id, "idempotency_key": idempotency_key}
-    question = (conn.execute(_KEYED, parameters)).one_or_none()
+    question = conn.execute(_KEYED, parameters).one_or_none()
     if question is None:
         return None
     if question.content != content:
