@@ -109,16 +109,16 @@ class Database:
         # SQLite's hot-path transactions run whole in a thread of their own: aiosqlite
         # hands every statement to its thread and back four times (cursor, execute,
         # fetch, close), two thirds of a turn's database CPU and a wait on a busy loop.
-        self._threaded: Engine | None = None
-        self._threads: ThreadPoolExecutor | None = None
-        if self.engine.dialect.name == "sqlite":
-            self._threaded = _threaded_sqlite_engine(url, hide_parameters=hide_parameters)
-            self._threads = ThreadPoolExecutor(SQLITE_THREADS, thread_name_prefix="parley-sqlite")
+        self._sqlite_thread = (
+            _SQLiteThread(url, hide_parameters=hide_parameters)
+            if self.engine.dialect.name == "sqlite"
+            else None
+        )
 
     @property
     def engines(self) -> tuple[Engine, ...]:
         """Every engine statements run on, for event listeners (metrics, tests)."""
-        threaded = (self._threaded,) if self._threaded is not None else ()
+        threaded = (self._sqlite_thread.engine,) if self._sqlite_thread is not None else ()
         return (self.engine.sync_engine, *threaded)
 
     def session(self) -> AsyncSession:
@@ -136,9 +136,8 @@ class Database:
         whole transaction; on PostgreSQL on the event loop, through asyncpg. On SQLite a
         caller cancelled meanwhile does not stop it: the thread commits or rolls back
         all the same (turns are never cancelled while they store, see domain.turns)."""
-        if self._threaded is not None and self._threads is not None:
-            call = functools.partial(_in_transaction, self._threaded, work, *args, **kwargs)
-            return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        if self._sqlite_thread is not None:
+            return await self._sqlite_thread.run_transaction(work, *args, **kwargs)
         async with self.engine.begin() as connection:
             return await connection.run_sync(work, *args, **kwargs)
 
@@ -164,13 +163,30 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self._threaded is not None and self._threads is not None:
-            await asyncio.get_running_loop().run_in_executor(self._threads, self._threaded.dispose)
-            self._threads.shutdown()
+        if self._sqlite_thread is not None:
+            await self._sqlite_thread.dispose()
 
 
-def _in_transaction(
-    engine: Engine, work: Callable[Concatenate[Connection, P], T], *args: Any, **kwargs: Any
-) -> T:
-    with engine.begin() as connection:
-        return work(connection, *args, **kwargs)
+class _SQLiteThread:
+    """SQLite's transactions, each run whole on one worker thread through the standard
+    library's driver."""
+
+    def __init__(self, url: str, *, hide_parameters: bool) -> None:
+        self.engine = _threaded_sqlite_engine(url, hide_parameters=hide_parameters)
+        self._executor = ThreadPoolExecutor(SQLITE_THREADS, thread_name_prefix="parley-sqlite")
+
+    async def run_transaction(
+        self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        call = functools.partial(self._in_transaction, work, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def _in_transaction(
+        self, work: Callable[Concatenate[Connection, P], T], *args: Any, **kwargs: Any
+    ) -> T:
+        with self.engine.begin() as connection:
+            return work(connection, *args, **kwargs)
+
+    async def dispose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.dispose)
+        self._executor.shutdown()
