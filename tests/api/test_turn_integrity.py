@@ -14,9 +14,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 
 from parley.app import create_app
+from parley.llm import LLMError, LLMErrorKind
 from tests.api.helpers import start_conversation
 from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
@@ -280,3 +282,56 @@ async def test_a_whole_reply_whose_client_left_stops_the_llm_and_is_recorded_as_
         if line.startswith("llm_errors_total{") and 'error_type="cancelled"' in line
     )
     assert cancelled.endswith(" 1.0")
+
+
+async def _keyed_turn_failed_then(
+    http: httpx.AsyncClient, provider: ScriptedProvider, action: str
+) -> str:
+    """A keyed turn whose LLM call failed, then the conversation ``action``-ed (close or
+    escalate); returns the conversation's id."""
+    provider.steps.append(LLMError(LLMErrorKind.MALFORMED_RESPONSE, "garbled"))  # not retried
+    conversation_id = await start_conversation(http, max_llm_failures=5)
+    failed = await http.post(
+        f"/v1/conversations/{conversation_id}/messages",
+        json={"content": "hi"},
+        headers={"Idempotency-Key": "k"},
+    )
+    assert failed.status_code == 502
+    body = {"reason": "manual"} if action == "escalate" else None
+    (await http.post(f"/v1/conversations/{conversation_id}/{action}", json=body)).raise_for_status()
+    return conversation_id
+
+
+@pytest.mark.parametrize(
+    ("action", "code"), [("close", "conversation_closed"), ("escalate", "conversation_escalated")]
+)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_keyed_retry_after_the_conversation_ended_is_a_409_not_a_crash(
+    http: httpx.AsyncClient, provider: ScriptedProvider, action: str, code: str, stream: bool
+) -> None:
+    """The same 409 as any message to a closed (or escalated) conversation, on the whole and
+    the streamed channel, with nothing logged as a crash and no second LLM call."""
+    conversation_id = await _keyed_turn_failed_then(http, provider, action)
+    with capture_logs() as logs:
+        retry = await http.post(
+            f"/v1/conversations/{conversation_id}/messages",
+            json={"content": "hi", "stream": stream},
+            headers={"Idempotency-Key": "k"},
+        )
+    assert retry.status_code == 409
+    assert retry.json()["error"]["code"] == code
+    assert not [log for log in logs if log["log_level"] in ("error", "critical")]
+    assert len(provider.calls) == 1
+    assert [m["role"] for m in await _messages(http, conversation_id)] == ["user"]
+
+
+async def test_a_websocket_retry_after_the_conversation_closed_is_an_error_frame(
+    server: LiveServer, http: httpx.AsyncClient, provider: ScriptedProvider
+) -> None:
+    conversation_id = await _keyed_turn_failed_then(http, provider, "close")
+    url = f"{server.ws_url}/v1/conversations/{conversation_id}/ws"
+    async with asyncio.timeout(20), connect(url) as ws:
+        await ws.send(json.dumps({"type": "message", "content": "hi", "id": "k"}))
+        frame = json.loads(await ws.recv())
+    assert (frame["type"], frame["code"]) == ("error", "conversation_closed")
+    assert len(provider.calls) == 1

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from structlog.testing import capture_logs
 
 from parley.domain.conversations import ChatLimits, ConversationService
 from parley.domain.errors import (
     ContentTooLargeError,
+    ConversationClosedError,
     ConversationEscalatedError,
     ReplyFailedError,
     ShuttingDownError,
@@ -211,6 +213,59 @@ async def test_a_repeated_key_whose_turn_failed_asks_the_llm_again() -> None:
     assert [m.content for m in harness.stored(conversation_id)] == ["hi", "second try"]
 
 
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_a_keyed_retry_after_the_conversation_closed_is_refused_as_closed(
+    streaming: bool,
+) -> None:
+    """The turn failed, the conversation was closed, the client retries with its key: the
+    same conflict as any message to a closed conversation, before any turn starts."""
+    down = LLMError(LLMErrorKind.SERVER_ERROR, "down")
+    harness = Harness(ScriptedProvider([down, "never asked"]))
+    conversation_id = await harness.conversation()
+    turn = await harness.turn(conversation_id, "hi", streaming=streaming, idempotency_key="k")
+    assert _kinds(turn)[-1] == "Failed"
+    await harness.service.close(conversation_id)
+    with pytest.raises(ConversationClosedError):
+        await harness.turn(conversation_id, "hi", streaming=streaming, idempotency_key="k")
+    assert len(harness.llm.calls) == 1  # type: ignore[attr-defined]
+
+
+async def test_a_keyed_retry_after_the_conversation_escalated_is_refused_as_escalated() -> None:
+    down = LLMError(LLMErrorKind.SERVER_ERROR, "down")
+    harness = Harness(ScriptedProvider([down]))
+    conversation_id = await harness.conversation()
+    assert _kinds(await harness.turn(conversation_id, "hi", idempotency_key="k"))[-1] == "Failed"
+    await harness.service.escalate(conversation_id, EscalationReason.MANUAL)
+    with pytest.raises(ConversationEscalatedError):
+        await harness.turn(conversation_id, "hi", idempotency_key="k")
+
+
+async def test_a_keyed_retry_of_the_message_that_escalated_tells_the_escalation_again() -> None:
+    harness = Harness()
+    conversation_id = await harness.conversation()
+    first = await harness.turn(conversation_id, "a human please", idempotency_key="k")
+    again = await harness.turn(conversation_id, "a human please", idempotency_key="k")
+    assert _kinds(first) == _kinds(again) == ["Accepted", "Escalated"]
+    assert isinstance(again[-1], Escalated)
+    assert isinstance(first[-1], Escalated)
+    assert again[-1].reason is first[-1].reason is EscalationReason.TRIGGER_PHRASE
+    assert len(harness.stored(conversation_id)) == 1
+
+
+async def test_a_domain_error_while_a_turn_plays_is_a_failed_event_not_a_crash() -> None:
+    """A typed error raised inside the turn's task (here: storing the reply) reaches the
+    client as itself; only a bug is a crash."""
+    harness = Harness(ScriptedProvider(["reply"]))
+    conversation_id = await harness.conversation()
+    harness.store.fail_next_write = ConversationClosedError()
+    with capture_logs() as logs:
+        events = await harness.turn(conversation_id, "hi")
+    failed = events[-1]
+    assert isinstance(failed, Failed)
+    assert isinstance(failed.error, ConversationClosedError)
+    assert not [log for log in logs if log["event"] == "turn_crashed"]
+
+
 async def test_a_client_leaving_mid_stream_stops_the_llm_and_stores_an_interrupted_reply() -> None:
     llm = HeldStream(before=2)
     harness = Harness(llm)
@@ -285,9 +340,12 @@ async def test_content_over_the_limit_is_refused_before_anything_is_stored() -> 
 
 
 async def test_a_crash_while_storing_the_reply_ends_the_turn_with_an_error_event() -> None:
+    """A bug (not a domain error) is the one thing logged as a crash, with its traceback."""
     harness = Harness(ScriptedProvider(["fine"]))
     conversation_id = await harness.conversation()
     harness.store.fail_next_write = RuntimeError("disk on fire")
-    events = await harness.turn(conversation_id, "hi")
+    with capture_logs() as logs:
+        events = await harness.turn(conversation_id, "hi")
+    assert [log["event"] for log in logs] == ["turn_crashed"]
     assert isinstance(events[-1], Failed)
     assert isinstance(events[-1].error, TurnCrashedError)

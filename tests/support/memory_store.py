@@ -27,7 +27,7 @@ from parley.domain.models import (
     Message,
     Page,
 )
-from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
+from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft, escalated_by
 from parley.llm import ChatMessage, Role
 
 
@@ -154,6 +154,7 @@ class MemoryConversations:
                 goal,
                 question,
                 self._history(question, history_limit),
+                escalation=escalated_by(conversation, question.created_at),
                 reply=self._reply_to(question),
                 repeated=True,
             )
@@ -165,15 +166,14 @@ class MemoryConversations:
         question = self._append(conversation_id, Role.USER, content)
         reason = escalate_when(goal, conversation.turns)
         self.conversations[conversation_id] = conversation
-        if reason is not None:
-            escalated = await self.transition(
-                conversation_id,
-                allowed_from=[ConversationStatus.ACTIVE],
-                to=ConversationStatus.ESCALATED,
-                reason=reason,
+        if reason is not None:  # at the message's time, as the real store does
+            conversation = dataclasses.replace(
+                conversation,
+                status=ConversationStatus.ESCALATED,
+                escalation=Escalation(reason, None, question.created_at),
+                updated_at=question.created_at,
             )
-            assert escalated is not None
-            conversation = escalated
+            self.conversations[conversation_id] = conversation
         if idempotency_key is not None:
             self.keys[conversation_id, idempotency_key] = question
         return OpenedTurn(

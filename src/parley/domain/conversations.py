@@ -173,7 +173,9 @@ class ConversationService:
                     idempotency_key=idempotency_key,
                 ),
             )
-            if opened.escalation is not None:
+            if opened.repeated:
+                _check_still_answerable(opened)
+            elif opened.escalation is not None:
                 self._events.conversation_escalated(opened.conversation, opened.escalation)
 
             async def play(emit: Emit, turn: RunningTurn) -> None:
@@ -190,14 +192,8 @@ class ConversationService:
                 emit(Token(opened.reply.content))
             emit(Done(opened.conversation, opened.reply))
             return
-        conversation = opened.conversation
-        if conversation.status is not ConversationStatus.ACTIVE:
-            reason = opened.escalation or (
-                conversation.escalation.reason if conversation.escalation else None
-            )
-            if reason is None:
-                raise ConversationClosedError()
-            emit(Escalated(conversation, reason))
+        if opened.escalation is not None:
+            emit(Escalated(opened.conversation, opened.escalation))
             return
         request = self._chat_request(opened.goal, opened.history)
         parts: list[str] = []
@@ -268,6 +264,14 @@ class ConversationService:
         if escalated is not None:
             self._events.conversation_escalated(escalated, EscalationReason.LLM_FAILURE)
             emit(Escalated(escalated, EscalationReason.LLM_FAILURE))
+
+
+def _check_still_answerable(repeated: OpenedTurn) -> None:
+    """A retry of a turn that has no reply yet is answered now, unless the conversation ended
+    meanwhile: then it is refused as any message to it is. A retry of the message that
+    escalated the conversation is told that again."""
+    if repeated.reply is None and repeated.escalation is None:
+        _raise_for_status(repeated.conversation)
 
 
 def _raise_for_status(conversation: Conversation) -> None:

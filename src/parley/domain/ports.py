@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from parley.domain.models import (
@@ -34,9 +35,19 @@ class OpenedTurn:
     question: Message
     # The latest messages up to and including ``question``, as the LLM is sent them.
     history: tuple[ChatMessage, ...]
-    escalation: EscalationReason | None = None  # the policy escalated on this message
+    # The policy escalated on this message (a repeated turn: on the message its key names).
+    escalation: EscalationReason | None = None
     reply: Message | None = None  # a repeated turn whose reply is already stored
     repeated: bool = False
+
+
+def escalated_by(conversation: Conversation, message_at: datetime) -> EscalationReason | None:
+    """The escalation that the user message stored at ``message_at`` caused, if any: the
+    policy escalates in the transaction that stores the message, at the message's time."""
+    escalation = conversation.escalation
+    if escalation is not None and escalation.created_at == message_at:
+        return escalation.reason
+    return None
 
 
 @dataclass(frozen=True, slots=True)

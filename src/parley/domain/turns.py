@@ -55,8 +55,9 @@ class Escalated:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """No reply: the LLM failed, or the turn was cut by shutdown. May be followed by
-    ``Escalated`` when the failure escalated the conversation."""
+    """No reply: the LLM failed, the turn was cut by shutdown, a domain error ended it, or a
+    bug crashed it (``TurnCrashedError``). May be followed by ``Escalated`` when the
+    failure escalated the conversation."""
 
     error: DomainError
 
@@ -124,6 +125,8 @@ class RunningTurn:
     async def _run(self, play: Callable[[Emit, RunningTurn], Coroutine[Any, Any, None]]) -> None:
         try:
             await play(self._events.put_nowait, self)
+        except DomainError as error:  # the turn's answer, as if refused: not a crash
+            self._events.put_nowait(Failed(error))
         except Exception:
             # The client still gets a last event; the traceback goes to the log only.
             _log.exception("turn_crashed")

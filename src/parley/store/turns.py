@@ -45,7 +45,7 @@ from parley.domain.models import (
     Message,
     MessageStatus,
 )
-from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
+from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft, escalated_by
 from parley.llm.types import ChatMessage, Role, Usage
 from parley.store.goals import GoalCache, to_goal
 from parley.store.tables import ConversationRow, GoalRow, MessageRow, UTCDateTime
@@ -364,13 +364,15 @@ def _repeated_turn(
         return None
     if question.content != content:
         raise IdempotencyKeyReusedError()
-    conversation = _conversation(conn, conversation_id)
-    assert conversation is not None
+    row = _conversation(conn, conversation_id)
+    assert row is not None
+    conversation = to_conversation(row)
     return OpenedTurn(
-        conversation=to_conversation(conversation),
-        goal=_goal(conn, conversation.goal_id),
+        conversation=conversation,
+        goal=_goal(conn, row.goal_id),
         question=to_message(question),
         history=_history(conn, conversation_id, question.seq, history_limit),
+        escalation=escalated_by(conversation, question.created_at),
         reply=_reply_to(conn, question.id),
         repeated=True,
     )
