@@ -30,6 +30,8 @@ def _p95(level: str, metric: str, by: str, selector: str = SELECTOR) -> Rule:
 
 # "No such series" is a rate of 0 for the job, not an empty result that empties a sum.
 ZERO = "0 * job:http_requests:rate5m"
+# Turns that failed on Parley's side: the LLM failed, shutdown cut it, or a bug crashed it.
+FAILED_TURNS = "llm_error|interrupted|crashed"
 
 
 def recording_rules() -> list[Rule]:
@@ -49,7 +51,7 @@ def recording_rules() -> list[Rule]:
         _record(
             "job:failed_work:rate5m",
             f'(sum by ({BY}) (rate(http_requests_total{{{SELECTOR}, status=~"5.."}}[5m])) or {ZERO})'
-            f' + (sum by ({BY}) (rate(conversation_turns_total{{{SELECTOR}, channel=~"sse|ws", outcome=~"llm_error|interrupted"}}[5m])) or {ZERO})',
+            f' + (sum by ({BY}) (rate(conversation_turns_total{{{SELECTOR}, channel=~"sse|ws", outcome=~"{FAILED_TURNS}"}}[5m])) or {ZERO})',
         ),
         _record(
             "job:failed_work_per_work:ratio_rate5m",
@@ -83,7 +85,7 @@ def recording_rules() -> list[Rule]:
     ]
     turn_latency = [_p95("job_channel", "conversation_turn_ttft_seconds", f"{BY}, channel")]
     slo = []
-    turns = f'{SELECTOR}, outcome=~"ok|escalated|llm_error|interrupted"'
+    turns = f'{SELECTOR}, outcome=~"ok|escalated|{FAILED_TURNS}"'
     streamed = f'{SELECTOR}, channel=~"sse|ws"'
     whole = f'{SELECTOR}, channel="http"'
     for window in c.SLI_WINDOWS:
@@ -97,7 +99,7 @@ def recording_rules() -> list[Rule]:
             _record(
                 f"job:slo_availability_errors:ratio_rate{window}",
                 # "or ... * 0": no failed turn at all is a ratio of 0, not an empty result.
-                f'(sum by ({BY}) (rate(conversation_turns_total{{{SELECTOR}, outcome=~"llm_error|interrupted"}}[{window}]))'
+                f'(sum by ({BY}) (rate(conversation_turns_total{{{SELECTOR}, outcome=~"{FAILED_TURNS}"}}[{window}]))'
                 f" or 0 * job:slo_turns:rate{window})"
                 f" / job:slo_turns:rate{window}",
             )

@@ -13,7 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
-from parley.domain.errors import ReplyFailedError
+from parley.domain.errors import (
+    DomainError,
+    ReplyFailedError,
+    TurnCrashedError,
+    TurnInterruptedError,
+)
 from parley.domain.models import Conversation, ConversationStatus, EscalationReason
 from parley.domain.turns import Accepted, Done, Escalated, Failed, Token, TurnEvent, TurnTimings
 from parley.llm import LLMCallInfo, LLMError, LLMErrorKind, RateLimit, Usage
@@ -132,6 +137,19 @@ def instrument_llm(instrumentation: Instrumentation, models: tuple[str, ...]) ->
     return LLMTelemetry(LLMInstrumentation(metrics, models=models, error_types=LLM_ERROR_TYPES))
 
 
+def failed_outcome(error: DomainError) -> str:
+    """What failed a turn, as its outcome: a bug must never read as a shutdown."""
+    match error:
+        case ReplyFailedError():
+            return "llm_error"
+        case TurnCrashedError():
+            return "crashed"
+        case TurnInterruptedError():
+            return "interrupted"
+        case _:  # refused once it had started (the conversation changed meanwhile)
+            return "rejected"
+
+
 class TurnTelemetry:
     """A turn's events, as a channel sends them, become the turn metrics: the outcome, the
     time to the first token sent and to the last event sent."""
@@ -161,8 +179,7 @@ class TurnTelemetry:
                     case Escalated() if outcome == "cancelled":
                         outcome = "escalated"
                     case Failed(error):
-                        failed_by_llm = isinstance(error, ReplyFailedError)
-                        outcome = "llm_error" if failed_by_llm else "interrupted"
+                        outcome = failed_outcome(error)
                 yield event  # resumed once the channel has sent it
                 if isinstance(event, Token) and not first_token_sent and started is not None:
                     first_token_sent = True

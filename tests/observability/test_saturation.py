@@ -4,6 +4,7 @@ connections in use."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ async def test_requests_in_flight_count_the_requests_being_served() -> None:
     registry = CollectorRegistry()
     release = asyncio.Event()
     all_in = asyncio.Event()
-    seen: list[float] = []
+    seen: list[float | None] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(value(registry, "http_requests_in_flight"))
@@ -54,13 +55,18 @@ async def test_event_loop_lag_shows_a_blocked_loop() -> None:
     registry = CollectorRegistry()
     gauge = Gauge("event_loop_lag_seconds", "lag", registry=registry)
     watcher = asyncio.create_task(watch_event_loop_lag(gauge, interval_seconds=0.01))
-    await asyncio.sleep(0.05)
-    time.sleep(0.3)  # blocks the loop, as a sync call in a handler would  # noqa: ASYNC251
-    async with asyncio.timeout(10):
-        # Polled: the gauge is what is being tested, set by the watcher on its own.
-        while (registry.get_sample_value("event_loop_lag_seconds") or 0) < 0.2:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-    watcher.cancel()
+    try:
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # blocks the loop, as a sync call in a handler would  # noqa: ASYNC251
+        async with asyncio.timeout(10):
+            # Polled: the gauge is what is being tested, set by the watcher on its own.
+            # Before the first measurement the gauge reads 0: no lag seen yet.
+            while (registry.get_sample_value("event_loop_lag_seconds") or 0) < 0.2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:  # stopped and awaited even when the wait times out: no task left running
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
 
 def test_database_connections_in_use_follow_the_pool(tmp_path: Path) -> None:

@@ -5,23 +5,39 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import connect
 
 from parley.app import create_app
-from parley.llm import LLMError, LLMErrorKind
+from parley.domain.errors import (
+    ConversationClosedError,
+    DomainError,
+    ReplyFailedError,
+    TurnCrashedError,
+    TurnInterruptedError,
+)
+from parley.domain.models import Conversation, ConversationStatus, Message
+from parley.domain.turns import Accepted, Failed, TurnEvent
+from parley.llm import LLMError, LLMErrorKind, Role
+from parley.observability import TurnMetrics
+from parley.store.conversations import ConversationRepository
+from parley.telemetry import TurnTelemetry
 from tests.api.helpers import make_conversation, make_goal, start_conversation
 from tests.conftest import app_client, make_settings
 from tests.support.live_server import LiveServer
-from tests.support.metrics import value
+from tests.support.metrics import series, value
 from tests.support.providers import ScriptedProvider
 
 
-def _turns(registry: CollectorRegistry, channel: str, outcome: str) -> float:
+def _turns(registry: CollectorRegistry, channel: str, outcome: str) -> float | None:
     return value(registry, "conversation_turns_total", channel=channel, outcome=outcome)
 
 
@@ -74,7 +90,7 @@ async def test_websocket_turns_and_a_client_that_leaves_are_counted(tmp_path: Pa
             assert value(registry, "conversation_turns_in_flight") == 1
         async with asyncio.timeout(30):
             # Polled: the server's loop runs in another thread.
-            while _turns(registry, "ws", "cancelled") < 1:  # noqa: ASYNC110
+            while not _turns(registry, "ws", "cancelled"):  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             while value(registry, "llm_requests_in_flight", model="llama-3.1-8b-instant"):  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
@@ -105,7 +121,8 @@ async def test_an_sse_client_that_hangs_up_is_recorded_as_499_and_cancelled(
             labels = {"path": path, "method": "POST", "status": "499"}
             while not value(registry, "http_requests_total", **labels):  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
-    assert value(registry, "http_requests_total", path=path, method="POST", status="200") == 0
+    # Never answered 200 (that series does not even exist): the 499 is the whole story.
+    assert value(registry, "http_requests_total", path=path, method="POST", status="200") is None
     assert _turns(registry, "sse", "cancelled") == 1
 
 
@@ -135,4 +152,61 @@ def test_whole_replies_say_where_their_time_went_and_overhead_leaves_out_the_llm
             assert value(registry, count, channel=channel) == 1
             overhead = value(registry, "parley_turn_overhead_seconds_sum", channel=channel)
             duration = value(registry, "conversation_turn_duration_seconds_sum", channel=channel)
+            assert overhead is not None
+            assert duration is not None
             assert overhead < duration - 0.5, channel  # the LLM's second is not in it
+
+
+def _failed_turn(error: DomainError) -> list[TurnEvent]:
+    now = datetime.now(UTC)
+    conversation = Conversation(uuid.uuid4(), "g", ConversationStatus.ACTIVE, {}, 1, now, now)
+    message = Message(uuid.uuid4(), conversation.id, 1, Role.USER, "hi", now)
+    return [Accepted(conversation, message), Failed(error)]
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (ReplyFailedError("server_error", "down", escalated=False), "llm_error"),
+        (TurnInterruptedError(), "interrupted"),
+        (TurnCrashedError(), "crashed"),
+        (ConversationClosedError(), "rejected"),
+    ],
+)
+async def test_a_failed_turn_is_counted_by_what_failed_it(error: DomainError, outcome: str) -> None:
+    """A bug is ``crashed``, never read as a shutdown (``interrupted``) on the dashboard."""
+    registry = CollectorRegistry()
+    telemetry = TurnTelemetry(TurnMetrics.register(registry))
+
+    async def events() -> AsyncIterator[TurnEvent]:
+        for event in _failed_turn(error):
+            yield event
+
+    assert len([event async for event in telemetry.observe("http", events())]) == 2
+    counted = {
+        labels["outcome"]
+        for labels in series(registry, "conversation_turns")
+        if value(registry, "conversation_turns_total", **labels)
+    }
+    assert counted == {outcome}
+
+
+def test_a_turn_that_crashes_answers_500_and_is_counted_crashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug in storing the reply")
+
+    monkeypatch.setattr(ConversationRepository, "store_reply", broken)
+    with app_client(make_settings(tmp_path), ScriptedProvider(["fine"])) as client:
+        registry = _registry(client)
+        make_goal(client)
+        url = f"/v1/conversations/{make_conversation(client)}/messages"
+        answer = client.post(url, json={"content": "hi"})
+        assert answer.status_code == 500
+        assert answer.json()["error"]["code"] == "internal_error"
+        streamed = client.post(url, json={"content": "hi", "stream": True})
+        assert "internal_error" in streamed.text
+        assert _turns(registry, "http", "crashed") == 1
+        assert _turns(registry, "sse", "crashed") == 1
+        assert _turns(registry, "http", "interrupted") == 0

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from parley.app import create_app
 from parley.observability import instrument_app
@@ -54,7 +54,7 @@ def served() -> Iterator[tuple[LiveServer, CollectorRegistry]]:
         yield server, registry
 
 
-async def _settles(registry: CollectorRegistry, expected: float) -> float:
+async def _settles(registry: CollectorRegistry, expected: float) -> float | None:
     for _ in range(200):
         current = value(registry, "ws_connections_active")
         if current == expected:
@@ -106,14 +106,28 @@ async def test_gauge_recovers_when_the_handler_crashes(
     assert await _settles(registry, 0) == 0
 
 
-async def test_refused_sockets_are_never_counted_as_open(
-    served: tuple[LiveServer, CollectorRegistry],
-) -> None:
-    server, registry = served
-    with pytest.raises(Exception):  # noqa: B017,PT011  # refused at the handshake: HTTP 403
-        async with connect(f"{server.ws_url}/refuse"):
-            pass
-    assert await _settles(registry, 0) == 0
+async def test_refused_sockets_are_never_counted_as_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every value the gauge takes is seen, not only where it settles: a socket counted
+    open and then closed would end at 0 too."""
+    app, registry = _app()
+    gauge = app.state.instrumentation.ws.connections
+    counted = gauge.inc
+    seen: list[float | None] = []
+
+    def inc(amount: float = 1) -> None:
+        counted(amount)
+        seen.append(registry.get_sample_value("ws_connections_active"))
+
+    monkeypatch.setattr(gauge, "inc", inc)
+    with LiveServer(app) as server:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"{server.ws_url}/refuse"):
+                pass
+        assert refused.value.response.status_code == 403  # refused at the handshake
+        async with connect(f"{server.ws_url}/echo") as socket:  # the gauge does count
+            await socket.send("x")
+            await socket.recv()
+    assert seen == [1]
 
 
 async def test_parley_chat_counts_every_frame(tmp_path: Path) -> None:

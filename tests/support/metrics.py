@@ -20,9 +20,10 @@ class FakeClock:
         self.now += seconds
 
 
-def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """A sample's value; 0 when the series does not exist yet."""
-    return registry.get_sample_value(name, labels) or 0.0
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    """A sample's value; None when the series does not exist (as ``get_sample_value``), so
+    a test can tell a missing series from one at 0."""
+    return registry.get_sample_value(name, labels)
 
 
 def series(registry: CollectorRegistry, family: str) -> list[dict[str, str]]:

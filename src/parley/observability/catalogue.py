@@ -33,7 +33,15 @@ STREAM_MODES = ("streaming", "non_streaming")
 LLM_STATUSES = ("success", "error")
 WS_DIRECTIONS = ("inbound", "outbound")
 TURN_CHANNELS = ("http", "sse", "ws")
-TURN_OUTCOMES = ("ok", "escalated", "llm_error", "rejected", "cancelled", "interrupted")
+TURN_OUTCOMES = (
+    "ok",
+    "escalated",
+    "llm_error",
+    "rejected",
+    "cancelled",
+    "interrupted",
+    "crashed",
+)
 TURN_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 TURN_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # Parley's own share of a turn: milliseconds when healthy, so the buckets start there.
@@ -333,7 +341,7 @@ class TurnMetrics:
             turns=Counter(
                 "conversation_turns_total",
                 "Turns by channel (http, sse, ws) and outcome (ok, escalated, llm_error, "
-                "rejected, cancelled, interrupted).",
+                "rejected, cancelled, interrupted, crashed).",
                 ["channel", "outcome"],
                 registry=registry,
             ),
