@@ -11,13 +11,14 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parley import __version__, api
+from parley.api.auth import ApiKeys
 from parley.api.body_limit import BodySizeLimitMiddleware
-from parley.api.deps import ApiKeys
 from parley.api.docs_pages import serve_docs
 from parley.api.errors import install_error_handlers
 from parley.api.openapi import customise_openapi
 from parley.api.path_guard import ControlCharacterPathMiddleware
 from parley.api.rate_limits import RateLimits, TokenBuckets
+from parley.api.state import AppState
 from parley.config import Settings, load_settings
 from parley.domain.conversations import ChatLimits, ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
@@ -158,11 +159,7 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         redoc_url=None,
     )
     serve_docs(app)
-    app.state.api_keys = ApiKeys(settings.api_keys)
-    # The keys live only as digests (app.state.api_keys), not in the settings served on.
-    app.state.settings = settings.model_copy(update={"api_keys": []})
-    app.state.services = services
-    app.state.rate_limits = RateLimits(
+    rate_limits = RateLimits(
         requests=TokenBuckets(
             per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
         )
@@ -206,6 +203,13 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
     )
     conversation_metrics = instrument_services(services, instrumentation, settings)
-    app.state.turn_telemetry = TurnTelemetry(TurnMetrics.register(instrumentation.registry))
+    app.state.parley = AppState(
+        # The keys live only as digests (api_keys), not in the settings served on.
+        settings=settings.model_copy(update={"api_keys": []}),
+        services=services,
+        api_keys=ApiKeys(settings.api_keys),
+        rate_limits=rate_limits,
+        turn_telemetry=TurnTelemetry(TurnMetrics.register(instrumentation.registry)),
+    )
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Depends
 
 from parley.api import chat_ws, conversations, goals, health
-from parley.api.deps import require_api_key
+from parley.api.auth import require_api_key
 
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 v1.include_router(goals.router)

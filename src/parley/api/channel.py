@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
-from parley.api.deps import WS_SUBPROTOCOL
+from parley.api.auth import WS_SUBPROTOCOL
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,9 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
+from parley.api.auth import require_allowed_origin
 from parley.api.channel import ChatChannel, InvalidFrame
-from parley.api.deps import ConversationsDep, TurnTelemetryDep, require_allowed_origin
+from parley.api.deps import ConversationsDep, TurnTelemetryDep
 from parley.api.turn_encoding import ws_frame
 from parley.domain.conversations import ConversationService
 from parley.domain.errors import DomainError, NotFoundError

@@ -1,16 +1,13 @@
-"""``Annotated`` dependency aliases for the routers."""
+"""``Annotated`` dependency aliases for the routers, all read from the typed ``AppState``."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, WebSocket, WebSocketException, status
-from pydantic import SecretStr
+from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from parley.api.rate_limits import RateLimitedError, RateLimits
+from parley.api.state import AppState, state_of
 from parley.config import Settings
 from parley.domain.conversations import ConversationService
 from parley.domain.goals import GoalService
@@ -21,124 +18,35 @@ from parley.telemetry import TurnTelemetry
 # a thread hop per dependency per request for what is an attribute lookup.
 
 
-def _services(connection: HTTPConnection) -> Services:
-    services: Services = connection.app.state.services
-    return services
+async def get_state(connection: HTTPConnection) -> AppState:
+    return state_of(connection.app)
 
 
-async def get_services(connection: HTTPConnection) -> Services:
-    return _services(connection)
+StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def get_settings(connection: HTTPConnection) -> Settings:
-    settings: Settings = connection.app.state.settings
-    return settings
+async def get_services(state: StateDep) -> Services:
+    return state.services
 
 
-async def get_goals(connection: HTTPConnection) -> GoalService:
-    return _services(connection).goals
+async def get_settings(state: StateDep) -> Settings:
+    return state.settings
 
 
-async def get_conversations(connection: HTTPConnection) -> ConversationService:
-    return _services(connection).conversations
+async def get_goals(state: StateDep) -> GoalService:
+    return state.services.goals
+
+
+async def get_conversations(state: StateDep) -> ConversationService:
+    return state.services.conversations
+
+
+async def get_turn_telemetry(state: StateDep) -> TurnTelemetry:
+    return state.turn_telemetry
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GoalsDep = Annotated[GoalService, Depends(get_goals)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
-
-
-async def get_turn_telemetry(connection: HTTPConnection) -> TurnTelemetry:
-    telemetry: TurnTelemetry = connection.app.state.turn_telemetry
-    return telemetry
-
-
 TurnTelemetryDep = Annotated[TurnTelemetry, Depends(get_turn_telemetry)]
-
-
-# Browsers cannot set headers on a WebSocket, but they can offer subprotocols:
-# ``new WebSocket(url, ["parley", "bearer." + key])``. The server answers "parley".
-WS_SUBPROTOCOL = "parley"
-_WS_BEARER = "bearer."
-
-
-def _presented_key(connection: HTTPConnection) -> str | None:
-    authorization = connection.headers.get("authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return token.strip()
-    if connection.scope["type"] == "websocket":
-        for offered in connection.scope.get("subprotocols", ()):
-            if offered.startswith(_WS_BEARER):
-                return str(offered).removeprefix(_WS_BEARER)
-    return connection.headers.get("x-api-key")
-
-
-async def require_allowed_origin(websocket: WebSocket, settings: SettingsDep) -> None:
-    """A WebSocket from a browser page is taken from the same origin or an allowed one.
-
-    Browsers send Origin and enforce CORS for fetches, but not for WebSockets: without
-    this, any page a user visits could drive a conversation (with auth off, or a key the
-    page got hold of). Clients that are not browsers send no Origin and pass.
-    """
-    origin = websocket.headers.get("origin")
-    if origin is None or origin in settings.allowed_origins:
-        return
-    host = websocket.headers.get("host", "")
-    if origin.partition("://")[2] == host and host:
-        return
-    raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason="origin not allowed")
-
-
-class ApiKeys:
-    """The configured API keys, kept only as SHA-256 digests, compared in constant time."""
-
-    def __init__(self, keys: list[SecretStr]) -> None:
-        self._digests = [_digest(key.get_secret_value()) for key in keys]
-
-    def __len__(self) -> int:
-        return len(self._digests)
-
-    def match(self, presented: str) -> str | None:
-        """The presented key's digest (hex) if it is one of the keys, else ``None``."""
-        digest = _digest(presented)
-        # Every digest is compared, so the time taken says nothing about which matched.
-        matched = [hmac.compare_digest(digest, known) for known in self._digests]
-        return digest.hex() if any(matched) else None
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
-
-
-async def require_api_key(connection: HTTPConnection) -> None:
-    """API keys guard ``/v1`` when ``PARLEY_API_KEYS`` is set; off otherwise. Rate limits
-    apply either way (parley.api.rate_limits)."""
-    limits: RateLimits = connection.app.state.rate_limits
-    address = connection.client.host if connection.client else "unknown"
-    try:
-        limits.check_address(address)
-        keys: ApiKeys = connection.app.state.api_keys
-        if not keys:
-            limits.take("address:" + address)
-            return
-        presented = _presented_key(connection)
-        digest = keys.match(presented) if presented is not None else None
-        if digest is not None:
-            limits.take("key:" + digest)
-            return
-        limits.failed_key(address)
-    except RateLimitedError:
-        if connection.scope["type"] == "websocket":
-            raise WebSocketException(
-                code=status.WS_1008_POLICY_VIOLATION, reason="rate limited"
-            ) from None
-        raise
-    if connection.scope["type"] == "websocket":
-        raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason="invalid API key")
-    raise HTTPException(
-        status_code=status.HTTP_401_UNAUTHORIZED,
-        detail="missing or invalid API key",
-        headers={"WWW-Authenticate": "Bearer"},
-    )

@@ -1,0 +1,32 @@
+"""The typed application state: what the routers reach, built once by ``create_app`` and
+read through ``state_of`` (no loose ``app.state`` attributes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+
+from parley.api.rate_limits import RateLimits
+from parley.config import Settings
+from parley.services import Services
+from parley.telemetry import TurnTelemetry
+
+if TYPE_CHECKING:
+    from parley.api.auth import ApiKeys
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    settings: Settings  # without the API keys: they live only as digests, in api_keys
+    services: Services
+    api_keys: ApiKeys
+    rate_limits: RateLimits
+    turn_telemetry: TurnTelemetry
+
+
+def state_of(app: Starlette) -> AppState:
+    """The state ``create_app`` installed on ``app`` (a FastAPI app, or a request's)."""
+    state: AppState = app.state.parley
+    return state
