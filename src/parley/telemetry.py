@@ -61,7 +61,7 @@ class _CallRecorder:
 
     def retrying(self, error: LLMError, attempt: int, wait_seconds: float) -> None:
         self._headroom(error.rate_limit)
-        self._call.retry(error.kind.value, attempt, wait_seconds)
+        self._call.retry(error.kind, attempt, wait_seconds)
 
     def _headroom(self, rate_limit: RateLimit | None) -> None:
         if rate_limit is not None:
@@ -83,7 +83,7 @@ class _CallRecorder:
     def failed(self, error: LLMError, usage: Usage | None = None) -> None:
         self._headroom(error.rate_limit)
         self._call.failed(
-            error.kind.value,
+            error.kind,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley.api.rate_limits import RateLimitedError
 from parley.domain import errors as domain
+from parley.llm import LLMErrorKind
 from parley.observability import mark_error
 from parley.observability.routes import template_regex, walk_templates
 
@@ -29,7 +30,7 @@ _DOMAIN_STATUS: tuple[tuple[type[domain.DomainError], int, str], ...] = (
     (domain.TurnInterruptedError, 503, "unavailable"),
     (domain.TurnCrashedError, 500, "internal_error"),
 )
-_LLM_STATUS = {"rate_limited": 503, "timeout": 504}
+_LLM_STATUS = {LLMErrorKind.RATE_LIMITED: 503, LLMErrorKind.TIMEOUT: 504}
 
 _HTTP_TYPES = {
     400: "bad_request",

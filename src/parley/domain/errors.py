@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from parley.llm.errors import LLMErrorKind
+
 
 class DomainError(Exception):
     """Base class: ``code`` is a stable, machine-readable identifier."""
@@ -123,8 +125,8 @@ class ReplyFailedError(DomainError):
 
     code = "llm_error"
 
-    def __init__(self, kind: str, message: str, *, escalated: bool) -> None:
+    def __init__(self, kind: LLMErrorKind, message: str, *, escalated: bool) -> None:
         super().__init__(message)
         self.kind = kind
         self.escalated = escalated
-        self.code = f"llm_{kind}"
+        self.code = f"llm_{kind.value}"
