@@ -15,6 +15,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from parley import defaults
+
 
 class LLMProviderName(StrEnum):
     SIMULATED = "simulated"
@@ -46,12 +48,12 @@ class Settings(BaseSettings):
     log_content: bool = False
     # Comma-separated; empty disables authentication (local use).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    max_message_chars: int = Field(default=8000, ge=1)
+    max_message_chars: int = Field(default=defaults.MAX_MESSAGE_CHARS, ge=1)
     # On SIGTERM: how long turns in flight get to finish before they are cut.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     # A request body must arrive whole within this; else 408.
-    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    body_timeout_seconds: float = Field(default=defaults.BODY_TIMEOUT_SECONDS, gt=0)
     # An idle kept-alive connection is closed after this. Longer than the idle timeout
     # of the proxy in front (60 s is common), or the proxy may send a request on a
     # connection just as Parley closes it, and that request is reset.
@@ -59,18 +61,16 @@ class Settings(BaseSettings):
 
     # ``None`` means: groq when GROQ_API_KEY is set, else simulated.
     llm_provider: LLMProviderName | None = None
-    default_model: str = "llama-3.1-8b-instant"
-    llm_timeout_seconds: float = Field(default=30.0, gt=0)
-    llm_max_retries: int = Field(default=2, ge=0, le=10)
-    llm_retry_backoff_seconds: float = Field(default=0.5, ge=0)
-    llm_retry_max_wait_seconds: float = Field(default=10.0, ge=0)
-    llm_max_tokens: int = Field(default=512, ge=1)
-    llm_history_messages: int = Field(default=40, ge=1)
-    # Connections to the LLM provider: one per call in flight.
-    llm_max_connections: int = Field(default=1000, ge=1)
-    # Database connections: a turn holds one only while it writes (twice, briefly).
-    db_pool_size: int = Field(default=20, ge=1)
-    db_max_overflow: int = Field(default=30, ge=0)
+    default_model: str = defaults.DEFAULT_MODEL
+    llm_timeout_seconds: float = Field(default=defaults.LLM_TIMEOUT_SECONDS, gt=0)
+    llm_max_retries: int = Field(default=defaults.LLM_MAX_RETRIES, ge=0, le=10)
+    llm_retry_backoff_seconds: float = Field(default=defaults.LLM_RETRY_BACKOFF_SECONDS, ge=0)
+    llm_retry_max_wait_seconds: float = Field(default=defaults.LLM_RETRY_MAX_WAIT_SECONDS, ge=0)
+    llm_max_tokens: int = Field(default=defaults.MAX_REPLY_TOKENS, ge=1)
+    llm_history_messages: int = Field(default=defaults.HISTORY_MESSAGES, ge=1)
+    llm_max_connections: int = Field(default=defaults.LLM_MAX_CONNECTIONS, ge=1)
+    db_pool_size: int = Field(default=defaults.DB_POOL_SIZE, ge=1)
+    db_max_overflow: int = Field(default=defaults.DB_MAX_OVERFLOW, ge=0)
     # How long a turn may use a goal as read before (0: read it every turn). A goal
     # changed on another replica applies to its turns within this many seconds.
     goal_cache_seconds: float = Field(default=5.0, ge=0)
@@ -100,8 +100,8 @@ class Settings(BaseSettings):
     )
 
     # The simulated provider: deterministic text, realistic timing, optional failures.
-    sim_ttft_seconds: float = Field(default=0.25, ge=0)
-    sim_token_delay_seconds: float = Field(default=0.02, ge=0)
+    sim_ttft_seconds: float = Field(default=defaults.SIM_TTFT_SECONDS, ge=0)
+    sim_token_delay_seconds: float = Field(default=defaults.SIM_TOKEN_DELAY_SECONDS, ge=0)
     sim_failure_rate: float = Field(default=0.0, ge=0, le=1)
     sim_seed: int = 0
     # A Groq-like per-minute quota: remaining headroom is reported, and enforced.

@@ -18,7 +18,12 @@ from pydantic import (
 from parley.domain.bounds import check_text
 from parley.domain.errors import InvalidInputError
 from parley.domain.goals import GOAL_ID_PATTERN
-from parley.domain.models import ConversationStatus, EscalationReason, MessageStatus
+from parley.domain.models import (
+    DEFAULT_ESCALATION,
+    ConversationStatus,
+    EscalationReason,
+    MessageStatus,
+)
 from parley.llm import Role
 
 
@@ -46,10 +51,12 @@ class _Out(BaseModel):
 
 
 class EscalationPolicyIn(BaseModel):
-    max_turns: int = Field(default=20, ge=1, le=10_000)
-    trigger_phrases: list[TriggerPhrase] = Field(default=["human", "agent"], max_length=100)
-    on_llm_failure: bool = True
-    max_llm_failures: int = Field(default=3, ge=1, le=100)
+    max_turns: int = Field(default=DEFAULT_ESCALATION.max_turns, ge=1, le=10_000)
+    trigger_phrases: list[TriggerPhrase] = Field(
+        default=list(DEFAULT_ESCALATION.trigger_phrases), max_length=100
+    )
+    on_llm_failure: bool = DEFAULT_ESCALATION.on_llm_failure
+    max_llm_failures: int = Field(default=DEFAULT_ESCALATION.max_llm_failures, ge=1, le=100)
 
 
 def _not_null(value: object) -> object:

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from parley import defaults
 from parley.domain.bounds import check_content, check_metadata
 from parley.domain.errors import (
     ContentTooLargeError,
@@ -44,10 +45,10 @@ from parley.llm.tokens import estimate_usage
 
 @dataclass(frozen=True, slots=True)
 class ChatLimits:
-    max_message_chars: int = 8000
-    history_messages: int = 40
-    max_reply_tokens: int = 512
-    default_model: str = "llama-3.1-8b-instant"
+    max_message_chars: int = defaults.MAX_MESSAGE_CHARS
+    history_messages: int = defaults.HISTORY_MESSAGES
+    max_reply_tokens: int = defaults.MAX_REPLY_TOKENS
+    default_model: str = defaults.DEFAULT_MODEL
 
 
 class ConversationService:
@@ -260,7 +261,7 @@ class ConversationService:
             opened.conversation.id,
             escalate_at=policy.max_llm_failures if policy.on_llm_failure else None,
         )
-        emit(Failed(ReplyFailedError(error.kind.value, error.message, escalated=bool(escalated))))
+        emit(Failed(ReplyFailedError(error.kind, error.message, escalated=bool(escalated))))
         if escalated is not None:
             self._events.conversation_escalated(escalated, EscalationReason.LLM_FAILURE)
             emit(Escalated(escalated, EscalationReason.LLM_FAILURE))

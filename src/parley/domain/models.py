@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from parley import defaults
 from parley.llm.types import Role, Usage
 
 
@@ -36,12 +37,15 @@ class EscalationReason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class EscalationPolicy:
-    max_turns: int = 20
-    trigger_phrases: tuple[str, ...] = ("human", "agent")
-    on_llm_failure: bool = True
-    # Escalate on this many consecutive failed LLM turns (with ``on_llm_failure``); one
-    # failure alone leaves the conversation usable.
-    max_llm_failures: int = 3
+    max_turns: int = defaults.MAX_TURNS
+    trigger_phrases: tuple[str, ...] = defaults.TRIGGER_PHRASES
+    on_llm_failure: bool = defaults.ESCALATE_ON_LLM_FAILURE
+    # Escalate on this many consecutive failed LLM turns (with ``on_llm_failure``).
+    max_llm_failures: int = defaults.MAX_LLM_FAILURES
+
+
+# What a goal created without a policy gets (the API schemas' defaults).
+DEFAULT_ESCALATION = EscalationPolicy()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from parley import defaults
 from parley.llm.errors import LLMError, LLMErrorKind
 from parley.llm.provider import LLMProvider
 from parley.llm.tokens import estimate_usage
@@ -44,9 +45,9 @@ class LLMCallObserver(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    max_retries: int = 2
-    backoff_seconds: float = 0.5
-    max_wait_seconds: float = 10.0
+    max_retries: int = defaults.LLM_MAX_RETRIES
+    backoff_seconds: float = defaults.LLM_RETRY_BACKOFF_SECONDS
+    max_wait_seconds: float = defaults.LLM_RETRY_MAX_WAIT_SECONDS
 
     def wait_before(self, attempt: int, error: LLMError) -> float:
         """Seconds to wait before ``attempt`` (1 = first retry); honours Retry-After."""
@@ -60,7 +61,7 @@ class LLMGateway:
         self,
         provider: LLMProvider,
         *,
-        timeout_seconds: float = 30.0,
+        timeout_seconds: float = defaults.LLM_TIMEOUT_SECONDS,
         retry: RetryPolicy | None = None,
         observers: Sequence[LLMCallObserver] = (),
     ) -> None:

@@ -15,6 +15,7 @@ import groq
 import httpx
 from groq.types.completion_usage import CompletionUsage
 
+from parley import defaults
 from parley.llm.errors import LLMError, LLMErrorKind
 from parley.llm.types import ChatRequest, Completion, RateLimit, StreamChunk, Usage
 
@@ -27,8 +28,8 @@ class GroqProvider:
         *,
         api_key: str,
         base_url: str | None = None,
-        timeout_seconds: float = 30.0,
-        max_connections: int = 1000,
+        timeout_seconds: float = defaults.LLM_TIMEOUT_SECONDS,
+        max_connections: int = defaults.LLM_MAX_CONNECTIONS,
     ) -> None:
         # One connection per stream in flight: the SDK's default pool (100) queued the
         # 101st stream behind the others.

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from parley import defaults
 from parley.llm.errors import LLMError, LLMErrorKind
 from parley.llm.tokens import count_prompt_tokens, split_tokens
 from parley.llm.types import ChatRequest, Completion, RateLimit, Role, StreamChunk, Usage
@@ -39,8 +40,8 @@ FAIL_MARKER = "[simulate-llm-failure]"
 
 @dataclass(frozen=True, slots=True)
 class SimulatedTiming:
-    ttft_seconds: float = 0.25
-    token_delay_seconds: float = 0.02
+    ttft_seconds: float = defaults.SIM_TTFT_SECONDS
+    token_delay_seconds: float = defaults.SIM_TOKEN_DELAY_SECONDS
 
 
 class RateWindow:

@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from parley import defaults
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One thread for SQLite's transactions: they queue there instead of meeting on SQLite's
 # one write lock, where the busy handler sleeps a millisecond or more (at 10 streams an
@@ -33,7 +35,11 @@ T = TypeVar("T")
 
 
 def create_engine(
-    url: str, *, hide_parameters: bool = True, pool_size: int = 20, max_overflow: int = 30
+    url: str,
+    *,
+    hide_parameters: bool = True,
+    pool_size: int = defaults.DB_POOL_SIZE,
+    max_overflow: int = defaults.DB_MAX_OVERFLOW,
 ) -> AsyncEngine:
     """``hide_parameters``: SQL logs (at DEBUG) and errors show no bound values, which
     are the users' messages."""
@@ -99,7 +105,12 @@ async def _sqlite_lock_free(connection: AsyncConnection, timeout_seconds: float)
 
 class Database:
     def __init__(
-        self, url: str, *, hide_parameters: bool = True, pool_size: int = 20, max_overflow: int = 30
+        self,
+        url: str,
+        *,
+        hide_parameters: bool = True,
+        pool_size: int = defaults.DB_POOL_SIZE,
+        max_overflow: int = defaults.DB_MAX_OVERFLOW,
     ) -> None:
         self.url = url
         self.engine = create_engine(

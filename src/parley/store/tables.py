@@ -44,7 +44,7 @@ class GoalRow(Base):
     max_turns: Mapped[int] = mapped_column(Integer)
     trigger_phrases: Mapped[list[str]] = mapped_column(JSON)
     escalate_on_llm_failure: Mapped[bool]
-    max_llm_failures: Mapped[int] = mapped_column(Integer, default=3)
+    max_llm_failures: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

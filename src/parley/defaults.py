@@ -1,0 +1,39 @@
+"""Every default, once: ``Settings``, the domain's values, the LLM gateway, the store and
+the API schemas take theirs from here, so none can drift from another. A leaf module (it
+imports nothing), so the settings read it without loading the layers that use it.
+"""
+
+from __future__ import annotations
+
+# A turn (ChatLimits; PARLEY_MAX_MESSAGE_CHARS, PARLEY_LLM_HISTORY_MESSAGES, ...)
+MAX_MESSAGE_CHARS = 8000
+HISTORY_MESSAGES = 40
+MAX_REPLY_TOKENS = 512
+DEFAULT_MODEL = "llama-3.1-8b-instant"
+
+# A goal's escalation policy, when a goal is created without one (EscalationPolicy)
+MAX_TURNS = 20
+TRIGGER_PHRASES = ("human", "agent")
+ESCALATE_ON_LLM_FAILURE = True
+# Consecutive failed LLM turns that escalate: one failure alone leaves it usable.
+MAX_LLM_FAILURES = 3
+
+# The LLM gateway and its providers (PARLEY_LLM_*)
+LLM_TIMEOUT_SECONDS = 30.0
+LLM_MAX_RETRIES = 2
+LLM_RETRY_BACKOFF_SECONDS = 0.5
+LLM_RETRY_MAX_WAIT_SECONDS = 10.0
+# Connections to the LLM provider: one per call in flight.
+LLM_MAX_CONNECTIONS = 1000
+
+# The database's connection pool (PARLEY_DB_*): a turn holds a connection only while it
+# writes (twice, briefly).
+DB_POOL_SIZE = 20
+DB_MAX_OVERFLOW = 30
+
+# A request body must arrive whole within this; else 408.
+BODY_TIMEOUT_SECONDS = 30.0
+
+# The simulated provider's timing (PARLEY_SIM_*)
+SIM_TTFT_SECONDS = 0.25
+SIM_TOKEN_DELAY_SECONDS = 0.02
