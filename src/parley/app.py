@@ -18,9 +18,10 @@ from parley.api.errors import install_error_handlers
 from parley.api.openapi import customise_openapi
 from parley.api.path_guard import ControlCharacterPathMiddleware
 from parley.api.rate_limits import RateLimits, TokenBuckets
-from parley.api.state import AppState
+from parley.api.state import AppState, state_of
 from parley.config import Settings, load_settings
-from parley.domain.conversations import ChatLimits, ConversationService
+from parley.domain.chat import ChatLimits, ChatService
+from parley.domain.conversations import ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
 from parley.domain.goals import GoalService
 from parley.lifecycle import drain_before_exit
@@ -67,8 +68,9 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
         max_reply_tokens=settings.llm_max_tokens,
         default_model=settings.default_model,
     )
-    conversations = ConversationService(store.conversations, goals, gateway, events, limits)
-    return Services(store, gateway, events, goals, conversations)
+    conversations = ConversationService(store.conversations, goals, events)
+    chat = ChatService(store.conversations, gateway, events, limits)
+    return Services(store, gateway, events, goals, conversations, chat)
 
 
 def instrument_services(
@@ -111,6 +113,33 @@ async def _relabel_goals(
             structlog.get_logger("parley").warning("goal_labels_not_refreshed", exc_info=True)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = state_of(app)
+    services, settings, metrics = state.services, state.settings, state.conversation_metrics
+    if settings.auto_migrate:
+        await upgrade_to_head(services.store.database.engine)
+    if await services.store.database.ping():
+        # Series for the goals that exist, so the first scrape shows them at zero.
+        await _label_goals(services, metrics, settings)
+    structlog.get_logger("parley").info(
+        "parley_started", llm_provider=services.gateway.provider.name
+    )
+    in_flight = services.chat.in_flight
+    undo_signals = drain_before_exit(lambda: in_flight.drain(settings.shutdown_grace_seconds))
+    relabel = asyncio.create_task(_relabel_goals(services, metrics, settings))
+    try:
+        async with event_loop_lag_watched(app.state.instrumentation.http.event_loop_lag):
+            yield
+    finally:
+        relabel.cancel()
+        undo_signals()
+        # Without a signal (a server stopped from code) the drain happens here.
+        await in_flight.drain(settings.shutdown_grace_seconds)
+        await services.gateway.aclose()
+        await services.store.database.dispose()
+
+
 def create_app(settings: Settings | None = None, *, provider: LLMProvider | None = None) -> FastAPI:
     """The Parley ASGI app. ``provider`` replaces the configured LLM provider (tests, embedding)."""
     settings = settings or load_settings()
@@ -118,48 +147,39 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         settings.log_level, settings.log_format.value, log_content=settings.log_content
     )
     services = build_services(settings, provider)
-    conversation_metrics: ConversationMetrics | None = None
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if settings.auto_migrate:
-            await upgrade_to_head(services.store.database.engine)
-        if conversation_metrics is not None and await services.store.database.ping():
-            # Series for the goals that exist, so the first scrape shows them at zero.
-            await _label_goals(services, conversation_metrics, settings)
-        structlog.get_logger("parley").info(
-            "parley_started", llm_provider=services.gateway.provider.name
-        )
-        in_flight = services.conversations.in_flight
-        undo_signals = drain_before_exit(lambda: in_flight.drain(settings.shutdown_grace_seconds))
-        lag = _app.state.instrumentation.http.event_loop_lag
-        relabel = (
-            asyncio.create_task(_relabel_goals(services, conversation_metrics, settings))
-            if conversation_metrics is not None
-            else None
-        )
-        try:
-            async with event_loop_lag_watched(lag):
-                yield
-        finally:
-            if relabel is not None:
-                relabel.cancel()
-            undo_signals()
-            # Without a signal (a server stopped from code) the drain happens here.
-            await in_flight.drain(settings.shutdown_grace_seconds)
-            await services.gateway.aclose()
-            await services.store.database.dispose()
-
     app = FastAPI(
         title="Parley",
         version=__version__,
         summary="Goal-driven LLM conversations, instrumented for production.",
-        lifespan=lifespan,
+        lifespan=_lifespan,
         docs_url=None,  # served by serve_docs, from local assets
         redoc_url=None,
     )
     serve_docs(app)
-    rate_limits = RateLimits(
+    install_error_handlers(app)
+    app.include_router(api.health.router)
+    app.include_router(api.v1)
+    customise_openapi(app)
+    _add_request_guards(app, settings)
+    instrumentation = instrument_app(
+        app,
+        token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
+    )
+    app.state.parley = AppState(
+        # The keys live only as digests (api_keys), not in the settings served on.
+        settings=settings.model_copy(update={"api_keys": []}),
+        services=services,
+        api_keys=ApiKeys(settings.api_keys),
+        rate_limits=_rate_limits(settings),
+        turn_telemetry=TurnTelemetry(TurnMetrics.register(instrumentation.registry)),
+        conversation_metrics=instrument_services(services, instrumentation, settings),
+    )
+    app.add_middleware(RequestIdMiddleware)  # added last, so it runs first
+    return app
+
+
+def _rate_limits(settings: Settings) -> RateLimits:
+    return RateLimits(
         requests=TokenBuckets(
             per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
         )
@@ -172,11 +192,10 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         if settings.auth_failures_per_minute
         else None,
     )
-    install_error_handlers(app)
-    app.include_router(api.health.router)
-    app.include_router(api.v1)
-    customise_openapi(app)
-    # Middleware added last runs first: request id, metrics, the path guard, the body limit.
+
+
+def _add_request_guards(app: FastAPI, settings: Settings) -> None:
+    """Middleware added last runs first: CORS, the path guard, then the body limit."""
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
@@ -198,18 +217,3 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
             expose_headers=["x-request-id", "retry-after"],
             max_age=600,
         )
-    instrumentation = instrument_app(
-        app,
-        token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
-    )
-    conversation_metrics = instrument_services(services, instrumentation, settings)
-    app.state.parley = AppState(
-        # The keys live only as digests (api_keys), not in the settings served on.
-        settings=settings.model_copy(update={"api_keys": []}),
-        services=services,
-        api_keys=ApiKeys(settings.api_keys),
-        rate_limits=rate_limits,
-        turn_telemetry=TurnTelemetry(TurnMetrics.register(instrumentation.registry)),
-    )
-    app.add_middleware(RequestIdMiddleware)
-    return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parley.domain.chat import ChatService
 from parley.domain.conversations import ConversationService
 from parley.domain.events import EventFanout
 from parley.domain.goals import GoalService
@@ -18,3 +19,4 @@ class Services:
     events: EventFanout
     goals: GoalService
     conversations: ConversationService
+    chat: ChatService

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 import pytest
 from structlog.testing import capture_logs
 
-from parley.domain.conversations import ChatLimits, ConversationService
+from parley.domain.chat import ChatLimits, ChatService
+from parley.domain.conversations import ConversationService
 from parley.domain.errors import (
     ContentTooLargeError,
     ConversationClosedError,
@@ -76,23 +77,22 @@ class Harness:
         self.goals = MemoryGoals(_goal(**policy))
         self.store = MemoryConversations(self.goals)
         self.llm = llm or ScriptedProvider()
-        self.service = ConversationService(
+        events = EventFanout()
+        self.conversations = ConversationService(self.store, GoalService(self.goals), events)
+        self.chat = ChatService(
             self.store,
-            GoalService(self.goals),
             self.llm,  # type: ignore[arg-type]
-            EventFanout(),
+            events,
             ChatLimits(max_message_chars=100),
         )
 
     async def conversation(self) -> uuid.UUID:
-        return (await self.service.create("support", {})).id
+        return (await self.conversations.create("support", {})).id
 
     async def turn(
         self, conversation_id: uuid.UUID, content: str, *, streaming: bool = True, **options: str
     ) -> list[TurnEvent]:
-        turn = await self.service.start_turn(
-            conversation_id, content, streaming=streaming, **options
-        )
+        turn = await self.chat.start_turn(conversation_id, content, streaming=streaming, **options)
         async with asyncio.timeout(10):
             return [event async for event in turn.events()]
 
@@ -102,7 +102,7 @@ class Harness:
     async def left_while_held(self, llm: HeldStream) -> uuid.UUID:
         """A streamed turn whose client leaves while ``llm`` holds; returns its conversation."""
         conversation_id = await self.conversation()
-        turn = await self.service.start_turn(conversation_id, "hi", streaming=True)
+        turn = await self.chat.start_turn(conversation_id, "hi", streaming=True)
         await asyncio.wait_for(llm.holding.wait(), 10)
         turn.abandon()
         await asyncio.wait_for(turn.wait(), 10)
@@ -144,7 +144,7 @@ async def test_a_trigger_phrase_escalates_without_an_llm_call() -> None:
     assert events[1].reason is EscalationReason.TRIGGER_PHRASE
     assert harness.llm.calls == []  # type: ignore[attr-defined]
     with pytest.raises(ConversationEscalatedError):
-        await harness.service.start_turn(conversation_id, "hello?", streaming=True)
+        await harness.chat.start_turn(conversation_id, "hello?", streaming=True)
 
 
 async def test_the_turn_after_max_turns_escalates() -> None:
@@ -224,7 +224,7 @@ async def test_a_keyed_retry_after_the_conversation_closed_is_refused_as_closed(
     conversation_id = await harness.conversation()
     turn = await harness.turn(conversation_id, "hi", streaming=streaming, idempotency_key="k")
     assert _kinds(turn)[-1] == "Failed"
-    await harness.service.close(conversation_id)
+    await harness.conversations.close(conversation_id)
     with pytest.raises(ConversationClosedError):
         await harness.turn(conversation_id, "hi", streaming=streaming, idempotency_key="k")
     assert len(harness.llm.calls) == 1  # type: ignore[attr-defined]
@@ -235,7 +235,7 @@ async def test_a_keyed_retry_after_the_conversation_escalated_is_refused_as_esca
     harness = Harness(ScriptedProvider([down]))
     conversation_id = await harness.conversation()
     assert _kinds(await harness.turn(conversation_id, "hi", idempotency_key="k"))[-1] == "Failed"
-    await harness.service.escalate(conversation_id, EscalationReason.MANUAL)
+    await harness.conversations.escalate(conversation_id, EscalationReason.MANUAL)
     with pytest.raises(ConversationEscalatedError):
         await harness.turn(conversation_id, "hi", idempotency_key="k")
 
@@ -289,7 +289,7 @@ async def test_a_client_leaving_after_the_llm_finished_still_stores_the_whole_re
     """Leaving can stop the LLM call, never the write that follows it."""
     harness = Harness(ScriptedProvider(["all of it"]))
     conversation_id = await harness.conversation()
-    turn = await harness.service.start_turn(conversation_id, "hi", streaming=True)
+    turn = await harness.chat.start_turn(conversation_id, "hi", streaming=True)
     events = turn.events()
     assert isinstance(await anext(events), Accepted)
     assert isinstance(await anext(events), Token)
@@ -303,29 +303,29 @@ async def test_shutdown_lets_turns_finish_within_the_grace_then_cuts_them_with_a
     llm = HeldStream(before=1)
     harness = Harness(llm)
     conversation_id = await harness.conversation()
-    turn = await harness.service.start_turn(conversation_id, "hi", streaming=True)
+    turn = await harness.chat.start_turn(conversation_id, "hi", streaming=True)
     await asyncio.wait_for(llm.holding.wait(), 10)
-    await harness.service.in_flight.drain(grace_seconds=0.05)
+    await harness.chat.in_flight.drain(grace_seconds=0.05)
     events = [event async for event in turn.events()]
     assert _kinds(events) == ["Accepted", "Token", "Failed"]
     assert isinstance(events[-1], Failed)
     assert isinstance(events[-1].error, TurnInterruptedError)
     assert harness.stored(conversation_id)[-1].status is MessageStatus.INTERRUPTED
     with pytest.raises(ShuttingDownError):
-        await harness.service.start_turn(conversation_id, "more", streaming=True)
+        await harness.chat.start_turn(conversation_id, "more", streaming=True)
 
 
 async def test_shutdown_waits_for_a_turn_that_finishes_within_the_grace() -> None:
     llm = HeldStream(before=1)
     harness = Harness(llm)
     conversation_id = await harness.conversation()
-    turn = await harness.service.start_turn(conversation_id, "hi", streaming=False)
+    turn = await harness.chat.start_turn(conversation_id, "hi", streaming=False)
     await asyncio.wait_for(llm.holding.wait(), 10)
     streamed = Harness(HeldStream())  # a second, unrelated service is not affected
-    assert not streamed.service.in_flight.closing
+    assert not streamed.chat.in_flight.closing
     llm.release.set()
-    harness_turn = await harness.service.start_turn(conversation_id, "two", streaming=True)
-    await harness.service.in_flight.drain(grace_seconds=10)
+    harness_turn = await harness.chat.start_turn(conversation_id, "two", streaming=True)
+    await harness.chat.in_flight.drain(grace_seconds=10)
     assert turn.done
     assert harness_turn.done
     assert harness.stored(conversation_id)[-1].status is MessageStatus.COMPLETE
@@ -335,7 +335,7 @@ async def test_content_over_the_limit_is_refused_before_anything_is_stored() -> 
     harness = Harness()
     conversation_id = await harness.conversation()
     with pytest.raises(ContentTooLargeError):
-        await harness.service.start_turn(conversation_id, "x" * 101, streaming=True)
+        await harness.chat.start_turn(conversation_id, "x" * 101, streaming=True)
     assert harness.stored(conversation_id) == []
 
 

@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
 from parley.api.auth import require_allowed_origin
 from parley.api.channel import ChatChannel, InvalidFrame
-from parley.api.deps import ConversationsDep, TurnTelemetryDep
+from parley.api.deps import ChatDep, ConversationsDep, TurnTelemetryDep
 from parley.api.turn_encoding import ws_frame
-from parley.domain.conversations import ConversationService
+from parley.domain.chat import ChatService
 from parley.domain.errors import DomainError, NotFoundError
 from parley.telemetry import TurnTelemetry
 
@@ -37,6 +37,7 @@ async def chat(
     websocket: WebSocket,
     conversation_id: str,
     conversations: ConversationsDep,
+    chat: ChatDep,
     telemetry: TurnTelemetryDep,
 ) -> None:
     """Chat in a conversation, the reply streamed token by token."""
@@ -53,7 +54,7 @@ async def chat(
     try:
         while True:
             frame = await channel.receive_frame()
-            await _handle(channel, conversations, telemetry, ident, frame)
+            await _handle(channel, chat, telemetry, ident, frame)
     except WebSocketDisconnect:
         return
     finally:
@@ -62,7 +63,7 @@ async def chat(
 
 async def _handle(
     channel: ChatChannel,
-    conversations: ConversationService,
+    chat: ChatService,
     telemetry: TurnTelemetry,
     conversation_id: uuid.UUID,
     frame: dict[str, Any] | InvalidFrame,
@@ -86,9 +87,7 @@ async def _handle(
         await channel.send_error("invalid_frame", f"id must be a string of 1 to {MAX_ID_LENGTH}")
         return
     try:
-        turn = await conversations.start_turn(
-            conversation_id, content, streaming=True, idempotency_key=key
-        )
+        turn = await chat.start_turn(conversation_id, content, streaming=True, idempotency_key=key)
     except DomainError as exc:
         telemetry.rejected("ws")
         await channel.send_error(exc.code, exc.message)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse
 
-from parley.api.deps import ConversationsDep, TurnTelemetryDep
+from parley.api.deps import ChatDep, ConversationsDep, TurnTelemetryDep
 from parley.api.errors import error_response
 from parley.api.schemas import (
     ConversationCreate,
@@ -145,7 +145,7 @@ async def escalate_conversation(
 async def post_message(
     conversation_id: uuid.UUID,
     body: MessageCreate,
-    conversations: ConversationsDep,
+    chat: ChatDep,
     telemetry: TurnTelemetryDep,
     request: Request,
     response: Response,
@@ -165,7 +165,7 @@ async def post_message(
     streaming = body.stream or "text/event-stream" in (accept or "")
     channel = "sse" if streaming else "http"
     try:
-        turn = await conversations.start_turn(
+        turn = await chat.start_turn(
             conversation_id, body.content, streaming=streaming, idempotency_key=idempotency_key
         )
     except DomainError:

@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 
 from parley.api.state import AppState, state_of
 from parley.config import Settings
+from parley.domain.chat import ChatService
 from parley.domain.conversations import ConversationService
 from parley.domain.goals import GoalService
 from parley.services import Services
@@ -41,6 +42,10 @@ async def get_conversations(state: StateDep) -> ConversationService:
     return state.services.conversations
 
 
+async def get_chat(state: StateDep) -> ChatService:
+    return state.services.chat
+
+
 async def get_turn_telemetry(state: StateDep) -> TurnTelemetry:
     return state.turn_telemetry
 
@@ -49,4 +54,5 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GoalsDep = Annotated[GoalService, Depends(get_goals)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
+ChatDep = Annotated[ChatService, Depends(get_chat)]
 TurnTelemetryDep = Annotated[TurnTelemetry, Depends(get_turn_telemetry)]

@@ -24,7 +24,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request, services: ServicesDep) -> JSONResponse:
     """The database answers and takes writes; ready for traffic."""
     database = services.store.database
-    if services.conversations.in_flight.closing:
+    if services.chat.in_flight.closing:
         reason = ("shutting_down", "the server is shutting down")
     elif not await database.ping():
         reason = ("database_unreachable", "the database does not answer")

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from parley.api.rate_limits import RateLimits
 from parley.config import Settings
 from parley.services import Services
-from parley.telemetry import TurnTelemetry
+from parley.telemetry import ConversationMetrics, TurnTelemetry
 
 if TYPE_CHECKING:
     from parley.api.auth import ApiKeys
@@ -24,6 +24,7 @@ class AppState:
     api_keys: ApiKeys
     rate_limits: RateLimits
     turn_telemetry: TurnTelemetry
+    conversation_metrics: ConversationMetrics  # the goals labelled, refreshed by the lifespan
 
 
 def state_of(app: Starlette) -> AppState:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from parley import defaults
@@ -82,8 +82,7 @@ class LLMGateway:
                     completion = await self.provider.complete(request)
             except asyncio.CancelledError:
                 # The turn was abandoned (client gone): billed for the prompt at least.
-                cancelled = LLMError(LLMErrorKind.CANCELLED, "client went away")
-                _notify_failed(recorders, cancelled, estimate_usage(request, 0))
+                _notify_cancelled(recorders, estimate_usage(request, 0))
                 raise
             except Exception as exc:
                 error = _as_llm_error(exc)
@@ -113,26 +112,18 @@ class LLMGateway:
             rate_limit: RateLimit | None = None
             chunks = aiter(self.provider.stream(request))
             try:
-                first: StreamChunk | None = None
-                preamble: list[StreamChunk] = []  # role-only or metadata chunks
-                async with asyncio.timeout(self.timeout_seconds):
-                    async for chunk in chunks:
-                        usage = chunk.usage or usage
-                        rate_limit = chunk.rate_limit or rate_limit
-                        if chunk.content:
-                            first = chunk
-                            break
-                        preamble.append(chunk)
+                start = await self._first_content(chunks)
+                usage, rate_limit = start.usage, start.rate_limit
                 # Yielded outside the timeout: its timer must never fire while the
                 # consumer, not the provider, holds control.
-                for chunk in preamble:
+                for chunk in start.preamble:
                     yield chunk
-                if first is not None:
+                if start.first is not None:
                     seen_content = True
                     for recorder in recorders:
                         recorder.first_token()
                     content_chunks = 1
-                    yield first
+                    yield start.first
                     async for chunk in chunks:
                         if chunk.usage is not None:
                             usage = chunk.usage
@@ -148,15 +139,26 @@ class LLMGateway:
             except (GeneratorExit, asyncio.CancelledError):
                 # The consumer went away (client disconnected): the call ends unfinished,
                 # billed for the prompt and what it produced so far.
-                billed = usage or estimate_usage(request, content_chunks)
-                cancelled = LLMError(LLMErrorKind.CANCELLED, "client went away")
-                _notify_failed(recorders, cancelled, billed)
+                _notify_cancelled(recorders, usage or estimate_usage(request, content_chunks))
                 raise
             finally:
                 await _aclose(chunks)
             for recorder in recorders:
                 recorder.succeeded(usage, rate_limit)
             return
+
+    async def _first_content(self, chunks: AsyncIterator[StreamChunk]) -> _StreamStart:
+        """Read up to the first content chunk, within the timeout."""
+        start = _StreamStart()
+        async with asyncio.timeout(self.timeout_seconds):
+            async for chunk in chunks:
+                start.usage = chunk.usage or start.usage
+                start.rate_limit = chunk.rate_limit or start.rate_limit
+                if chunk.content:
+                    start.first = chunk
+                    break
+                start.preamble.append(chunk)
+        return start
 
     def _start(self, request: ChatRequest, *, streaming: bool) -> list[LLMCallRecorder]:
         info = LLMCallInfo(self.provider.name, request.model, streaming)
@@ -192,6 +194,20 @@ def _notify_failed(
 ) -> None:
     for recorder in recorders:
         recorder.failed(error, usage)
+
+
+def _notify_cancelled(recorders: list[LLMCallRecorder], billed: Usage) -> None:
+    _notify_failed(recorders, LLMError(LLMErrorKind.CANCELLED, "client went away"), billed)
+
+
+@dataclass(slots=True)
+class _StreamStart:
+    """What a stream sent up to its first content: metadata chunks, then that chunk."""
+
+    preamble: list[StreamChunk] = field(default_factory=list)
+    first: StreamChunk | None = None
+    usage: Usage | None = None
+    rate_limit: RateLimit | None = None
 
 
 async def _aclose(iterator: AsyncIterator[StreamChunk]) -> None:

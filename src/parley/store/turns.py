@@ -215,24 +215,7 @@ def open_turn(
         content=content,
         created_at=row.updated_at,
     )
-    conn.execute(
-        _INSERT_MESSAGE,
-        {
-            "id": question.id,
-            "conversation_id": conversation_id,
-            "seq": question.seq,
-            "role": Role.USER.value,
-            "content": content,
-            "model": None,
-            "prompt_tokens": None,
-            "completion_tokens": None,
-            "total_tokens": None,
-            "created_at": question.created_at,
-            "reply_to": None,
-            "status": MessageStatus.COMPLETE.value,
-            "idempotency_key": idempotency_key,
-        },
-    )
+    _insert_message(conn, question, idempotency_key)
     return OpenedTurn(
         conversation=conversation,
         goal=goal,
@@ -252,7 +235,6 @@ def insert_reply(
     ).one_or_none()
     if row is None:
         raise ConversationNotFoundError(question.conversation_id)
-    usage = reply.usage
     message = Message(
         id=uuid.uuid4(),
         conversation_id=question.conversation_id,
@@ -261,29 +243,34 @@ def insert_reply(
         content=reply.content,
         created_at=row.updated_at,
         model=reply.model,
-        usage=usage,
+        usage=reply.usage,
         reply_to=question.id,
         status=reply.status,
     )
+    _insert_message(conn, message)
+    return message, to_conversation(row)
+
+
+def _insert_message(conn: Connection, message: Message, idempotency_key: str | None = None) -> None:
+    usage = message.usage
     conn.execute(
         _INSERT_MESSAGE,
         {
             "id": message.id,
             "conversation_id": message.conversation_id,
             "seq": message.seq,
-            "role": Role.ASSISTANT.value,
+            "role": message.role.value,
             "content": message.content,
             "model": message.model,
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
             "total_tokens": usage.total_tokens if usage else None,
             "created_at": message.created_at,
-            "reply_to": question.id,
-            "status": reply.status.value,
-            "idempotency_key": None,
+            "reply_to": message.reply_to,
+            "status": message.status.value,
+            "idempotency_key": idempotency_key,
         },
     )
-    return message, to_conversation(row)
 
 
 def stored_reply(conn: Connection, question: Message) -> tuple[Message, Conversation]:
