@@ -109,8 +109,8 @@ def main() -> int:
     targets += _turn_targets(quick)
 
     print("Targets" + (" (quick run: sizes too small to mean anything)" if quick else ""))
-    for name, met, value in targets:
-        print(f"    {'met   ' if met else 'MISSED'}  {name}: {value}")
+    for name, met, shown in targets:
+        print(f"    {'met   ' if met else 'MISSED'}  {name}: {shown}")
     return 0
 
 

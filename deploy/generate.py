@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -31,8 +32,9 @@ def render_dashboards() -> dict[Path, str]:
     }
 
 
-def _manifest(content: dict[str, object]) -> str:
-    return HEADER + yaml.safe_dump(content, sort_keys=False, width=10_000, allow_unicode=True)
+def _manifest(content: Mapping[str, object]) -> str:
+    dumped: str = yaml.safe_dump(content, sort_keys=False, width=10_000, allow_unicode=True)
+    return HEADER + dumped
 
 
 def render_kubernetes() -> dict[Path, str]:

@@ -1,9 +1,12 @@
-"""Shared fixtures: settings on a throw-away SQLite file, apps, clients and databases."""
+"""Shared fixtures: settings on a throw-away SQLite file, apps, clients and databases; and
+the test tiers (``make check`` runs what is neither ``integration`` nor ``slow``)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +19,55 @@ from parley.app import create_app
 from parley.config import Settings
 from parley.llm.provider import LLMProvider
 from parley.store import Database, Store, upgrade_to_head
+from tests.support.live_server import LiveServer
 
 POSTGRES_URL = os.environ.get(
     "PARLEY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+
+
+TIERS = ("integration", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("postgres"):  # a server: never in make check
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_nothing(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test in neither tier starts no server, process or database connection: ``make
+    check`` runs those, and stays fast only while that holds. One that does fails here,
+    and says which marker it needs."""
+    if any(request.node.get_closest_marker(tier) for tier in TIERS):
+        return
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} starts a server, a process or a connection to a server:"
+            " mark it @pytest.mark.integration (or slow), or keep it in process"
+        )
+
+    monkeypatch.setattr(LiveServer, "start", refuse)
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    # TCP to a server (PostgreSQL, Redis, a fake upstream); in-process transports and
+    # SQLite files stay allowed.
+    monkeypatch.setattr(socket.socket, "connect", _loopback_refused(refuse))
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def _loopback_refused(refuse: Callable[..., None]) -> Callable[..., None]:
+    connect = socket.socket.connect
+
+    def connect_unless_tcp(sock: socket.socket, address: object) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            refuse()
+        connect(sock, address)  # type: ignore[arg-type]
+
+    return connect_unless_tcp
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -70,7 +118,12 @@ async def _reset_postgres(url: str) -> None:
         await engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.integration]),
+    ]
+)
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Both backends: SQLite on a file, and the PostgreSQL server (emptied first)."""
     if request.param == "sqlite":

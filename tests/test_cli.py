@@ -114,6 +114,7 @@ def test_serve_keeps_an_idle_connection_longer_than_a_proxy_in_front_does(
     assert seen["default"] > 60
 
 
+@pytest.mark.integration
 def test_the_cli_module_imports_nothing_a_worker_imports_later() -> None:
     """A spawned --workers worker imports the `parley` script's module before it can
     answer uvicorn's health check: the server, store and client stay out of it."""

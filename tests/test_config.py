@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
-from parley.config import SettingsError, load_settings
+from parley.api.body_limit import BodySizeLimitMiddleware
+from parley.api.schemas import EscalationPolicyIn
+from parley.config import Settings, SettingsError, load_settings
+from parley.domain.chat import ChatLimits
+from parley.domain.models import EscalationPolicy
+from parley.llm.gateway import LLMGateway, RetryPolicy
+from parley.llm.groq import GroqProvider
+from parley.llm.simulated import SimulatedTiming
+from parley.store import Database
 
 SECRET = "topsecretkey-do-not-print"
 
@@ -58,6 +69,7 @@ def test_a_database_url_without_an_async_driver_gets_a_hint(
     assert SECRET not in text
 
 
+@pytest.mark.integration
 def test_parley_serve_reports_bad_settings_in_plain_lines_and_exits_2() -> None:
     env = {"PATH": "/usr/bin:/bin", "PARLEY_API_KEYS": " ", "PARLEY_METRICS_TOKEN": SECRET}
     result = subprocess.run(
@@ -71,3 +83,52 @@ def test_parley_serve_reports_bad_settings_in_plain_lines_and_exits_2() -> None:
     assert "PARLEY_API_KEYS" in result.stderr
     assert "Traceback" not in result.stderr
     assert SECRET not in result.stderr + result.stdout
+
+
+def _default(field: str) -> object:
+    return Settings.model_fields[field].default
+
+
+def _parameter_default(function: Callable[..., object], name: str) -> object:
+    return inspect.signature(function).parameters[name].default
+
+
+def test_every_layer_takes_its_defaults_from_the_same_place() -> None:
+    """Settings, the domain's values, the gateway, the store and the API schemas agree on
+    every default (parley.defaults), so none can be changed in one place only."""
+    limits = ChatLimits()
+    assert (
+        _default("max_message_chars"),
+        _default("llm_history_messages"),
+        _default("llm_max_tokens"),
+        _default("default_model"),
+    ) == (
+        limits.max_message_chars,
+        limits.history_messages,
+        limits.max_reply_tokens,
+        limits.default_model,
+    )
+    retry = RetryPolicy()
+    assert (
+        _default("llm_max_retries"),
+        _default("llm_retry_backoff_seconds"),
+        _default("llm_retry_max_wait_seconds"),
+    ) == (retry.max_retries, retry.backoff_seconds, retry.max_wait_seconds)
+    timeout = _default("llm_timeout_seconds")
+    assert _parameter_default(LLMGateway, "timeout_seconds") == timeout
+    assert _parameter_default(GroqProvider, "timeout_seconds") == timeout
+    assert _parameter_default(GroqProvider, "max_connections") == _default("llm_max_connections")
+    assert _parameter_default(Database, "pool_size") == _default("db_pool_size")
+    assert _parameter_default(Database, "max_overflow") == _default("db_max_overflow")
+    body_timeout = _parameter_default(BodySizeLimitMiddleware, "timeout_seconds")
+    assert body_timeout == _default("body_timeout_seconds")
+    timing = SimulatedTiming()
+    assert (_default("sim_ttft_seconds"), _default("sim_token_delay_seconds")) == (
+        timing.ttft_seconds,
+        timing.token_delay_seconds,
+    )
+    policy = EscalationPolicyIn().model_dump()
+    assert policy == {
+        **dataclasses.asdict(EscalationPolicy()),
+        "trigger_phrases": list(EscalationPolicy().trigger_phrases),
+    }

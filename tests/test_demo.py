@@ -6,6 +6,7 @@ import asyncio
 import io
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from parley import demo
@@ -14,6 +15,8 @@ from parley.cli import main
 from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
 from tests.support.metrics import value
+
+pytestmark = pytest.mark.integration
 
 
 def test_demo_drives_whole_sse_and_websocket_turns_and_fails_some_on_request(

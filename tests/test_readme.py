@@ -45,6 +45,8 @@ EXAMPLES = (
     "kubectl create secret",
 )
 
+pytestmark = pytest.mark.integration
+
 
 def test_every_shell_example_in_the_readme_is_run_by_a_test() -> None:
     unrun = [b for b in readme_blocks() if not b.startswith(EXAMPLES)]

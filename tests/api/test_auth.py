@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from parley.api.state import state_of
 from tests.conftest import app_client, make_settings
 
 
@@ -31,7 +32,7 @@ def test_keys_are_kept_only_as_digests(tmp_path: Path) -> None:
     """Nothing the app holds on to carries a key in the clear."""
     settings = make_settings(tmp_path, api_keys="key-in-the-clear")
     with app_client(settings) as client:
-        state = client.app.state  # type: ignore[attr-defined]
+        state = state_of(client.app)  # type: ignore[arg-type]
         assert state.settings.api_keys == []
         assert "key-in-the-clear" not in repr(vars(state.api_keys))
         assert (

@@ -80,6 +80,7 @@ def test_the_key_works_as_given(client: TestClient) -> None:
     assert client.get("/v1/goals/", headers={"authorization": f"bearer {KEY}"}).status_code == 200
 
 
+@pytest.mark.integration
 async def test_a_websocket_without_the_key_is_refused(tmp_path: Path) -> None:
     with LiveServer(create_app(make_settings(tmp_path, api_keys=KEY))) as live:
         url = f"{live.ws_url}/v1/conversations/00000000-0000-0000-0000-000000000000/ws"

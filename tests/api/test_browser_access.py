@@ -18,6 +18,8 @@ from tests.api.helpers import start_conversation
 from tests.conftest import app_client, make_settings
 from tests.support.live_server import LiveServer
 
+pytestmark = pytest.mark.integration
+
 ALLOWED = "https://chat.example.com"
 
 

@@ -13,11 +13,14 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from parley.api.state import state_of
 from parley.app import create_app
 from parley.llm import LLMError, LLMErrorKind
 from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
 from tests.support.providers import ScriptedProvider
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -215,7 +218,7 @@ async def test_hundreds_of_abrupt_disconnects_leave_the_server_healthy(tmp_path:
 
         for start in range(0, 500, 50):
             await asyncio.gather(*(drop(i) for i in range(start, start + 50)))
-        in_flight = app.state.services.conversations.in_flight
+        in_flight = state_of(app).services.chat.in_flight
         async with asyncio.timeout(30):
             # Polled: the server's loop runs in another thread.
             while registry.get_sample_value("ws_connections_active") or len(in_flight):  # noqa: ASYNC110

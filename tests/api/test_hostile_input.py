@@ -211,6 +211,7 @@ def test_a_path_with_a_control_character_matches_no_route(client: TestClient, pa
     assert response.json()["error"]["code"] == "route_not_found"
 
 
+@pytest.mark.integration
 async def test_a_body_that_never_arrives_gets_408_and_frees_the_request(tmp_path: Path) -> None:
     """Headers, then a trickle (or nothing): 1,000 such requests were held open past 65 s."""
     app = create_app(make_settings(tmp_path, body_timeout_seconds=0.5))
@@ -229,6 +230,7 @@ async def test_a_body_that_never_arrives_gets_408_and_frees_the_request(tmp_path
     assert json.loads(body)["error"]["type"] == "request_timeout"
 
 
+@pytest.mark.integration
 async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
     tmp_path: Path,
 ) -> None:

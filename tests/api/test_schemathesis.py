@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -17,6 +18,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from parley.app import create_app
 from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
+
+pytestmark = pytest.mark.slow
 
 EXAMPLES_PER_OPERATION = 25
 KEY = "schemathesis-key"

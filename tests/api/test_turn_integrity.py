@@ -17,12 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 
+from parley.api.state import state_of
 from parley.app import create_app
 from parley.llm import LLMError, LLMErrorKind
 from tests.api.helpers import start_conversation
 from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
 from tests.support.providers import ScriptedProvider
+
+pytestmark = pytest.mark.integration
 
 WORDS = [f"w{i}" for i in range(30)]
 REPLY = " ".join(WORDS)
@@ -61,7 +64,7 @@ async def _turns_settled(app: FastAPI) -> None:
     """Wait (with a deadline) until no turn is in flight in the server."""
     async with asyncio.timeout(20):
         # Polled: the turns run on the server's event loop, in another thread.
-        while len(app.state.services.conversations.in_flight):  # noqa: ASYNC110
+        while len(state_of(app).services.chat.in_flight):  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
 

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from bench.inprocess import _call
 
 from bench import variants
 from tests.support.tools import require_tool
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
 

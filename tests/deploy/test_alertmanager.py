@@ -15,6 +15,8 @@ from tests.support.ports import free_port
 from tests.support.tools import require_tool
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.integration
+
 CONFIG = Path(__file__).parents[2] / "deploy" / "alertmanager" / "alertmanager.yml"
 
 

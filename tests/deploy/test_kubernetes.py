@@ -85,6 +85,7 @@ def test_autoscaling_reads_a_metric_parley_exports(objects: dict[str, dict[str, 
     assert name in (ROOT / "README.md").read_text()  # the prometheus-adapter rule
 
 
+@pytest.mark.integration
 def test_the_prometheus_rule_is_the_mixins_and_promtool_accepts_it(
     objects: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:

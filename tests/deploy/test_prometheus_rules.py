@@ -52,6 +52,7 @@ def test_committed_rules_and_dashboards_are_what_the_code_generates() -> None:
         assert path.read_text() == text, f"{path.relative_to(ROOT)} is out of date"
 
 
+@pytest.mark.integration
 def test_promtool_accepts_the_config_and_rules() -> None:
     result = _promtool("check", "config", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -61,6 +62,7 @@ def test_promtool_accepts_the_config_and_rules() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_promtool_rule_unit_tests_pass() -> None:
     result = _promtool("test", "rules", "tests/alerts.test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -174,6 +176,7 @@ def test_every_recording_rule_is_used() -> None:
     assert unused == []
 
 
+@pytest.mark.integration
 def test_vmalert_accepts_the_same_rule_files() -> None:
     """VictoriaMetrics' rule evaluator can run the rules against the long-term store."""
     vmalert = require_tool("vmalert")

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.serve import serve
+
+pytestmark = pytest.mark.integration
 
 
 def test_serve_keeps_data_across_a_restart(tmp_path: Path) -> None:

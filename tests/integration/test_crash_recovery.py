@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.serve import Served, serve_process
 
+pytestmark = pytest.mark.integration
+
 # One conversation escalates early (and keeps being sent to); the others take the load.
 MAX_TURNS = {"tight": 3, "roomy": 1000}
 CONVERSATIONS = 4

@@ -24,6 +24,8 @@ from tests.support.live_server import LiveServer
 from tests.support.prometheus import PrometheusServer
 from tests.support.tools import require_tool
 
+pytestmark = pytest.mark.integration
+
 PAGE = Path(__file__).parents[2] / "deploy" / "dashboard"
 
 

@@ -14,12 +14,15 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from parley.observability.multiprocess import clean_dead_workers
 from tests.support.serve import serve, serve_process
+
+pytestmark = pytest.mark.integration
 
 
 def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "deploy"))
 from mixin.dashboards import VARIABLE_SERIES, all_queries
 from mixin.rules import SIGNALS, alerting_rules, recording_rules
 
+pytestmark = pytest.mark.integration
+
 NOT_SCRAPES = 'job="parley", path!="/metrics"'
 
 

@@ -18,7 +18,7 @@ from tests.support.prometheus import with_everything_selected
 from tests.support.replicas import EXTERNAL_LABELS, Replicas, replicas
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 
 @pytest.fixture(scope="module")

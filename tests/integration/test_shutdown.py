@@ -20,6 +20,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests.api.helpers import start_conversation
 from tests.support.serve import Served, serve_process
 
+pytestmark = pytest.mark.integration
+
 # About 40 tokens at 0.1 s each: a reply takes some 4 s to stream.
 SLOW = {"PARLEY_SIM_TTFT_SECONDS": "0", "PARLEY_SIM_TOKEN_DELAY_SECONDS": "0.1"}
 

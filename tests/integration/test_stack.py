@@ -11,11 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.ports import free_port
 from tests.support.readme import readme_block
 from tests.support.tools import require_tool
 from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
 

@@ -14,6 +14,8 @@ from websockets.exceptions import ConnectionClosed
 from tests.api.helpers import start_conversation
 from tests.support.serve import serve
 
+pytestmark = pytest.mark.integration
+
 
 async def test_oversized_and_invalid_utf8_frames_are_closed_cleanly(tmp_path: Path) -> None:
     with serve(tmp_path, env={"PARLEY_MAX_BODY_BYTES": "4096"}) as url:

@@ -36,6 +36,8 @@ REQUEST = ChatRequest(
     max_tokens=64,
 )
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def groq_server() -> Iterator[tuple[GroqTestServer, LiveServer]]:

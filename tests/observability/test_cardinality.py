@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
@@ -164,6 +165,7 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
     }
 
 
+@pytest.mark.slow
 def test_random_traffic_leaves_every_label_bounded(tmp_path: Path) -> None:
     """Every label of every metric stays within a value set fixed by the code."""
     rng = random.Random(20261127)

@@ -6,6 +6,7 @@ import gzip
 import subprocess
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
@@ -54,6 +55,7 @@ def test_metrics_is_valid_prometheus_text(client: TestClient) -> None:
     assert families["conversations_active"].type == "gauge"
 
 
+@pytest.mark.integration
 def test_promtool_finds_no_problems(client: TestClient, tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     _exercise(client)

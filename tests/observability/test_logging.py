@@ -63,6 +63,7 @@ def test_query_strings_never_reach_the_log() -> None:
     assert "/v1/conversations/x/ws?…" in record.getMessage()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("log_content", [False, True])
 def test_message_contents_reach_the_log_only_when_asked_even_at_debug(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], log_content: bool

@@ -72,6 +72,7 @@ def test_each_http_and_sse_turn_is_counted_once_with_its_outcome(tmp_path: Path)
         assert value(registry, "llm_requests_in_flight", model="llama-3.1-8b-instant") == 0
 
 
+@pytest.mark.integration
 async def test_websocket_turns_and_a_client_that_leaves_are_counted(tmp_path: Path) -> None:
     provider = ScriptedProvider(["one", " ".join(["w"] * 200)], chunk_delay=0.01)
     app = create_app(make_settings(tmp_path), provider=provider)
@@ -100,6 +101,7 @@ async def test_websocket_turns_and_a_client_that_leaves_are_counted(tmp_path: Pa
     assert value(registry, "conversation_turn_ttft_seconds_count", channel="ws") == 2
 
 
+@pytest.mark.integration
 async def test_an_sse_client_that_hangs_up_is_recorded_as_499_and_cancelled(
     tmp_path: Path,
 ) -> None:
@@ -126,6 +128,7 @@ async def test_an_sse_client_that_hangs_up_is_recorded_as_499_and_cancelled(
     assert _turns(registry, "sse", "cancelled") == 1
 
 
+@pytest.mark.integration
 def test_whole_replies_say_where_their_time_went_and_overhead_leaves_out_the_llm(
     tmp_path: Path,
 ) -> None:
@@ -167,7 +170,7 @@ def _failed_turn(error: DomainError) -> list[TurnEvent]:
 @pytest.mark.parametrize(
     ("error", "outcome"),
     [
-        (ReplyFailedError("server_error", "down", escalated=False), "llm_error"),
+        (ReplyFailedError(LLMErrorKind.SERVER_ERROR, "down", escalated=False), "llm_error"),
         (TurnInterruptedError(), "interrupted"),
         (TurnCrashedError(), "crashed"),
         (ConversationClosedError(), "rejected"),

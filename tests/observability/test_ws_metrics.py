@@ -21,6 +21,8 @@ from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
 from tests.support.metrics import value
 
+pytestmark = pytest.mark.integration
+
 
 def _app() -> tuple[FastAPI, CollectorRegistry]:
     app = FastAPI()
