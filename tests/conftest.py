@@ -128,6 +128,12 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Both backends: SQLite on a file, and the PostgreSQL server (emptied first)."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    return await postgres_url()
+
+
+async def postgres_url() -> str:
+    """The PostgreSQL server's URL, its tables dropped first; skipped (failed under CI)
+    when it cannot be reached."""
     try:
         await _reset_postgres(POSTGRES_URL)
     except OSError as exc:

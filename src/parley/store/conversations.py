@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from parley.domain.errors import (
-    GoalNotFoundError,
-    InvalidCursorError,
-)
+from parley.domain.errors import GoalNotFoundError
 from parley.domain.models import (
     Conversation,
     ConversationStatus,
@@ -23,6 +16,7 @@ from parley.domain.models import (
     Message,
     Page,
 )
+from parley.domain.paging import decode_cursor, encode_cursor
 from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
 from parley.store import turns
 from parley.store.database import Database
@@ -38,24 +32,6 @@ COUNT_ACTIVE = (
     .select_from(ConversationRow)
     .where(ConversationRow.status == ConversationStatus.ACTIVE.value)
 )
-
-
-def encode_cursor(created_at: datetime, conversation_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(conversation_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, ident = json.loads(raw)
-        created_at = datetime.fromisoformat(created)
-        if created_at.tzinfo is None:
-            raise ValueError("naive timestamp")
-        # Must be a UTC time the database can hold: offsets can push it past year 1 or 9999.
-        return created_at.astimezone(UTC), uuid.UUID(ident)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
-        raise InvalidCursorError() from exc
 
 
 class ConversationRepository:

@@ -1,7 +1,16 @@
-"""In-memory fakes of the domain's ports, for unit tests of the services.
+"""In-memory fakes of the store's ports, for tests of code built on Parley's domain: typed
+and public, as structlog ships ``structlog.testing``.
 
-They keep the contract the real store keeps (one reply per message, idempotency keys,
-consecutive failures) without a database; the store's own tests hold the real one to it.
+``MemoryStore`` keeps the contract the database store keeps (goals that exist once and
+stay while a conversation uses them, one reply per message, idempotency keys, counted
+failures, keyset paging newest first) without a database. The contract suite in
+tests/store/test_contract.py runs the same cases on it, SQLite and PostgreSQL, so the
+fake cannot drift from the real thing.
+
+    from parley.testing import MemoryStore
+
+    store = MemoryStore()
+    service = ConversationService(store.conversations, GoalService(store.goals), events)
 """
 
 from __future__ import annotations
@@ -16,6 +25,9 @@ from parley.domain.errors import (
     ConversationClosedError,
     ConversationEscalatedError,
     ConversationNotFoundError,
+    GoalExistsError,
+    GoalInUseError,
+    GoalNotFoundError,
     IdempotencyKeyReusedError,
 )
 from parley.domain.models import (
@@ -27,15 +39,27 @@ from parley.domain.models import (
     Message,
     Page,
 )
+from parley.domain.paging import decode_cursor, encode_cursor
 from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft, escalated_by
 from parley.llm import ChatMessage, Role
 
+__all__ = ["MemoryConversations", "MemoryGoals", "MemoryStore"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
 
 class MemoryGoals:
+    """A ``GoalStore``."""
+
     def __init__(self, *goals: Goal) -> None:
         self.goals = {goal.id: goal for goal in goals}
+        self.in_use: set[str] = set()  # goals with conversations: kept by MemoryConversations
 
     async def add(self, goal: Goal) -> Goal:
+        if goal.id in self.goals:
+            raise GoalExistsError(goal.id)
         self.goals[goal.id] = goal
         return goal
 
@@ -56,10 +80,15 @@ class MemoryGoals:
         return goal
 
     async def delete(self, goal_id: str) -> bool:
+        if goal_id in self.in_use:
+            raise GoalInUseError(goal_id)
         return self.goals.pop(goal_id, None) is not None
 
 
 class MemoryConversations:
+    """A ``ConversationStore``. ``fail_next_write`` makes the next ``store_reply`` raise
+    that exception (a database failing, or a bug), for tests of what a turn does then."""
+
     def __init__(self, goals: MemoryGoals) -> None:
         self._goals = goals
         self.conversations: dict[uuid.UUID, Conversation] = {}
@@ -69,12 +98,15 @@ class MemoryConversations:
         self.fail_next_write: Exception | None = None
 
     async def create(self, goal_id: str, metadata: dict[str, Any]) -> Conversation:
-        now = datetime.now(UTC)
+        if goal_id not in self._goals.goals:
+            raise GoalNotFoundError(goal_id)
+        now = _now()
         conversation = Conversation(
-            uuid.uuid4(), goal_id, ConversationStatus.ACTIVE, metadata, 0, now, now
+            uuid.uuid4(), goal_id, ConversationStatus.ACTIVE, dict(metadata), 0, now, now
         )
         self.conversations[conversation.id] = conversation
         self.messages[conversation.id] = []
+        self._goals.in_use.add(goal_id)
         return conversation
 
     async def get(
@@ -94,7 +126,7 @@ class MemoryConversations:
             if messages_before is None or m.seq < messages_before
         ]
         if messages_limit is not None:
-            messages = messages[-messages_limit:]
+            messages = messages[-messages_limit:] if messages_limit else []
         return dataclasses.replace(conversation, messages=tuple(messages))
 
     async def page(
@@ -105,12 +137,21 @@ class MemoryConversations:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        items = [
-            c
-            for c in self.conversations.values()
-            if goal_id in (None, c.goal_id) and status in (None, c.status)
-        ]
-        return Page(tuple(items[:limit]), None)
+        after = decode_cursor(cursor) if cursor is not None else None
+        items = sorted(
+            (
+                c
+                for c in self.conversations.values()
+                if goal_id in (None, c.goal_id)
+                and status in (None, c.status)
+                and (after is None or (c.created_at, c.id) < after)
+            ),
+            key=lambda c: (c.created_at, c.id),
+            reverse=True,
+        )
+        page = tuple(items[:limit])
+        more = len(items) > limit
+        return Page(page, encode_cursor(page[-1].created_at, page[-1].id) if more else None)
 
     async def transition(
         self,
@@ -124,7 +165,7 @@ class MemoryConversations:
         conversation = self.conversations.get(conversation_id)
         if conversation is None or conversation.status not in allowed_from:
             return None
-        now = datetime.now(UTC)
+        now = max(_now(), conversation.updated_at)
         escalation = Escalation(reason, note, now) if reason else conversation.escalation
         changed = dataclasses.replace(
             conversation, status=to, escalation=escalation, updated_at=now
@@ -162,18 +203,18 @@ class MemoryConversations:
             raise ConversationEscalatedError()
         if conversation.status is ConversationStatus.COMPLETED:
             raise ConversationClosedError()
-        conversation = dataclasses.replace(conversation, turns=conversation.turns + 1)
         question = self._append(conversation_id, Role.USER, content)
+        conversation = dataclasses.replace(
+            conversation, turns=conversation.turns + 1, updated_at=question.created_at
+        )
         reason = escalate_when(goal, conversation.turns)
-        self.conversations[conversation_id] = conversation
-        if reason is not None:  # at the message's time, as the real store does
+        if reason is not None:  # at the message's time, as the database store does
             conversation = dataclasses.replace(
                 conversation,
                 status=ConversationStatus.ESCALATED,
                 escalation=Escalation(reason, None, question.created_at),
-                updated_at=question.created_at,
             )
-            self.conversations[conversation_id] = conversation
+        self.conversations[conversation_id] = conversation
         if idempotency_key is not None:
             self.keys[conversation_id, idempotency_key] = question
         return OpenedTurn(
@@ -196,11 +237,17 @@ class MemoryConversations:
             status=reply.status,
         )
         self.failures[question.conversation_id] = 0
-        return stored, self.conversations[question.conversation_id]
+        conversation = self.conversations[question.conversation_id]
+        if stored.created_at > conversation.updated_at:
+            conversation = dataclasses.replace(conversation, updated_at=stored.created_at)
+            self.conversations[question.conversation_id] = conversation
+        return stored, conversation
 
     async def record_llm_failure(
         self, conversation_id: uuid.UUID, *, escalate_at: int | None
     ) -> Conversation | None:
+        if conversation_id not in self.conversations:
+            raise ConversationNotFoundError(conversation_id)
         failures = self.failures.get(conversation_id, 0) + 1
         self.failures[conversation_id] = failures
         if escalate_at is None or failures < escalate_at:
@@ -219,14 +266,10 @@ class MemoryConversations:
         self, conversation_id: uuid.UUID, role: Role, content: str, **fields: Any
     ) -> Message:
         messages = self.messages[conversation_id]
+        # Times follow seq even if the clock steps back, as in the database store.
+        created_at = max(_now(), self.conversations[conversation_id].updated_at)
         message = Message(
-            uuid.uuid4(),
-            conversation_id,
-            len(messages) + 1,
-            role,
-            content,
-            datetime.now(UTC),
-            **fields,
+            uuid.uuid4(), conversation_id, len(messages) + 1, role, content, created_at, **fields
         )
         messages.append(message)
         return message
@@ -240,3 +283,11 @@ class MemoryConversations:
     def _history(self, question: Message, limit: int) -> tuple[ChatMessage, ...]:
         earlier = [m for m in self.messages[question.conversation_id] if m.seq <= question.seq]
         return tuple(ChatMessage(m.role, m.content) for m in earlier[-limit:])
+
+
+class MemoryStore:
+    """Both fakes, wired to each other as the tables are (a goal in use stays)."""
+
+    def __init__(self, *goals: Goal) -> None:
+        self.goals = MemoryGoals(*goals)
+        self.conversations = MemoryConversations(self.goals)

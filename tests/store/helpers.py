@@ -1,0 +1,47 @@
+"""What the store's tests share: a goal to store, and opening a turn with defaults."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from parley.domain.models import EscalationPolicy, EscalationReason, Goal
+from parley.domain.ports import ConversationStore, GoalStore, OpenedTurn
+
+
+class Ports(Protocol):
+    """A store as the domain sees it: the database's ``Store`` or ``parley.testing``'s."""
+
+    @property
+    def goals(self) -> GoalStore: ...
+
+    @property
+    def conversations(self) -> ConversationStore: ...
+
+
+def sample_goal(goal_id: str = "support", **changes: object) -> Goal:
+    now = datetime.now(UTC)
+    values: dict[str, object] = {
+        "id": goal_id,
+        "name": "Support",
+        "instructions": "Help.",
+        "model": None,
+        "escalation": EscalationPolicy(5, ("human",), True),
+        "created_at": now,
+        "updated_at": now,
+    }
+    values.update(changes)
+    return Goal(**values)  # type: ignore[arg-type]
+
+
+def never(goal: Goal, turns: int) -> EscalationReason | None:
+    return None
+
+
+async def open_turn(
+    store: Ports, conversation_id: uuid.UUID, content: str, **options: Any
+) -> OpenedTurn:
+    options.setdefault("escalate_when", never)
+    options.setdefault("history_limit", 40)
+    return await store.conversations.open_turn(conversation_id, content, **options)

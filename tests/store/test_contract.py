@@ -1,0 +1,283 @@
+"""The contract every store keeps, run on each of them: the in-memory fake (parley.testing),
+SQLite and PostgreSQL. A case the fake fails here is a fake that drifted."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from parley.domain.errors import (
+    ConversationClosedError,
+    ConversationEscalatedError,
+    ConversationNotFoundError,
+    GoalExistsError,
+    GoalInUseError,
+    GoalNotFoundError,
+    IdempotencyKeyReusedError,
+    InvalidCursorError,
+)
+from parley.domain.models import ConversationStatus, EscalationReason
+from parley.domain.ports import ReplyDraft
+from parley.llm import Usage
+from parley.store import Database, Store, upgrade_to_head
+from parley.testing import MemoryStore
+from tests.conftest import postgres_url
+from tests.store.helpers import Ports, open_turn, sample_goal
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.integration]),
+    ]
+)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ports]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    url = f"sqlite+aiosqlite:///{tmp_path}/store.db"
+    if request.param == "postgresql":
+        url = await postgres_url()
+    database = Database(url)
+    await upgrade_to_head(database.engine)
+    try:
+        yield Store(database)
+    finally:
+        await database.dispose()
+
+
+async def test_goal_round_trips_with_its_policy(store: Ports) -> None:
+    """What is stored comes back equal, timestamps in UTC included."""
+    goal = sample_goal(model="llama-3.3-70b-versatile")
+    await store.goals.add(goal)
+    loaded = await store.goals.get("support")
+    assert loaded == goal
+    assert loaded is not None
+    assert loaded.created_at.tzinfo is not None
+
+
+async def test_duplicate_goal_id_conflicts(store: Ports) -> None:
+    await store.goals.add(sample_goal())
+    with pytest.raises(GoalExistsError):
+        await store.goals.add(sample_goal(name="Other"))
+    assert [g.name for g in await store.goals.all()] == ["Support"]
+
+
+async def test_goal_in_use_cannot_be_deleted(store: Ports) -> None:
+    """Deleting a goal never takes its conversations with it."""
+    await store.goals.add(sample_goal())
+    await store.conversations.create("support", {})
+    with pytest.raises(GoalInUseError):
+        await store.goals.delete("support")
+    assert await store.goals.get("support") is not None
+    assert await store.goals.delete("missing") is False
+
+
+async def test_conversation_for_missing_goal_is_refused(store: Ports) -> None:
+    with pytest.raises(GoalNotFoundError):
+        await store.conversations.create("nope", {})
+
+
+async def test_messages_get_consecutive_sequence_numbers_and_turns(store: Ports) -> None:
+    """Each message takes the next seq; only user messages count as turns; a reply records
+    the message it answers."""
+    await store.goals.add(sample_goal())
+    conversation = await store.conversations.create("support", {"channel": "web"})
+    first = await open_turn(store, conversation.id, "hi")
+    reply, after = await store.conversations.store_reply(
+        first.question, ReplyDraft("hello", "m", Usage(3, 1, 4))
+    )
+    second = await open_turn(store, conversation.id, "again", history_limit=2)
+    assert (first.question.seq, reply.seq, second.question.seq) == (1, 2, 3)
+    assert (first.conversation.turns, after.turns, second.conversation.turns) == (1, 1, 2)
+    assert reply.reply_to == first.question.id
+    assert first.goal.id == "support"
+    assert [m.content for m in second.history] == ["hello", "again"]
+    loaded = await store.conversations.get(conversation.id, with_messages=True)
+    assert loaded is not None
+    assert [m.content for m in loaded.messages] == ["hi", "hello", "again"]
+    assert loaded.messages[1].usage == Usage(3, 1, 4)
+    assert loaded.metadata == {"channel": "web"}
+
+
+async def test_message_for_missing_conversation_is_refused(store: Ports) -> None:
+    with pytest.raises(ConversationNotFoundError):
+        await open_turn(store, uuid.uuid4(), "hi")
+
+
+async def test_escalated_and_closed_conversations_take_no_message(store: Ports) -> None:
+    await store.goals.add(sample_goal())
+    for to, error in [
+        (ConversationStatus.ESCALATED, ConversationEscalatedError),
+        (ConversationStatus.COMPLETED, ConversationClosedError),
+    ]:
+        conversation = await store.conversations.create("support", {})
+        await store.conversations.transition(
+            conversation.id, allowed_from=[ConversationStatus.ACTIVE], to=to
+        )
+        with pytest.raises(error):
+            await open_turn(store, conversation.id, "hi")
+        loaded = await store.conversations.get(conversation.id, with_messages=True)
+        assert loaded is not None
+        assert loaded.messages == ()
+
+
+async def test_a_second_reply_to_one_message_returns_the_first(store: Ports) -> None:
+    await store.goals.add(sample_goal())
+    conversation = await store.conversations.create("support", {})
+    opened = await open_turn(store, conversation.id, "hi")
+    first, _ = await store.conversations.store_reply(opened.question, ReplyDraft("one", "m", None))
+    second, _ = await store.conversations.store_reply(opened.question, ReplyDraft("two", "m", None))
+    assert second == first
+    loaded = await store.conversations.get(conversation.id, with_messages=True)
+    assert loaded is not None
+    assert [m.content for m in loaded.messages] == ["hi", "one"]
+
+
+async def test_an_idempotency_key_names_one_stored_turn(store: Ports) -> None:
+    """The same key stores nothing new and returns the turn with its reply; the same key
+    for other content is a conflict."""
+    await store.goals.add(sample_goal())
+    conversation = await store.conversations.create("support", {})
+    opened = await open_turn(store, conversation.id, "hi", idempotency_key="k1")
+    reply, _ = await store.conversations.store_reply(opened.question, ReplyDraft("yo", "m", None))
+    again = await open_turn(store, conversation.id, "hi", idempotency_key="k1")
+    assert again.repeated
+    assert again.question == opened.question
+    assert again.reply == reply
+    with pytest.raises(IdempotencyKeyReusedError):
+        await open_turn(store, conversation.id, "other", idempotency_key="k1")
+    loaded = await store.conversations.get(conversation.id, with_messages=True)
+    assert loaded is not None
+    assert [m.content for m in loaded.messages] == ["hi", "yo"]
+    assert loaded.turns == 1
+
+
+async def test_transition_only_from_allowed_statuses(store: Ports) -> None:
+    """An escalation happens once; a second one finds nothing to change."""
+    await store.goals.add(sample_goal())
+    conversation = await store.conversations.create("support", {})
+    escalated = await store.conversations.transition(
+        conversation.id,
+        allowed_from=[ConversationStatus.ACTIVE],
+        to=ConversationStatus.ESCALATED,
+        reason=EscalationReason.MANUAL,
+        note="angry customer",
+    )
+    assert escalated is not None
+    assert escalated.status is ConversationStatus.ESCALATED
+    assert escalated.escalation is not None
+    assert escalated.escalation.reason is EscalationReason.MANUAL
+    assert escalated.escalation.note == "angry customer"
+    again = await store.conversations.transition(
+        conversation.id, allowed_from=[ConversationStatus.ACTIVE], to=ConversationStatus.ESCALATED
+    )
+    assert again is None
+
+
+async def test_listing_pages_through_everything_once(store: Ports) -> None:
+    """Keyset pagination: newest first, no duplicates, no gaps, filters respected."""
+    await store.goals.add(sample_goal("a"))
+    await store.goals.add(sample_goal("b"))
+    created = [await store.conversations.create("a" if i % 3 else "b", {}) for i in range(7)]
+    seen: list[uuid.UUID] = []
+    cursor = None
+    while True:
+        page = await store.conversations.page(limit=3, cursor=cursor)
+        seen.extend(c.id for c in page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == [c.id for c in reversed(created)]
+    only_b = await store.conversations.page(goal_id="b", limit=10)
+    assert {c.goal_id for c in only_b.items} == {"b"}
+    assert len(only_b.items) == 3
+    active = await store.conversations.page(status=ConversationStatus.ESCALATED, limit=10)
+    assert active.items == ()
+
+
+async def test_garbage_cursor_is_refused(store: Ports) -> None:
+    with pytest.raises(InvalidCursorError):
+        await store.conversations.page(cursor="not-a-cursor")
+
+
+async def test_messages_come_a_page_at_a_time_oldest_first(store: Ports) -> None:
+    """The latest ``messages_limit`` messages before ``messages_before``, oldest first."""
+    await store.goals.add(sample_goal())
+    conversation = await store.conversations.create("support", {})
+    for index in range(3):
+        opened = await open_turn(store, conversation.id, f"q{index}")
+        await store.conversations.store_reply(opened.question, ReplyDraft(f"a{index}", "m", None))
+    latest = await store.conversations.get(conversation.id, with_messages=True, messages_limit=2)
+    assert latest is not None
+    assert [m.content for m in latest.messages] == ["q2", "a2"]
+    earlier = await store.conversations.get(
+        conversation.id,
+        with_messages=True,
+        messages_limit=3,
+        messages_before=latest.messages[0].seq,
+    )
+    assert earlier is not None
+    assert [m.content for m in earlier.messages] == ["a0", "q1", "a1"]
+    bare = await store.conversations.get(conversation.id)
+    assert bare is not None
+    assert bare.messages == ()
+
+
+async def test_consecutive_llm_failures_escalate_once_at_the_threshold(store: Ports) -> None:
+    """A reply resets the streak; the escalation happens at ``escalate_at`` and only while
+    the conversation is active."""
+    await store.goals.add(sample_goal())
+    conversation = await store.conversations.create("support", {})
+    assert await store.conversations.record_llm_failure(conversation.id, escalate_at=2) is None
+    opened = await open_turn(store, conversation.id, "hi")
+    await store.conversations.store_reply(opened.question, ReplyDraft("ok", "m", None))
+    assert await store.conversations.record_llm_failure(conversation.id, escalate_at=2) is None
+    escalated = await store.conversations.record_llm_failure(conversation.id, escalate_at=2)
+    assert escalated is not None
+    assert escalated.status is ConversationStatus.ESCALATED
+    assert escalated.escalation is not None
+    assert escalated.escalation.reason is EscalationReason.LLM_FAILURE
+    assert await store.conversations.record_llm_failure(conversation.id, escalate_at=2) is None
+    with pytest.raises(ConversationNotFoundError):
+        await store.conversations.record_llm_failure(uuid.uuid4(), escalate_at=2)
+
+
+async def test_a_repeated_key_knows_the_escalation_its_message_caused(store: Ports) -> None:
+    """Repeated, the message that escalated tells that escalation; one whose conversation
+    was escalated later by something else does not."""
+    await store.goals.add(sample_goal())
+
+    def escalate(_goal: object, _turns: int) -> EscalationReason:
+        return EscalationReason.TRIGGER_PHRASE
+
+    first = await store.conversations.create("support", {})
+    await open_turn(store, first.id, "human", idempotency_key="k", escalate_when=escalate)
+    again = await open_turn(store, first.id, "human", idempotency_key="k")
+    assert again.repeated
+    assert again.escalation is EscalationReason.TRIGGER_PHRASE
+    second = await store.conversations.create("support", {})
+    await open_turn(store, second.id, "hi", idempotency_key="k")
+    await store.conversations.transition(
+        second.id,
+        allowed_from=[ConversationStatus.ACTIVE],
+        to=ConversationStatus.ESCALATED,
+        reason=EscalationReason.MANUAL,
+    )
+    later = await open_turn(store, second.id, "hi", idempotency_key="k")
+    assert later.repeated
+    assert later.escalation is None
+    assert later.conversation.status is ConversationStatus.ESCALATED
+
+
+async def test_only_active_conversations_are_counted_active(store: Ports) -> None:
+    await store.goals.add(sample_goal())
+    ids = [(await store.conversations.create("support", {})).id for _ in range(3)]
+    await store.conversations.transition(
+        ids[0], allowed_from=[ConversationStatus.ACTIVE], to=ConversationStatus.COMPLETED
+    )
+    assert await store.conversations.count_active() == 2
