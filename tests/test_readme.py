@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -304,3 +305,19 @@ def test_the_prometheus_adapter_rule_serves_the_autoscalers_metric() -> None:
     name = metric["pods"]["metric"]["name"]
     assert rule["seriesQuery"].startswith(name + "{")
     assert rule["name"]["as"] == name
+
+
+def test_the_python_client_example_works_as_written(server: str) -> None:
+    (block,) = readme_blocks("python")
+    script = block.replace("127.0.0.1:8000", server.removeprefix("http://"))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) >= 3
+    whole, streamed = lines[0], lines[1]
+    assert whole
+    assert streamed
+    assert lines[-1] == "Done"
+    assert lines[2] == "Accepted"

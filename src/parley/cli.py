@@ -193,11 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         import httpx
 
         from parley import demo
+        from parley.client import ParleyError
 
         plan = demo.Plan(args.url, args.clients, args.seconds, args.turns, args.fail, args.api_key)
         try:
             progress = asyncio.run(demo.run(plan))
-        except (httpx.HTTPError, OSError) as failed:
+        except (ParleyError, httpx.HTTPError, OSError) as failed:
             print(f"parley demo: {args.url}: {failed}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

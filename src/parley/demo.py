@@ -10,17 +10,15 @@ message that carries its failure marker). A live line shows turns/s, p95 and err
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import sys
 import time
+import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TextIO
 
-import httpx
-from websockets.asyncio.client import connect
-
+from parley.client import Escalated, ParleyClient, ParleyError, TurnFailed
 from parley.llm.simulated import FAIL_MARKER
 
 GOALS = (
@@ -68,24 +66,19 @@ class Plan:
     fail_share: float
     api_key: str | None
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-
-async def _goals(http: httpx.AsyncClient) -> list[str]:
+async def _goals(parley: ParleyClient) -> list[str]:
     ids = []
     for name, instructions, phrases in GOALS:
-        answer = await http.post(
-            "/v1/goals/",
-            json={
-                "name": f"Demo {name}",
-                "instructions": instructions,
-                "escalation": {"max_turns": 12, "trigger_phrases": phrases},
-            },
-        )
-        if answer.status_code not in (201, 409):  # 409: made by an earlier demo
-            answer.raise_for_status()
+        try:
+            await parley.create_goal(
+                f"Demo {name}",
+                instructions,
+                escalation={"max_turns": 12, "trigger_phrases": phrases},
+            )
+        except ParleyError as error:
+            if error.code != "goal_exists":  # made by an earlier demo
+                raise
         ids.append(f"demo-{name.lower()}")
     return ids
 
@@ -99,70 +92,59 @@ def _content(rng: random.Random, plan: Plan, goal_phrases: list[str]) -> str:
 
 
 async def _client(
-    plan: Plan, http: httpx.AsyncClient, goals: list[str], progress: Progress, seed: int
+    plan: Plan, parley: ParleyClient, goals: list[str], progress: Progress, seed: int
 ) -> None:
     rng = random.Random(seed)
     deadline = time.monotonic() + plan.seconds
-    ws_base = plan.url.replace("http", "ws", 1)
     while time.monotonic() < deadline and (
         plan.max_turns is None or progress.turns < plan.max_turns
     ):
         index = rng.randrange(len(goals))
-        created = await http.post("/v1/conversations/", json={"goal_id": goals[index]})
-        created.raise_for_status()
-        conversation = created.json()["id"]
-        path = f"/v1/conversations/{conversation}/messages"
+        conversation = (await parley.create_conversation(goals[index])).id
         for _ in range(rng.randint(2, 8)):
             if time.monotonic() >= deadline:
                 return
-            kind = rng.choice(KINDS)
             content = _content(rng, plan, GOALS[index][2])
             began = time.monotonic()
-            if kind == "ws":
-                outcome = await _ws_turn(
-                    f"{ws_base}{path.removesuffix('/messages')}/ws", plan.headers, content
-                )
-            else:
-                outcome = await _http_turn(http, path, content, stream=kind == "sse")
+            outcome = await _turn(parley, conversation, content, rng.choice(KINDS))
             progress.durations.append(time.monotonic() - began)
             progress.outcomes[outcome] += 1
             if outcome in ("escalated", "closed"):
                 break
 
 
-async def _http_turn(http: httpx.AsyncClient, path: str, content: str, *, stream: bool) -> str:
-    answer = await http.post(path, json={"content": content, "stream": stream})
-    if answer.status_code == 409:
-        return "closed"
-    if answer.status_code != 200:
-        return "error"
-    if not stream:
-        return "escalated" if answer.json().get("reply") is None else "ok"
-    events = [
-        line.removeprefix("event: ")
-        for line in answer.text.splitlines()
-        if line.startswith("event: ")
-    ]
-    if "escalated" in events:
+async def _turn(parley: ParleyClient, conversation: uuid.UUID, content: str, kind: str) -> str:
+    """One turn on ``kind``'s channel: ok, escalated, closed (refused: the conversation
+    has ended) or error."""
+    try:
+        if kind == "http":
+            turn = await parley.send_message(conversation, content)
+            return "escalated" if turn.reply is None else "ok"
+        if kind == "sse":
+            events = [event async for event in parley.stream_message(conversation, content)]
+        else:
+            async with parley.chat(conversation) as chat:
+                events = [event async for event in chat.send(content)]
+    except ParleyError as error:
+        return "closed" if error.status == 409 else "error"
+    if any(isinstance(event, Escalated) for event in events):
         return "escalated"
-    return "error" if "error" in events else "ok"
+    failures = [event.error for event in events if isinstance(event, TurnFailed)]
+    if any(error.code in ENDED for error in failures):
+        return "closed"
+    return "error" if failures else "ok"
 
 
-async def _ws_turn(url: str, headers: dict[str, str], content: str) -> str:
-    async with connect(url, additional_headers=headers) as ws:
-        await ws.send(json.dumps({"type": "message", "content": content}))
-        while True:
-            kind = str(json.loads(await ws.recv())["type"])
-            if kind in ("done", "escalated", "error"):
-                return "ok" if kind == "done" else kind
+# The WebSocket refuses a message to an ended conversation with an error frame.
+ENDED = ("conversation_closed", "conversation_escalated")
 
 
 async def run(plan: Plan, out: TextIO = sys.stderr) -> Progress:
     progress = Progress()
-    async with httpx.AsyncClient(base_url=plan.url, timeout=60, headers=plan.headers) as http:
-        goals = await _goals(http)
+    async with ParleyClient(plan.url, api_key=plan.api_key, timeout=60) as parley:
+        goals = await _goals(parley)
         clients = [
-            asyncio.create_task(_client(plan, http, goals, progress, seed))
+            asyncio.create_task(_client(plan, parley, goals, progress, seed))
             for seed in range(plan.clients)
         ]
         while not all(c.done() for c in clients):
