@@ -1,4 +1,5 @@
-"""Persistence: SQLAlchemy 2 (async) behind small repositories, Alembic migrations."""
+"""Persistence: SQLAlchemy Core behind small repositories, one transaction at a time
+(``Database.run_transaction``); Alembic migrations."""
 
 from parley.store.conversations import ConversationRepository
 from parley.store.database import Database

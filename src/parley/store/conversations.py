@@ -1,11 +1,15 @@
-"""Conversation and message persistence, with keyset pagination."""
+"""Conversation and message persistence, with keyset pagination: SQLAlchemy Core
+statements, each transaction run whole by ``Database.run_transaction`` (the store's one
+execution model; a turn's own statements are in parley.store.turns)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import Connection, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from parley.domain.errors import GoalNotFoundError
@@ -21,16 +25,17 @@ from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
 from parley.store import turns
 from parley.store.database import Database
 from parley.store.goals import GoalCache
-from parley.store.tables import ConversationRow, MessageRow
+from parley.store.rows import CONVERSATION_COLUMNS, to_conversation, to_message
+from parley.store.tables import CONVERSATIONS, MESSAGES
 from parley.store.turns import now as _now
-from parley.store.turns import to_conversation, to_message
 
+_C, _M = CONVERSATIONS.c, MESSAGES.c
 # The scrape's count: a range of the status index, so its cost follows the active
 # conversations, not every conversation ever stored.
 COUNT_ACTIVE = (
     select(func.count())
-    .select_from(ConversationRow)
-    .where(ConversationRow.status == ConversationStatus.ACTIVE.value)
+    .select_from(CONVERSATIONS)
+    .where(_C.status == ConversationStatus.ACTIVE.value)
 )
 
 
@@ -40,24 +45,10 @@ class ConversationRepository:
         self._goals = goals or GoalCache(0)
 
     async def create(self, goal_id: str, metadata: dict[str, object]) -> Conversation:
-        now = _now()
-        row = ConversationRow(
-            id=uuid.uuid4(),
-            goal_id=goal_id,
-            status=ConversationStatus.ACTIVE.value,
-            meta=metadata,
-            message_count=0,
-            turns=0,
-            created_at=now,
-            updated_at=now,
-        )
-        async with self._db.session() as session:
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError as exc:  # the goal was deleted meanwhile
-                raise GoalNotFoundError(goal_id) from exc
-            return to_conversation(row)
+        try:
+            return await self._db.run_transaction(_create, goal_id, metadata)
+        except IntegrityError as exc:  # the goal does not exist (or was deleted meanwhile)
+            raise GoalNotFoundError(goal_id) from exc
 
     async def get(
         self,
@@ -67,24 +58,13 @@ class ConversationRepository:
         messages_limit: int | None = None,
         messages_before: int | None = None,
     ) -> Conversation | None:
-        async with self._db.session() as session:
-            row = await session.get(ConversationRow, conversation_id)
-            if row is None:
-                return None
-            messages: Sequence[MessageRow] = ()
-            if with_messages:
-                # Newest first, so a limit keeps the latest; returned oldest first.
-                query = (
-                    select(MessageRow)
-                    .where(MessageRow.conversation_id == conversation_id)
-                    .order_by(MessageRow.seq.desc())
-                )
-                if messages_before is not None:
-                    query = query.where(MessageRow.seq < messages_before)
-                if messages_limit is not None:
-                    query = query.limit(messages_limit)
-                messages = list(reversed((await session.scalars(query)).all()))
-            return to_conversation(row, tuple(to_message(m) for m in messages))
+        return await self._db.run_transaction(
+            _get,
+            conversation_id,
+            with_messages=with_messages,
+            messages_limit=messages_limit,
+            messages_before=messages_before,
+        )
 
     async def page(
         self,
@@ -94,19 +74,8 @@ class ConversationRepository:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
-        query = select(ConversationRow)
-        if goal_id is not None:
-            query = query.where(ConversationRow.goal_id == goal_id)
-        if status is not None:
-            query = query.where(ConversationRow.status == status.value)
-        if cursor is not None:
-            created_at, last_id = decode_cursor(cursor)
-            query = query.where(
-                tuple_(ConversationRow.created_at, ConversationRow.id) < (created_at, last_id)
-            )
-        query = query.order_by(ConversationRow.created_at.desc(), ConversationRow.id.desc())
-        async with self._db.session() as session:
-            rows = (await session.scalars(query.limit(limit + 1))).all()
+        after = decode_cursor(cursor) if cursor is not None else None
+        rows = await self._db.run_transaction(_page, goal_id, status, limit + 1, after)
         items = tuple(to_conversation(row) for row in rows[:limit])
         next_cursor = None
         if len(rows) > limit:
@@ -161,28 +130,96 @@ class ConversationRepository:
         note: str | None = None,
     ) -> Conversation | None:
         """Move to ``to`` only from a status in ``allowed_from``; ``None`` if not allowed."""
-        now = _now()
-        values: dict[str, object] = {"status": to.value, "updated_at": now}
-        if reason is not None:
-            values |= {
-                "escalation_reason": reason.value,
-                "escalation_note": note,
-                "escalated_at": now,
-            }
-        async with self._db.session() as session, session.begin():
-            result = await session.execute(
-                update(ConversationRow)
-                .where(
-                    ConversationRow.id == conversation_id,
-                    ConversationRow.status.in_([s.value for s in allowed_from]),
-                )
-                .values(**values)
-                .returning(ConversationRow)
-            )
-            row = result.scalar_one_or_none()
-            return to_conversation(row) if row else None
+        return await self._db.run_transaction(
+            _transition, conversation_id, allowed_from, to, reason, note
+        )
 
     async def count_active(self) -> int:
-        async with self._db.transaction() as connection:
-            count: int = (await connection.execute(COUNT_ACTIVE)).scalar_one()
-            return count
+        return await self._db.run_transaction(_count_active)
+
+
+def _create(conn: Connection, goal_id: str, metadata: dict[str, object]) -> Conversation:
+    now = _now()
+    row = conn.execute(
+        insert(CONVERSATIONS)
+        .values(
+            id=uuid.uuid4(),
+            goal_id=goal_id,
+            status=ConversationStatus.ACTIVE.value,
+            metadata=metadata,
+            message_count=0,
+            turns=0,
+            llm_failures=0,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(*CONVERSATION_COLUMNS)
+    ).one()
+    return to_conversation(row)
+
+
+def _get(
+    conn: Connection,
+    conversation_id: uuid.UUID,
+    *,
+    with_messages: bool,
+    messages_limit: int | None,
+    messages_before: int | None,
+) -> Conversation | None:
+    row = conn.execute(select(*CONVERSATION_COLUMNS).where(_C.id == conversation_id)).one_or_none()
+    if row is None:
+        return None
+    if not with_messages:
+        return to_conversation(row)
+    # Newest first, so a limit keeps the latest; returned oldest first.
+    query = select(MESSAGES).where(_M.conversation_id == conversation_id).order_by(_M.seq.desc())
+    if messages_before is not None:
+        query = query.where(_M.seq < messages_before)
+    if messages_limit is not None:
+        query = query.limit(messages_limit)
+    messages = tuple(to_message(m) for m in reversed(conn.execute(query).all()))
+    return to_conversation(row, messages)
+
+
+def _page(
+    conn: Connection,
+    goal_id: str | None,
+    status: ConversationStatus | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> Sequence[Any]:
+    query = select(*CONVERSATION_COLUMNS)
+    if goal_id is not None:
+        query = query.where(_C.goal_id == goal_id)
+    if status is not None:
+        query = query.where(_C.status == status.value)
+    if after is not None:
+        query = query.where(tuple_(_C.created_at, _C.id) < after)
+    query = query.order_by(_C.created_at.desc(), _C.id.desc()).limit(limit)
+    return conn.execute(query).all()
+
+
+def _transition(
+    conn: Connection,
+    conversation_id: uuid.UUID,
+    allowed_from: Sequence[ConversationStatus],
+    to: ConversationStatus,
+    reason: EscalationReason | None,
+    note: str | None,
+) -> Conversation | None:
+    now = _now()
+    values: dict[str, object] = {"status": to.value, "updated_at": now}
+    if reason is not None:
+        values |= {"escalation_reason": reason.value, "escalation_note": note, "escalated_at": now}
+    row = conn.execute(
+        update(CONVERSATIONS)
+        .where(_C.id == conversation_id, _C.status.in_([s.value for s in allowed_from]))
+        .values(**values)
+        .returning(*CONVERSATION_COLUMNS)
+    ).one_or_none()
+    return to_conversation(row) if row is not None else None
+
+
+def _count_active(conn: Connection) -> int:
+    count: int = conn.execute(COUNT_ACTIVE).scalar_one()
+    return count

@@ -1,4 +1,5 @@
-"""Engine and session factory for SQLite (embedded default) and PostgreSQL."""
+"""The database: SQLite (embedded default) or PostgreSQL, and the store's one way to it,
+``run_transaction`` (a whole transaction of Core statements as plain calls)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,13 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from parley import defaults
 
@@ -116,7 +110,6 @@ class Database:
         self.engine = create_engine(
             url, hide_parameters=hide_parameters, pool_size=pool_size, max_overflow=max_overflow
         )
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite's hot-path transactions run whole in a thread of their own: aiosqlite
         # hands every statement to its thread and back four times (cursor, execute,
         # fetch, close), two thirds of a turn's database CPU and a wait on a busy loop.
@@ -131,13 +124,6 @@ class Database:
         """Every engine statements run on, for event listeners (metrics, tests)."""
         threaded = (self._sqlite_thread.engine,) if self._sqlite_thread is not None else ()
         return (self.engine.sync_engine, *threaded)
-
-    def session(self) -> AsyncSession:
-        return self.sessions()
-
-    def transaction(self) -> AsyncContextManager[AsyncConnection]:
-        """A connection inside BEGIN ... COMMIT (ROLLBACK on an exception)."""
-        return self.engine.begin()
 
     async def run_transaction(
         self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs

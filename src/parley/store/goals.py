@@ -1,47 +1,28 @@
-"""Goal persistence."""
+"""Goal persistence: SQLAlchemy Core statements, each transaction run whole by
+``Database.run_transaction`` (the store's one execution model)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
-from sqlalchemy import Row, delete, exists, select
+from sqlalchemy import Connection, Integer, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from parley.domain.errors import GoalExistsError, GoalInUseError
-from parley.domain.models import EscalationPolicy, Goal
+from parley.domain.models import Goal
 from parley.store.database import Database
-from parley.store.tables import ConversationRow, GoalRow
+from parley.store.rows import goal_values, to_goal
+from parley.store.tables import CONVERSATIONS, GOALS
 
-
-def to_goal(row: GoalRow | Row[Any]) -> Goal:
-    return Goal(
-        id=row.id,
-        name=row.name,
-        instructions=row.instructions,
-        model=row.model,
-        escalation=EscalationPolicy(
-            max_turns=row.max_turns,
-            trigger_phrases=tuple(row.trigger_phrases),
-            on_llm_failure=row.escalate_on_llm_failure,
-            max_llm_failures=row.max_llm_failures,
-        ),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-def _fill(row: GoalRow, goal: Goal) -> None:
-    row.name = goal.name
-    row.instructions = goal.instructions
-    row.model = goal.model
-    row.max_turns = goal.escalation.max_turns
-    row.trigger_phrases = list(goal.escalation.trigger_phrases)
-    row.escalate_on_llm_failure = goal.escalation.on_llm_failure
-    row.max_llm_failures = goal.escalation.max_llm_failures
-    row.created_at = goal.created_at
-    row.updated_at = goal.updated_at
+_BY_ID = select(GOALS).where(GOALS.c.id == bindparam("goal_id"))
+_ALL = select(GOALS).order_by(GOALS.c.id)
+_OLDEST = (
+    select(GOALS.c.id)
+    .order_by(GOALS.c.created_at, GOALS.c.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+_IN_USE = select(exists().where(CONVERSATIONS.c.goal_id == bindparam("goal_id")))
 
 
 class GoalCache:
@@ -84,53 +65,62 @@ class GoalRepository:
         self._cache = cache or GoalCache(0)
 
     async def add(self, goal: Goal) -> Goal:
-        row = GoalRow(id=goal.id)
-        _fill(row, goal)
-        async with self._db.session() as session:
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError as exc:
-                raise GoalExistsError(goal.id) from exc
+        try:
+            await self._db.run_transaction(_insert, goal)
+        except IntegrityError as exc:
+            raise GoalExistsError(goal.id) from exc
         return goal
 
     async def get(self, goal_id: str) -> Goal | None:
-        async with self._db.session() as session:
-            row = await session.get(GoalRow, goal_id)
-            return to_goal(row) if row else None
+        return await self._db.run_transaction(_get, goal_id)
 
     async def all(self) -> list[Goal]:
-        async with self._db.session() as session:
-            rows = await session.scalars(select(GoalRow).order_by(GoalRow.id))
-            return [to_goal(row) for row in rows]
+        return await self._db.run_transaction(_all)
 
     async def oldest_ids(self, limit: int) -> list[str]:
-        async with self._db.session() as session:
-            ids = await session.scalars(
-                select(GoalRow.id).order_by(GoalRow.created_at, GoalRow.id).limit(limit)
-            )
-            return list(ids)
+        return await self._db.run_transaction(_oldest_ids, limit)
 
     async def replace(self, goal: Goal) -> Goal | None:
         """Store ``goal`` over the existing one; ``None`` if it is gone."""
-        async with self._db.session() as session, session.begin():
-            row = await session.get(GoalRow, goal.id, with_for_update=True)
-            if row is None:
-                return None
-            _fill(row, goal)
+        replaced = await self._db.run_transaction(_replace, goal)
         self._cache.drop(goal.id)
-        return goal
+        return goal if replaced else None
 
     async def delete(self, goal_id: str) -> bool:
-        async with self._db.session() as session, session.begin():
-            in_use = await session.scalar(
-                select(exists().where(ConversationRow.goal_id == goal_id))
-            )
-            if in_use:
-                raise GoalInUseError(goal_id)
-            try:
-                result = await session.execute(delete(GoalRow).where(GoalRow.id == goal_id))
-            except IntegrityError as exc:  # a conversation was created meanwhile
-                raise GoalInUseError(goal_id) from exc
-            self._cache.drop(goal_id)
-            return bool(getattr(result, "rowcount", 0))
+        try:
+            deleted = await self._db.run_transaction(_delete, goal_id)
+        except IntegrityError as exc:  # a conversation was created meanwhile
+            raise GoalInUseError(goal_id) from exc
+        self._cache.drop(goal_id)
+        return deleted
+
+
+def _insert(conn: Connection, goal: Goal) -> None:
+    conn.execute(insert(GOALS), goal_values(goal))
+
+
+def _get(conn: Connection, goal_id: str) -> Goal | None:
+    row = conn.execute(_BY_ID, {"goal_id": goal_id}).one_or_none()
+    return to_goal(row) if row is not None else None
+
+
+def _all(conn: Connection) -> list[Goal]:
+    return [to_goal(row) for row in conn.execute(_ALL)]
+
+
+def _oldest_ids(conn: Connection, limit: int) -> list[str]:
+    return list(conn.scalars(_OLDEST, {"limit": limit}))
+
+
+def _replace(conn: Connection, goal: Goal) -> bool:
+    values = goal_values(goal)
+    del values["id"]
+    result = conn.execute(update(GOALS).where(GOALS.c.id == goal.id).values(**values))
+    return bool(result.rowcount)
+
+
+def _delete(conn: Connection, goal_id: str) -> bool:
+    if conn.scalar(_IN_USE, {"goal_id": goal_id}):
+        raise GoalInUseError(goal_id)
+    result = conn.execute(delete(GOALS).where(GOALS.c.id == goal_id))
+    return bool(result.rowcount)

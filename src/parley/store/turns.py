@@ -15,14 +15,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Integer,
     Row,
-    Table,
     bindparam,
     case,
     insert,
@@ -43,18 +42,13 @@ from parley.domain.models import (
     EscalationReason,
     Goal,
     Message,
-    MessageStatus,
 )
 from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft, escalated_by
-from parley.llm.types import ChatMessage, Role, Usage
-from parley.store.goals import GoalCache, to_goal
-from parley.store.tables import ConversationRow, GoalRow, MessageRow, UTCDateTime
-
-CONVERSATIONS = cast(Table, ConversationRow.__table__)
-MESSAGES = cast(Table, MessageRow.__table__)
-GOALS = cast(Table, GoalRow.__table__)
-# Named as the mapped attributes, so a row reads like a ConversationRow (metadata -> meta).
-_CONVERSATION = tuple(c.label("meta") if c.name == "metadata" else c for c in CONVERSATIONS.c)
+from parley.llm.types import ChatMessage, Role
+from parley.store.goals import GoalCache
+from parley.store.rows import CONVERSATION_COLUMNS as _CONVERSATION
+from parley.store.rows import to_conversation, to_goal, to_message
+from parley.store.tables import CONVERSATIONS, GOALS, MESSAGES, UTCDateTime
 
 ACTIVE = ConversationStatus.ACTIVE.value
 _ROLES = {role.value: role for role in Role}  # a dict lookup, not an Enum call per row
@@ -133,45 +127,6 @@ _KEYED = select(MESSAGES).where(
     _M.conversation_id == bindparam("conversation_id"),
     _M.idempotency_key == bindparam("idempotency_key"),
 )
-
-
-def to_message(row: MessageRow | Row[Any]) -> Message:
-    usage = None
-    if row.total_tokens is not None:
-        usage = Usage(row.prompt_tokens or 0, row.completion_tokens or 0, row.total_tokens)
-    return Message(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        seq=row.seq,
-        role=Role(row.role),
-        content=row.content,
-        created_at=row.created_at,
-        model=row.model,
-        usage=usage,
-        reply_to=row.reply_to,
-        status=MessageStatus(row.status),
-    )
-
-
-def to_conversation(
-    row: ConversationRow | Row[Any], messages: tuple[Message, ...] = ()
-) -> Conversation:
-    escalation = None
-    if row.escalation_reason is not None and row.escalated_at is not None:
-        escalation = Escalation(
-            EscalationReason(row.escalation_reason), row.escalation_note, row.escalated_at
-        )
-    return Conversation(
-        id=row.id,
-        goal_id=row.goal_id,
-        status=ConversationStatus(row.status),
-        metadata=dict(row.meta),
-        turns=row.turns,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        escalation=escalation,
-        messages=messages,
-    )
 
 
 def open_turn(

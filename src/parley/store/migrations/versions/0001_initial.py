@@ -10,7 +10,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from parley.store.tables import UTCDateTime
+# A frozen copy of what this revision needs, never the live tables or types: the store's
+# UTCDateTime is DateTime(timezone=True) in the schema (its UTC handling is in Python).
+UTCDateTime = sa.DateTime(timezone=True)
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -28,8 +30,8 @@ def upgrade() -> None:
         sa.Column("max_turns", sa.Integer(), nullable=False),
         sa.Column("trigger_phrases", sa.JSON(), nullable=False),
         sa.Column("escalate_on_llm_failure", sa.Boolean(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
     )
     op.create_table(
         "conversations",
@@ -46,9 +48,9 @@ def upgrade() -> None:
         sa.Column("turns", sa.Integer(), nullable=False),
         sa.Column("escalation_reason", sa.String(32), nullable=True),
         sa.Column("escalation_note", sa.Text(), nullable=True),
-        sa.Column("escalated_at", UTCDateTime(), nullable=True),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("escalated_at", UTCDateTime, nullable=True),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
     )
     op.create_index("ix_conversations_listing", "conversations", ["created_at", "id"])
     op.create_index("ix_conversations_goal", "conversations", ["goal_id", "created_at", "id"])
@@ -69,7 +71,7 @@ def upgrade() -> None:
         sa.Column("prompt_tokens", sa.Integer(), nullable=True),
         sa.Column("completion_tokens", sa.Integer(), nullable=True),
         sa.Column("total_tokens", sa.Integer(), nullable=True),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
     )
     op.create_index("ux_messages_seq", "messages", ["conversation_id", "seq"], unique=True)
 

@@ -1,0 +1,97 @@
+"""Rows to domain values: one builder per entity, for every repository and the turn's
+statements alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row
+
+from parley.domain.models import (
+    Conversation,
+    ConversationStatus,
+    Escalation,
+    EscalationPolicy,
+    EscalationReason,
+    Goal,
+    Message,
+    MessageStatus,
+)
+from parley.llm.types import Role, Usage
+from parley.store.tables import CONVERSATIONS
+
+# A conversation's columns, "metadata" read as "meta" (a Row's own attribute names are
+# kept clear of it).
+CONVERSATION_COLUMNS = tuple(
+    c.label("meta") if c.name == "metadata" else c for c in CONVERSATIONS.c
+)
+
+
+def to_goal(row: Row[Any]) -> Goal:
+    return Goal(
+        id=row.id,
+        name=row.name,
+        instructions=row.instructions,
+        model=row.model,
+        escalation=EscalationPolicy(
+            max_turns=row.max_turns,
+            trigger_phrases=tuple(row.trigger_phrases),
+            on_llm_failure=row.escalate_on_llm_failure,
+            max_llm_failures=row.max_llm_failures,
+        ),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def goal_values(goal: Goal) -> dict[str, Any]:
+    """A goal as the goals table's columns."""
+    return {
+        "id": goal.id,
+        "name": goal.name,
+        "instructions": goal.instructions,
+        "model": goal.model,
+        "max_turns": goal.escalation.max_turns,
+        "trigger_phrases": list(goal.escalation.trigger_phrases),
+        "escalate_on_llm_failure": goal.escalation.on_llm_failure,
+        "max_llm_failures": goal.escalation.max_llm_failures,
+        "created_at": goal.created_at,
+        "updated_at": goal.updated_at,
+    }
+
+
+def to_conversation(row: Row[Any], messages: tuple[Message, ...] = ()) -> Conversation:
+    escalation = None
+    if row.escalation_reason is not None and row.escalated_at is not None:
+        escalation = Escalation(
+            EscalationReason(row.escalation_reason), row.escalation_note, row.escalated_at
+        )
+    return Conversation(
+        id=row.id,
+        goal_id=row.goal_id,
+        status=ConversationStatus(row.status),
+        metadata=dict(row.meta),
+        turns=row.turns,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        escalation=escalation,
+        messages=messages,
+    )
+
+
+def to_message(row: Row[Any]) -> Message:
+    usage = None
+    if row.total_tokens is not None:
+        usage = Usage(row.prompt_tokens or 0, row.completion_tokens or 0, row.total_tokens)
+    return Message(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        seq=row.seq,
+        role=Role(row.role),
+        content=row.content,
+        created_at=row.created_at,
+        model=row.model,
+        usage=usage,
+        reply_to=row.reply_to,
+        status=MessageStatus(row.status),
+    )
