@@ -120,6 +120,7 @@ def test_every_layer_takes_its_defaults_from_the_same_place() -> None:
     assert _parameter_default(GroqProvider, "max_connections") == _default("llm_max_connections")
     assert _parameter_default(Database, "pool_size") == _default("db_pool_size")
     assert _parameter_default(Database, "max_overflow") == _default("db_max_overflow")
+    assert _parameter_default(Database, "sqlite_synchronous") == _default("sqlite_synchronous")
     body_timeout = _parameter_default(BodySizeLimitMiddleware, "timeout_seconds")
     assert body_timeout == _default("body_timeout_seconds")
     timing = SimulatedTiming()

@@ -56,6 +56,7 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
             hide_parameters=not settings.log_content,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            sqlite_synchronous=settings.sqlite_synchronous.value,
         ),
         goal_cache_seconds=settings.goal_cache_seconds,
     )

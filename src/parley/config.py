@@ -23,6 +23,11 @@ class LLMProviderName(StrEnum):
     GROQ = "groq"
 
 
+class SQLiteSynchronous(StrEnum):
+    NORMAL = "normal"
+    FULL = "full"
+
+
 class LogFormat(StrEnum):
     AUTO = "auto"  # pretty on a terminal, JSON otherwise
     JSON = "json"
@@ -71,6 +76,7 @@ class Settings(BaseSettings):
     llm_max_connections: int = Field(default=defaults.LLM_MAX_CONNECTIONS, ge=1)
     db_pool_size: int = Field(default=defaults.DB_POOL_SIZE, ge=1)
     db_max_overflow: int = Field(default=defaults.DB_MAX_OVERFLOW, ge=0)
+    sqlite_synchronous: SQLiteSynchronous = SQLiteSynchronous(defaults.SQLITE_SYNCHRONOUS)
     # How long a turn may use a goal as read before (0: read it every turn). A goal
     # changed on another replica applies to its turns within this many seconds.
     goal_cache_seconds: float = Field(default=5.0, ge=0)

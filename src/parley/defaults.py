@@ -31,6 +31,11 @@ LLM_MAX_CONNECTIONS = 1000
 DB_POOL_SIZE = 20
 DB_MAX_OVERFLOW = 30
 
+# SQLite's durability (PARLEY_SQLITE_SYNCHRONOUS): under WAL, "normal" syncs at checkpoints,
+# not at every commit; a crash of Parley loses nothing, a power loss or OS crash may lose
+# the last commits (never corrupts). "full" syncs every commit. Rails' default too.
+SQLITE_SYNCHRONOUS = "normal"
+
 # A request body must arrive whole within this; else 408.
 BODY_TIMEOUT_SECONDS = 30.0
 

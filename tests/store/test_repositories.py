@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, event
 
 from parley.domain.errors import (
     ConversationEscalatedError,
@@ -20,6 +23,7 @@ from parley.llm import ChatMessage, Role
 from parley.store import Database, Store, upgrade_to_head
 from parley.store.conversations import COUNT_ACTIVE
 from parley.store.goals import GoalCache
+from parley.store.tables import metadata
 from tests.store.helpers import open_turn, sample_goal
 
 
@@ -235,3 +239,42 @@ def test_goal_cache_entries_expire_and_a_zero_ttl_keeps_nothing() -> None:
     uncached = GoalCache(0)
     uncached.put(goal)
     assert uncached.get("support") is None
+
+
+async def test_the_tables_the_statements_use_are_the_schema_the_migrations_make(
+    database_url: str,
+) -> None:
+    """The Core tables describe the migrated schema: no column, type, key or index differs
+    (Alembic's own comparison, as autogenerate runs it)."""
+    database = Database(database_url)
+    await upgrade_to_head(database.engine)
+
+    def differences(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection)
+        return list(compare_metadata(context, metadata))
+
+    try:
+        async with database.engine.connect() as connection:
+            assert await connection.run_sync(differences) == []
+    finally:
+        await database.dispose()
+
+
+@pytest.mark.parametrize(("setting", "level"), [("normal", 1), ("full", 2)])
+async def test_sqlite_durability_is_the_setting_on_both_of_its_engines(
+    tmp_path: Path, setting: str, level: int
+) -> None:
+    """PARLEY_SQLITE_SYNCHRONOUS reaches the engine the turns write through and the one
+    the health checks and migrations use (PRAGMA synchronous: 1 NORMAL, 2 FULL)."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}", sqlite_synchronous=setting)
+
+    def synchronous(connection: Connection) -> int:
+        value: int = connection.exec_driver_sql("PRAGMA synchronous").scalar_one()
+        return value
+
+    try:
+        assert await database.run_transaction(synchronous) == level
+        async with database.engine.connect() as connection:
+            assert await connection.run_sync(synchronous) == level
+    finally:
+        await database.dispose()

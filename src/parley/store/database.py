@@ -34,6 +34,7 @@ def create_engine(
     hide_parameters: bool = True,
     pool_size: int = defaults.DB_POOL_SIZE,
     max_overflow: int = defaults.DB_MAX_OVERFLOW,
+    sqlite_synchronous: str = defaults.SQLITE_SYNCHRONOUS,
 ) -> AsyncEngine:
     """``hide_parameters``: SQL logs (at DEBUG) and errors show no bound values, which
     are the users' messages."""
@@ -42,7 +43,7 @@ def create_engine(
         engine = create_async_engine(
             url, connect_args={"timeout": 30}, hide_parameters=hide_parameters
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_synchronous)
         return engine
     # No ping before every checkout (a round trip per transaction): a connection the
     # server dropped fails its statement once and is discarded (SQLAlchemy invalidates
@@ -56,7 +57,7 @@ def create_engine(
     )
 
 
-def _threaded_sqlite_engine(url: str, *, hide_parameters: bool) -> Engine:
+def _threaded_sqlite_engine(url: str, *, hide_parameters: bool, synchronous: str) -> Engine:
     """The same file through the standard library's driver, for transactions run whole in
     a worker thread (``Database.run_transaction``)."""
     sync_url = make_url(url).set(drivername="sqlite+pysqlite")
@@ -67,11 +68,13 @@ def _threaded_sqlite_engine(url: str, *, hide_parameters: bool) -> Engine:
         pool_size=SQLITE_THREADS,
         max_overflow=0,
     )
-    _configure_sqlite(engine)
+    _configure_sqlite(engine, synchronous)
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
+def _configure_sqlite(engine: AsyncEngine | Engine, synchronous: str) -> None:
+    if synchronous.upper() not in ("NORMAL", "FULL"):
+        raise ValueError(f"SQLite synchronous must be normal or full, not {synchronous!r}")
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @event.listens_for(sync_engine, "connect")
@@ -81,6 +84,7 @@ def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cursor.close()
 
 
@@ -105,16 +109,21 @@ class Database:
         hide_parameters: bool = True,
         pool_size: int = defaults.DB_POOL_SIZE,
         max_overflow: int = defaults.DB_MAX_OVERFLOW,
+        sqlite_synchronous: str = defaults.SQLITE_SYNCHRONOUS,
     ) -> None:
         self.url = url
         self.engine = create_engine(
-            url, hide_parameters=hide_parameters, pool_size=pool_size, max_overflow=max_overflow
+            url,
+            hide_parameters=hide_parameters,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            sqlite_synchronous=sqlite_synchronous,
         )
         # SQLite's hot-path transactions run whole in a thread of their own: aiosqlite
         # hands every statement to its thread and back four times (cursor, execute,
         # fetch, close), two thirds of a turn's database CPU and a wait on a busy loop.
         self._sqlite_thread = (
-            _SQLiteThread(url, hide_parameters=hide_parameters)
+            _SQLiteThread(url, hide_parameters=hide_parameters, synchronous=sqlite_synchronous)
             if self.engine.dialect.name == "sqlite"
             else None
         )
@@ -168,8 +177,10 @@ class _SQLiteThread:
     """SQLite's transactions, each run whole on one worker thread through the standard
     library's driver."""
 
-    def __init__(self, url: str, *, hide_parameters: bool) -> None:
-        self.engine = _threaded_sqlite_engine(url, hide_parameters=hide_parameters)
+    def __init__(self, url: str, *, hide_parameters: bool, synchronous: str) -> None:
+        self.engine = _threaded_sqlite_engine(
+            url, hide_parameters=hide_parameters, synchronous=synchronous
+        )
         self._executor = ThreadPoolExecutor(SQLITE_THREADS, thread_name_prefix="parley-sqlite")
 
     async def run_transaction(
