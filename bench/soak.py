@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -19,15 +18,26 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from websockets.asyncio.client import connect
 
 from bench.http import free_port
+from parley.client import (
+    Accepted,
+    Done,
+    Escalated,
+    ParleyClient,
+    ParleyError,
+    StreamEvent,
+    Token,
+    TurnFailed,
+)
+from parley.llm import Role
 
 KINDS = ("http", "sse", "ws", "sse_hang_up", "ws_hang_up")
 TURNS_PER_CONVERSATION = 12
@@ -43,85 +53,80 @@ class Tally:
         self.acknowledged.setdefault(conversation_id, set()).add(content)
 
 
-async def _new_conversation(http: httpx.AsyncClient, tally: Tally) -> str:
+async def _new_conversation(parley: ParleyClient, tally: Tally) -> str:
     tally.http_requests += 1
-    response = await http.post("/v1/conversations/", json={"goal_id": "soak"})
-    response.raise_for_status()
-    conversation_id: str = response.json()["id"]
+    conversation_id = str((await parley.create_conversation("soak")).id)
     tally.acknowledged[conversation_id] = set()
     return conversation_id
 
 
 async def _turn(
-    http: httpx.AsyncClient,
-    ws_url: str,
-    kind: str,
-    conversation_id: str,
-    content: str,
-    tally: Tally,
+    parley: ParleyClient, kind: str, conversation_id: str, content: str, tally: Tally
 ) -> str:
     """One turn; returns its outcome ("ok", "escalated", "error", "refused", "left")."""
-    if kind == "http":
-        tally.http_requests += 1
-        response = await http.post(
-            f"/v1/conversations/{conversation_id}/messages", json={"content": content}
-        )
-        if response.status_code == 409:
-            return "refused"
-        tally.ack(conversation_id, content)
-        if response.status_code != 200:
-            return "error"
-        return "escalated" if response.json()["reply"] is None else "ok"
-    if kind.startswith("sse"):
-        tally.http_requests += 1
-        async with http.stream(
-            "POST",
-            f"/v1/conversations/{conversation_id}/messages",
-            json={"content": content, "stream": True},
-        ) as response:
-            if response.status_code == 409:
-                return "refused"
-            events: list[str] = []
-            async for line in response.aiter_lines():
-                if line.startswith("event: "):
-                    events.append(line.removeprefix("event: "))
-                    if events[-1] == "accepted":
-                        tally.ack(conversation_id, content)
-                    if kind == "sse_hang_up" and events.count("token") == 2:
+    hang_up = kind.endswith("_hang_up")
+    try:
+        if kind == "http":
+            tally.http_requests += 1
+            try:
+                turn = await parley.send_message(conversation_id, content)
+            except ParleyError as error:
+                if error.status != 409:
+                    tally.ack(conversation_id, content)  # stored before the LLM failed
+                raise
+            tally.ack(conversation_id, content)
+            return "escalated" if turn.reply is None else "ok"
+        if kind.startswith("sse"):
+            tally.http_requests += 1
+            events = parley.stream_message(conversation_id, content)
+            return await _streamed(events, hang_up, lambda: tally.ack(conversation_id, content))
+        async with parley.chat(conversation_id) as chat:
+            events = chat.send(content)
+            return await _streamed(events, hang_up, lambda: tally.ack(conversation_id, content))
+    except ParleyError as error:
+        return "refused" if error.status == 409 else "error"
+
+
+async def _streamed(
+    events: AsyncGenerator[StreamEvent, None], hang_up: bool, accepted: Callable[[], None]
+) -> str:
+    """A streamed turn's outcome; with ``hang_up`` the client leaves after two tokens."""
+    outcome, tokens = "error", 0
+    async with aclosing(events):
+        async for event in events:
+            match event:
+                case Accepted():
+                    accepted()
+                case Token():
+                    tokens += 1
+                    if hang_up and tokens == 2:
                         return "left"
-            return {"done": "ok", "escalated": "escalated"}.get(events[-1], "error")
-    async with connect(f"{ws_url}/v1/conversations/{conversation_id}/ws") as ws:
-        await ws.send(json.dumps({"type": "message", "content": content}))
-        tokens = 0
-        while True:
-            frame = json.loads(await ws.recv())
-            if frame["type"] == "accepted":
-                tally.ack(conversation_id, content)
-            elif frame["type"] == "token":
-                tokens += 1
-                if kind == "ws_hang_up" and tokens == 2:
-                    return "left"
-            elif frame["type"] in ("done", "escalated"):
-                return "ok" if frame["type"] == "done" else "escalated"
-            elif frame["type"] == "error":
-                return "refused" if frame["code"] == "conversation_escalated" else "error"
+                case Done():
+                    return "ok"
+                case Escalated():
+                    return "escalated"
+                case TurnFailed(error) if error.code in ENDED:  # the WebSocket's refusal
+                    return "refused"
+    return outcome
 
 
-async def _client(
-    index: int, http: httpx.AsyncClient, ws_url: str, deadline: float, tally: Tally
-) -> None:
-    conversation_id = await _new_conversation(http, tally)
+# A WebSocket refuses a message to an ended conversation with an error frame.
+ENDED = ("conversation_escalated", "conversation_closed")
+
+
+async def _client(index: int, parley: ParleyClient, deadline: float, tally: Tally) -> None:
+    conversation_id = await _new_conversation(parley, tally)
     sent = 0
     while time.monotonic() < deadline:
         kind = KINDS[(index + sent) % len(KINDS)]
         # Now and then a trigger phrase: the conversation escalates, the client moves on.
         asks_human = sent % 17 == 16
         content = f"client {index} message {sent}" + (" get me a human" if asks_human else "")
-        outcome = await _turn(http, ws_url, kind, conversation_id, content, tally)
+        outcome = await _turn(parley, kind, conversation_id, content, tally)
         tally.turns[f"{kind}:{outcome}"] += 1
         sent += 1
         if outcome in ("escalated", "refused") or sent % TURNS_PER_CONVERSATION == 0:
-            conversation_id = await _new_conversation(http, tally)
+            conversation_id = await _new_conversation(parley, tally)
 
 
 def _requests_total(exposition: str) -> float:
@@ -150,36 +155,32 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-async def _account(http: httpx.AsyncClient, tally: Tally) -> list[str]:
+async def _account(parley: ParleyClient, tally: Tally) -> list[str]:
     """What does not add up, as sentences (empty when everything does)."""
     problems = []
     for conversation_id, acknowledged in tally.acknowledged.items():
-        response = await http.get(f"/v1/conversations/{conversation_id}")
-        messages = response.json()["messages"]
-        users = [m for m in messages if m["role"] == "user"]
-        stored = Counter(m["content"] for m in users)
+        messages = (await parley.get_conversation(conversation_id)).messages
+        users = [m for m in messages if m.role is Role.USER]
+        stored = Counter(m.content for m in users)
         if set(stored) != acknowledged or any(n > 1 for n in stored.values()):
             problems.append(
                 f"{conversation_id}: stored {dict(stored)}, acknowledged {acknowledged}"
             )
-        replies = [m["reply_to"] for m in messages if m["role"] == "assistant"]
-        if len(set(replies)) != len(replies) or not set(replies) <= {u["id"] for u in users}:
+        replies = [m.reply_to for m in messages if m.role is Role.ASSISTANT]
+        if len(set(replies)) != len(replies) or not set(replies) <= {u.id for u in users}:
             problems.append(f"{conversation_id}: replies not one per user message")
     return problems
 
 
 async def soak(url: str, pid: int, seconds: float, clients: int) -> int:
-    ws_url = url.replace("http", "ws", 1)
     tally = Tally()
-    limits = httpx.Limits(max_connections=clients * 2)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        goal: dict[str, Any] = {
-            "id": "soak",
-            "name": "Soak",
-            "instructions": "Answer briefly.",
-            "escalation": {"max_turns": 1000, "trigger_phrases": ["human"]},
-        }
-        (await http.post("/v1/goals/", json=goal)).raise_for_status()
+    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=clients * 2))
+    async with (
+        ParleyClient(url, timeout=60, transport=transport) as parley,
+        httpx.AsyncClient(base_url=url, timeout=60) as http,  # /metrics: not the API
+    ):
+        escalation = {"max_turns": 1000, "trigger_phrases": ["human"]}
+        await parley.create_goal("Soak", "Answer briefly.", goal_id="soak", escalation=escalation)
         before = _requests_total((await http.get("/metrics")).text)
         tally.http_requests = 0
         deadline = time.monotonic() + seconds
@@ -191,7 +192,7 @@ async def soak(url: str, pid: int, seconds: float, clients: int) -> int:
                 await asyncio.sleep(1)
 
         await asyncio.gather(
-            sample_rss(), *(_client(i, http, ws_url, deadline, tally) for i in range(clients))
+            sample_rss(), *(_client(i, parley, deadline, tally) for i in range(clients))
         )
         # Hung-up turns finish on the server in their own time; WebSockets close.
         open_sockets = 1.0
@@ -203,7 +204,7 @@ async def soak(url: str, pid: int, seconds: float, clients: int) -> int:
                 break
             await asyncio.sleep(0.2)
         requests_delta = _requests_total(exposition) - before
-        problems = await _account(http, tally)
+        problems = await _account(parley, tally)
     acknowledged = sum(len(contents) for contents in tally.acknowledged.values())
     print(f"{clients} clients for {seconds:.0f} s: {sum(tally.turns.values())} turns")
     for outcome, count in sorted(tally.turns.items()):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -318,7 +318,7 @@ class ParleyClient:
         content: str,
         *,
         idempotency_key: str | None = None,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """A turn streamed over SSE, event by event. A refusal before the turn starts
         (404, 409, 413, 429, 503) is raised as ``ParleyError``."""
         async with self._http.stream(
@@ -351,7 +351,7 @@ class ChatSocket:
 
     async def send(
         self, content: str, *, message_id: str | None = None
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """The turn's events, up to its end. A message refused before its turn (an error
         frame, the socket left open) is one ``TurnFailed``."""
         frame: dict[str, Any] = {"type": "message", "content": content}
