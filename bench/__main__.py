@@ -169,12 +169,23 @@ def _turn_targets(quick: bool) -> list[tuple[str, bool, str]]:
                 f"x{rate / peer:.1f}",
             )
         )
+    bare = next(result for result in whole if result.database == "bare")
     for result in whole:
+        if result is bare:
+            continue
         targets.append(
             (
                 f"whole turns >= 200/s per worker, {result.database}",
                 result.turns_per_second >= 200,
                 f"{result.turns_per_second:.0f}/s",
+            )
+        )
+        targets.append(
+            (
+                f"whole turn CPU <= 2.5 ms, {result.database}",
+                result.cpu_per_turn <= 0.0025,
+                f"{result.cpu_per_turn * 1000:.2f} ms"
+                f" (bare app: {bare.cpu_per_turn * 1000:.2f} ms a request)",
             )
         )
     return targets

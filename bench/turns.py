@@ -400,7 +400,16 @@ def run_whole(
     clients: int = 10,
     conversations: int = 10,
 ) -> list[WholeResult]:
-    results = []
+    """Whole turns on each database, after the bare app's answers to the same requests
+    (``bare``, its CPU per request the floor a turn's is read against)."""
+    bare = _spawn("bare", [sys.executable, "-m", "bench.bare_app", "{port}"], "/readyz")
+    try:
+        done, cpu = asyncio.run(_whole_turns(bare, clients, seconds))
+    finally:
+        bare.process.terminate()
+        bare.process.wait(timeout=30)
+    nan = float("nan")
+    results = [WholeResult("bare", done / seconds, cpu / done if done else nan, nan, nan)]
     for name, url in database_urls.items():
         server = _spawn(
             f"parley {name}",
@@ -431,11 +440,18 @@ def run_whole(
 
 
 def report_whole(results: list[WholeResult]) -> list[str]:
-    lines = ["Whole turns, simulated LLM at zero latency, one worker"]
+    lines = [
+        "Whole turns, simulated LLM at zero latency, one worker"
+        " (bare: FastAPI answering the same requests with nothing behind them)"
+    ]
     for r in results:
+        growth = (
+            f"turn 1-5: {r.early_cpu * 1000:.1f} ms, turn 46-50: {r.late_cpu * 1000:.1f} ms"
+            if r.database != "bare"
+            else ""
+        )
         lines.append(
             f"    {r.database:<10} {r.turns_per_second:>7.1f} turns/s  "
-            f"{r.cpu_per_turn * 1000:>5.1f} ms CPU/turn  "
-            f"turn 1-5: {r.early_cpu * 1000:.1f} ms, turn 46-50: {r.late_cpu * 1000:.1f} ms"
+            f"{r.cpu_per_turn * 1000:>5.2f} ms CPU/turn  {growth}".rstrip()
         )
     return lines

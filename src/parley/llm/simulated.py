@@ -107,7 +107,8 @@ class SimulatedProvider:
         self._random = random.Random(seed)
 
     async def complete(self, request: ChatRequest) -> Completion:
-        rate_limit = self._admit(request)
+        prompt_tokens = count_prompt_tokens(request.messages)  # once: it reads the history
+        rate_limit = self._admit(request, prompt_tokens)
         pieces, finish_reason = self._reply_pieces(request)
         await asyncio.sleep(
             self.timing.ttft_seconds + self.timing.token_delay_seconds * len(pieces)
@@ -115,13 +116,14 @@ class SimulatedProvider:
         return Completion(
             content="".join(pieces),
             model=request.model,
-            usage=self._usage(request, pieces),
+            usage=Usage(prompt_tokens, len(pieces), prompt_tokens + len(pieces)),
             finish_reason=finish_reason,
             rate_limit=rate_limit,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
-        rate_limit = self._admit(request)
+        prompt_tokens = count_prompt_tokens(request.messages)
+        rate_limit = self._admit(request, prompt_tokens)
         pieces, finish_reason = self._reply_pieces(request)
         # Role-only opening chunk, as OpenAI-style APIs send; headers arrive with it.
         yield StreamChunk(rate_limit=rate_limit)
@@ -130,18 +132,17 @@ class SimulatedProvider:
             if index:
                 await asyncio.sleep(self.timing.token_delay_seconds)
             yield StreamChunk(content=piece)
-        yield StreamChunk(usage=self._usage(request, pieces), finish_reason=finish_reason)
+        usage = Usage(prompt_tokens, len(pieces), prompt_tokens + len(pieces))
+        yield StreamChunk(usage=usage, finish_reason=finish_reason)
 
     async def aclose(self) -> None:
         return None
 
-    def _admit(self, request: ChatRequest) -> RateLimit | None:
+    def _admit(self, request: ChatRequest, prompt_tokens: int) -> RateLimit | None:
         """Quota first (as a real API checks it before the model runs), then failures."""
         rate_limit = None
         if self.rate_window is not None:
-            rate_limit = self.rate_window.admit(
-                count_prompt_tokens(request.messages) + (request.max_tokens or 0)
-            )
+            rate_limit = self.rate_window.admit(prompt_tokens + (request.max_tokens or 0))
         if self.failure_rate and self._random.random() < self.failure_rate:
             raise LLMError(LLMErrorKind.SERVER_ERROR, "simulated provider failure")
         last = next((m for m in reversed(request.messages) if m.role is Role.USER), None)
@@ -155,11 +156,6 @@ class SimulatedProvider:
         if request.max_tokens is not None and len(pieces) > request.max_tokens:
             return pieces[: request.max_tokens], "length"
         return pieces, "stop"
-
-    @staticmethod
-    def _usage(request: ChatRequest, pieces: list[str]) -> Usage:
-        prompt = count_prompt_tokens(request.messages)
-        return Usage(prompt, len(pieces), prompt + len(pieces))
 
 
 def compose_reply(request: ChatRequest) -> str:
