@@ -14,6 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from parley.app import create_app
+from parley.domain.errors import InvalidCursorError
+from parley.domain.paging import decode_cursor
 from tests.conftest import app_client, make_settings
 from tests.support.live_server import LiveServer
 from tests.support.serve import serve
@@ -177,6 +179,33 @@ def test_crafted_cursors_are_422(hostile: tuple[TestClient, str], cursor: object
     client, _ = hostile
     raw = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
     _refused(client.get("/v1/conversations/", params={"cursor": raw}))
+
+
+@pytest.mark.parametrize("depth", [70, 5_000])
+def test_a_cursor_of_deeply_nested_json_is_422(hostile: tuple[TestClient, str], depth: int) -> None:
+    """Base64 of JSON nested past the parser's recursion limit answered 500. A cursor is
+    now refused past 200 characters, and one that fits is read without recursing deep."""
+    client, _ = hostile
+    raw = base64.urlsafe_b64encode(b"[" * depth + b"]" * depth).decode().rstrip("=")
+    _refused(client.get("/v1/conversations/", params={"cursor": raw}))
+    assert client.get("/v1/conversations/").status_code == 200
+
+
+def test_decoding_a_cursor_nested_past_the_recursion_limit_is_an_invalid_cursor() -> None:
+    raw = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+    with pytest.raises(InvalidCursorError):
+        decode_cursor(raw)
+
+
+@pytest.mark.parametrize("before", [2**31, 2**63, 10**30])
+def test_messages_before_past_any_seq_the_database_holds_is_422(
+    hostile: tuple[TestClient, str], before: int
+) -> None:
+    """Past the column's range (2^31 on PostgreSQL, 2^63 on SQLite) it answered 500."""
+    client, conversation = hostile
+    _refused(client.get(f"/v1/conversations/{conversation}", params={"messages_before": before}))
+    page = client.get(f"/v1/conversations/{conversation}", params={"messages_before": 2**31 - 1})
+    assert page.status_code == 200
 
 
 def _send(client: TestClient, method: str, url: str, body: object) -> Any:

@@ -30,6 +30,7 @@ from parley.api.schemas import (
 from parley.api.turn_encoding import fold_turn, sse_event
 from parley.domain.errors import DomainError
 from parley.domain.models import ConversationStatus
+from parley.domain.paging import MAX_CURSOR_LENGTH, MAX_SEQ
 from parley.domain.turns import RunningTurn, TurnEvent, TurnTimings
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
@@ -65,7 +66,7 @@ async def list_conversations(
     goal_id: StorableText | None = None,
     status: ConversationStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
 ) -> ConversationPage:
     """List conversations, newest first, filtered by goal and status; pass next_cursor on."""
     page = await conversations.page(goal_id=goal_id, status=status, limit=limit, cursor=cursor)
@@ -80,7 +81,7 @@ async def get_conversation(
     conversation_id: uuid.UUID,
     conversations: ConversationsDep,
     messages_limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    messages_before: Annotated[int | None, Query(ge=1)] = None,
+    messages_before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
 ) -> ConversationDetail:
     """Get a conversation with its latest messages, a page at a time."""
     # One more than asked: whether an earlier page exists, without counting them all.

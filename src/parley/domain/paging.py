@@ -11,6 +11,11 @@ from datetime import UTC, datetime
 
 from parley.domain.errors import InvalidCursorError
 
+# A cursor this API makes is about 100 characters; anything much longer is not one.
+MAX_CURSOR_LENGTH = 200
+# A message's seq is a 32-bit integer on PostgreSQL: beyond it, no message can be.
+MAX_SEQ = 2**31 - 1
+
 
 def encode_cursor(created_at: datetime, conversation_id: uuid.UUID) -> str:
     raw = json.dumps([created_at.isoformat(), str(conversation_id)]).encode()
@@ -26,5 +31,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("naive timestamp")
         # Must be a UTC time the database can hold: offsets can push it past year 1 or 9999.
         return created_at.astimezone(UTC), uuid.UUID(ident)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+    except (
+        binascii.Error,
+        ValueError,
+        TypeError,
+        UnicodeDecodeError,
+        OverflowError,
+        RecursionError,  # JSON nested past the parser's depth
+    ) as exc:
         raise InvalidCursorError() from exc
