@@ -18,7 +18,7 @@ from parley.domain.models import EscalationPolicy
 from parley.llm.gateway import LLMGateway, RetryPolicy
 from parley.llm.groq import GroqProvider
 from parley.llm.simulated import SimulatedTiming
-from parley.store import Database
+from parley.store.database import EngineOptions
 
 SECRET = "topsecretkey-do-not-print"
 
@@ -118,9 +118,22 @@ def test_every_layer_takes_its_defaults_from_the_same_place() -> None:
     assert _parameter_default(LLMGateway, "timeout_seconds") == timeout
     assert _parameter_default(GroqProvider, "timeout_seconds") == timeout
     assert _parameter_default(GroqProvider, "max_connections") == _default("llm_max_connections")
-    assert _parameter_default(Database, "pool_size") == _default("db_pool_size")
-    assert _parameter_default(Database, "max_overflow") == _default("db_max_overflow")
-    assert _parameter_default(Database, "sqlite_synchronous") == _default("sqlite_synchronous")
+    engine = EngineOptions()
+    assert (
+        engine.pool_size,
+        engine.max_overflow,
+        engine.sqlite_synchronous,
+        engine.connect_timeout,
+        engine.statement_timeout,
+        engine.pool_timeout,
+    ) == (
+        _default("db_pool_size"),
+        _default("db_max_overflow"),
+        _default("sqlite_synchronous"),
+        _default("db_connect_timeout_seconds"),
+        _default("db_statement_timeout_seconds"),
+        _default("db_pool_timeout_seconds"),
+    )
     body_timeout = _parameter_default(BodySizeLimitMiddleware, "timeout_seconds")
     assert body_timeout == _default("body_timeout_seconds")
     timing = SimulatedTiming()

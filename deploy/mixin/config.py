@@ -51,8 +51,9 @@ class SLO:
 AVAILABILITY = SLO(
     "availability",
     0.995,
-    "turns that do not fail (failed: the LLM failed, the server cut the turn, or a bug "
-    "crashed it; turns refused as the client's error or left by the client do not count)",
+    "turns that do not fail (failed: the LLM failed, the server cut the turn, a bug crashed "
+    "it or the database failed under it; turns refused as the client's error or left by the "
+    "client do not count)",
 )
 # Thresholds must be bucket bounds of conversation_turn_ttft_seconds and
 # conversation_turn_duration_seconds.

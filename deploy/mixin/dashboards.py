@@ -105,7 +105,7 @@ ROWS: tuple[RowSpec, ...] = (
             *_slo_stats(c.LATENCY, "latency_slow", "Turn latency", "within target"),
             PanelSpec(
                 "Turns by channel and outcome",
-                "Turns per second: ok, escalated, llm_error, rejected, cancelled, interrupted, crashed.",
+                "Turns per second: ok, escalated, llm_error, rejected, cancelled, interrupted, crashed, db_error.",
                 (
                     _q(
                         f"sum by (channel, outcome) (rate(conversation_turns_total{{{SEL}}}[{RATE}]))",

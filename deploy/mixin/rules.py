@@ -30,8 +30,9 @@ def _p95(level: str, metric: str, by: str, selector: str = SELECTOR) -> Rule:
 
 # "No such series" is a rate of 0 for the job, not an empty result that empties a sum.
 ZERO = "0 * job:http_requests:rate5m"
-# Turns that failed on Parley's side: the LLM failed, shutdown cut it, or a bug crashed it.
-FAILED_TURNS = "llm_error|interrupted|crashed"
+# Turns that failed on Parley's side: the LLM failed, shutdown cut it, a bug crashed it,
+# or the database was unavailable after the message was stored.
+FAILED_TURNS = "llm_error|interrupted|crashed|db_error"
 
 
 def recording_rules() -> list[Rule]:

@@ -40,6 +40,7 @@ from parley.observability import (
 from parley.observability.loop_lag import event_loop_lag_watched
 from parley.services import Services
 from parley.store import Database, Store, upgrade_to_head
+from parley.store.database import EngineOptions
 from parley.telemetry import (
     ConversationMetrics,
     TurnTelemetry,
@@ -49,15 +50,21 @@ from parley.telemetry import (
 )
 
 
+def engine_options(settings: Settings) -> EngineOptions:
+    return EngineOptions(
+        hide_parameters=not settings.log_content,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        sqlite_synchronous=settings.sqlite_synchronous.value,
+        connect_timeout=settings.db_connect_timeout_seconds,
+        statement_timeout=settings.db_statement_timeout_seconds,
+        pool_timeout=settings.db_pool_timeout_seconds,
+    )
+
+
 def build_services(settings: Settings, provider: LLMProvider | None = None) -> Services:
     store = Store(
-        Database(
-            settings.database_url,
-            hide_parameters=not settings.log_content,
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            sqlite_synchronous=settings.sqlite_synchronous.value,
-        ),
+        Database(settings.database_url, engine_options(settings)),
         goal_cache_seconds=settings.goal_cache_seconds,
     )
     gateway = build_gateway(settings, provider)

@@ -22,9 +22,10 @@ from parley.config import Settings, SettingsError, environment_variable, load_se
 
 
 async def _migrate(settings: Settings) -> None:
+    from parley.app import engine_options
     from parley.store import Database, upgrade_to_head
 
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, engine_options(settings))
     try:
         await upgrade_to_head(database.engine)
     finally:

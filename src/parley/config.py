@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=defaults.DB_POOL_SIZE, ge=1)
     db_max_overflow: int = Field(default=defaults.DB_MAX_OVERFLOW, ge=0)
     sqlite_synchronous: SQLiteSynchronous = SQLiteSynchronous(defaults.SQLITE_SYNCHRONOUS)
+    db_connect_timeout_seconds: float = Field(default=defaults.DB_CONNECT_TIMEOUT_SECONDS, gt=0)
+    db_statement_timeout_seconds: float = Field(default=defaults.DB_STATEMENT_TIMEOUT_SECONDS, gt=0)
+    db_pool_timeout_seconds: float = Field(default=defaults.DB_POOL_TIMEOUT_SECONDS, gt=0)
     # How long a turn may use a goal as read before (0: read it every turn). A goal
     # changed on another replica applies to its turns within this many seconds.
     goal_cache_seconds: float = Field(default=5.0, ge=0)

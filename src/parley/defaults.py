@@ -31,6 +31,13 @@ LLM_MAX_CONNECTIONS = 1000
 DB_POOL_SIZE = 20
 DB_MAX_OVERFLOW = 30
 
+# Database timeouts, in seconds, fit for a web request (PARLEY_DB_*_TIMEOUT_SECONDS):
+# opening a connection, one statement (SQLite: waiting for its write lock), and waiting
+# for a free pooled connection. Past them the request gets a 503, not a hang.
+DB_CONNECT_TIMEOUT_SECONDS = 5.0
+DB_STATEMENT_TIMEOUT_SECONDS = 10.0
+DB_POOL_TIMEOUT_SECONDS = 5.0
+
 # SQLite's durability (PARLEY_SQLITE_SYNCHRONOUS): under WAL, "normal" syncs at checkpoints,
 # not at every commit; a crash of Parley loses nothing, a power loss or OS crash may lose
 # the last commits (never corrupts). "full" syncs every commit. Rails' default too.

@@ -13,7 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
+import structlog
+
 from parley.domain.errors import (
+    DATABASE_ERROR_KINDS,
+    DatabaseUnavailableError,
     DomainError,
     ReplyFailedError,
     TurnCrashedError,
@@ -37,6 +41,7 @@ from parley.observability.sqlalchemy import instrument_engine
 from parley.store import Store
 
 LLM_ERROR_TYPES = tuple(kind.value for kind in LLMErrorKind)
+_db_log = structlog.get_logger("parley.store")
 
 
 class LLMTelemetry:
@@ -129,7 +134,43 @@ def instrument_store(store: Store, instrumentation: Instrumentation) -> Database
     metrics = DatabaseMetrics.register(instrumentation.registry)
     for engine in store.database.engines:
         instrument_engine(engine, metrics)
+    store.database.on_unavailable = DatabaseErrors(metrics).unavailable
     return metrics
+
+
+class DatabaseErrors:
+    """The database found unavailable: counted every time, logged once per kind and
+    ``quiet_seconds`` (with how many since), never a traceback per request."""
+
+    def __init__(
+        self,
+        metrics: DatabaseMetrics,
+        quiet_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics
+        self.quiet_seconds = quiet_seconds
+        self.clock = clock
+        self._logged: dict[str, float] = {}
+        self._since: dict[str, int] = dict.fromkeys(DATABASE_ERROR_KINDS, 0)
+        for kind in DATABASE_ERROR_KINDS:
+            metrics.errors.labels(kind)
+
+    def unavailable(self, kind: str, error: BaseException) -> None:
+        self.metrics.errors.labels(kind).inc()
+        self._since[kind] += 1
+        now = self.clock()
+        if now - self._logged.get(kind, -self.quiet_seconds) < self.quiet_seconds:
+            return
+        self._logged[kind] = now
+        _db_log.warning(
+            "database_unavailable",
+            kind=kind,
+            error_type=type(error).__name__,
+            cause=type(getattr(error, "orig", None) or error.__cause__ or error).__name__,
+            times=self._since[kind],
+        )
+        self._since[kind] = 0
 
 
 def instrument_llm(instrumentation: Instrumentation, models: tuple[str, ...]) -> LLMTelemetry:
@@ -146,6 +187,8 @@ def failed_outcome(error: DomainError) -> str:
             return "crashed"
         case TurnInterruptedError():
             return "interrupted"
+        case DatabaseUnavailableError():
+            return "db_error"
         case _:  # refused once it had started (the conversation changed meanwhile)
             return "rejected"
 

@@ -141,6 +141,7 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
         "channel": set(TURN_CHANNELS).__contains__,
         "outcome": set(TURN_OUTCOMES).__contains__,
         "reason": {r.value for r in EscalationReason}.__contains__,
+        "kind": set(domain.DATABASE_ERROR_KINDS).__contains__,
         "operation": set(OPERATIONS).__contains__,
         "metric": {"conversations_created_total"}.__contains__,
         "label": {"goal_id"}.__contains__,

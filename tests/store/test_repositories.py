@@ -22,6 +22,7 @@ from parley.domain.ports import OpenedTurn, ReplyDraft
 from parley.llm import ChatMessage, Role
 from parley.store import Database, Store, upgrade_to_head
 from parley.store.conversations import COUNT_ACTIVE
+from parley.store.database import EngineOptions
 from parley.store.goals import GoalCache
 from parley.store.tables import metadata
 from tests.store.helpers import open_turn, sample_goal
@@ -266,7 +267,8 @@ async def test_sqlite_durability_is_the_setting_on_both_of_its_engines(
 ) -> None:
     """PARLEY_SQLITE_SYNCHRONOUS reaches the engine the turns write through and the one
     the health checks and migrations use (PRAGMA synchronous: 1 NORMAL, 2 FULL)."""
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}", sqlite_synchronous=setting)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'd.db'}"
+    database = Database(url, EngineOptions(sqlite_synchronous=setting))
 
     def synchronous(connection: Connection) -> int:
         value: int = connection.exec_driver_sql("PRAGMA synchronous").scalar_one()

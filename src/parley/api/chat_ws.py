@@ -19,13 +19,15 @@ from parley.api.channel import ChatChannel, InvalidFrame
 from parley.api.deps import ChatDep, ConversationsDep, TurnTelemetryDep
 from parley.api.turn_encoding import ws_frame
 from parley.domain.chat import ChatService
-from parley.domain.errors import DomainError, NotFoundError
+from parley.domain.errors import DatabaseUnavailableError, DomainError, NotFoundError
 from parley.telemetry import TurnTelemetry
 
 router = APIRouter(tags=["conversations"])
 
 # 4000-4999 are the application's own; 4404 mirrors HTTP's 404.
 CLOSE_NOT_FOUND = 4404
+# RFC 6455's "Try Again Later": the server cannot take the socket now (the database).
+CLOSE_TRY_AGAIN_LATER = 1013
 # A message frame's optional ``id`` is its idempotency key, as the HTTP header is.
 MAX_ID_LENGTH = 255
 
@@ -50,6 +52,10 @@ async def chat(
     except (ValueError, NotFoundError):
         await channel.send_error("conversation_not_found", "no such conversation")
         await channel.close(CLOSE_NOT_FOUND, "conversation not found")
+        return
+    except DatabaseUnavailableError as unavailable:
+        await channel.send_error(unavailable.code, unavailable.message)
+        await channel.close(CLOSE_TRY_AGAIN_LATER, "database unavailable")
         return
     try:
         while True:

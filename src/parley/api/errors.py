@@ -27,6 +27,7 @@ _DOMAIN_STATUS: tuple[tuple[type[domain.DomainError], int, str], ...] = (
     (domain.InvalidInputError, 422, "validation_error"),
     (domain.ContentTooLargeError, 413, "payload_too_large"),
     (domain.ShuttingDownError, 503, "unavailable"),
+    (domain.DatabaseUnavailableError, 503, "unavailable"),
     (domain.TurnInterruptedError, 503, "unavailable"),
     (domain.TurnCrashedError, 500, "internal_error"),
 )
@@ -85,8 +86,9 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     headers = None
     if isinstance(exc, domain.ReplyFailedError):
         details = [{"escalated": exc.escalated}]
-    if isinstance(exc, domain.ShuttingDownError):
-        headers = {"Retry-After": "1"}  # another replica (or this one, restarted) will take it
+    if isinstance(exc, domain.ShuttingDownError | domain.DatabaseUnavailableError):
+        # Another replica (or this one, restarted) takes it; a database back in a moment.
+        headers = {"Retry-After": "1"}
     return error_response(
         request, status, error_type, exc.code, exc.message, details=details, headers=headers
     )

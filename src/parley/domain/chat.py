@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from parley import defaults
 from parley.domain.bounds import check_content
 from parley.domain.conversations import raise_for_status
-from parley.domain.errors import ContentTooLargeError, ReplyFailedError
+from parley.domain.errors import (
+    ContentTooLargeError,
+    DatabaseUnavailableError,
+    ReplyFailedError,
+)
 from parley.domain.escalation import reason_before_reply
 from parley.domain.events import ConversationEvents
 from parley.domain.models import EscalationReason, Goal, MessageStatus
@@ -98,6 +102,14 @@ class ChatService:
         self, opened: OpenedTurn, emit: Emit, turn: RunningTurn, *, streaming: bool
     ) -> None:
         emit(Accepted(opened.conversation, opened.question))
+        try:
+            await self._answer(opened, emit, turn, streaming=streaming)
+        except DatabaseUnavailableError as unavailable:  # the user message is stored
+            emit(Failed(unavailable.after_message_stored()))
+
+    async def _answer(
+        self, opened: OpenedTurn, emit: Emit, turn: RunningTurn, *, streaming: bool
+    ) -> None:
         if opened.reply is not None:  # a repeated turn: tell it again, store nothing
             if streaming:
                 emit(Token(opened.reply.content))

@@ -79,6 +79,28 @@ class ShuttingDownError(DomainError):
         super().__init__("the server is shutting down and takes no new turns; retry shortly")
 
 
+class DatabaseUnavailableError(DomainError):
+    """The database cannot be reached, or cannot take the write, now: retry shortly.
+
+    ``kind`` is one of DATABASE_ERROR_KINDS (a closed set: a metric label)."""
+
+    code = "database_unavailable"
+
+    def __init__(self, kind: str, *, message_stored: bool = False) -> None:
+        outcome = "; the message is stored, its reply is not" if message_stored else ""
+        super().__init__(f"the database is unavailable ({kind}){outcome}; retry shortly")
+        self.kind = kind
+        self.message_stored = message_stored
+
+    def after_message_stored(self) -> DatabaseUnavailableError:
+        return DatabaseUnavailableError(self.kind, message_stored=True)
+
+
+# Why the database was unavailable: refused (nothing listens), reset (a connection broke),
+# timeout (no answer in time, or no free connection), disk_full, read_only, other.
+DATABASE_ERROR_KINDS = ("refused", "reset", "timeout", "disk_full", "read_only", "other")
+
+
 class TurnInterruptedError(DomainError):
     """Shutdown stopped the reply; the user message is stored, and so is any partial reply."""
 

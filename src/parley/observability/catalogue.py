@@ -41,6 +41,7 @@ TURN_OUTCOMES = (
     "cancelled",
     "interrupted",
     "crashed",
+    "db_error",
 )
 TURN_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 TURN_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -268,6 +269,7 @@ class DatabaseMetrics:
     queries: Counter
     duration: Histogram
     connections_in_use: Gauge
+    errors: Counter
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> DatabaseMetrics:
@@ -291,6 +293,13 @@ class DatabaseMetrics:
                 "size, requests wait for a connection).",
                 registry=registry,
                 multiprocess_mode="livesum",
+            ),
+            errors=Counter(
+                "db_errors_total",
+                "Operations refused because the database was unavailable (answered 503), by "
+                "kind: refused, reset, timeout, disk_full, read_only, other.",
+                ["kind"],
+                registry=registry,
             ),
         )
 
@@ -341,7 +350,7 @@ class TurnMetrics:
             turns=Counter(
                 "conversation_turns_total",
                 "Turns by channel (http, sse, ws) and outcome (ok, escalated, llm_error, "
-                "rejected, cancelled, interrupted, crashed).",
+                "rejected, cancelled, interrupted, crashed, db_error).",
                 ["channel", "outcome"],
                 registry=registry,
             ),

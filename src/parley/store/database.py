@@ -1,5 +1,6 @@
 """The database: SQLite (embedded default) or PostgreSQL, and the store's one way to it,
-``run_transaction`` (a whole transaction of Core statements as plain calls)."""
+``run_transaction`` (a whole transaction of Core statements as plain calls), which also
+turns the database being unavailable into ``DatabaseUnavailableError`` (a 503)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, event, text
@@ -16,8 +18,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from parley import defaults
+from parley.domain.errors import DatabaseUnavailableError
+from parley.store.unavailable import unavailable_kind
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One thread for SQLite's transactions: they queue there instead of meeting on SQLite's
 # one write lock, where the busy handler sleeps a millisecond or more (at 10 streams an
 # UPDATE took 1.9 ms on average with eight threads, 0.24 ms with one).
@@ -28,52 +31,71 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def create_engine(
-    url: str,
-    *,
-    hide_parameters: bool = True,
-    pool_size: int = defaults.DB_POOL_SIZE,
-    max_overflow: int = defaults.DB_MAX_OVERFLOW,
-    sqlite_synchronous: str = defaults.SQLITE_SYNCHRONOUS,
-) -> AsyncEngine:
-    """``hide_parameters``: SQL logs (at DEBUG) and errors show no bound values, which
-    are the users' messages."""
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """How Parley talks to its database; the defaults are parley.defaults'."""
+
+    hide_parameters: bool = True  # SQL logs and errors show no bound values (user content)
+    pool_size: int = defaults.DB_POOL_SIZE
+    max_overflow: int = defaults.DB_MAX_OVERFLOW
+    sqlite_synchronous: str = defaults.SQLITE_SYNCHRONOUS
+    # Seconds, fit for a web request: opening a connection, one statement (SQLite: the
+    # wait for its write lock), and the wait for a free pooled connection.
+    connect_timeout: float = defaults.DB_CONNECT_TIMEOUT_SECONDS
+    statement_timeout: float = defaults.DB_STATEMENT_TIMEOUT_SECONDS
+    pool_timeout: float = defaults.DB_POOL_TIMEOUT_SECONDS
+
+
+def create_engine(url: str, options: EngineOptions | None = None) -> AsyncEngine:
+    options = options or EngineOptions()
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, hide_parameters=hide_parameters
+            url,
+            connect_args={"timeout": options.statement_timeout},
+            hide_parameters=options.hide_parameters,
         )
-        _configure_sqlite(engine, sqlite_synchronous)
+        _configure_sqlite(engine, options)
         return engine
     # No ping before every checkout (a round trip per transaction): a connection the
     # server dropped fails its statement once and is discarded (SQLAlchemy invalidates
     # the whole pool on a disconnect), and connections are renewed every half hour.
     return create_async_engine(
         url,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
+        pool_size=options.pool_size,
+        max_overflow=options.max_overflow,
         pool_recycle=1800,
-        hide_parameters=hide_parameters,
+        pool_timeout=options.pool_timeout,
+        hide_parameters=options.hide_parameters,
+        connect_args={
+            "timeout": options.connect_timeout,
+            "command_timeout": options.statement_timeout,
+        },
     )
 
 
-def _threaded_sqlite_engine(url: str, *, hide_parameters: bool, synchronous: str) -> Engine:
+def _threaded_sqlite_engine(url: str, options: EngineOptions) -> Engine:
     """The same file through the standard library's driver, for transactions run whole in
     a worker thread (``Database.run_transaction``)."""
     sync_url = make_url(url).set(drivername="sqlite+pysqlite")
     engine = create_sync_engine(
         sync_url,
-        connect_args={"timeout": 30},
-        hide_parameters=hide_parameters,
+        connect_args={"timeout": options.statement_timeout},
+        hide_parameters=options.hide_parameters,
         pool_size=SQLITE_THREADS,
         max_overflow=0,
     )
-    _configure_sqlite(engine, synchronous)
+    _configure_sqlite(engine, options)
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine | Engine, synchronous: str) -> None:
-    if synchronous.upper() not in ("NORMAL", "FULL"):
+def _busy_ms(options: EngineOptions) -> int:
+    return int(options.statement_timeout * 1000)
+
+
+def _configure_sqlite(engine: AsyncEngine | Engine, options: EngineOptions) -> None:
+    synchronous = options.sqlite_synchronous.upper()
+    if synchronous not in ("NORMAL", "FULL"):
         raise ValueError(f"SQLite synchronous must be normal or full, not {synchronous!r}")
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
@@ -83,12 +105,14 @@ def _configure_sqlite(engine: AsyncEngine | Engine, synchronous: str) -> None:
         # Foreign keys are off by default in SQLite; WAL lets readers run beside a writer.
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cursor.execute(f"PRAGMA busy_timeout={_busy_ms(options)}")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
 
 
-async def _sqlite_lock_free(connection: AsyncConnection, timeout_seconds: float) -> bool:
+async def _sqlite_lock_free(
+    connection: AsyncConnection, timeout_seconds: float, busy_ms: int
+) -> bool:
     raw = await connection.execution_options(isolation_level="AUTOCOMMIT")
     await raw.exec_driver_sql(f"PRAGMA busy_timeout={int(timeout_seconds * 500)}")
     try:
@@ -98,34 +122,30 @@ async def _sqlite_lock_free(connection: AsyncConnection, timeout_seconds: float)
     except OperationalError:  # "database is locked"
         return False
     finally:
-        await raw.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        await raw.exec_driver_sql(f"PRAGMA busy_timeout={busy_ms}")
+
+
+# Told each time the database is found unavailable: (kind, the error) -> None.
+UnavailableListener = Callable[[str, BaseException], None]
 
 
 class Database:
     def __init__(
         self,
         url: str,
+        options: EngineOptions | None = None,
         *,
-        hide_parameters: bool = True,
-        pool_size: int = defaults.DB_POOL_SIZE,
-        max_overflow: int = defaults.DB_MAX_OVERFLOW,
-        sqlite_synchronous: str = defaults.SQLITE_SYNCHRONOUS,
+        on_unavailable: UnavailableListener | None = None,
     ) -> None:
         self.url = url
-        self.engine = create_engine(
-            url,
-            hide_parameters=hide_parameters,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            sqlite_synchronous=sqlite_synchronous,
-        )
+        self.options = options or EngineOptions()
+        self.engine = create_engine(url, self.options)
+        self.on_unavailable = on_unavailable
         # SQLite's hot-path transactions run whole in a thread of their own: aiosqlite
         # hands every statement to its thread and back four times (cursor, execute,
         # fetch, close), two thirds of a turn's database CPU and a wait on a busy loop.
         self._sqlite_thread = (
-            _SQLiteThread(url, hide_parameters=hide_parameters, synchronous=sqlite_synchronous)
-            if self.engine.dialect.name == "sqlite"
-            else None
+            _SQLiteThread(url, self.options) if self.engine.dialect.name == "sqlite" else None
         )
 
     @property
@@ -141,15 +161,27 @@ class Database:
         its statements plain calls: on SQLite in a worker thread, one hand-off for the
         whole transaction; on PostgreSQL on the event loop, through asyncpg. On SQLite a
         caller cancelled meanwhile does not stop it: the thread commits or rolls back
-        all the same (turns are never cancelled while they store, see domain.turns)."""
-        if self._sqlite_thread is not None:
-            return await self._sqlite_thread.run_transaction(work, *args, **kwargs)
-        async with self.engine.begin() as connection:
-            return await connection.run_sync(work, *args, **kwargs)
+        all the same (turns are never cancelled while they store, see domain.turns).
 
-    async def ping(self) -> bool:
+        The database unavailable (refused, reset, timed out, full, read-only) raises
+        ``DatabaseUnavailableError``; every other error is raised as it is."""
         try:
-            async with self.engine.connect() as connection:
+            if self._sqlite_thread is not None:
+                return await self._sqlite_thread.run_transaction(work, *args, **kwargs)
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(work, *args, **kwargs)
+        except Exception as error:
+            kind = unavailable_kind(error)
+            if kind is None:
+                raise
+            if self.on_unavailable is not None:
+                self.on_unavailable(kind, error)
+            raise DatabaseUnavailableError(kind) from error
+
+    async def ping(self, timeout_seconds: float = 1.0) -> bool:
+        """Whether the database answers within ``timeout_seconds``."""
+        try:
+            async with asyncio.timeout(timeout_seconds), self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         except Exception:
             return False
@@ -161,7 +193,8 @@ class Database:
         try:
             async with asyncio.timeout(timeout_seconds), self.engine.connect() as connection:
                 if self.engine.dialect.name == "sqlite":
-                    return await _sqlite_lock_free(connection, timeout_seconds)
+                    busy_ms = _busy_ms(self.options)
+                    return await _sqlite_lock_free(connection, timeout_seconds, busy_ms)
                 read_only = await connection.scalar(text(_PG_READ_ONLY))
                 return not read_only
         except Exception:
@@ -177,10 +210,8 @@ class _SQLiteThread:
     """SQLite's transactions, each run whole on one worker thread through the standard
     library's driver."""
 
-    def __init__(self, url: str, *, hide_parameters: bool, synchronous: str) -> None:
-        self.engine = _threaded_sqlite_engine(
-            url, hide_parameters=hide_parameters, synchronous=synchronous
-        )
+    def __init__(self, url: str, options: EngineOptions) -> None:
+        self.engine = _threaded_sqlite_engine(url, options)
         self._executor = ThreadPoolExecutor(SQLITE_THREADS, thread_name_prefix="parley-sqlite")
 
     async def run_transaction(
