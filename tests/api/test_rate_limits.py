@@ -3,6 +3,7 @@ client address; each refusal a 429 with Retry-After in the error shape, and coun
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from parley.api.rate_limits import TokenBuckets
@@ -59,3 +60,54 @@ def test_buckets_refill_with_time_and_stay_bounded_in_number() -> None:
     for identity in "bcdef":
         buckets.take(identity)
     assert len(buckets) == 3
+
+
+def test_a_spent_budget_survives_the_eviction_of_other_identities() -> None:
+    """The table keeps 10,000 identities, least recently seen out first: an address whose
+    failed-key budget was spent got a fresh one once 10,000 others had been seen. Buckets
+    nearest to full go first now, and a spent one is kept until it has refilled."""
+    clock = FakeClock()
+    buckets = TokenBuckets(per_minute=20, burst=20, max_identities=100, clock=clock)
+    for _ in range(20):
+        buckets.take("attacker")
+    for index in range(1000):  # fresh identities, one guess each
+        buckets.take(f"address-{index}")
+    assert len(buckets) == 100
+    assert buckets.wait("attacker") > 0
+    clock.advance(60)  # refilled: forgetting it now loses nothing
+    for index in range(1000, 1200):
+        buckets.take(f"address-{index}")
+    assert len(buckets) == 100
+
+
+def test_each_websocket_message_takes_a_token_and_refusals_keep_the_socket(
+    tmp_path: Path,
+) -> None:
+    """The limit was taken once, at the handshake: one socket sent 60 messages under a
+    burst-5 limit and got 60 LLM replies. Now each message takes a token, as an HTTP turn
+    does; a refused one gets an error frame with the wait, and the socket stays open."""
+    settings = make_settings(tmp_path, rate_limit_per_minute=1, rate_limit_burst=5)
+    with app_client(settings) as client:
+        goal = {"id": "g", "name": "G", "instructions": "Help.", "escalation": {"max_turns": 100}}
+        client.post("/v1/goals/", json=goal)
+        conversation = client.post("/v1/conversations/", json={"goal_id": "g"}).json()["id"]
+        ends: list[dict[str, object]] = []
+        with client.websocket_connect(f"/v1/conversations/{conversation}/ws") as socket:
+            for index in range(60):
+                socket.send_json({"type": "message", "content": f"m{index}"})
+                ending = ("done", "error", "escalated")
+                while (frame := socket.receive_json())["type"] not in ending:
+                    pass
+                ends.append(frame)
+            socket.send_json({"type": "ping"})
+            assert socket.receive_json() == {"type": "pong"}
+        answered = [end for end in ends if end["type"] == "done"]
+        refused = [end for end in ends if end["type"] == "error"]
+        # The handshake and two POSTs took 3 of the 5; a minute's refill may add one.
+        assert 2 <= len(answered) <= 3
+        assert {end["code"] for end in refused} == {"too_many_requests"}
+        assert all(int(str(end["retry_after"])) >= 1 for end in refused)
+    # Read from the file: the API would take a token too.
+    with sqlite3.connect(tmp_path / "parley.db") as database:
+        (stored,) = database.execute("SELECT count(*) FROM messages WHERE role = 'user'").fetchone()
+    assert stored == len(answered)

@@ -338,3 +338,25 @@ async def test_a_websocket_retry_after_the_conversation_closed_is_an_error_frame
         frame = json.loads(await ws.recv())
     assert (frame["type"], frame["code"]) == ("error", "conversation_closed")
     assert len(provider.calls) == 1
+
+
+async def test_ten_concurrent_retries_with_one_key_make_one_llm_call(
+    http: httpx.AsyncClient, provider: ScriptedProvider
+) -> None:
+    """One turn stored, one LLM call, the same reply told to each of the ten."""
+    provider.steps.append("the one reply")
+    provider.first_delay = 0.3
+    conversation_id = await start_conversation(http)
+
+    async def send() -> httpx.Response:
+        return await http.post(
+            f"/v1/conversations/{conversation_id}/messages",
+            json={"content": "hi"},
+            headers={"Idempotency-Key": "storm"},
+        )
+
+    answers = await asyncio.gather(*(send() for _ in range(10)))
+    assert [answer.status_code for answer in answers] == [200] * 10
+    assert len({answer.json()["reply"]["id"] for answer in answers}) == 1
+    assert len(provider.calls) == 1
+    assert [m["role"] for m in await _messages(http, conversation_id)] == ["user", "assistant"]

@@ -31,7 +31,7 @@ from parley.domain.models import (
     Message,
     MessageStatus,
 )
-from parley.domain.turns import Accepted, Done, Escalated, Failed, Token, TurnEvent
+from parley.domain.turns import Accepted, Done, Escalated, Failed, RunningTurn, Token, TurnEvent
 from parley.llm import ChatRequest, LLMError, LLMErrorKind, StreamChunk, Usage
 from parley.testing import MemoryConversations, MemoryGoals
 from tests.support.providers import ScriptedProvider
@@ -52,6 +52,7 @@ class HeldStream:
         self.release = asyncio.Event()
         self.holding = asyncio.Event()
         self.stopped = False
+        self.streams = 0  # calls made
 
     async def complete(self, request: ChatRequest) -> object:
         self.holding.set()
@@ -59,6 +60,7 @@ class HeldStream:
         raise AssertionError("not released in these tests")
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        self.streams += 1
         try:
             for index in range(self.before):
                 yield StreamChunk(content=f"t{index} ")
@@ -352,3 +354,32 @@ async def test_a_crash_while_storing_the_reply_ends_the_turn_with_an_error_event
     assert [log["event"] for log in logs] == ["turn_crashed"]
     assert isinstance(events[-1], Failed)
     assert isinstance(events[-1].error, TurnCrashedError)
+
+
+async def test_concurrent_retries_of_one_keyed_turn_make_one_llm_call() -> None:
+    """Ten requests with one Idempotency-Key at once stored one turn but asked the LLM ten
+    times: a retry that finds its turn in flight waits for it and tells its reply."""
+    llm = HeldStream(before=1, after=1)
+    harness = Harness(llm)
+    conversation_id = await harness.conversation()
+    first = await harness.chat.start_turn(
+        conversation_id, "hi", streaming=True, idempotency_key="k"
+    )
+    await asyncio.wait_for(llm.holding.wait(), 10)
+    retries = [
+        asyncio.ensure_future(harness.turn(conversation_id, "hi", idempotency_key="k"))
+        for _ in range(9)
+    ]
+    await asyncio.sleep(0)  # every retry is opened, and waits on the first
+    llm.release.set()
+    told = await asyncio.gather(_all(first), *retries)
+    replies = {events[-1].message.id for events in told if isinstance(events[-1], Done)}
+    assert len(replies) == 1
+    assert all(_kinds(events)[-1] == "Done" for events in told)
+    assert llm.streams == 1
+    assert len(harness.stored(conversation_id)) == 2
+
+
+async def _all(turn: RunningTurn) -> list[TurnEvent]:
+    async with asyncio.timeout(10):
+        return [event async for event in turn.events()]

@@ -60,14 +60,11 @@ async def require_api_key(connection: HTTPConnection) -> None:
     address = connection.client.host if connection.client else "unknown"
     try:
         limits.check_address(address)
-        keys = state.api_keys
-        if not keys:
-            limits.take("address:" + address)
-            return
-        presented = _presented_key(connection)
-        digest = keys.match(presented) if presented is not None else None
-        if digest is not None:
-            limits.take("key:" + digest)
+        identity = _identity(connection, state.api_keys, address)
+        if identity is not None:
+            limits.take(identity)
+            # A WebSocket's message frames each take a token too (parley.api.chat_ws).
+            connection.state.rate_identity = identity
             return
         limits.failed_key(address)
     except RateLimitedError:
@@ -83,6 +80,22 @@ async def require_api_key(connection: HTTPConnection) -> None:
         detail="missing or invalid API key",
         headers={"WWW-Authenticate": "Bearer"},
     )
+
+
+def _identity(connection: HTTPConnection, keys: ApiKeys, address: str) -> str | None:
+    """Whose budget a request spends: its key's, or its address's with auth off; None for
+    a missing or wrong key."""
+    if not keys:
+        return "address:" + address
+    presented = _presented_key(connection)
+    digest = keys.match(presented) if presented is not None else None
+    return "key:" + digest if digest is not None else None
+
+
+def rate_identity(connection: HTTPConnection) -> str:
+    """The identity ``require_api_key`` admitted this connection as."""
+    identity: str = connection.state.rate_identity
+    return identity
 
 
 async def require_allowed_origin(websocket: WebSocket) -> None:

@@ -8,15 +8,17 @@ Server frames: ``accepted``, ``token``, ``done``, ``escalated``, ``error`` and `
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
-from parley.api.auth import require_allowed_origin
+from parley.api.auth import rate_identity, require_allowed_origin
 from parley.api.channel import ChatChannel, InvalidFrame
-from parley.api.deps import ChatDep, ConversationsDep, TurnTelemetryDep
+from parley.api.deps import ChatDep, ConversationsDep, StateDep, TurnTelemetryDep
+from parley.api.rate_limits import RateLimitedError
 from parley.api.turn_encoding import ws_frame
 from parley.domain.chat import ChatService
 from parley.domain.errors import DatabaseUnavailableError, DomainError, NotFoundError
@@ -41,6 +43,7 @@ async def chat(
     conversations: ConversationsDep,
     chat: ChatDep,
     telemetry: TurnTelemetryDep,
+    state: StateDep,
 ) -> None:
     """Chat in a conversation, the reply streamed token by token."""
     channel = ChatChannel(websocket)
@@ -57,10 +60,15 @@ async def chat(
         await channel.send_error(unavailable.code, unavailable.message)
         await channel.close(CLOSE_TRY_AGAIN_LATER, "database unavailable")
         return
+    identity = rate_identity(websocket)
+
+    def turn_budget() -> None:  # each message frame takes a token, as an HTTP turn does
+        state.rate_limits.take(identity)
+
     try:
         while True:
             frame = await channel.receive_frame()
-            await _handle(channel, chat, telemetry, ident, frame)
+            await _handle(channel, chat, telemetry, turn_budget, ident, frame)
     except WebSocketDisconnect:
         return
     finally:
@@ -71,6 +79,7 @@ async def _handle(
     channel: ChatChannel,
     chat: ChatService,
     telemetry: TurnTelemetry,
+    turn_budget: Callable[[], None],
     conversation_id: uuid.UUID,
     frame: dict[str, Any] | InvalidFrame,
 ) -> None:
@@ -91,6 +100,14 @@ async def _handle(
     key = frame.get("id")
     if key is not None and not (isinstance(key, str) and 0 < len(key) <= MAX_ID_LENGTH):
         await channel.send_error("invalid_frame", f"id must be a string of 1 to {MAX_ID_LENGTH}")
+        return
+    try:
+        turn_budget()
+    except RateLimitedError as limited:  # the socket stays open: the client may wait
+        telemetry.rejected("ws")
+        await channel.send_error(
+            limited.code, limited.message, retry_after=limited.retry_after_seconds
+        )
         return
     try:
         turn = await chat.start_turn(conversation_id, content, streaming=True, idempotency_key=key)

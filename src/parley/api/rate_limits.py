@@ -2,16 +2,21 @@
 off), and a budget of failed keys per client address, so that guessing keys is slow.
 
 Token buckets in this process: with N replicas or workers a client gets up to N times
-the budget. The number of identities tracked is bounded (the least recently seen go).
+the budget. The number of identities tracked is bounded (of the least recently seen, the
+nearest to a full budget go first, so a spent budget is not forgotten while it refills).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+# How many of the least recently seen buckets an eviction compares: a bound on its cost.
+EVICTION_SCAN = 64
 
 
 class TokenBuckets:
@@ -54,10 +59,19 @@ class TokenBuckets:
         return min(float(self.burst), tokens + (self._clock() - when) * self.rate)
 
     def _store(self, identity: str, tokens: float) -> None:
-        self._buckets[identity] = (tokens, self._clock())
+        now = self._clock()
+        self._buckets[identity] = (tokens, now)
         self._buckets.move_to_end(identity)
         while len(self._buckets) > self.max_identities:
-            self._buckets.popitem(last=False)
+            self._evict(now)
+
+    def _evict(self, now: float) -> None:
+        """Of the least recently seen few, the bucket nearest to full goes: forgetting a
+        full one changes nothing, forgetting a spent one would hand out a fresh budget (a
+        spent failed-key budget outlived by 10,000 other addresses was reset so)."""
+        oldest = itertools.islice(self._buckets.items(), EVICTION_SCAN)
+        identity, _ = max(oldest, key=lambda item: item[1][0] + (now - item[1][1]) * self.rate)
+        del self._buckets[identity]
 
 
 class RateLimitedError(Exception):

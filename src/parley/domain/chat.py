@@ -56,6 +56,9 @@ class ChatService:
         self._events = events
         self._limits = limits or ChatLimits()
         self.in_flight = in_flight or InFlightTurns()
+        # Keyed turns asking the LLM now, so that a retry of one waits for its reply
+        # instead of asking again (bounded by the turns in flight).
+        self._keyed: dict[tuple[uuid.UUID, str], RunningTurn] = {}
 
     async def start_turn(
         self,
@@ -74,29 +77,55 @@ class ChatService:
         if len(content) > self._limits.max_message_chars:
             raise ContentTooLargeError(len(content), self._limits.max_message_chars)
         check_content(content)
-        timings = TurnTimings()
-        async with self.in_flight.admission():
-            opened = await timings.measure(
-                "db",
-                self._conversations.open_turn(
-                    conversation_id,
-                    content,
-                    escalate_when=lambda goal, turns: reason_before_reply(
-                        goal.escalation, content, turns
+        while True:
+            timings = TurnTimings()
+            async with self.in_flight.admission():
+                opened = await timings.measure(
+                    "db",
+                    self._conversations.open_turn(
+                        conversation_id,
+                        content,
+                        escalate_when=lambda goal, turns: reason_before_reply(
+                            goal.escalation, content, turns
+                        ),
+                        history_limit=self._limits.history_messages,
+                        idempotency_key=idempotency_key,
                     ),
-                    history_limit=self._limits.history_messages,
-                    idempotency_key=idempotency_key,
-                ),
-            )
-            if opened.repeated:
-                _check_still_answerable(opened)
-            elif opened.escalation is not None:
-                self._events.conversation_escalated(opened.conversation, opened.escalation)
+                )
+                original = (
+                    self._keyed.get((conversation_id, idempotency_key))
+                    if opened.repeated and idempotency_key is not None
+                    else None
+                )
+                if original is None or original.done:
+                    return self._start(opened, timings, streaming, idempotency_key)
+            # Outside the admission, so a drain is not held up by the wait.
+            await original.wait()  # its reply, then told from the store: one LLM call
 
-            async def play(emit: Emit, turn: RunningTurn) -> None:
-                await self._play(opened, emit, turn, streaming=streaming)
+    def _start(
+        self, opened: OpenedTurn, timings: TurnTimings, streaming: bool, key: str | None
+    ) -> RunningTurn:
+        if opened.repeated:
+            _check_still_answerable(opened)
+        elif opened.escalation is not None:
+            self._events.conversation_escalated(opened.conversation, opened.escalation)
 
-            return self.in_flight.start(play, timings)
+        async def play(emit: Emit, turn: RunningTurn) -> None:
+            await self._play(opened, emit, turn, streaming=streaming)
+
+        turn = self.in_flight.start(play, timings)
+        if key is not None and opened.reply is None and opened.escalation is None:
+            self._keep_while_running((opened.conversation.id, key), turn)
+        return turn
+
+    def _keep_while_running(self, keyed: tuple[uuid.UUID, str], turn: RunningTurn) -> None:
+        self._keyed[keyed] = turn
+
+        def forget() -> None:
+            if self._keyed.get(keyed) is turn:
+                del self._keyed[keyed]
+
+        turn.when_done(forget)
 
     async def _play(
         self, opened: OpenedTurn, emit: Emit, turn: RunningTurn, *, streaming: bool

@@ -170,6 +170,9 @@ class RunningTurn:
     async def wait(self) -> None:
         await asyncio.shield(self._task)
 
+    def when_done(self, callback: Callable[[], None]) -> None:
+        self._task.add_done_callback(lambda _: callback())
+
     @property
     def done(self) -> bool:
         return self._task.done()
@@ -209,7 +212,7 @@ class InFlightTurns:
         cut by the drain), never refused after the fact."""
         turn = RunningTurn(play, timings)
         self._turns.add(turn)
-        turn._task.add_done_callback(lambda _: self._turns.discard(turn))
+        turn.when_done(lambda: self._turns.discard(turn))
         return turn
 
     def __len__(self) -> int:
