@@ -80,6 +80,9 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=True,
         ws="websockets-sansio",
         ws_max_size=settings.max_body_bytes,  # a frame is held to what a body is
+        # No permessage-deflate: a 1 MB frame of one letter crossed the wire in a few
+        # bytes, so TCP could not hold a flood back, and each was inflated to 1 MB here.
+        ws_per_message_deflate=False,
         timeout_keep_alive=settings.keep_alive_seconds,
         # Turns have had their grace already (parley.lifecycle); this bounds the rest.
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),

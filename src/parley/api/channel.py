@@ -20,14 +20,21 @@ class InvalidFrame:
     reason: str
 
 
+# Frames read ahead of the turn being answered. uvicorn reads no more from a socket
+# until its last frame is taken, and a frame is at most PARLEY_MAX_BODY_BYTES, so a
+# socket holds at most this many frames (120 frames of 1 MB grew a server by 116 MB
+# when the queue had no bound); a client sending more waits in TCP.
+READ_AHEAD_FRAMES = 4
+
+
 class ChatChannel:
     """Frames are read ahead, in a task of their own, so that a client leaving is noticed
-    while a reply streams (``on_leave``), not only at the next read."""
+    while a reply streams (``on_leave``), not only at the next read; a few at most."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
         self._frames: asyncio.Queue[dict[str, Any] | InvalidFrame | WebSocketDisconnect] = (
-            asyncio.Queue()
+            asyncio.Queue(maxsize=READ_AHEAD_FRAMES)
         )
         self._reader: asyncio.Task[None] | None = None
         self.on_leave: Callable[[], None] | None = None
@@ -42,11 +49,11 @@ class ChatChannel:
     async def _read_ahead(self) -> None:
         try:
             while True:
-                self._frames.put_nowait(await self._receive())
+                await self._frames.put(await self._receive())  # waits while full
         except WebSocketDisconnect as left:
-            self._frames.put_nowait(left)
             if self.on_leave is not None:
                 self.on_leave()
+            await self._frames.put(left)
 
     def stop_reading(self) -> None:
         if self._reader is not None:
