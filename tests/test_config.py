@@ -146,3 +146,16 @@ def test_every_layer_takes_its_defaults_from_the_same_place() -> None:
         **dataclasses.asdict(EscalationPolicy()),
         "trigger_phrases": list(EscalationPolicy().trigger_phrases),
     }
+
+
+def test_a_trusted_proxy_that_is_no_address_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uvicorn would take it as a literal that never matches, silently."""
+    monkeypatch.setenv("PARLEY_TRUSTED_PROXIES", "10.0.0.0/8, ingress-nginx")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert "PARLEY_TRUSTED_PROXIES" in str(refused.value)
+    assert "ingress-nginx" in str(refused.value)
+    monkeypatch.setenv("PARLEY_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1, ::1")
+    assert load_settings().trusted_proxies == ["10.0.0.0/8", "127.0.0.1", "::1"]

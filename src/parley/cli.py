@@ -77,7 +77,10 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
         # late; uvicorn's 5 s killed it ("Child process died") and started it again.
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         log_config=None,  # Parley configures logging itself (structlog)
-        proxy_headers=True,
+        # X-Forwarded-For / -Proto only from the proxies named; uvicorn's own default
+        # trusted 127.0.0.1, so a local client chose its address (and its rate limit).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies,
         ws="websockets-sansio",
         ws_max_size=settings.max_body_bytes,  # a frame is held to what a body is
         # No permessage-deflate: a 1 MB frame of one letter crossed the wire in a few

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -95,6 +96,9 @@ class Settings(BaseSettings):
     # Comma-separated browser origins (https://app.example.com) allowed by CORS and by the
     # WebSocket Origin check; empty: same-origin pages and non-browser clients only.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Comma-separated addresses or CIDRs of the proxies in front whose X-Forwarded-For
+    # names the client (for the rate limits and the logs); empty: trust nobody's.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     metrics_token: SecretStr | None = None
     metrics_goal_label_limit: int = Field(default=100, ge=1)
@@ -117,10 +121,22 @@ class Settings(BaseSettings):
     sim_requests_per_minute: int = Field(default=1000, ge=1)
     sim_tokens_per_minute: int = Field(default=1_000_000, ge=1)
 
-    @field_validator("llm_models", "allowed_origins", mode="before")
+    @field_validator("llm_models", "allowed_origins", "trusted_proxies", mode="before")
     @classmethod
     def _parse_lists(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an address or a CIDR (10.0.0.0/8, 127.0.0.1)"
+                ) from None
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -52,3 +52,25 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
     finally:
         connection.close()
     assert {"goals", "conversations", "messages", "alembic_version"} <= tables
+
+
+@pytest.mark.parametrize(("trusted", "refused"), [(None, True), ("127.0.0.1/32", False)])
+def test_x_forwarded_for_names_the_client_only_from_a_trusted_proxy(
+    tmp_path: Path, trusted: str | None, refused: bool
+) -> None:
+    """parley serve trusted X-Forwarded-For from 127.0.0.1 (uvicorn's default): 200 key
+    guesses with a fresh address each were all weighed against a budget of 20. Nobody is
+    trusted now unless PARLEY_TRUSTED_PROXIES names it; from a trusted proxy the header
+    names the client, and each client has its own budget."""
+    env = {"PARLEY_API_KEYS": "sekret", "PARLEY_AUTH_FAILURES_PER_MINUTE": "5"}
+    if trusted is not None:
+        env["PARLEY_TRUSTED_PROXIES"] = trusted
+    with serve(tmp_path, env=env) as url:
+        codes = [
+            httpx.get(
+                f"{url}/v1/goals/",
+                headers={"Authorization": f"Bearer guess{i}", "X-Forwarded-For": f"203.0.113.{i}"},
+            ).status_code
+            for i in range(10)
+        ]
+    assert codes == ([401] * 5 + [429] * 5 if refused else [401] * 10)

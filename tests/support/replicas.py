@@ -103,6 +103,7 @@ def _parley_env(database_url: str) -> dict[str, str]:
         "PARLEY_LOG_LEVEL": "WARNING",
         "PARLEY_GOAL_CACHE_SECONDS": "0",
         "PARLEY_SHUTDOWN_GRACE_SECONDS": "2",  # stops quickly when the test ends
+        "PARLEY_TRUSTED_PROXIES": "127.0.0.1",  # HAProxy, which sets X-Forwarded-For
     }
 
 
@@ -126,6 +127,8 @@ defaults
 
 frontend parley
     bind 127.0.0.1:{port}
+    # The client's address for the replicas' rate limits, which trust this proxy.
+    option forwardfor
     default_backend replicas
 
 backend replicas
