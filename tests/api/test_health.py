@@ -1,8 +1,11 @@
+import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+from parley.store import database as database_module
 from tests.conftest import app_client, make_settings
 
 
@@ -11,6 +14,7 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     assert client.get("/readyz").json() == {"status": "ready"}
 
 
+@pytest.mark.integration  # it connects to a closed port on this machine
 def test_readyz_fails_when_the_database_is_unreachable(tmp_path: Path) -> None:
     """Readiness reflects the database: 503 when it cannot be reached."""
     settings = make_settings(
@@ -39,4 +43,25 @@ def test_readyz_is_503_while_sqlite_cannot_take_a_write(tmp_path: Path) -> None:
         finally:
             holder.execute("ROLLBACK")
             holder.close()
+        assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_is_503_while_sqlites_disk_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes answered 503 on a full disk while /readyz said 200 throughout: the instance
+    is not ready while its database's disk cannot take a write, and is again after."""
+    free = [10 * 2**30]
+
+    def usage(path: object) -> shutil._ntuple_diskusage:
+        return shutil._ntuple_diskusage(100 * 2**30, 100 * 2**30 - free[0], free[0])
+
+    monkeypatch.setattr(database_module.shutil, "disk_usage", usage)
+    with app_client(make_settings(tmp_path)) as client:
+        assert client.get("/readyz").status_code == 200
+        free[0] = 64 * 1024
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "database_not_writable"
+        free[0] = 10 * 2**30
         assert client.get("/readyz").status_code == 200

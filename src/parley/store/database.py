@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -125,6 +127,19 @@ async def _sqlite_lock_free(
         await raw.exec_driver_sql(f"PRAGMA busy_timeout={busy_ms}")
 
 
+# Below this much free space a SQLite write (its WAL frames, a checkpoint) may fail with
+# "database or disk is full": the instance says it is not ready.
+SQLITE_MIN_FREE_BYTES = 4 * 1024 * 1024
+
+
+def _room_for_sqlite(url: str) -> bool:
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        return True
+    directory = os.path.dirname(os.path.abspath(path))
+    return shutil.disk_usage(directory).free >= SQLITE_MIN_FREE_BYTES
+
+
 # Told each time the database is found unavailable: (kind, the error) -> None.
 UnavailableListener = Callable[[str, BaseException], None]
 
@@ -189,7 +204,10 @@ class Database:
 
     async def writable(self, timeout_seconds: float = 1.0) -> bool:
         """Whether a write could start now: SQLite's write lock can be taken (a connection
-        left inside a transaction holds it), PostgreSQL is not read-only."""
+        left inside a transaction holds it) and its disk has room, PostgreSQL is not
+        read-only."""
+        if self._sqlite_thread is not None and not _room_for_sqlite(self.url):
+            return False
         try:
             async with asyncio.timeout(timeout_seconds), self.engine.connect() as connection:
                 if self.engine.dialect.name == "sqlite":
