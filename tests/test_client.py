@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from parley.app import create_app
@@ -140,3 +141,16 @@ async def test_a_failed_llm_turn_is_an_event_with_its_status_then_the_escalation
     async with parley.chat(socket.id) as chat:
         events = [event async for event in chat.send("hi")]
     assert _kinds(events) == ["Accepted", "TurnFailed", "Escalated"]
+
+
+async def test_a_client_on_the_callers_httpx_client_uses_its_key_and_leaves_it_open(
+    server: LiveServer,
+) -> None:
+    headers = {"authorization": "Bearer k1"}
+    async with httpx.AsyncClient(base_url=server.http_url, headers=headers) as http:
+        async with ParleyClient(http=http) as parley:
+            await parley.create_goal("Support", "Help.", goal_id="support")
+            conversation = await parley.create_conversation("support")
+            async with parley.chat(conversation.id) as chat:  # the key reaches the socket
+                await chat.ping()
+        assert (await http.get("/v1/goals/support")).status_code == 200  # still open

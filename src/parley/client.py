@@ -179,10 +179,18 @@ class ParleyClient:
         api_key: str | None = None,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
+        """``http``: an httpx client of the caller's to send through (its base URL, headers
+        and pool), which ``aclose`` leaves open."""
+        self._owns_http = http is None
+        if http is not None:
+            base_url = str(http.base_url)
+            authorization = http.headers.get("authorization")
+            api_key = authorization.removeprefix("Bearer ") if authorization else api_key
         self.base_url = base_url.rstrip("/")
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
+        self._http = http or httpx.AsyncClient(
             base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
         )
 
@@ -198,7 +206,8 @@ class ParleyClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._owns_http:
+            await self._http.aclose()
 
     async def _call(
         self,

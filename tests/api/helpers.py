@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
+from parley.client import ParleyClient, ParleyError
+
 
 def make_goal(client: TestClient, goal_id: str = "support", **escalation: Any) -> str:
     body: dict[str, Any] = {
@@ -32,16 +34,16 @@ def make_conversation(client: TestClient, goal_id: str = "support") -> str:
 async def start_conversation(
     http: httpx.AsyncClient, goal_id: str = "support", **escalation: Any
 ) -> str:
-    """A new conversation over a live server's HTTP API; its goal is created once."""
-    if (await http.get(f"/v1/goals/{goal_id}")).status_code == 404:
-        goal: dict[str, Any] = {"id": goal_id, "name": goal_id, "instructions": "Help."}
-        if escalation:
-            goal["escalation"] = escalation
-        (await http.post("/v1/goals/", json=goal)).raise_for_status()
-    response = await http.post("/v1/conversations/", json={"goal_id": goal_id})
-    response.raise_for_status()
-    conversation_id: str = response.json()["id"]
-    return conversation_id
+    """A new conversation over a live server's API (through parley.client, on ``http``'s
+    connections and key); its goal is created once."""
+    parley = ParleyClient(http=http)
+    try:
+        await parley.get_goal(goal_id)
+    except ParleyError as missing:
+        if missing.status != 404:
+            raise
+        await parley.create_goal(goal_id, "Help.", goal_id=goal_id, escalation=escalation or None)
+    return str((await parley.create_conversation(goal_id)).id)
 
 
 def parse_sse(text: str) -> list[tuple[str, Any]]:
