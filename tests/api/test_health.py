@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from parley.store import database as database_module
 from tests.conftest import app_client, make_settings
 
 
@@ -56,7 +55,7 @@ def test_readyz_is_503_while_sqlites_disk_is_full(
     def usage(path: object) -> shutil._ntuple_diskusage:
         return shutil._ntuple_diskusage(100 * 2**30, 100 * 2**30 - free[0], free[0])
 
-    monkeypatch.setattr(database_module.shutil, "disk_usage", usage)
+    monkeypatch.setattr(shutil, "disk_usage", usage)  # as parley.store.database reads it
     with app_client(make_settings(tmp_path)) as client:
         assert client.get("/readyz").status_code == 200
         free[0] = 64 * 1024
