@@ -81,6 +81,8 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "log_level": "WARNING",
         # Load tests drive hundreds of requests from one address; the limits have their own.
         "rate_limit_per_minute": 0,
+        # Tests scrape right after acting; the cache has its own tests.
+        "metrics_cache_seconds": 0,
     }
     values.update(overrides)
     return Settings.model_validate(values)

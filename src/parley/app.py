@@ -172,6 +172,7 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
     instrumentation = instrument_app(
         app,
         token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
+        cache_seconds=settings.metrics_cache_seconds,
     )
     app.state.parley = AppState(
         # The keys live only as digests (api_keys), not in the settings served on.

@@ -101,6 +101,7 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     metrics_token: SecretStr | None = None
+    metrics_cache_seconds: float = Field(default=defaults.METRICS_CACHE_SECONDS, ge=0)
     metrics_goal_label_limit: int = Field(default=100, ge=1)
     # How often the goals with a label of their own are read again from the goals table.
     metrics_goal_refresh_seconds: float = Field(default=30.0, gt=0)

@@ -43,6 +43,10 @@ DB_POOL_TIMEOUT_SECONDS = 5.0
 # the last commits (never corrupts). "full" syncs every commit. Rails' default too.
 SQLITE_SYNCHRONOUS = "normal"
 
+# /metrics serves its last rendering (per format) for this long: a scrape storm costs
+# one render and one database COUNT per interval (PARLEY_METRICS_CACHE_SECONDS).
+METRICS_CACHE_SECONDS = 1.0
+
 # A request body must arrive whole within this; else 408.
 BODY_TIMEOUT_SECONDS = 30.0
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.routing import Route
 
+from parley.observability.exposition import MetricsEndpoint
 from tests.api.helpers import make_conversation, make_goal
 from tests.conftest import app_client, make_settings
+from tests.support.metrics import FakeClock
 from tests.support.tools import require_tool
 
 
@@ -105,3 +112,49 @@ def test_bearer_token_protects_metrics(tmp_path: Path) -> None:
         allowed = client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
         assert allowed.status_code == 200
         assert "http_requests_total" in allowed.text
+
+
+async def test_a_scrape_storm_costs_one_render_and_one_hook_run_per_interval() -> None:
+    """86 scrapes a second each rendered every series and ran a COUNT on the database
+    (turn p50 6.8 -> 113 ms). Within PARLEY_METRICS_CACHE_SECONDS a scrape is served the
+    last rendering, per format; after it, a fresh one."""
+    registry = CollectorRegistry()
+    counter = Counter("things", "Things.", registry=registry)
+    clock = FakeClock()
+    runs: list[float] = []
+
+    async def count_active() -> None:
+        runs.append(clock.now)
+
+    endpoint = MetricsEndpoint(registry, hooks=[count_active], cache_seconds=1.0, clock=clock)
+    app = Starlette(routes=[Route("/metrics", endpoint.handle)])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://parley"
+    ) as http:
+        first = await asyncio.gather(*(http.get("/metrics") for _ in range(50)))
+        counter.inc()
+        clock.advance(0.5)
+        cached = await http.get("/metrics")
+        openmetrics = await http.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        clock.advance(0.5)
+        fresh = await http.get("/metrics")
+    assert {answer.text for answer in first} == {cached.text}
+    assert "things_total 0.0" in cached.text
+    assert "things_total 1.0" in openmetrics.text  # another format: rendered on its own
+    assert "things_total 1.0" in fresh.text
+    assert len(runs) == 3
+
+
+async def test_with_no_cache_interval_every_scrape_is_fresh() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("things", "Things.", registry=registry)
+    endpoint = MetricsEndpoint(registry, cache_seconds=0)
+    app = Starlette(routes=[Route("/metrics", endpoint.handle)])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://parley"
+    ) as http:
+        await http.get("/metrics")
+        counter.inc()
+        assert "things_total 1.0" in (await http.get("/metrics")).text

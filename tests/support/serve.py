@@ -47,6 +47,7 @@ def serve_process(
         "PARLEY_SIM_TOKEN_DELAY_SECONDS": "0",
         "PARLEY_LOG_FORMAT": "json",
         "PARLEY_RATE_LIMIT_PER_MINUTE": "0",  # load from one address: limits tested apart
+        "PARLEY_METRICS_CACHE_SECONDS": "0",  # scraped right after acting
         **(env or {}),
     }
     env.pop("GROQ_API_KEY", None)

@@ -10,6 +10,7 @@ import asyncio
 import gzip
 import hmac
 import json
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -35,10 +36,19 @@ class MetricsEndpoint:
         *,
         token: str | None = None,
         hooks: Sequence[ScrapeHook] = (),
+        cache_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.token = token
         self.hooks = list(hooks)
+        # A scrape within this many seconds of the last rendering of its format is served
+        # that rendering: a storm of scrapes costs one render and one run of the hooks (a
+        # database COUNT) per interval. Prometheus scrapes every 15 s or so.
+        self.cache_seconds = cache_seconds
+        self._clock = clock
+        self._rendered: dict[tuple[str, bool], tuple[float, bytes]] = {}
+        self._rendering = asyncio.Lock()
 
     def add_hook(self, hook: ScrapeHook) -> None:
         """Run ``hook`` before each scrape, e.g. to refresh a gauge read from a database."""
@@ -64,20 +74,35 @@ class MetricsEndpoint:
                 "missing or invalid bearer token for /metrics",
                 {"WWW-Authenticate": "Bearer"},
             )
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        compress = gzip_accepted(request.headers.get("accept-encoding", ""))
+        output = self._fresh(content_type, compress)
+        if output is None:
+            async with self._rendering:  # concurrent scrapes wait for one rendering
+                output = self._fresh(content_type, compress)
+                if output is None:
+                    output = await self._scrape(encoder, compress)
+                    self._rendered[content_type, compress] = (self._clock(), output)
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+        if compress:
+            headers["Content-Encoding"] = "gzip"
+        return Response(output, headers=headers)
+
+    def _fresh(self, content_type: str, compress: bool) -> bytes | None:
+        rendered = self._rendered.get((content_type, compress))
+        if rendered is None or self._clock() - rendered[0] >= self.cache_seconds:
+            return None
+        return rendered[1]
+
+    async def _scrape(self, encoder: Callable[[CollectorRegistry], bytes], compress: bool) -> bytes:
         for hook in self.hooks:
             try:
                 await hook()
             except Exception:  # a stale gauge beats a failed scrape
                 logger.exception("scrape_hook_failed", hook=getattr(hook, "__name__", "?"))
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        compress = gzip_accepted(request.headers.get("accept-encoding", ""))
         # Rendering a large registry takes milliseconds of pure Python: in a thread, the
         # event loop keeps serving requests in between.
-        output = await asyncio.to_thread(self._render, encoder, compress)
-        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-        if compress:
-            headers["Content-Encoding"] = "gzip"
-        return Response(output, headers=headers)
+        return await asyncio.to_thread(self._render, encoder, compress)
 
     def _render(self, encoder: Callable[[CollectorRegistry], bytes], compress: bool) -> bytes:
         directory = multiprocess.directory()

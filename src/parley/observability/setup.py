@@ -40,6 +40,7 @@ def instrument_app(
     token: str | None = None,
     websockets: bool = True,
     scrape_hooks: Sequence[ScrapeHook] = (),
+    cache_seconds: float = 0.0,
 ) -> Instrumentation:
     """Add the metrics middleware, which also serves ``/metrics``, to ``app`` in one call.
 
@@ -53,7 +54,9 @@ def instrument_app(
     http = HttpMetrics.register(registry)
     ws = WebSocketMetrics.register(registry) if websockets else None
     guard = LabelGuardMetrics.register(registry)
-    endpoint = MetricsEndpoint(registry, token=token, hooks=scrape_hooks)
+    endpoint = MetricsEndpoint(
+        registry, token=token, hooks=scrape_hooks, cache_seconds=cache_seconds
+    )
     route = Route(metrics_path, endpoint.handle, methods=["GET"], include_in_schema=False)
     app.add_middleware(PrometheusMiddleware, http=http, ws=ws, metrics_route=route)
     instrumentation = Instrumentation(registry, http, ws, guard, endpoint, metrics_path)
