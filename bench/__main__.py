@@ -131,6 +131,8 @@ def _turn_targets(quick: bool) -> list[tuple[str, bool, str]]:
         database_urls, seconds=1.0 if quick else 10.0, conversations=1 if quick else 10
     )
     print("\n".join(turns.report_whole(whole)), end="\n\n")
+    flood = turns.run_scrape_flood(database_urls, seconds=1.0 if quick else 5.0)
+    print("\n".join(turns.report_scrape_flood(flood)), end="\n\n")
 
     by = {(r.variant, r.clients): r for r in streams}
     few, many = (1, 2) if quick else (1, 10)
@@ -167,6 +169,15 @@ def _turn_targets(quick: bool) -> list[tuple[str, bool, str]]:
                 f"streams/s >= 3x LiteLLM's ({loaded} clients)",
                 rate >= 3 * peer,
                 f"x{rate / peer:.1f}",
+            )
+        )
+    for flooded in flood:
+        ratio = flooded.flooded_p50 / flooded.idle_p50
+        targets.append(
+            (
+                f"turn p50 under a /metrics flood <= 2x idle, {flooded.database}",
+                ratio <= 2.0,
+                f"x{ratio:.2f} ({flooded.scrapes_per_second:.0f} scrapes/s)",
             )
         )
     bare = next(result for result in whole if result.database == "bare")
