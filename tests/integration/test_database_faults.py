@@ -55,7 +55,7 @@ async def _unavailable(call: object) -> ParleyError:
     return refused.value
 
 
-@pytest.mark.parametrize("fault", ["reset", "blackhole"])
+@pytest.mark.parametrize("fault", ["reset", "blackhole", "slow"])
 async def test_a_database_fault_answers_503_on_every_channel_then_service_resumes(
     served: tuple[LiveServer, FastAPI], proxy: TcpProxy, fault: str
 ) -> None:

@@ -1,6 +1,7 @@
 """A TCP proxy on loopback that a test controls, to fail the network under a server:
 ``forward`` relays bytes; ``reset`` aborts every connection and every new one (RST);
-``blackhole`` accepts and relays nothing, so the peer waits on a silent socket."""
+``blackhole`` accepts and relays nothing, so the peer waits on a silent socket; ``slow``
+relays each chunk ``slow_seconds`` late (a saturated link or server)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import threading
 from types import TracebackType
 from typing import Literal
 
-Mode = Literal["forward", "reset", "blackhole"]
+Mode = Literal["forward", "reset", "blackhole", "slow"]
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:
@@ -26,6 +27,7 @@ class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.mode: Mode = "forward"
+        self.slow_seconds = 3.0
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -104,6 +106,8 @@ class TcpProxy:
             while data := await reader.read(65536):
                 if self.mode == "blackhole":
                     continue  # silently dropped: the peer waits for an answer
+                if self.mode == "slow":
+                    await asyncio.sleep(self.slow_seconds)
                 writer.write(data)
                 await writer.drain()
         finally:
