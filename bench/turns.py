@@ -394,6 +394,26 @@ async def _growth(server: Server, conversations: int) -> tuple[float, float]:
         return sum(spent[:5]) / 5, sum(spent[45:]) / 5
 
 
+def _zero_latency_parley(name: str, database_url: str) -> Server:
+    """``parley serve`` on the simulated LLM at zero latency, with no quota and no rate
+    limit: what a whole turn costs Parley itself."""
+    return _spawn(
+        f"parley {name}",
+        [str(Path(sys.executable).with_name("parley")), "serve", "--port", "{port}"],
+        "/readyz",
+        env={
+            "PARLEY_DATABASE_URL": database_url,
+            "PARLEY_LLM_PROVIDER": "simulated",
+            "PARLEY_SIM_TTFT_SECONDS": "0",
+            "PARLEY_SIM_TOKEN_DELAY_SECONDS": "0",
+            "PARLEY_SIM_REQUESTS_PER_MINUTE": "10000000",
+            "PARLEY_SIM_TOKENS_PER_MINUTE": "1000000000",
+            "PARLEY_RATE_LIMIT_PER_MINUTE": "0",
+            "PARLEY_LOG_LEVEL": "WARNING",
+        },
+    )
+
+
 def run_whole(
     database_urls: dict[str, str],
     *,
@@ -412,21 +432,7 @@ def run_whole(
     nan = float("nan")
     results = [WholeResult("bare", done / seconds, cpu / done if done else nan, nan, nan)]
     for name, url in database_urls.items():
-        server = _spawn(
-            f"parley {name}",
-            [str(Path(sys.executable).with_name("parley")), "serve", "--port", "{port}"],
-            "/readyz",
-            env={
-                "PARLEY_DATABASE_URL": url,
-                "PARLEY_LLM_PROVIDER": "simulated",
-                "PARLEY_SIM_TTFT_SECONDS": "0",
-                "PARLEY_SIM_TOKEN_DELAY_SECONDS": "0",
-                "PARLEY_SIM_REQUESTS_PER_MINUTE": "10000000",
-                "PARLEY_SIM_TOKENS_PER_MINUTE": "1000000000",
-                "PARLEY_RATE_LIMIT_PER_MINUTE": "0",
-                "PARLEY_LOG_LEVEL": "WARNING",
-            },
-        )
+        server = _zero_latency_parley(name, url)
         try:
             asyncio.run(_ensure_goal(server.url))
             done, cpu = asyncio.run(_whole_turns(server, clients, seconds))
@@ -514,21 +520,7 @@ def run_scrape_flood(
     proxy's connection and rate limits are for that."""
     results = []
     for name, url in database_urls.items():
-        server = _spawn(
-            f"parley {name}",
-            [str(Path(sys.executable).with_name("parley")), "serve", "--port", "{port}"],
-            "/readyz",
-            env={
-                "PARLEY_DATABASE_URL": url,
-                "PARLEY_LLM_PROVIDER": "simulated",
-                "PARLEY_SIM_TTFT_SECONDS": "0",
-                "PARLEY_SIM_TOKEN_DELAY_SECONDS": "0",
-                "PARLEY_SIM_REQUESTS_PER_MINUTE": "10000000",  # no simulated quota
-                "PARLEY_SIM_TOKENS_PER_MINUTE": "1000000000",
-                "PARLEY_RATE_LIMIT_PER_MINUTE": "0",
-                "PARLEY_LOG_LEVEL": "WARNING",
-            },
-        )
+        server = _zero_latency_parley(name, url)
         try:
             asyncio.run(_ensure_goal(server.url))
             result = asyncio.run(_flood(server, seconds, scrapers, rate))
