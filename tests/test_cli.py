@@ -104,8 +104,9 @@ def test_serve_keeps_an_idle_connection_longer_than_a_proxy_in_front_does(
             seen["default"] = config.timeout_keep_alive
             self.started = True
 
-        def run(self) -> None:
-            pass
+        def run(self, sockets: list[socket.socket] | None = None) -> None:
+            for sock in sockets or []:
+                sock.close()
 
     monkeypatch.setattr("uvicorn.Server", FakeServer)
     monkeypatch.setenv("PARLEY_AUTO_MIGRATE", "false")

@@ -159,3 +159,11 @@ def test_a_trusted_proxy_that_is_no_address_is_refused_by_name(
     assert "ingress-nginx" in str(refused.value)
     monkeypatch.setenv("PARLEY_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1, ::1")
     assert load_settings().trusted_proxies == ["10.0.0.0/8", "127.0.0.1", "::1"]
+
+
+def test_a_metrics_port_equal_to_the_api_port_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_PORT", "8100")
+    monkeypatch.setenv("PARLEY_METRICS_PORT", "8100")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert "PARLEY_METRICS_PORT must differ from PARLEY_PORT" in str(refused.value)

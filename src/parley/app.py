@@ -131,7 +131,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Series for the goals that exist, so the first scrape shows them at zero.
         await _label_goals(services, metrics, settings)
     structlog.get_logger("parley").info(
-        "parley_started", llm_provider=services.gateway.provider.name
+        "parley_started",
+        llm_provider=services.gateway.provider.name,
+        # Off is a development mode: say so where the operator looks first.
+        authentication="on" if len(state.api_keys) else "off (PARLEY_API_KEYS is empty)",
     )
     in_flight = services.chat.in_flight
     undo_signals = drain_before_exit(lambda: in_flight.drain(settings.shutdown_grace_seconds))
@@ -173,6 +176,7 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         app,
         token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
         cache_seconds=settings.metrics_cache_seconds,
+        metrics_port=settings.metrics_port,
     )
     app.state.parley = AppState(
         # The keys live only as digests (api_keys), not in the settings served on.

@@ -11,9 +11,13 @@ import socket
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from parley import __version__
 from parley.config import Settings, SettingsError, environment_variable, load_settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 # The rest is imported where it is used. A `--workers` worker is spawned: it imports
 # this module again (the `parley` script's) before it can answer uvicorn's health check,
@@ -91,19 +95,70 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
     )
     try:
+        sockets = _bind(config, settings)
+    except ListenError as refused:
+        print(f"parley: {refused}", file=sys.stderr)
+        return 2
+    _log_listening(config, settings)
+    try:
         if config.workers > 1:
-            # The workers accept on the socket bound here. Linux passes a listening
-            # socket's TCP_NODELAY on to each connection it accepts; without it, Nagle's
-            # algorithm and delayed ACKs hold every small reply ~40 ms.
-            sock = config.bind_socket()
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            Multiprocess(config, sockets=[sock]).run()
+            Multiprocess(config, sockets=sockets).run()  # the workers accept on these
             return 0
         server = uvicorn.Server(config)
-        server.run()
+        server.run(sockets=sockets)
         return 0 if server.started else STARTUP_FAILURE
     except KeyboardInterrupt:
         return 0
+
+
+def _log_listening(config: uvicorn.Config, settings: Settings) -> None:
+    import structlog
+
+    base = f"http://{config.host}"
+    structlog.get_logger("parley").info(
+        "parley_listening",
+        url=f"{base}:{config.port}",
+        metrics_url=f"{base}:{settings.metrics_port or config.port}/metrics",
+        workers=config.workers,
+    )
+
+
+class ListenError(Exception):
+    """A port Parley cannot listen on, said in one line (the variable, the address, why)."""
+
+
+def _listen(host: str, port: int, variable: str) -> socket.socket:
+    """A bound socket, before the app starts: a port in use is found before migrations run,
+    and said in one line instead of uvicorn's log record after them."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as refused:
+        sock.close()
+        raise ListenError(
+            f"{variable}: cannot listen on {host}:{port}: {refused.strerror or refused}"
+        ) from None
+    # Linux passes a listening socket's TCP_NODELAY on to each connection it accepts;
+    # without it, Nagle's algorithm and delayed ACKs hold every small reply ~40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.set_inheritable(True)  # spawned workers accept on it
+    return sock
+
+
+def _bind(config: uvicorn.Config, settings: Settings) -> list[socket.socket]:
+    """The API's socket, and the metrics port's when it has one (the app tells them apart
+    by the port a request came in on)."""
+    sockets = [_listen(config.host, config.port, environment_variable("port"))]
+    if settings.metrics_port is not None:
+        try:
+            sockets.append(
+                _listen(config.host, settings.metrics_port, environment_variable("metrics_port"))
+            )
+        except ListenError:
+            sockets[0].close()
+            raise
+    return sockets
 
 
 def _port(text: str) -> int:

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     metrics_token: SecretStr | None = None
+    # /metrics on a port of its own (same host), and no longer on PARLEY_PORT: keep the
+    # API's port public and this one inside (the scraper's network only).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_cache_seconds: float = Field(default=defaults.METRICS_CACHE_SECONDS, ge=0)
     metrics_goal_label_limit: int = Field(default=100, ge=1)
     # How often the goals with a label of their own are read again from the goals table.
@@ -166,6 +169,12 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @model_validator(mode="after")
+    def _metrics_port_apart(self) -> Settings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError("PARLEY_METRICS_PORT must differ from PARLEY_PORT")
+        return self
 
     @model_validator(mode="after")
     def _resolve_provider(self) -> Settings:

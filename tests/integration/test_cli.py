@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.serve import serve
+from tests.support.ports import free_port
+from tests.support.serve import serve, serve_process
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +76,43 @@ def test_x_forwarded_for_names_the_client_only_from_a_trusted_proxy(
             for i in range(10)
         ]
     assert codes == ([401] * 5 + [429] * 5 if refused else [401] * 10)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_answers_metrics_on_the_metrics_port_only(tmp_path: Path, workers: str) -> None:
+    metrics_port = free_port()
+    with serve_process(
+        tmp_path, "--workers", workers, env={"PARLEY_METRICS_PORT": str(metrics_port)}
+    ) as served:
+        assert httpx.get(f"{served.url}/v1/goals/").status_code == 200
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert metrics.status_code == 200
+        assert 'path="/v1/goals/"' in metrics.text
+        assert httpx.get(f"{served.url}/metrics").status_code == 404
+        assert httpx.get(f"http://127.0.0.1:{metrics_port}/v1/goals/").status_code == 404
+    log = served.log.read_text()
+    assert f'"metrics_url": "http://127.0.0.1:{metrics_port}/metrics"' in log
+    assert '"authentication": "off (PARLEY_API_KEYS is empty)"' in log
+
+
+def test_a_port_in_use_is_one_line_and_exit_2_before_migrations_run(tmp_path: Path) -> None:
+    """uvicorn bound the port after the app's start-up: the schema was migrated first, and
+    the error was a log record after it."""
+    database = tmp_path / "never.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+        result = subprocess.run(
+            [sys.executable, "-m", "parley", "serve", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"parley: PARLEY_PORT: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+    assert not database.exists()

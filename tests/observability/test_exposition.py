@@ -15,6 +15,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.routing import Route
+from starlette.websockets import WebSocketDisconnect
 
 from parley.observability.exposition import MetricsEndpoint
 from tests.api.helpers import make_conversation, make_goal
@@ -158,3 +159,22 @@ async def test_with_no_cache_interval_every_scrape_is_fresh() -> None:
         await http.get("/metrics")
         counter.inc()
         assert "things_total 1.0" in (await http.get("/metrics")).text
+
+
+def test_with_a_metrics_port_metrics_answer_there_and_only_metrics_do(tmp_path: Path) -> None:
+    """PARLEY_METRICS_PORT: the API's port can be public while /metrics is not on it."""
+    settings = make_settings(tmp_path, port=8000, metrics_port=9100)
+    with app_client(settings) as client:
+        on_metrics_port = client.get("http://testserver:9100/metrics")
+        assert on_metrics_port.status_code == 200
+        assert "http_requests_total" in on_metrics_port.text
+        assert client.get("http://testserver:8000/metrics").status_code == 404
+        assert client.get("http://testserver:8000/healthz").status_code == 200
+        assert client.get("http://testserver:9100/healthz").status_code == 404
+        assert client.get("http://testserver:9100/v1/goals/").status_code == 404
+        with (
+            pytest.raises(WebSocketDisconnect) as closed,
+            client.websocket_connect("ws://testserver:9100/v1/ws"),
+        ):
+            pass
+        assert closed.value.code == 1008

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +25,14 @@ CLIENT_CLOSED = 499
 # What a service and the proxies in front of it answer when the server side fails.
 SERVER_ERROR_STATUSES = (500, 502, 503, 504)
 NOT_SERVED = (404, 405)  # no such route or method: no server-error series for it
+
+
+_NOT_ON_METRICS_PORT = PlainTextResponse("Not Found: this port serves /metrics only", 404)
+
+
+def _local_port(scope: Scope) -> int | None:
+    server = scope.get("server")
+    return server[1] if server else None
 
 
 class _Series:
@@ -55,12 +64,16 @@ class PrometheusMiddleware:
         templates: RouteTemplates | None = None,
         clock: Callable[[], float] = time.perf_counter,
         metrics_route: Route | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.app = app
         # /metrics is served here, before routing: the app's routes do not grow by one
         # that every unmatched request would have to try.
         self.metrics_route = metrics_route
         self.metrics_path = metrics_route.path if metrics_route is not None else None
+        # With a port of its own, /metrics is served there only, and nothing else is: the
+        # API's port can face the world while the metrics port stays inside.
+        self.metrics_port = metrics_port
         self.http = http
         self.ws = ws
         self.templates = templates or RouteTemplates(app)
@@ -74,15 +87,23 @@ class PrometheusMiddleware:
             self._ws_sizes = {d: ws.message_size.labels(d) for d in ("inbound", "outbound")}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        on_metrics_port = self.metrics_port is not None and _local_port(scope) == self.metrics_port
         if scope["type"] == "http":
-            if scope["path"] == self.metrics_path:
+            if scope["path"] == self.metrics_path and (
+                on_metrics_port or self.metrics_port is None
+            ):
                 assert self.metrics_route is not None
                 scope["route"] = self.metrics_route
                 # The endpoint itself, not Route.handle: its 405 for other methods would
                 # be an exception out here, past the app's handlers (a 500).
                 await self._http(scope, receive, send, self.metrics_route.app)
+            elif on_metrics_port:
+                await self._http(scope, receive, send, _NOT_ON_METRICS_PORT)
             else:
                 await self._http(scope, receive, send, self.app)
+        elif on_metrics_port:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
         elif scope["type"] == "websocket" and self.ws is not None:
             await self._websocket(scope, receive, send, self.ws)
         else:

@@ -41,11 +41,14 @@ def instrument_app(
     websockets: bool = True,
     scrape_hooks: Sequence[ScrapeHook] = (),
     cache_seconds: float = 0.0,
+    metrics_port: int | None = None,
 ) -> Instrumentation:
     """Add the metrics middleware, which also serves ``/metrics``, to ``app`` in one call.
 
     A fresh registry (with the process and platform collectors) is made unless one is
-    given. Call it before the app starts serving; the result is also kept in
+    given. With ``metrics_port``, ``/metrics`` answers only on connections to that port
+    (which must be one the server listens on), and that port answers nothing else. Call it
+    before the app starts serving; the result is also kept in
     ``app.state.instrumentation``.
     """
     if registry is None:
@@ -58,7 +61,9 @@ def instrument_app(
         registry, token=token, hooks=scrape_hooks, cache_seconds=cache_seconds
     )
     route = Route(metrics_path, endpoint.handle, methods=["GET"], include_in_schema=False)
-    app.add_middleware(PrometheusMiddleware, http=http, ws=ws, metrics_route=route)
+    app.add_middleware(
+        PrometheusMiddleware, http=http, ws=ws, metrics_route=route, metrics_port=metrics_port
+    )
     instrumentation = Instrumentation(registry, http, ws, guard, endpoint, metrics_path)
     app.state.instrumentation = instrumentation
     return instrumentation
