@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from parley import __version__
-from parley.cli import main
+from parley.cli import build_parser, main
 from tests.support.ports import free_port
 
 
@@ -131,3 +131,10 @@ def test_the_cli_module_imports_nothing_a_worker_imports_later() -> None:
         check=True,
     )
     assert loaded.stdout.split() == []
+
+
+def test_the_demo_reads_its_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key given as --api-key is visible to anyone running `ps`."""
+    monkeypatch.setenv("PARLEY_DEMO_API_KEY", "k-from-env")
+    assert build_parser().parse_args(["demo"]).api_key == "k-from-env"
+    assert build_parser().parse_args(["demo", "--api-key", "k2"]).api_key == "k2"

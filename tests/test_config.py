@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import pytest
 
 from parley.api.body_limit import BodySizeLimitMiddleware
 from parley.api.schemas import EscalationPolicyIn
-from parley.config import Settings, SettingsError, load_settings
+from parley.config import Settings, SettingsError, load_settings, unknown_variables
 from parley.domain.chat import ChatLimits
 from parley.domain.models import EscalationPolicy
 from parley.llm.gateway import LLMGateway, RetryPolicy
@@ -71,7 +72,12 @@ def test_a_database_url_without_an_async_driver_gets_a_hint(
 
 @pytest.mark.integration
 def test_parley_serve_reports_bad_settings_in_plain_lines_and_exits_2() -> None:
-    env = {"PATH": "/usr/bin:/bin", "PARLEY_API_KEYS": " ", "PARLEY_METRICS_TOKEN": SECRET}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PARLEY_API_KEYS": " ",
+        "PARLEY_METRICS_TOKEN": SECRET,
+        "PARLEY_API_KEY": SECRET,
+    }
     result = subprocess.run(
         [sys.executable, "-m", "parley", "serve"],
         env=env,
@@ -80,7 +86,8 @@ def test_parley_serve_reports_bad_settings_in_plain_lines_and_exits_2() -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert "PARLEY_API_KEYS" in result.stderr
+    assert "PARLEY_API_KEYS: is set but holds no key" in result.stderr
+    assert "PARLEY_API_KEY: not a Parley setting; did you mean PARLEY_API_KEYS?" in result.stderr
     assert "Traceback" not in result.stderr
     assert SECRET not in result.stderr + result.stdout
 
@@ -167,3 +174,29 @@ def test_a_metrics_port_equal_to_the_api_port_is_refused(monkeypatch: pytest.Mon
     with pytest.raises(SettingsError) as refused:
         load_settings()
     assert "PARLEY_METRICS_PORT must differ from PARLEY_PORT" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggestion"),
+    [("PARLEY_API_KEY", "PARLEY_API_KEYS"), ("PARLEY_PROT", "PARLEY_PORT")],
+)
+def test_a_mistyped_variable_stops_start_up_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, suggestion: str
+) -> None:
+    """PARLEY_API_KEY=k1 (for PARLEY_API_KEYS) started the API with no authentication."""
+    monkeypatch.setenv(variable, SECRET)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert str(refused.value).startswith(f"{variable}: not a Parley setting")
+    assert f"did you mean {suggestion}?" in str(refused.value)
+    assert SECRET not in str(refused.value)
+
+
+def test_the_tools_own_variables_are_not_mistaken_for_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in ("PARLEY_DEMO_API_KEY", "PARLEY_TEST_POSTGRES_URL", "PARLEY_BENCH_X"):
+        monkeypatch.setenv(variable, "x")
+    monkeypatch.setenv("PARLEY_GROQ_BASE_URL", "http://127.0.0.1:1")  # an alias of GROQ_BASE_URL
+    assert unknown_variables(os.environ) == []
+    load_settings()

@@ -240,7 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--fail", type=_share, default=0.0, help="share of turns the simulated LLM fails (0-1)"
     )
-    demo.add_argument("--api-key", help="an API key, when PARLEY_API_KEYS is set")
+    demo.add_argument(
+        "--api-key",
+        default=os.environ.get("PARLEY_DEMO_API_KEY"),
+        help="an API key, when Parley has PARLEY_API_KEYS set (default PARLEY_DEMO_API_KEY,"
+        " which keeps it out of `ps`)",
+    )
     commands.add_parser(
         "migrate",
         help="bring the database schema up to date",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import os
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -197,11 +200,49 @@ class SettingsError(Exception):
     and what it allows. Never the value: several of them are secrets."""
 
 
+# Variables with Parley's prefix that are not its settings: the demo client's key, and
+# the test and benchmark tools' own.
+NOT_SETTINGS = frozenset({"PARLEY_DEMO_API_KEY"})
+NOT_SETTINGS_PREFIXES = ("PARLEY_TEST_", "PARLEY_BENCH_")
+
+
 def load_settings() -> Settings:
+    """Settings from the environment; an unknown ``PARLEY_*`` variable is an error (a
+    mistyped ``PARLEY_API_KEY`` silently left authentication off)."""
+    problems = unknown_variables(os.environ)
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as invalid:
-        raise SettingsError("\n".join(_problem(error) for error in invalid.errors())) from None
+        problems += [_problem(error) for error in invalid.errors()]
+    if problems:
+        raise SettingsError("\n".join(problems)) from None
+    return settings
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    known = sorted(_known_variables())
+    problems = []
+    for name in sorted(variable.upper() for variable in environ):
+        if (
+            not name.startswith("PARLEY_")
+            or name in known
+            or name in NOT_SETTINGS
+            or name.startswith(NOT_SETTINGS_PREFIXES)
+        ):
+            continue
+        closest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {closest[0]}? " if closest else ""
+        problems.append(f"{name}: not a Parley setting; {hint}(`parley serve --help` lists them)")
+    return problems
+
+
+def _known_variables() -> set[str]:
+    known = set()
+    for name, info in Settings.model_fields.items():
+        known.add(environment_variable(name))
+        if isinstance(info.validation_alias, AliasChoices):
+            known.update(str(choice) for choice in info.validation_alias.choices)
+    return known
 
 
 def _problem(error: Any) -> str:
