@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -43,11 +44,25 @@ def test_serve_with_two_workers_migrates_once_and_serves(tmp_path: Path) -> None
 
 def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
-    env = {**os.environ, "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
+    env = {
+        **os.environ,
+        "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
+        "PARLEY_LOG_FORMAT": "json",
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "parley", "migrate"], env=env, capture_output=True, timeout=60
+        [sys.executable, "-m", "parley", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
+    # Only what ran: Alembic's plugin set-up and context lines came on every start.
+    events = [json.loads(line)["event"] for line in (result.stdout + result.stderr).splitlines()]
+    assert [event.split(",")[0] for event in events] == [
+        "Running upgrade  -> 0001",
+        "Running upgrade 0001 -> 0002",
+    ]
     connection = sqlite3.connect(db)
     try:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}

@@ -76,6 +76,8 @@ def configure_logging(
     logging.getLogger("sqlalchemy.engine").setLevel(level if log_content else logging.WARNING)
     # Parley logs each request itself, with its id; uvicorn's access line would repeat it.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # Seven lines on every start (Alembic registering its plugins), telling nobody anything.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 class ScrubQueryStrings(logging.Filter):
