@@ -25,36 +25,58 @@ if TYPE_CHECKING:
 # CPU, which a saturated machine stretched past the check's deadline.
 
 
-async def _migrate(settings: Settings) -> None:
+def _migrate(settings: Settings) -> str | None:
+    """Bring the database's schema up to date: what is wrong with the database, in one
+    line, or None."""
     from parley.app import engine_options
-    from parley.store import Database, upgrade_to_head
+    from parley.store import Database
+    from parley.store.startup import DatabaseStartupError, migrate
 
-    database = Database(settings.database_url, engine_options(settings))
+    async def prepare() -> None:
+        database = Database(settings.database_url, engine_options(settings))
+        try:
+            await migrate(database)
+        finally:
+            await database.dispose()
+
     try:
-        await upgrade_to_head(database.engine)
-    finally:
-        await database.dispose()
+        asyncio.run(prepare())
+    except DatabaseStartupError as unusable:
+        return f"{environment_variable('database_url')}: {unusable}"
+    return None
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from parley.observability import multiprocess
 
+    config = _uvicorn_config(args, settings)
+    try:
+        sockets = _bind(config, settings)
+    except ListenError as refused:
+        print(f"parley: {refused}", file=sys.stderr)
+        return 2
+    if settings.auto_migrate:
+        # Here, not in each app's start-up: a database that cannot be used is one line,
+        # and workers never race each other over the schema.
+        unusable = _migrate(settings)
+        if unusable:
+            for sock in sockets:
+                sock.close()
+            print(f"parley: {unusable}", file=sys.stderr)
+            return 2
+        os.environ[environment_variable("auto_migrate")] = "false"
     metrics_dir = os.environ.get(multiprocess.ENV)
     own_metrics_dir = False
-    if args.workers > 1:
-        # Migrate once here; workers must not race each other over the schema.
-        asyncio.run(_migrate(settings))
-        os.environ["PARLEY_AUTO_MIGRATE"] = "false"
-        if not metrics_dir:
-            metrics_dir = tempfile.mkdtemp(prefix="parley-metrics-")
-            own_metrics_dir = True
+    if args.workers > 1 and not metrics_dir:
+        metrics_dir = tempfile.mkdtemp(prefix="parley-metrics-")
+        own_metrics_dir = True
     if metrics_dir:
         # Fresh for every start: counters from an earlier run must not leak in. Set
         # before the workers start, so their prometheus_client writes value files.
         multiprocess.prepare(metrics_dir)
         os.environ[multiprocess.ENV] = metrics_dir
     try:
-        return _run_uvicorn(args, settings)
+        return _run_uvicorn(config, sockets, settings)
     finally:
         if own_metrics_dir and metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -65,11 +87,10 @@ STARTUP_FAILURE = 3
 WORKER_HEALTHCHECK_SECONDS = 60
 
 
-def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
+def _uvicorn_config(args: argparse.Namespace, settings: Settings) -> uvicorn.Config:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
-    config = uvicorn.Config(
+    return uvicorn.Config(
         "parley.app:create_app",
         factory=True,
         host=args.host or settings.host,
@@ -94,11 +115,12 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> int:
         # Turns have had their grace already (parley.lifecycle); this bounds the rest.
         timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_seconds)),
     )
-    try:
-        sockets = _bind(config, settings)
-    except ListenError as refused:
-        print(f"parley: {refused}", file=sys.stderr)
-        return 2
+
+
+def _run_uvicorn(config: uvicorn.Config, sockets: list[socket.socket], settings: Settings) -> int:
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
     _log_listening(config, settings)
     try:
         if config.workers > 1:
@@ -282,6 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_level, settings.log_format.value, log_content=settings.log_content
     )
     if args.command == "migrate":
-        asyncio.run(_migrate(settings))
+        unusable = _migrate(settings)
+        if unusable:
+            print(f"parley: {unusable}", file=sys.stderr)
+            return 2
         return 0
     return _serve(args, settings)
