@@ -101,6 +101,8 @@ async def test_malformed_frames_get_error_frames_and_the_socket_stays_open(
             ('{"type": "message", "content": "a\\u0000b"}', "invalid_text"),
             ('{"type": "message", "content": "lone \\ud800"}', "invalid_text"),
             (json.dumps({"type": "message", "content": " \n "}), "blank_content"),
+            # Unknown fields are refused, as on HTTP, not dropped.
+            (json.dumps({"type": "message", "content": "hi", "role": "agent"}), "invalid_frame"),
             (
                 '{"type": "message", "content": "x", "x": ' + "[" * 5000 + "]" * 5000 + "}",
                 "invalid_frame",

@@ -274,3 +274,39 @@ async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
             while await reader.read(1024):  # the body, then the server's close
                 pass
         writer.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/conversations/{id}/messages", {"content": "hi", "role": "agent"}),
+        ("/v1/conversations/{id}/messages", {"content": "hi", "stream": True, "role": "agent"}),
+        ("/v1/conversations/", {"goal_id": "g", "owner": "someone"}),
+        ("/v1/goals/", {"name": "G", "instructions": "Help.", "prompt": "x"}),
+        (
+            "/v1/goals/",
+            {"name": "G", "instructions": "Help.", "escalation": {"max_turn": 3}},
+        ),
+        ("/v1/conversations/{id}/escalate", {"reason": "manual", "agent": "a"}),
+    ],
+)
+def test_an_unknown_body_field_is_refused_with_422_not_ignored(
+    client: TestClient, path: str, body: dict[str, Any]
+) -> None:
+    """{"role": "agent"} on a message was dropped without a word, and the message stored as
+    the user's."""
+    client.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
+    conversation = client.post("/v1/conversations/", json={"goal_id": "g"}).json()["id"]
+    response = client.post(path.format(id=conversation), json=body)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert any(detail.get("type") == "extra_forbidden" for detail in error["details"]), error
+    assert client.get(f"/v1/conversations/{conversation}").json()["messages"] == []
+
+
+def test_an_unknown_field_in_a_goal_update_is_refused(client: TestClient) -> None:
+    client.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})
+    response = client.patch("/v1/goals/g", json={"name": "H", "colour": "red"})
+    assert response.status_code == 422
+    assert client.get("/v1/goals/g").json()["name"] == "G"

@@ -75,6 +75,9 @@ async def chat(
         channel.stop_reading()
 
 
+_MESSAGE_FIELDS = frozenset({"type", "content", "id"})
+
+
 async def _handle(
     channel: ChatChannel,
     chat: ChatService,
@@ -92,6 +95,10 @@ async def _handle(
         return
     if kind != "message":
         await channel.send_error("unknown_frame_type", "type must be 'message' or 'ping'")
+        return
+    unknown = sorted(set(frame) - _MESSAGE_FIELDS)
+    if unknown:  # as on HTTP: a field not understood is refused, not dropped
+        await channel.send_error("invalid_frame", f"unknown fields: {', '.join(unknown)[:200]}")
         return
     content = frame.get("content")
     if not isinstance(content, str) or not content:

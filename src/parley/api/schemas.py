@@ -50,7 +50,13 @@ class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class EscalationPolicyIn(BaseModel):
+class _In(BaseModel):
+    # A field the API does not know is a mistake to report, not to drop: {"role": "agent"}
+    # on a message was stored as a user's message without a word.
+    model_config = ConfigDict(extra="forbid")
+
+
+class EscalationPolicyIn(_In):
     max_turns: int = Field(default=DEFAULT_ESCALATION.max_turns, ge=1, le=10_000)
     trigger_phrases: list[TriggerPhrase] = Field(
         default=list(DEFAULT_ESCALATION.trigger_phrases), max_length=100
@@ -66,7 +72,7 @@ def _not_null(value: object) -> object:
     return value
 
 
-class EscalationPolicyPatch(BaseModel):
+class EscalationPolicyPatch(_In):
     max_turns: int | None = Field(default=None, ge=1, le=10_000)
     trigger_phrases: list[TriggerPhrase] | None = Field(default=None, max_length=100)
     on_llm_failure: bool | None = None
@@ -77,7 +83,7 @@ class EscalationPolicyPatch(BaseModel):
     )(_not_null)
 
 
-class GoalCreate(BaseModel):
+class GoalCreate(_In):
     id: GoalId | None = None
     name: StorableText = Field(min_length=1, max_length=200)
     instructions: StorableText = Field(min_length=1, max_length=20_000)
@@ -85,7 +91,7 @@ class GoalCreate(BaseModel):
     escalation: EscalationPolicyIn = Field(default_factory=EscalationPolicyIn)
 
 
-class GoalUpdate(BaseModel):
+class GoalUpdate(_In):
     name: StorableText | None = Field(default=None, min_length=1, max_length=200)
     instructions: StorableText | None = Field(default=None, min_length=1, max_length=20_000)
     model: ModelName | None = None
@@ -115,7 +121,7 @@ class GoalList(BaseModel):
     items: list[GoalOut]
 
 
-class ConversationCreate(BaseModel):
+class ConversationCreate(_In):
     goal_id: StorableText = Field(min_length=1, max_length=64)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=50)
 
@@ -166,7 +172,7 @@ class ConversationPage(BaseModel):
     next_cursor: str | None
 
 
-class MessageCreate(BaseModel):
+class MessageCreate(_In):
     content: str = Field(min_length=1)
     stream: bool = False
 
@@ -178,7 +184,7 @@ class TurnOut(_Out):
     escalation_reason: EscalationReason | None = None
 
 
-class EscalationCreate(BaseModel):
+class EscalationCreate(_In):
     # Policy reasons (trigger_phrase, max_turns, llm_failure) are Parley's to give.
     reason: Literal[EscalationReason.MANUAL, EscalationReason.USER_REQUEST] = (
         EscalationReason.MANUAL
