@@ -70,6 +70,8 @@ def _quantiles(metric: str, selector: str, by: str = "") -> tuple[Query, ...]:
 
 
 SLO_COLORS = ((None, "red"), (0.25, "orange"), (0.5, "green"))
+# The fastest page's windows and burn rate.
+_, PAGE_LONG, PAGE_SHORT, PAGE_RATE = c.BURN_RATE_ALERTS[0]
 
 
 def _slo_stats(slo: c.SLO, sli: str, title: str, legend: str) -> tuple[PanelSpec, ...]:
@@ -103,6 +105,7 @@ ROWS: tuple[RowSpec, ...] = (
         (
             *_slo_stats(c.AVAILABILITY, "availability_errors", "Turn availability", "availability"),
             *_slo_stats(c.LATENCY, "latency_slow", "Turn latency", "within target"),
+            *_slo_stats(c.API_AVAILABILITY, "api_errors", "API availability", "availability"),
             PanelSpec(
                 "Turns by channel and outcome",
                 "Turns per second: ok, escalated, llm_error, rejected, cancelled, interrupted, crashed, db_error.",
@@ -115,22 +118,19 @@ ROWS: tuple[RowSpec, ...] = (
                 "reqps",
             ),
             PanelSpec(
-                "Burn rate, availability (1h and 5m windows)",
-                "How fast the budget burns: 1 spends it in exactly 30 days; the page is at 14.4.",
-                (
+                f"Burn rate, availability ({PAGE_LONG} and {PAGE_SHORT} windows)",
+                "How fast the budget burns: 1 spends it in exactly 30 days; the page is at "
+                f"{PAGE_RATE:g}.",
+                tuple(
                     _q(
-                        f"job:slo_availability_errors:ratio_rate1h{{{SCOPE}}}"
+                        f"job:slo_availability_errors:ratio_rate{window}{{{SCOPE}}}"
                         f' / scalar(slo:error_budget:ratio{{slo="availability"}})',
-                        "1h",
-                    ),
-                    _q(
-                        f"job:slo_availability_errors:ratio_rate5m{{{SCOPE}}}"
-                        f' / scalar(slo:error_budget:ratio{{slo="availability"}})',
-                        "5m",
-                    ),
+                        window,
+                    )
+                    for window in (PAGE_LONG, PAGE_SHORT)
                 ),
                 "short",
-                thresholds=((None, "green"), (6.0, "orange"), (14.4, "red")),
+                thresholds=((None, "green"), (6.0, "orange"), (PAGE_RATE, "red")),
             ),
             PanelSpec(
                 "Time to first token by channel (p95)",

@@ -13,6 +13,7 @@ Rule = dict[str, Any]
 SIGNALS: dict[str, list[str]] = {}
 
 SELECTOR = f'job="{c.JOB}"'
+API = f'{SELECTOR}, path!~"{c.PLATFORM_PATHS}"'
 # Every aggregation keeps these, so a global view never merges clusters or environments.
 BY = ", ".join(c.AGGREGATION_LABELS)
 
@@ -35,6 +36,20 @@ ZERO = "0 * job:http_requests:rate5m"
 FAILED_TURNS = "llm_error|interrupted|crashed|db_error"
 
 
+# Each SLO's recorded bad-event ratio (job:slo_<sli>:ratio_rate<window>), and the rate of
+# the events it is a share of (for the minimum-traffic guard).
+SLIS = {
+    c.AVAILABILITY: "availability_errors",
+    c.LATENCY: "latency_slow",
+    c.API_AVAILABILITY: "api_errors",
+}
+EVENTS = {
+    c.AVAILABILITY: "slo_turns",
+    c.LATENCY: "slo_turns",
+    c.API_AVAILABILITY: "slo_api_requests",
+}
+
+
 def recording_rules() -> list[Rule]:
     # Only what an alert, another rule, the dashboard or the runbook reads (a test holds
     # it so). Panels that filter by instance read raw series.
@@ -43,25 +58,32 @@ def recording_rules() -> list[Rule]:
             "job:http_requests:rate5m",
             f"sum by ({BY}) (rate(http_requests_total{{{SELECTOR}}}[5m]))",
         ),
-        # Work: HTTP requests and WebSocket turns. Failed work: 5xx answers, and streamed
+        # The API's own requests: probes and scrapes alone would meet every traffic guard.
+        _record(
+            "job:api_requests:rate5m",
+            f"sum by ({BY}) (rate(http_requests_total{{{API}}}[5m]))",
+        ),
+        # Work: API requests and WebSocket turns. Failed work: 5xx answers, and streamed
         # turns that failed in-band (an SSE turn whose LLM failed is an HTTP 200).
         _record(
             "job:work:rate5m",
-            f'job:http_requests:rate5m + (sum by ({BY}) (rate(conversation_turns_total{{{SELECTOR}, channel="ws"}}[5m])) or {ZERO})',
+            f"(job:api_requests:rate5m or {ZERO})"
+            f' + (sum by ({BY}) (rate(conversation_turns_total{{{SELECTOR}, channel="ws"}}[5m])) or {ZERO})',
         ),
         _record(
             "job:failed_work:rate5m",
-            f'(sum by ({BY}) (rate(http_requests_total{{{SELECTOR}, status=~"5.."}}[5m])) or {ZERO})'
+            f'(sum by ({BY}) (rate(http_requests_total{{{API}, status=~"5.."}}[5m])) or {ZERO})'
             f' + (sum by ({BY}) (rate(conversation_turns_total{{{SELECTOR}, channel=~"sse|ws", outcome=~"{FAILED_TURNS}"}}[5m])) or {ZERO})',
         ),
         _record(
             "job:failed_work_per_work:ratio_rate5m",
             "job:failed_work:rate5m / job:work:rate5m",
         ),
+        # 499 is the client gone, often because Parley was slow: not the client's error.
         _record(
-            "job:client_errors_per_http_requests:ratio_rate5m",
-            f'(sum by ({BY}) (rate(http_requests_total{{{SELECTOR}, status=~"4.."}}[5m])) or {ZERO})'
-            " / job:http_requests:rate5m",
+            "job:client_errors_per_api_requests:ratio_rate5m",
+            f'(sum by ({BY}) (rate(http_requests_total{{{API}, status=~"4..", status!="499"}}[5m])) or {ZERO})'
+            " / job:api_requests:rate5m",
         ),
         # Per-route RED for the dashboard: rate, server-error ratio, p95 duration.
         _record(
@@ -116,8 +138,21 @@ def recording_rules() -> list[Rule]:
                 f")",
             )
         )
-    for objective in (c.AVAILABILITY, c.LATENCY):
-        sli = "availability_errors" if objective is c.AVAILABILITY else "latency_slow"
+        slo.append(
+            _record(
+                f"job:slo_api_requests:rate{window}",
+                f"sum by ({BY}) (rate(http_requests_total{{{API}}}[{window}]))",
+            )
+        )
+        slo.append(
+            _record(
+                f"job:slo_api_errors:ratio_rate{window}",
+                f'(sum by ({BY}) (rate(http_requests_total{{{API}, status=~"5.."}}[{window}]))'
+                f" or 0 * job:slo_api_requests:rate{window})"
+                f" / job:slo_api_requests:rate{window}",
+            )
+        )
+    for objective, sli in SLIS.items():
         labels = {"slo": objective.name}
         slo += [
             {
@@ -164,34 +199,44 @@ def _alert(
     }
 
 
-def _burn_rate_alerts(slo: c.SLO, sli: str, title: str) -> list[Rule]:
+def _burn_rate_alerts(slo: c.SLO, name: str, what: str) -> list[Rule]:
     """One alert per window pair, labelled with its windows (as kubernetes-mixin does), so
     an on-call sees which pair fired; no alert below the minimum traffic."""
-    name = f"Turn{title}BudgetBurn"
+    sli, events = SLIS[slo], EVENTS[slo]
     alerts = []
     for severity, long, short, rate in c.BURN_RATE_ALERTS:
         threshold = f"({rate} * {slo.error_budget})"
         alerts.append(
             _alert(
                 name,
-                f"job:{sli}:ratio_rate{long} > {threshold}"
-                f" and job:{sli}:ratio_rate{short} > {threshold}"
+                f"job:slo_{sli}:ratio_rate{long} > {threshold}"
+                f" and job:slo_{sli}:ratio_rate{short} > {threshold}"
                 # The guard reads the short window: a long one dilutes young traffic.
-                f" and on({BY}) job:slo_turns:rate{short} > {c.MIN_TURNS_PER_SECOND}",
+                f" and on({BY}) job:{events}:rate{short} > {c.MIN_EVENTS_PER_SECOND}",
                 for_="2m" if severity == "critical" else "15m",
                 severity=severity,
                 labels={"long": long, "short": short},
-                summary=f"Turns are burning their {slo.name} error budget",
-                signals=[f"job:{sli}:ratio_rate{long}", f"job:{sli}:ratio_rate{short}"],
+                summary=f"{what[0].upper()}{what[1:]} are burning their {slo.name} error budget",
+                signals=[f"job:slo_{sli}:ratio_rate{long}", f"job:slo_{sli}:ratio_rate{short}"],
                 description=(
                     f"{slo.description[0].upper()}{slo.description[1:]}: the SLO is "
                     f"{slo.objective:.1%}. Over {long} {{{{ $value | humanizePercentage }}}} "
-                    f"of turns were bad ({rate:g}x the sustainable rate; over {short} too): "
-                    "at this rate the 30-day budget runs out early."
+                    f"of {what} were bad ({rate:g}x the sustainable rate; over "
+                    f"{short} too): at this rate the 30-day budget runs out early."
                 ),
             )
         )
     return alerts
+
+
+# Calls in flight, and calls that ended with an answer or an error of the provider's in the
+# hang window: a call cancelled because its client gave up ended nothing, so clients
+# giving up on a hung provider do not reset the alert's clock.
+IN_FLIGHT = f"sum by ({BY}, model) (llm_requests_in_flight{{{SELECTOR}}})"
+ENDED = (
+    f'(sum by ({BY}, model) (increase(llm_requests_total{{{SELECTOR}, status="success"}}[{c.LLM_HANG_WINDOW}])) or 0 * {IN_FLIGHT})'
+    f' + (sum by ({BY}, model) (increase(llm_errors_total{{{SELECTOR}, error_type!="cancelled"}}[{c.LLM_HANG_WINDOW}])) or 0 * {IN_FLIGHT})'
+)
 
 
 def alerting_rules() -> list[Rule]:
@@ -204,21 +249,21 @@ def alerting_rules() -> list[Rule]:
             for_="5m",
             severity="warning",
             summary="High server error rate",
-            description="{{ $value | humanizePercentage }} of requests and turns to "
+            description="{{ $value | humanizePercentage }} of API requests and turns to "
             "{{ $labels.job }} failed on the server's side (5xx, or a streamed turn that "
             f"failed) over 5 minutes (threshold {c.ERROR_RATIO_THRESHOLD:.0%}).",
         ),
         _alert(
             "ClientErrorFlood",
-            f"job:client_errors_per_http_requests:ratio_rate5m > {c.CLIENT_ERROR_RATIO_THRESHOLD}"
-            f" and on({BY}) job:http_requests:rate5m > {c.MIN_REQUESTS_PER_SECOND}",
-            signals=["job:client_errors_per_http_requests:ratio_rate5m"],
+            f"job:client_errors_per_api_requests:ratio_rate5m > {c.CLIENT_ERROR_RATIO_THRESHOLD}"
+            f" and on({BY}) job:api_requests:rate5m > {c.MIN_REQUESTS_PER_SECOND}",
+            signals=["job:client_errors_per_api_requests:ratio_rate5m"],
             for_="15m",
             severity="warning",
             summary="Clients send many bad requests",
-            description="{{ $value | humanizePercentage }} of requests to {{ $labels.job }} "
-            "were refused as the client's error (4xx) over 5 minutes: a misbehaving client, "
-            "not an outage.",
+            description="{{ $value | humanizePercentage }} of API requests to "
+            "{{ $labels.job }} were refused as the client's error (4xx; 499, the client gone, "
+            "aside) over 5 minutes: a misbehaving client, not an outage.",
         ),
         _alert(
             "HighLatency",
@@ -268,17 +313,14 @@ def alerting_rules() -> list[Rule]:
         ),
         _alert(
             "LLMRequestsHanging",
-            f"sum by ({BY}, model) (llm_requests_in_flight{{{SELECTOR}}}) > 0"
-            f" and sum by ({BY}, model) (increase(llm_requests_total{{{SELECTOR}}}[{c.LLM_HANG_WINDOW}])) == 0",
-            signals=[
-                f"sum by ({BY}, model) (llm_requests_in_flight{{{SELECTOR}}})",
-                f"sum by ({BY}, model) (increase(llm_requests_total{{{SELECTOR}}}[{c.LLM_HANG_WINDOW}]))",
-            ],
+            f"{IN_FLIGHT} > 0 and {ENDED} < 0.5",
+            signals=[IN_FLIGHT, ENDED],
             for_="5m",
             severity="critical",
             summary="LLM calls hang: started, never ending",
             description="{{ $value }} calls to {{ $labels.model }} are in flight and none has "
-            f"ended in {c.LLM_HANG_WINDOW}: the provider accepts requests and does not answer.",
+            f"ended in {c.LLM_HANG_WINDOW} (calls the client gave up on aside): the provider "
+            "accepts requests and does not answer.",
         ),
         _alert(
             "ParleyTargetDown",
@@ -351,8 +393,11 @@ def alerting_rules() -> list[Rule]:
         _alert(
             "EscalationSpike",
             f"sum by ({BY}) (rate(escalations_total{{{SELECTOR}}}[15m]))"
-            f" > {c.ESCALATION_SPIKE_FACTOR} * sum by ({BY}) (rate(escalations_total{{{SELECTOR}}}[6h] offset 15m))"
-            f" and sum by ({BY}) (increase(escalations_total{{{SELECTOR}}}[15m])) >= {c.ESCALATION_SPIKE_MIN_COUNT}",
+            f" > {c.ESCALATION_SPIKE_FACTOR} * sum by ({BY}) (rate(escalations_total{{{SELECTOR}}}[{c.ESCALATION_BASELINE}] offset 15m))"
+            f" and sum by ({BY}) (increase(escalations_total{{{SELECTOR}}}[15m])) >= {c.ESCALATION_SPIKE_MIN_COUNT}"
+            # A full baseline: the series were there when it began. New series (a fresh
+            # deploy) diluted it, and every first escalations fired this for ~2 hours.
+            f" and on({BY}) count by ({BY}) (escalations_total{{{SELECTOR}}} offset {c.ESCALATION_BASELINE}15m) > 0",
             signals=[
                 f"sum by ({BY}) (rate(escalations_total{{{SELECTOR}}}[15m]))",
                 f"sum by ({BY}) (increase(escalations_total{{{SELECTOR}}}[15m]))",
@@ -375,8 +420,9 @@ def alerting_rules() -> list[Rule]:
             description="Label {{ $labels.label }} of {{ $labels.metric }} folded "
             "{{ $value | humanize }} values into 'other' in the last hour.",
         ),
-        *_burn_rate_alerts(c.AVAILABILITY, "slo_availability_errors", "Availability"),
-        *_burn_rate_alerts(c.LATENCY, "slo_latency_slow", "Latency"),
+        *_burn_rate_alerts(c.AVAILABILITY, "TurnAvailabilityBudgetBurn", "turns"),
+        *_burn_rate_alerts(c.LATENCY, "TurnLatencyBudgetBurn", "turns"),
+        *_burn_rate_alerts(c.API_AVAILABILITY, "ApiAvailabilityBudgetBurn", "API requests"),
     ]
 
 

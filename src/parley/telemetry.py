@@ -202,8 +202,16 @@ class TurnTelemetry:
         self.clock = clock
 
     def rejected(self, channel: str) -> None:
-        """The turn was refused before its message was stored (409, 413, 422, 503)."""
+        """The turn was refused as the client's error before its message was stored (409,
+        413, 422, 429)."""
         self.metrics.turns.labels(channel, "rejected").inc()
+
+    def refused(self, channel: str, error: DomainError) -> None:
+        """The turn was refused before its message was stored: by the client's error
+        (``rejected``), or because the database failed (``db_error``, a failed turn: a 503
+        on the messages route is an outage, not the client's doing)."""
+        outcome = "db_error" if isinstance(error, DatabaseUnavailableError) else "rejected"
+        self.metrics.turns.labels(channel, outcome).inc()
 
     async def observe(
         self, channel: str, events: AsyncIterator[TurnEvent], timings: TurnTimings | None = None

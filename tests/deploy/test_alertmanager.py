@@ -67,16 +67,7 @@ def _alert(name: str, severity: str, **labels: str) -> dict[str, Any]:
     return {"labels": {"alertname": name, "severity": severity, "job": "parley", **labels}}
 
 
-def test_one_replica_down_mutes_only_its_own_alerts(alertmanager: str) -> None:
-    alerts = [
-        _alert("ParleyTargetDown", "warning", instance="p1:8000"),
-        _alert("HighLatency", "warning", instance="p1:8000", path="/v1/goals/"),
-        _alert("LLMServiceDown", "critical"),  # about the service, from the others
-        _alert("TurnAvailabilityBudgetBurn", "critical", long="1h", short="5m"),
-        _alert("TurnAvailabilityBudgetBurn", "warning", long="1d", short="2h"),
-    ]
-    httpx.post(f"{alertmanager}/api/v2/alerts", json=alerts).raise_for_status()
-
+def _inhibited_by(alertmanager: str, count: int) -> dict[tuple[str, str], list[str]]:
     def state() -> dict[tuple[str, str], list[str]]:
         listed = httpx.get(f"{alertmanager}/api/v2/alerts").json()
         return {
@@ -84,15 +75,47 @@ def test_one_replica_down_mutes_only_its_own_alerts(alertmanager: str) -> None:
             for a in listed
         }
 
-    _until(lambda: len(state()) == 5)
+    _until(lambda: len(state()) == count)
+    return state()
+
+
+def test_one_replica_down_mutes_no_page(alertmanager: str) -> None:
+    alerts = [
+        _alert("ParleyTargetDown", "warning", instance="p1:8000"),
+        _alert("LLMServiceDown", "critical"),  # about the service, from the others
+        _alert("TurnAvailabilityBudgetBurn", "critical", long="15m", short="5m"),
+        _alert("TurnAvailabilityBudgetBurn", "warning", long="6h", short="30m"),
+    ]
+    httpx.post(f"{alertmanager}/api/v2/alerts", json=alerts).raise_for_status()
     # Inhibitions are computed as alerts arrive; wait until the expected one shows.
-    _until(lambda: state()[("HighLatency", "warning")] != [])
-    inhibited = state()
+    _until(lambda: _inhibited_by(alertmanager, 4)[("TurnAvailabilityBudgetBurn", "warning")])
+    inhibited = _inhibited_by(alertmanager, 4)
     assert inhibited[("LLMServiceDown", "critical")] == []
     assert inhibited[("ParleyTargetDown", "warning")] == []
     assert inhibited[("TurnAvailabilityBudgetBurn", "critical")] == []
-    # The slower burn of the same budget is noise next to the page.
-    assert inhibited[("TurnAvailabilityBudgetBurn", "warning")] != []
+
+
+def test_the_turns_page_holds_back_the_api_page_for_the_same_incident(
+    alertmanager: str,
+) -> None:
+    """A whole turn's 502 or a 503 before a turn fails an API request too: one page."""
+    alerts = [
+        _alert("TurnAvailabilityBudgetBurn", "critical", long="15m", short="5m"),
+        _alert("ApiAvailabilityBudgetBurn", "critical", long="15m", short="5m"),
+        _alert("ApiAvailabilityBudgetBurn", "critical", cluster="other", long="15m", short="5m"),
+    ]
+    httpx.post(f"{alertmanager}/api/v2/alerts", json=alerts).raise_for_status()
+
+    def by_cluster() -> dict[tuple[str, str], list[str]]:
+        listed = httpx.get(f"{alertmanager}/api/v2/alerts").json()
+        return {
+            (a["labels"]["alertname"], a["labels"].get("cluster", "")): a["status"]["inhibitedBy"]
+            for a in listed
+        }
+
+    _until(lambda: len(by_cluster()) == 3 and by_cluster()[("ApiAvailabilityBudgetBurn", "")])
+    assert by_cluster()[("TurnAvailabilityBudgetBurn", "")] == []
+    assert by_cluster()[("ApiAvailabilityBudgetBurn", "other")] == []
 
 
 def test_one_cluster_down_mutes_nothing_in_another(alertmanager: str) -> None:

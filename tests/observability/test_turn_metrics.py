@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 from parley.app import create_app
 from parley.domain.errors import (
     ConversationClosedError,
+    DatabaseUnavailableError,
     DomainError,
     ReplyFailedError,
     TurnCrashedError,
@@ -213,3 +214,28 @@ def test_a_turn_that_crashes_answers_500_and_is_counted_crashed(
         assert _turns(registry, "http", "crashed") == 1
         assert _turns(registry, "sse", "crashed") == 1
         assert _turns(registry, "http", "interrupted") == 0
+
+
+def test_a_turn_the_database_refuses_before_it_starts_is_a_failed_turn_on_every_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 on the messages route before a turn started was counted `rejected`, the
+    client's doing: no SLO saw a database outage that refused every message."""
+
+    async def unavailable(*_: object, **__: object) -> None:
+        raise DatabaseUnavailableError("refused")
+
+    with app_client(make_settings(tmp_path)) as client:
+        registry = _registry(client)
+        make_goal(client)
+        conversation_id = make_conversation(client)
+        monkeypatch.setattr(ConversationRepository, "open_turn", unavailable)
+        url = f"/v1/conversations/{conversation_id}/messages"
+        assert client.post(url, json={"content": "hi"}).status_code == 503
+        assert client.post(url, json={"content": "hi", "stream": True}).status_code == 503
+        with client.websocket_connect(f"{url.removesuffix('/messages')}/ws") as ws:
+            ws.send_json({"type": "message", "content": "hi"})
+            assert ws.receive_json()["code"] == "database_unavailable"
+        for channel in ("http", "sse", "ws"):
+            assert _turns(registry, channel, "db_error") == 1, channel
+            assert not _turns(registry, channel, "rejected"), channel  # 0: pre-created

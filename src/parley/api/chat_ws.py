@@ -119,7 +119,7 @@ async def _handle(
     try:
         turn = await chat.start_turn(conversation_id, content, streaming=True, idempotency_key=key)
     except DomainError as exc:
-        telemetry.rejected("ws")
+        telemetry.refused("ws", exc)
         await channel.send_error(exc.code, exc.message)
         return
     channel.on_leave = turn.abandon  # the client leaving mid-reply stops the LLM call

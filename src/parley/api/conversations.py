@@ -169,8 +169,8 @@ async def post_message(
         turn = await chat.start_turn(
             conversation_id, body.content, streaming=streaming, idempotency_key=idempotency_key
         )
-    except DomainError:
-        telemetry.rejected(channel)
+    except DomainError as refused:
+        telemetry.refused(channel, refused)
         raise
     events = telemetry.observe(channel, turn.events(), turn.timings)
     if streaming:
