@@ -45,6 +45,7 @@ class PanelSpec:
     kind: str = "timeseries"  # or "stat"
     width: int = 12
     thresholds: tuple[tuple[float | None, str], ...] = ((None, "green"),)
+    decimals: int | None = None  # 0 for counts: no "2.50 connections"
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,9 @@ ROWS: tuple[RowSpec, ...] = (
                 "Share of requests answered with an error.",
                 (
                     _q(
-                        f"sum(rate(api_errors_total{{{SEL}}}[{RATE}]))"
+                        # "or 0 *": no error series yet is 0 %, not "no data".
+                        f"(sum(rate(api_errors_total{{{SEL}}}[{RATE}]))"
+                        f" or 0 * sum(rate(http_requests_total{{{SEL}}}[{RATE}])))"
                         f" / sum(rate(http_requests_total{{{SEL}}}[{RATE}]))",
                         "errors",
                     ),
@@ -272,7 +275,7 @@ ROWS: tuple[RowSpec, ...] = (
                         "{{model}}",
                     ),
                 ),
-                "short",
+                "suffix: tokens/s",
             ),
             PanelSpec(
                 "LLM errors by type",
@@ -311,24 +314,36 @@ ROWS: tuple[RowSpec, ...] = (
                 ),
                 "s",
             ),
+            # Requests and tokens apart: on one axis the tokens (millions) flattened the
+            # requests (thousands) to a line at zero.
             PanelSpec(
-                "Rate-limit headroom",
-                "Requests and tokens left in the provider's window, as last reported.",
+                "Rate-limit headroom: requests",
+                "Requests left in the provider's window, as last reported.",
                 (
                     _q(
                         f"min by (model) (llm_rate_limit_remaining_requests{{{LLM_SEL}}})",
-                        "requests {{model}}",
-                    ),
-                    _q(
-                        f"min by (model) (llm_rate_limit_remaining_tokens{{{LLM_SEL}}})",
-                        "tokens {{model}}",
+                        "{{model}}",
                     ),
                 ),
-                "short",
+                "suffix: requests",
+                decimals=0,
+            ),
+            PanelSpec(
+                "Rate-limit headroom: tokens",
+                "Tokens left in the provider's window, as last reported.",
+                (
+                    _q(
+                        f"min by (model) (llm_rate_limit_remaining_tokens{{{LLM_SEL}}})",
+                        "{{model}}",
+                    ),
+                ),
+                "suffix: tokens",
+                decimals=0,
             ),
             PanelSpec(
                 "Estimated cost per hour",
-                "US dollars per hour at the current rate, from the price table.",
+                "US dollars per hour at the current rate, from the price table (Groq's; the "
+                "simulated provider costs nothing).",
                 (
                     _q(
                         f"sum by (model) (rate(llm_cost_usd_total{{{LLM_SEL}}}[{RATE}])) * 3600",
@@ -346,7 +361,8 @@ ROWS: tuple[RowSpec, ...] = (
                 "WebSocket connections",
                 "Open WebSocket connections.",
                 (_q(f"sum(ws_connections_active{{{SEL}}})", "open"),),
-                "short",
+                "none",
+                decimals=0,
                 kind="stat",
                 width=6,
             ),
@@ -354,7 +370,8 @@ ROWS: tuple[RowSpec, ...] = (
                 "Active conversations",
                 "Conversations in status active (from the store).",
                 (_q(f"max(conversations_active{{{SEL}}})", "active"),),
-                "short",
+                "none",
+                decimals=0,
                 kind="stat",
                 width=6,
             ),
@@ -367,7 +384,7 @@ ROWS: tuple[RowSpec, ...] = (
                         "{{direction}}",
                     ),
                 ),
-                "short",
+                "suffix: frames/s",
             ),
         ),
     ),
@@ -382,13 +399,15 @@ ROWS: tuple[RowSpec, ...] = (
                     _q(f"sum(http_requests_in_flight{{{SEL}}})", "HTTP requests"),
                     _q(f"sum by (model) (llm_requests_in_flight{{{LLM_SEL}}})", "LLM {{model}}"),
                 ),
-                "short",
+                "none",
+                decimals=0,
             ),
             PanelSpec(
                 "Database connections in use",
                 "Pooled connections checked out, per instance.",
                 (_q(f"sum by (instance) (db_connections_in_use{{{SEL}}})", "{{instance}}"),),
-                "short",
+                "none",
+                decimals=0,
             ),
             PanelSpec(
                 "Event-loop lag",
@@ -407,7 +426,7 @@ ROWS: tuple[RowSpec, ...] = (
                         "{{instance}}",
                     ),
                 ),
-                "short",
+                "suffix: cores",
             ),
         ),
     ),
@@ -423,7 +442,7 @@ ROWS: tuple[RowSpec, ...] = (
                         "{{goal_id}}",
                     ),
                 ),
-                "short",
+                "suffix: /h",
             ),
             PanelSpec(
                 "Escalations by reason",
@@ -434,7 +453,7 @@ ROWS: tuple[RowSpec, ...] = (
                         "{{reason}}",
                     ),
                 ),
-                "short",
+                "suffix: /h",
             ),
         ),
     ),
@@ -503,6 +522,8 @@ def _panel(spec: PanelSpec) -> Any:
         .height(8)
         .thresholds(_thresholds(spec.thresholds))
     )
+    if spec.decimals is not None:
+        panel = panel.decimals(spec.decimals)
     for index, query in enumerate(spec.queries):
         panel = panel.with_target(
             prometheus.Dataquery()
@@ -583,6 +604,7 @@ def page_panels() -> str:
                     "unit": panel.unit,
                     "kind": panel.kind,
                     "thresholds": [value for value, _ in panel.thresholds if value is not None],
+                    "decimals": panel.decimals,
                     "queries": [{"expr": q.expr, "legend": q.legend} for q in panel.queries],
                 }
                 for panel in row.panels

@@ -55,14 +55,14 @@ class LLMTelemetry:
             self.instrumentation.start(
                 call.model, streaming=call.streaming, provider=call.provider
             ),
-            call.model,
+            call,
         )
 
 
 class _CallRecorder:
-    def __init__(self, call: LLMCall, model: str) -> None:
+    def __init__(self, call: LLMCall, info: LLMCallInfo) -> None:
         self._call = call
-        self._model = model
+        self._info = info
 
     def retrying(self, error: LLMError, attempt: int, wait_seconds: float) -> None:
         self._headroom(error.rate_limit)
@@ -82,7 +82,7 @@ class _CallRecorder:
             total_tokens=usage.total_tokens if usage else None,
             remaining_requests=rate_limit.remaining_requests if rate_limit else None,
             remaining_tokens=rate_limit.remaining_tokens if rate_limit else None,
-            cost_usd=estimate_cost(self._model, usage),
+            cost_usd=estimate_cost(self._info.model, usage, self._info.provider),
         )
 
     def failed(self, error: LLMError, usage: Usage | None = None) -> None:
@@ -92,7 +92,7 @@ class _CallRecorder:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,
-            cost_usd=estimate_cost(self._model, usage),
+            cost_usd=estimate_cost(self._info.model, usage, self._info.provider),
         )
 
 

@@ -27,6 +27,26 @@ from tests.support.tools import require_tool
 pytestmark = pytest.mark.integration
 
 PAGE = Path(__file__).parents[2] / "deploy" / "dashboard"
+# Chart panels that have data but whose chart cannot show it: no chart, a scale that is
+# not finite (a NaN handed to uPlot left an empty frame while the "points" count passed),
+# a point outside the scale, or more series than the legend shows.
+UNDRAWN = """
+[...document.querySelectorAll('.panel.timeseries')]
+  .filter(panel => panel.dataset.points !== '0')
+  .map(panel => {
+    const title = panel.querySelector('h3').textContent;
+    const chart = panel.plot;
+    if (!chart) return title + ': no chart';
+    const {min, max} = chart.scales.y;
+    const values = chart.data.slice(1).flat().filter(v => v !== null);
+    if (!Number.isFinite(min) || !Number.isFinite(max)) return `${title}: scale ${min}..${max}`;
+    if (!values.length) return title + ': no point drawn';
+    if (values.some(v => !Number.isFinite(v) || v < min || v > max)) return title + ': off scale';
+    if (chart.series.length - 1 > 8) return title + ': too many series';
+    return null;
+  })
+  .filter(Boolean)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +96,15 @@ def test_every_panel_draws_data_after_the_demo(page_server: str, tmp_path: Path)
             if not empty or time.monotonic() > deadline:
                 break
         panels = browser.evaluate("document.querySelectorAll('.panel').length")
+        undrawn = browser.evaluate(UNDRAWN)
+        # The window asked for in the URL, and a refresh picker (30 s by default).
+        picked = browser.evaluate(
+            "['range', 'refresh'].map(n => document.querySelector(`select[name=${n}]`).value)"
+        )
         shot = browser.screenshot(tmp_path / "dashboard.png")
     assert panels >= 15
     assert empty == [], f"panels without data: {empty}"
+    assert undrawn == [], f"panels with data and no line drawn: {undrawn}"
+    assert picked == ["600", "30"]
     assert shot.stat().st_size > 20_000
     print(f"screenshot: {shot}")

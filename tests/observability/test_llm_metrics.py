@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -24,6 +25,8 @@ from parley.llm import (
 from parley.llm.prices import PRICES, estimate_cost
 from parley.observability import LLMInstrumentation, LLMMetrics, new_registry
 from parley.telemetry import LLM_ERROR_TYPES, LLMTelemetry
+from tests.api.helpers import make_conversation, make_goal
+from tests.conftest import app_client, make_settings
 from tests.support.metrics import FakeClock, value
 from tests.support.providers import ScriptedProvider, collect
 
@@ -287,3 +290,18 @@ async def test_a_rate_limited_answer_updates_the_headroom_gauges() -> None:
     with pytest.raises(LLMError):
         await gateway.complete(REQUEST)
     assert value(registry, "llm_rate_limit_remaining_requests", model=MODEL) == 0
+
+
+def test_the_simulated_provider_costs_nothing(tmp_path: Path) -> None:
+    """Its traffic answers as a Groq model, and was priced at Groq's rates: a bill for
+    nothing on the dashboard."""
+    assert estimate_cost(MODEL, Usage(1_000, 1_000, 2_000), provider="simulated") is None
+    assert estimate_cost(MODEL, Usage(1_000, 1_000, 2_000), provider="groq")
+    with app_client(make_settings(tmp_path)) as client:
+        make_goal(client)
+        conversation_id = make_conversation(client)
+        client.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "hi"})
+        registry = client.app.state.instrumentation.registry  # type: ignore[attr-defined]
+        model = client.app.state.parley.settings.default_model  # type: ignore[attr-defined]
+        assert value(registry, "llm_tokens_used_total", model=model, type="total")
+        assert not value(registry, "llm_cost_usd_total", model=model)

@@ -28,10 +28,16 @@ PRICES: dict[str, Price] = {
 }
 
 
-def estimate_cost(model: str, usage: Usage | None) -> float | None:
-    """Dollars for ``usage`` on ``model``; ``None`` when either is unknown."""
+# Providers whose calls nobody pays for: the simulated provider answers as a Groq model
+# would, and its traffic priced at Groq's rates showed a bill for nothing.
+FREE_PROVIDERS = frozenset({"simulated"})
+
+
+def estimate_cost(model: str, usage: Usage | None, provider: str = "groq") -> float | None:
+    """Dollars for ``usage`` on ``model``; ``None`` when either is unknown, and for a
+    provider nobody pays."""
     price = PRICES.get(model)
-    if price is None or usage is None:
+    if price is None or usage is None or provider in FREE_PROVIDERS:
         return None
     return (
         usage.prompt_tokens * price.input_per_million
