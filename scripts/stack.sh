@@ -77,8 +77,8 @@ if command -v npm >/dev/null; then
 fi
 
 if [ -n "${DEMO_ARGS+set}" ]; then
-    # `make stack DEMO_ARGS="--seconds 600 --fail 0.5"`: traffic for the dashboards (and,
-    # with --fail, for the LLM alerts), once Parley answers.
+    # `make stack DEMO_ARGS="--seconds 600"`: traffic for the dashboards (with --fail,
+    # for the alerts too), once Parley answers.
     for _ in $(seq 1 100); do
         curl -fs "http://127.0.0.1:$PARLEY_PORT/readyz" >/dev/null 2>&1 && break
         sleep 0.2
@@ -88,13 +88,19 @@ if [ -n "${DEMO_ARGS+set}" ]; then
     pids+=($!)
 fi
 
+P=http://127.0.0.1:$PROMETHEUS_PORT
+A=http://127.0.0.1:$ALERTMANAGER_PORT
 cat <<EOT
-Parley        http://127.0.0.1:$PARLEY_PORT  (metrics: /metrics, API docs: /docs)
-Prometheus    http://127.0.0.1:$PROMETHEUS_PORT  (targets: /targets, rules: /rules, alerts: /alerts)
-Alertmanager  http://127.0.0.1:$ALERTMANAGER_PORT  (notifications: $STACK_DIR/alerts.log)
-Dashboard     $dashboard
+Parley        http://127.0.0.1:$PARLEY_PORT/docs  (API docs)
+              http://127.0.0.1:$PARLEY_PORT/metrics
+Prometheus    $P/classic/targets  (Parley scraped?)
+              $P/classic/rules  $P/classic/alerts  (pending, then firing)
+Alertmanager  $A/api/v2/alerts  (Debian's Alertmanager has no web UI: this API, or
+              amtool alert query --alertmanager.url=$A; notifications: $STACK_DIR/alerts.log)
+Dashboard     $dashboard  (alerts firing at the top)
 Logs in $STACK_DIR/. Ctrl-C stops everything.
-Traffic: .venv/bin/parley demo --url http://127.0.0.1:$PARLEY_PORT [--fail 0.5]
+Failing traffic: .venv/bin/parley demo --url http://127.0.0.1:$PARLEY_PORT --fail 1
+  (beside the healthy demo: TurnAvailabilityBudgetBurn pages within 5 minutes)
 EOT
 # The servers run until Ctrl-C; the demo (the last pid, if any) may end before.
 servers=("${pids[@]:0:4}")

@@ -150,6 +150,28 @@ async function drawPanel(spec, element) {
   if (hidden > 0) body.insertAdjacentHTML("beforeend", `<div class="more">+${hidden} smaller series not shown</div>`);
 }
 
+// Alerts pending and firing, from Prometheus: Debian's Alertmanager has no web UI, and
+// this is where someone watching the dashboard looks.
+async function drawAlerts(element) {
+  const answer = await fetch(new URL("/api/v1/alerts", PROMETHEUS));
+  const alerts = (await answer.json()).data.alerts
+    .sort((a, b) => (a.state === b.state ? 0 : a.state === "firing" ? -1 : 1));
+  element.replaceChildren();
+  if (!alerts.length) {
+    element.textContent = "No alert pending or firing.";
+    return;
+  }
+  for (const alert of alerts) {
+    const line = document.createElement("div");
+    line.className = `alert ${alert.state} ${alert.labels.severity || ""}`;
+    const windows = alert.labels.long ? ` (${alert.labels.long}/${alert.labels.short})` : "";
+    const since = new Date(alert.activeAt).toLocaleTimeString();
+    line.textContent = `${alert.state} since ${since}: ${alert.labels.alertname}${windows}, ` +
+      `${alert.labels.severity || "no severity"}: ${alert.annotations.summary || ""}`;
+    element.append(line);
+  }
+}
+
 function controls(redraw) {
   const bar = document.getElementById("controls");
   const choice = (name, options, current, set) => {
@@ -199,10 +221,14 @@ async function main() {
   let draws = 0;
   const drawAll = async () => {
     clearTimeout(timer);
-    await Promise.all(panels.map(([panel, element]) => drawPanel(panel, element).catch(error => {
-      element.dataset.points = "0";
-      element.querySelector(".body").innerHTML = `<div class="empty">${error}</div>`;
-    })));
+    const alerts = document.getElementById("alerts");
+    await Promise.all([
+      drawAlerts(alerts).catch(error => { alerts.textContent = `alerts: ${error}`; }),
+      ...panels.map(([panel, element]) => drawPanel(panel, element).catch(error => {
+        element.dataset.points = "0";
+        element.querySelector(".body").innerHTML = `<div class="empty">${error}</div>`;
+      })),
+    ]);
     const empty = document.querySelectorAll('.panel[data-points="0"]').length;
     const range = Object.keys(RANGES).find(k => RANGES[k] === rangeSeconds) || `${rangeSeconds} s`;
     document.getElementById("status").textContent =

@@ -74,3 +74,12 @@ def test_api_docs_load_everything_from_parley_itself(client: TestClient, page: s
         fetched = client.get(asset)
         assert fetched.status_code == 200, asset
         assert len(fetched.content) > 1000 or asset == "/openapi.json", asset
+
+
+def test_the_root_says_where_everything_is(client: TestClient) -> None:
+    """`make run` prints http://127.0.0.1:8000, which answered 404."""
+    index = client.get("/")
+    assert index.status_code == 200
+    for path in ("/docs", "/metrics", "/healthz", "/readyz", "/openapi.json"):
+        assert path in index.json().values()
+        assert client.get(path).status_code == 200, path

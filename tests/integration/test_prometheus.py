@@ -8,10 +8,12 @@ HighErrorRate and LLMServiceDown go pending when the simulated LLM fails.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.samples import Sample
 from websockets.asyncio.client import connect
 
+from parley import defaults, demo
 from parley.app import create_app
 from parley.llm.factory import build_provider
 from parley.llm.simulated import SimulatedProvider
@@ -282,3 +285,46 @@ async def _failing_messages(url: str, count: int) -> None:
                 f"/v1/conversations/{conversation['id']}/messages", json={"content": "anyone?"}
             )
             assert response.status_code == 502
+
+
+def test_the_readme_sequence_pages_the_turn_slo_and_not_llm_service_down(
+    tmp_path: Path,
+) -> None:
+    """The README said `parley demo --fail 1` makes LLMServiceDown page; beside the stack's
+    own healthy demo half the LLM calls fail, under its 90% bar, so it never did. What
+    pages is the turn SLO's burn (promtool times it: within 5 minutes)."""
+    # As `make stack` runs Parley: the simulated LLM's and the retries' own timing (a
+    # failing turn waits out its retries, so the failing demo does not outrun the other).
+    settings = make_settings(
+        tmp_path,
+        sim_ttft_seconds=defaults.SIM_TTFT_SECONDS,
+        sim_token_delay_seconds=defaults.SIM_TOKEN_DELAY_SECONDS,
+        llm_retry_backoff_seconds=defaults.LLM_RETRY_BACKOFF_SECONDS,
+        log_level="CRITICAL",
+    )
+
+    with LiveServer(create_app(settings)) as server:
+
+        async def both_demos() -> None:
+            await asyncio.gather(
+                demo.run(demo.Plan(server.http_url, 3, 20, None, 0.0, None), io.StringIO()),
+                demo.run(demo.Plan(server.http_url, 3, 20, None, 1.0, None), io.StringIO()),
+            )
+
+        traffic = threading.Thread(target=asyncio.run, args=(both_demos(),))
+        with PrometheusServer(tmp_path / "prometheus", f"127.0.0.1:{server.port}") as prometheus:
+            traffic.start()
+            try:
+                burning = prometheus.wait_for(
+                    lambda: prometheus.alerts().get("TurnAvailabilityBudgetBurn"), timeout=20
+                )
+                failing = prometheus.value(
+                    'sum(rate(llm_requests_total{job="parley", status="error"}[2m]))'
+                    ' / sum(rate(llm_requests_total{job="parley"}[2m]))'
+                )
+                alerts = prometheus.alerts()
+            finally:
+                traffic.join()
+    assert burning in ("pending", "firing")
+    assert 0.2 < failing < 0.8, failing
+    assert "LLMServiceDown" not in alerts

@@ -4,6 +4,7 @@ together, the demo fills them, and Ctrl-C takes them down together."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,6 +28,13 @@ def _wait(check: Callable[[], object], timeout: float = 60) -> None:
     wait_until(check, check, timeout=timeout, interval=0.5, ignoring=(httpx.TransportError,))
 
 
+def _urls(text: str) -> list[str]:
+    """The local addresses a text gives to open; not one passed as a flag's value."""
+    return sorted(
+        {url for url in re.findall(r"(?<![=\w])http://127\.0\.0\.1:[^\s<>)`\";,]+", text)}
+    )
+
+
 def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
@@ -44,14 +52,16 @@ def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
     # environment, as the README says they can be).
     command = readme_block("make stack").split("  #", 1)[0].strip()
     assert command.startswith("make stack DEMO_ARGS=")
-    stack = subprocess.Popen(
-        ["bash", "-c", command],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    banner = tmp_path / "stack.out"
+    with banner.open("wb") as out:
+        stack = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     prometheus = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"
     try:
         _wait(
@@ -95,9 +105,29 @@ def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
         dashboard = f"http://127.0.0.1:{ports['DASHBOARD_PORT']}"
         _wait(lambda: httpx.get(f"{dashboard}/panels.json").status_code == 200)
         assert httpx.get(f"{dashboard}/node_modules/uplot/dist/uPlot.iife.min.js").is_success
+        # Every address the banner prints and the README gives (on this stack's ports)
+        # answers 200 with content: /targets and Alertmanager's UI were 404s on Debian.
+        _wait(lambda: b"Ctrl-C stops everything" in banner.read_bytes())
+        printed = _urls(banner.read_text())
+        assert len(printed) >= 8, printed
+        by_default_port = {
+            "8000": "PARLEY_PORT",
+            "9090": "PROMETHEUS_PORT",
+            "9093": "ALERTMANAGER_PORT",
+            "9096": "DASHBOARD_PORT",
+        }
+        documented = [
+            re.sub(r":(\d+)", lambda m: f":{ports[by_default_port[m[1]]]}", url, count=1)
+            for url in _urls((ROOT / "README.md").read_text())
+        ]
+        for url in printed + documented:
+            answer = httpx.get(url, follow_redirects=True)
+            assert answer.status_code == 200, url
+            assert answer.content.strip(), url
     finally:
         os.killpg(stack.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it: to the group
-        output, _ = stack.communicate(timeout=30)
+        stack.wait(timeout=30)
+        output = banner.read_bytes()
     assert b"Prometheus" in output
     # Ctrl-C is how a stack ends: the script stops everything and says so, and make
     # reports no error (it re-raises the Ctrl-C it got, which a shell does not report).

@@ -15,7 +15,8 @@ ASSETS = "/docs/assets"
 
 
 def serve_docs(app: FastAPI) -> None:
-    """``/docs`` and ``/redoc`` for an app created with ``docs_url=None, redoc_url=None``."""
+    """``/docs`` and ``/redoc`` for an app created with ``docs_url=None, redoc_url=None``,
+    and ``/``, which points at them and the rest."""
     assets = files("fastapi_offline") / "static"
     app.mount(ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
     openapi_url = app.openapi_url or "/openapi.json"
@@ -29,6 +30,20 @@ def serve_docs(app: FastAPI) -> None:
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS}/favicon.png",
         )
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> dict[str, str]:
+        # The address `make run` prints: say where things are, not 404.
+        return {
+            "service": app.title,
+            "version": app.version,
+            "docs": "/docs",
+            "openapi": openapi_url,
+            "api": "/v1",
+            "metrics": "/metrics",
+            "health": "/healthz",
+            "ready": "/readyz",
+        }
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
