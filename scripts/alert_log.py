@@ -6,8 +6,24 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+
+
+def _alert(alert: dict[str, Any]) -> dict[str, Any]:
+    """What an on-call reads first: since when, what, why, and where the runbook is."""
+    annotations = alert.get("annotations", {})
+    return {
+        "status": alert.get("status"),
+        "starts_at": alert.get("startsAt"),
+        "ends_at": alert.get("endsAt"),
+        "labels": alert.get("labels", {}),
+        "summary": annotations.get("summary"),
+        "description": annotations.get("description"),
+        "runbook_url": annotations.get("runbook_url"),
+    }
 
 
 def main() -> None:
@@ -18,9 +34,10 @@ def main() -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             notification = json.loads(body or b"{}")
             line = {
+                "received_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "receiver": self.path.strip("/"),
                 "status": notification.get("status"),
-                "alerts": [a.get("labels", {}) for a in notification.get("alerts", [])],
+                "alerts": [_alert(a) for a in notification.get("alerts", [])],
             }
             with path.open("a") as log:
                 log.write(json.dumps(line) + "\n")

@@ -3,6 +3,7 @@ together, the demo fills them, and Ctrl-C takes them down together."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -96,11 +97,35 @@ def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
 
         _wait(demo_traffic_scraped)
         # Alertmanager's webhooks reach the stack's receiver, which logs them.
+        # Alertmanager's webhook payload: each logged line says when, what, why, and
+        # where the runbook is (it carried the labels only).
+        alert = {
+            "status": "firing",
+            "labels": {"alertname": "Test", "severity": "critical"},
+            "annotations": {
+                "summary": "Something broke",
+                "description": "It broke at 10%.",
+                "runbook_url": "http://runbook.example/#test",
+            },
+            "startsAt": "2026-12-04T10:00:00Z",
+        }
         httpx.post(
             f"http://127.0.0.1:{ports['WEBHOOK_PORT']}/page",
-            json={"status": "firing", "alerts": [{"labels": {"alertname": "Test"}}]},
+            json={"status": "firing", "alerts": [alert]},
         ).raise_for_status()
-        assert "Test" in (tmp_path / "alerts.log").read_text()
+        logged = json.loads((tmp_path / "alerts.log").read_text().splitlines()[-1])
+        assert logged["receiver"] == "page" and logged["received_at"]
+        assert logged["alerts"] == [
+            {
+                "status": "firing",
+                "starts_at": "2026-12-04T10:00:00Z",
+                "ends_at": None,
+                "labels": alert["labels"],
+                "summary": "Something broke",
+                "description": "It broke at 10%.",
+                "runbook_url": "http://runbook.example/#test",
+            }
+        ]
         # The dashboard page and its pinned chart library are served.
         dashboard = f"http://127.0.0.1:{ports['DASHBOARD_PORT']}"
         _wait(lambda: httpx.get(f"{dashboard}/panels.json").status_code == 200)
