@@ -4,6 +4,7 @@ restricted container, secrets from a Secret, the mixin's rules and dashboards.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def test_the_deployment_drains_within_its_grace_and_runs_restricted(
         assert each["resources"]["requests"]
         assert each["resources"]["limits"]["memory"]
     # Secrets come from the Secret, never from the manifest.
-    for name in ("PARLEY_DATABASE_URL", "GROQ_API_KEY", "PARLEY_API_KEYS", "PARLEY_METRICS_TOKEN"):
+    for name in ("PARLEY_DATABASE_URL", "GROQ_API_KEY", "PARLEY_API_KEYS"):
         assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "parley", name
     # Every variable set is one Parley reads (a typo would be ignored silently).
     known = {f"PARLEY_{name.upper()}" for name in Settings.model_fields} | {"GROQ_API_KEY"}
@@ -102,16 +103,62 @@ def test_the_prometheus_rule_is_the_mixins_and_promtool_accepts_it(
     subprocess.run(["promtool", "check", "rules", str(rules)], check=True, capture_output=True)
 
 
-def test_the_service_monitor_scrapes_the_services_metrics_port(
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {variable["name"]: variable for variable in container.get("env", [])}
+
+
+def _scrape_path(objects: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """The ServiceMonitor's endpoint, followed through the Service to the container port it
+    reaches, and that container."""
+    (endpoint,) = objects["ServiceMonitor"]["spec"]["endpoints"]
+    (service_port,) = [
+        p for p in objects["Service"]["spec"]["ports"] if p["name"] == endpoint["port"]
+    ]
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    (container_port,) = [
+        p["containerPort"] for p in container["ports"] if p["name"] == service_port["targetPort"]
+    ]
+    return endpoint, container_port, container
+
+
+def test_the_service_monitor_scrapes_the_port_parley_serves_metrics_on(
     objects: dict[str, dict[str, Any]],
 ) -> None:
-    monitor = objects["ServiceMonitor"]["spec"]
-    ports = {p["name"] for p in objects["Service"]["spec"]["ports"]}
-    (endpoint,) = monitor["endpoints"]
-    assert endpoint["port"] in ports
+    endpoint, port, container = _scrape_path(objects)
     assert endpoint["path"] == "/metrics"
+    # PARLEY_METRICS_PORT: /metrics is there and only there; no ingress routes to it.
+    assert _env(container)["PARLEY_METRICS_PORT"]["value"] == str(port)
     service_labels = objects["Service"]["metadata"]["labels"]
+    monitor = objects["ServiceMonitor"]["spec"]
     assert monitor["selector"]["matchLabels"].items() <= service_labels.items()
+    # No token on either side in the base: a token on one side only was every scrape a 401.
+    assert "PARLEY_METRICS_TOKEN" not in _env(container)
+    assert "authorization" not in endpoint
+
+
+@pytest.mark.integration  # kubectl, outside the module's built objects
+def test_the_metrics_token_component_sets_both_sides_to_the_same_secret_key(
+    tmp_path: Path,
+) -> None:
+    """The README's Secret had a metrics-token Parley read while the ServiceMonitor's
+    authorization was commented out: every scrape a 401, ParleyTargetDown firing."""
+    base = os.path.relpath(KUBERNETES, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": [base], "components": [f"{base}/components/metrics-token"]})
+    )
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    objects = {doc["kind"]: doc for doc in yaml.safe_load_all(built)}
+    endpoint, _, container = _scrape_path(objects)
+    read = _env(container)["PARLEY_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+    sent = endpoint["authorization"]
+    assert sent["type"] == "Bearer"
+    assert (sent["credentials"]["name"], sent["credentials"]["key"]) == (
+        read["name"],
+        read["key"],
+    )
+    assert not read.get("optional")  # a missing key is a pod that does not start, not a 401
 
 
 def test_the_dashboard_config_map_carries_the_sidecar_label(

@@ -114,7 +114,8 @@ def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
             json={"status": "firing", "alerts": [alert]},
         ).raise_for_status()
         logged = json.loads((tmp_path / "alerts.log").read_text().splitlines()[-1])
-        assert logged["receiver"] == "page" and logged["received_at"]
+        assert logged["receiver"] == "page"
+        assert logged["received_at"]
         assert logged["alerts"] == [
             {
                 "status": "firing",
