@@ -68,12 +68,14 @@ pids+=($!)
 
 # The dashboard without Grafana: deploy/dashboard, its pinned uPlot from the npm registry.
 dashboard="(npm is missing: no dashboard page)"
+dashboard_url=
 if command -v npm >/dev/null; then
     (cd deploy/dashboard && npm ci --no-audit --no-fund --silent)
     python3 -m http.server --bind 127.0.0.1 --directory deploy/dashboard "$DASHBOARD_PORT" \
         > "$STACK_DIR/dashboard.log" 2>&1 &
     pids+=($!)
-    dashboard="http://127.0.0.1:$DASHBOARD_PORT/?prometheus=http://127.0.0.1:$PROMETHEUS_PORT"
+    dashboard_url="http://127.0.0.1:$DASHBOARD_PORT/?prometheus=http://127.0.0.1:$PROMETHEUS_PORT"
+    dashboard=$dashboard_url
 fi
 
 if [ -n "${DEMO_ARGS+set}" ]; then
@@ -84,7 +86,8 @@ if [ -n "${DEMO_ARGS+set}" ]; then
         sleep 0.2
     done
     # shellcheck disable=SC2086
-    .venv/bin/parley demo --url "http://127.0.0.1:$PARLEY_PORT" $DEMO_ARGS > "$STACK_DIR/demo.log" 2>&1 &
+    PARLEY_DEMO_DASHBOARD_URL=$dashboard_url \
+        .venv/bin/parley demo --url "http://127.0.0.1:$PARLEY_PORT" $DEMO_ARGS > "$STACK_DIR/demo.log" 2>&1 &
     pids+=($!)
 fi
 

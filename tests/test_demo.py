@@ -6,6 +6,7 @@ import asyncio
 import io
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -29,12 +30,31 @@ def test_demo_drives_whole_sse_and_websocket_turns_and_fails_some_on_request(
     registry: CollectorRegistry = app.state.instrumentation.registry
     with LiveServer(app) as server:
         out = io.StringIO()
-        plan = demo.Plan(server.http_url, 3, 120, 40, 0.3, None)
+        plan = demo.Plan(server.http_url, 3, 120, 40, 0.3, None, "http://dash.example/")
         progress = asyncio.run(demo.run(plan, out))
+        closed = asyncio.run(_closed_conversations(server.http_url))
     assert progress.turns >= 40
     assert progress.outcomes["error"] > 0  # the failures asked for
     assert progress.outcomes["ok"] > 0
     assert "turns/s" in out.getvalue()
+    # A summary by channel and outcome whose numbers add up, and the dashboard to watch.
+    printed = out.getvalue()
+    assert printed.startswith("watch it on http://dash.example/")
+    assert printed.rstrip().endswith("dashboard: http://dash.example/")
+    table = {
+        line.split()[0]: [int(n) for n in line.split()[1:]]
+        for line in progress.summary().splitlines()[1:5]
+    }
+    assert progress.summary() in printed
+    for row in table.values():
+        assert sum(row[:-1]) == row[-1]
+    assert [sum(column) for column in zip(*(table[c] for c in demo.KINDS), strict=True)] == table[
+        "total"
+    ]
+    assert table["total"][-1] == progress.turns
+    # The conversations it finished, it closed (they no longer stay active forever).
+    assert progress.conversations_closed > 0
+    assert closed == progress.conversations_closed
     for channel in ("http", "sse", "ws"):
         assert value(registry, "conversation_turns_total", channel=channel, outcome="ok"), channel
     failed = sum(
@@ -44,6 +64,18 @@ def test_demo_drives_whole_sse_and_websocket_turns_and_fails_some_on_request(
     # The server saw them too (a third failure in a row also escalates: the demo counts
     # that turn as escalated).
     assert failed >= progress.outcomes["error"]
+
+
+async def _closed_conversations(url: str) -> int:
+    closed = 0
+    params: dict[str, str] = {"status": "completed", "limit": "200"}
+    async with httpx.AsyncClient(base_url=url) as http:
+        while True:
+            page = (await http.get("/v1/conversations/", params=params)).json()
+            closed += len(page["items"])
+            if not page["next_cursor"]:
+                return closed
+            params["cursor"] = page["next_cursor"]
 
 
 def test_demo_says_when_nothing_answers() -> None:

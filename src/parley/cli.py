@@ -263,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail", type=_share, default=0.0, help="share of turns the simulated LLM fails (0-1)"
     )
     demo.add_argument(
+        "--dashboard",
+        default=os.environ.get("PARLEY_DEMO_DASHBOARD_URL"),
+        help="the dashboard's address, printed to watch the traffic (default"
+        " PARLEY_DEMO_DASHBOARD_URL; make stack passes its own)",
+    )
+    demo.add_argument(
         "--api-key",
         default=os.environ.get("PARLEY_DEMO_API_KEY"),
         help="an API key, when Parley has PARLEY_API_KEYS set (default PARLEY_DEMO_API_KEY,"
@@ -284,7 +290,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from parley import demo
         from parley.client import ParleyError
 
-        plan = demo.Plan(args.url, args.clients, args.seconds, args.turns, args.fail, args.api_key)
+        plan = demo.Plan(
+            args.url,
+            args.clients,
+            args.seconds,
+            args.turns,
+            args.fail,
+            args.api_key,
+            args.dashboard,
+        )
         try:
             progress = asyncio.run(demo.run(plan))
         except (ParleyError, httpx.HTTPError, OSError) as failed:

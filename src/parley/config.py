@@ -200,10 +200,9 @@ class SettingsError(Exception):
     and what it allows. Never the value: several of them are secrets."""
 
 
-# Variables with Parley's prefix that are not its settings: the demo client's key, and
-# the test and benchmark tools' own.
-NOT_SETTINGS = frozenset({"PARLEY_DEMO_API_KEY"})
-NOT_SETTINGS_PREFIXES = ("PARLEY_TEST_", "PARLEY_BENCH_")
+# Variables with Parley's prefix that are not its settings: the demo client's, and the
+# test and benchmark tools' own.
+NOT_SETTINGS_PREFIXES = ("PARLEY_DEMO_", "PARLEY_TEST_", "PARLEY_BENCH_")
 
 
 def load_settings() -> Settings:
@@ -226,7 +225,6 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         if (
             not name.startswith("PARLEY_")
             or name in known
-            or name in NOT_SETTINGS
             or name.startswith(NOT_SETTINGS_PREFIXES)
         ):
             continue

@@ -34,17 +34,40 @@ QUESTIONS = (
     "How do I invite a colleague?",
 )
 KINDS = ("http", "sse", "ws")
+# What became of a turn the demo sent: answered, escalated (by a trigger phrase, or the
+# LLM failing too often), rejected (its conversation had ended), or failed.
+OUTCOMES = ("ok", "escalated", "rejected", "error")
 
 
 @dataclass
 class Progress:
     started: float = field(default_factory=time.monotonic)
     outcomes: Counter[str] = field(default_factory=Counter)
+    by_channel: Counter[tuple[str, str]] = field(default_factory=Counter)
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    conversations_closed: int = 0
 
     @property
     def turns(self) -> int:
         return sum(self.outcomes.values())
+
+    def count(self, channel: str, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        self.by_channel[channel, outcome] += 1
+
+    def summary(self) -> str:
+        """Turns by channel and outcome, with totals that add up."""
+        width = max(len(o) for o in OUTCOMES) + 2
+        lines = ["channel" + "".join(f"{o:>{width}}" for o in OUTCOMES) + f"{'total':>{width}}"]
+        for channel in (*KINDS, "total"):
+            counts = [
+                self.outcomes[o] if channel == "total" else self.by_channel[channel, o]
+                for o in OUTCOMES
+            ]
+            cells = "".join(f"{n:>{width}}" for n in [*counts, sum(counts)])
+            lines.append(f"{channel:<7}{cells}")
+        lines.append(f"{self.conversations_closed} conversations closed when done")
+        return "\n".join(lines)
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -65,6 +88,7 @@ class Plan:
     max_turns: int | None
     fail_share: float
     api_key: str | None
+    dashboard: str | None = None
 
 
 async def _goals(parley: ParleyClient) -> list[str]:
@@ -101,21 +125,27 @@ async def _client(
     ):
         index = rng.randrange(len(goals))
         conversation = (await parley.create_conversation(goals[index])).id
+        ended = False
         for _ in range(rng.randint(2, 8)):
             if time.monotonic() >= deadline:
-                return
+                break
             content = _content(rng, plan, GOALS[index][2])
             began = time.monotonic()
-            outcome = await _turn(parley, conversation, content, rng.choice(KINDS))
+            channel = rng.choice(KINDS)
+            outcome = await _turn(parley, conversation, content, channel)
             progress.durations.append(time.monotonic() - began)
-            progress.outcomes[outcome] += 1
-            if outcome in ("escalated", "closed"):
+            progress.count(channel, outcome)
+            if outcome in ("escalated", "rejected"):
+                ended = True
                 break
+        if not ended:  # a customer who is done: the conversation ends, as it would
+            await parley.close_conversation(conversation)
+            progress.conversations_closed += 1
 
 
 async def _turn(parley: ParleyClient, conversation: uuid.UUID, content: str, kind: str) -> str:
-    """One turn on ``kind``'s channel: ok, escalated, closed (refused: the conversation
-    has ended) or error."""
+    """One turn on ``kind``'s channel: ok, escalated, rejected (its conversation has
+    ended) or error."""
     try:
         if kind == "http":
             turn = await parley.send_message(conversation, content)
@@ -126,12 +156,12 @@ async def _turn(parley: ParleyClient, conversation: uuid.UUID, content: str, kin
             async with parley.chat(conversation) as chat:
                 events = [event async for event in chat.send(content)]
     except ParleyError as error:
-        return "closed" if error.status == 409 else "error"
+        return "rejected" if error.status == 409 else "error"
     if any(isinstance(event, Escalated) for event in events):
         return "escalated"
     failures = [event.error for event in events if isinstance(event, TurnFailed)]
     if any(error.code in ENDED for error in failures):
-        return "closed"
+        return "rejected"
     return "error" if failures else "ok"
 
 
@@ -141,6 +171,8 @@ ENDED = ("conversation_closed", "conversation_escalated")
 
 async def run(plan: Plan, out: TextIO = sys.stderr) -> Progress:
     progress = Progress()
+    if plan.dashboard:
+        out.write(f"watch it on {plan.dashboard}\n")
     async with ParleyClient(plan.url, api_key=plan.api_key, timeout=60) as parley:
         goals = await _goals(parley)
         clients = [
@@ -153,5 +185,7 @@ async def run(plan: Plan, out: TextIO = sys.stderr) -> Progress:
             out.flush()
         for client in clients:
             client.result()  # a client that crashed says why
-    out.write("\n")
+    out.write("\n" + progress.summary() + "\n")
+    if plan.dashboard:
+        out.write(f"dashboard: {plan.dashboard}\n")
     return progress
