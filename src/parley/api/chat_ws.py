@@ -19,6 +19,7 @@ from parley.api.auth import rate_identity, require_allowed_origin
 from parley.api.channel import ChatChannel, InvalidFrame
 from parley.api.deps import ChatDep, ConversationsDep, StateDep, TurnTelemetryDep
 from parley.api.rate_limits import RateLimitedError
+from parley.api.stream_schemas import MAX_FRAME_ID_LENGTH, WsMessage
 from parley.api.turn_encoding import ws_frame
 from parley.domain.chat import ChatService
 from parley.domain.errors import DatabaseUnavailableError, DomainError, NotFoundError
@@ -30,8 +31,6 @@ router = APIRouter(tags=["conversations"])
 CLOSE_NOT_FOUND = 4404
 # RFC 6455's "Try Again Later": the server cannot take the socket now (the database).
 CLOSE_TRY_AGAIN_LATER = 1013
-# A message frame's optional ``id`` is its idempotency key, as the HTTP header is.
-MAX_ID_LENGTH = 255
 
 
 @router.websocket(
@@ -75,7 +74,7 @@ async def chat(
         channel.stop_reading()
 
 
-_MESSAGE_FIELDS = frozenset({"type", "content", "id"})
+_MESSAGE_FIELDS = frozenset(WsMessage.model_fields)
 
 
 async def _handle(
@@ -105,8 +104,10 @@ async def _handle(
         await channel.send_error("invalid_frame", "content must be a non-empty string")
         return
     key = frame.get("id")
-    if key is not None and not (isinstance(key, str) and 0 < len(key) <= MAX_ID_LENGTH):
-        await channel.send_error("invalid_frame", f"id must be a string of 1 to {MAX_ID_LENGTH}")
+    if key is not None and not (isinstance(key, str) and 0 < len(key) <= MAX_FRAME_ID_LENGTH):
+        await channel.send_error(
+            "invalid_frame", f"id must be a string of 1 to {MAX_FRAME_ID_LENGTH}"
+        )
         return
     try:
         turn_budget()

@@ -1,6 +1,7 @@
 """OpenAPI as Parley answers: one-line summaries from docstrings, 422 in Parley's error
-shape (not FastAPI's ``HTTPValidationError``), and the API-key security schemes, so that
-Swagger's Authorize button works."""
+shape (not FastAPI's ``HTTPValidationError``), the 401 and 429 every key-guarded route
+can answer, the API-key security schemes (so that Swagger's Authorize button works), and
+the streamed turn's wire format: each SSE event and WebSocket frame as a schema."""
 
 from __future__ import annotations
 
@@ -9,18 +10,79 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from parley.api.stream_schemas import STREAM_SCHEMAS
+
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
 }
 _ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
+_REF = "#/components/schemas/{model}"
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer"},
+    }
+}
+_GUARD_RESPONSES = {
+    "401": {
+        "description": "No API key, or not one of PARLEY_API_KEYS (when it is set)",
+        "content": {"application/json": {"schema": _ERROR_BODY}},
+    },
+    "429": {
+        "description": "Over the rate limit of this key (or address), or too many invalid "
+        "keys from this address",
+        "headers": _RETRY_AFTER,
+        "content": {"application/json": {"schema": _ERROR_BODY}},
+    },
+}
+MESSAGES_PATH = "/v1/conversations/{conversation_id}/messages"
+WS_PATH = "/v1/conversations/{conversation_id}/ws"
+DESCRIPTION = """Goal-driven LLM conversations: goals (instructions and an escalation
+policy), conversations, and turns (a user message and the assistant's reply), answered
+on three channels that tell the same turn:
+
+- **HTTP**: `POST .../messages` answers with the whole turn.
+- **SSE**: the same with `"stream": true` (or `Accept: text/event-stream`): the events
+  `accepted` (the user's message, stored), `token`*, then one of `done`, `escalated` or
+  `error`; each event's data is the schema `SseEvent` names for it.
+- **WebSocket** at `/v1/conversations/{conversation_id}/ws`: the client sends
+  `WsClientFrame`s (`message`, `ping`) and receives `WsServerFrame`s (`accepted`,
+  `token`, `done`, `escalated`, `error`, `pong`), JSON text frames; see `x-websocket`.
+
+Errors always have the shape `ErrorBody`. With `PARLEY_API_KEYS` set, `/v1` needs a key
+(`Authorization: Bearer KEY` or `X-API-Key`); requests over the rate limit get 429 with
+`Retry-After`.
+"""
+WEBSOCKET = {
+    WS_PATH: {
+        "summary": "Chat over a WebSocket: one turn per message frame, streamed back",
+        "authentication": "Authorization or X-API-Key header; from a browser, the "
+        "subprotocols ['parley', 'bearer.KEY'] (the server answers 'parley')",
+        "clientFrames": {"$ref": _REF.format(model="WsClientFrame")},
+        "serverFrames": {"$ref": _REF.format(model="WsServerFrame")},
+        "closeCodes": {
+            "1008": "Refused at the handshake: no valid API key, too many invalid keys "
+            "from this address, or an Origin not allowed (the reason says which)",
+            "1009": "A frame over PARLEY_MAX_BODY_BYTES",
+            "1013": "The database is unavailable: try again later",
+            "4404": "No such conversation",
+        },
+        "notes": "An error frame never closes the socket unless a close code follows. "
+        "Each message frame takes a token from the same rate limit as an HTTP turn.",
+    }
+}
 
 
 def customise_openapi(app: FastAPI, *, secured_prefix: str = "/v1/") -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                description=DESCRIPTION,
+                routes=app.routes,
             )
             for path, item in schema["paths"].items():
                 for operation in item.values():
@@ -28,14 +90,28 @@ def customise_openapi(app: FastAPI, *, secured_prefix: str = "/v1/") -> None:
                     _validation_error_in_our_shape(operation)
                     if path.startswith(secured_prefix):
                         operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+                        operation["responses"].update(_GUARD_RESPONSES)
             components = schema.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
-                components.get("schemas", {}).pop(unused, None)
+                schemas.pop(unused, None)
             components["securitySchemes"] = SECURITY_SCHEMES
+            _add_stream_schemas(schemas)
+            stream = schema["paths"][MESSAGES_PATH]["post"]["responses"]["200"]["content"]
+            stream["text/event-stream"] = {"schema": {"$ref": _REF.format(model="SseEvent")}}
+            schema["x-websocket"] = WEBSOCKET
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
+def _add_stream_schemas(schemas: dict[str, Any]) -> None:
+    for name, adapter in STREAM_SCHEMAS.items():
+        union = adapter.json_schema(ref_template=_REF)
+        for model, definition in union.pop("$defs", {}).items():
+            schemas.setdefault(model, definition)  # FastAPI's own (response) schema wins
+        schemas[name] = union
 
 
 def _summary_from_docstring(operation: dict[str, Any]) -> None:
