@@ -54,8 +54,9 @@ $(LITELLM_VENV)/.installed: requirements/litellm.txt requirements/pip.txt
 	$(LITELLM_VENV)/bin/python -m pip install --quiet --require-hashes -r requirements/litellm.txt
 	touch $@
 
-# Three replicas on this machine's PostgreSQL behind HAProxy, Prometheus scraping each and
-# remote-writing to VictoriaMetrics (the multi-replica test's set-up), until Ctrl-C.
+# Three replicas on this machine's PostgreSQL (database parley_replicas) behind HAProxy,
+# Prometheus scraping each and remote-writing to VictoriaMetrics (the multi-replica
+# test's set-up, at Parley's defaults), until Ctrl-C.
 replicas: $(STAMP)
 	scripts/prepare-tests.sh
 	$(BIN)/python -m tests.support.replicas

@@ -9,21 +9,25 @@ process is started and stopped here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import httpx
 import yaml
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.ports import free_port
 from tests.support.processes import stop
@@ -60,6 +64,8 @@ class Replicas:
             env={**os.environ, **(env or {})},
             stdout=handle,
             stderr=subprocess.STDOUT,
+            # A terminal's Ctrl-C reaches only `make replicas`, which stops each in turn.
+            start_new_session=True,
         )
         self.processes[name] = Process(name, popen, log)
 
@@ -83,27 +89,37 @@ class Replicas:
         self.processes[name].popen.send_signal(signal.SIGKILL)
         self.processes[name].popen.wait()
 
-    def stop_all(self) -> None:
+    def stop_all(self, say: Callable[[str], None] | None = None) -> None:
         # Newest first, one at a time: Prometheus flushes its remote-write queue to a
         # VictoriaMetrics that is still up, HAProxy goes before the replicas.
         for process in reversed(list(self.processes.values())):
-            stop(process.popen, timeout=30)
+            began = time.monotonic()
+            stop(process.popen, timeout=10)
+            if say is not None:
+                say(f"stopped {process.name} ({time.monotonic() - began:.1f} s)")
         for handle in self._logs:
             handle.close()
 
 
-def _parley_env(database_url: str) -> dict[str, str]:
+# For the tests: a simulated LLM 25x faster than its default, no rate limits (load from
+# one address), goals read every turn. `make replicas` runs with Parley's defaults.
+FAST = {
+    "PARLEY_SIM_TTFT_SECONDS": "0.01",
+    "PARLEY_SIM_TOKEN_DELAY_SECONDS": "0.001",
+    "PARLEY_RATE_LIMIT_PER_MINUTE": "0",
+    "PARLEY_GOAL_CACHE_SECONDS": "0",
+}
+
+
+def _parley_env(database_url: str, *, fast: bool) -> dict[str, str]:
     return {
         "PARLEY_DATABASE_URL": database_url,
         "PARLEY_AUTO_MIGRATE": "false",  # migrated once, before the replicas start
         "PARLEY_LLM_PROVIDER": "simulated",
-        "PARLEY_SIM_TTFT_SECONDS": "0.01",
-        "PARLEY_SIM_TOKEN_DELAY_SECONDS": "0.001",
-        "PARLEY_RATE_LIMIT_PER_MINUTE": "0",
         "PARLEY_LOG_LEVEL": "WARNING",
-        "PARLEY_GOAL_CACHE_SECONDS": "0",
-        "PARLEY_SHUTDOWN_GRACE_SECONDS": "2",  # stops quickly when the test ends
+        "PARLEY_SHUTDOWN_GRACE_SECONDS": "2",  # stops in seconds
         "PARLEY_TRUSTED_PROXIES": "127.0.0.1",  # HAProxy, which sets X-Forwarded-For
+        **(FAST if fast else {}),
     }
 
 
@@ -162,7 +178,13 @@ def _prometheus_config(replicas: list[str], victoria: str, interval: str) -> str
 
 @contextlib.contextmanager
 def replicas(
-    workdir: Path, database_url: str, *, count: int = 3, interval: str = "1s"
+    workdir: Path,
+    database_url: str,
+    *,
+    count: int = 3,
+    interval: str = "1s",
+    fast: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> Iterator[Replicas]:
     parley = str(Path(sys.executable).with_name("parley"))
     haproxy = require_tool("haproxy")
@@ -181,7 +203,7 @@ def replicas(
             stack.start(
                 f"parley-{index}",
                 [parley, "serve", "--port", str(port)],
-                _parley_env(database_url),
+                _parley_env(database_url, fast=fast),
             )
         stack.replica_urls = [f"http://127.0.0.1:{port}" for port in ports]
         for index, url in enumerate(stack.replica_urls, start=1):
@@ -232,25 +254,94 @@ def replicas(
         stack.wait_until_up("prometheus", f"{stack.prometheus_url}/-/ready")
         yield stack
     finally:
-        stack.stop_all()
+        stack.stop_all(say)
+
+
+# `make replicas` keeps its data apart from the test suite's database (`test`), which the
+# tests empty.
+REPLICAS_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/parley_replicas"
+
+
+async def _ensure_database(url: str) -> None:
+    """Create the URL's database when missing (on the server's `postgres` database)."""
+    target = make_url(url)
+    name = target.database or ""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise SystemExit(f"make replicas: database name {name!r}: use [a-z0-9_]")
+    engine = create_async_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            exists = await connection.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            )
+            if not exists:
+                await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await engine.dispose()
+
+
+def _dashboard(stack: Replicas) -> str:
+    """The dashboard page on Prometheus, served like `make stack` does, if npm is here."""
+    page = ROOT / "deploy" / "dashboard"
+    npm = shutil.which("npm")
+    if npm is None:
+        return "(npm is missing: no dashboard page)"
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=page, check=True)
+    port = free_port()
+    stack.start(
+        "dashboard",
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(page),
+            str(port),
+        ],
+    )
+    stack.wait_until_up("dashboard", f"http://127.0.0.1:{port}/panels.json")
+    return f"http://127.0.0.1:{port}/?prometheus={stack.prometheus_url}"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops everything in order too, as Ctrl-C does
 
 
 def main() -> int:
     """``make replicas``: the stack on this machine's PostgreSQL until Ctrl-C."""
-    database_url = os.environ.get(
-        "PARLEY_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-    )
+    # Its processes run in sessions of their own (a terminal's Ctrl-C reaches this one
+    # only): dying without stopping them would leave them running.
+    signal.signal(signal.SIGTERM, _interrupt)
+    database_url = os.environ.get("PARLEY_DATABASE_URL", REPLICAS_DATABASE_URL)
+    asyncio.run(_ensure_database(database_url))
     workdir = Path(tempfile.mkdtemp(prefix="parley-replicas-"))
+    shown = make_url(database_url).render_as_string(hide_password=True)
+    print(f"starting 3 replicas of parley serve on {shown} (PARLEY_DATABASE_URL picks another)")
     try:
-        with replicas(workdir, database_url) as stack:
-            print(f"Parley through HAProxy: {stack.balancer_url}")
-            for url in stack.replica_urls:
-                print(f"  replica:             {url}")
-            print(f"Prometheus:            {stack.prometheus_url}")
-            print(f"VictoriaMetrics:       {stack.victoria_url} (remote_write target)")
-            print(f"logs in {workdir}; Ctrl-C stops everything")
+        with replicas(workdir, database_url, fast=False, say=print) as stack:
+            dashboard = _dashboard(stack)
+            print(
+                "Parley's defaults: the simulated LLM at its own pace (PARLEY_SIM_*), rate\n"
+                "limits on (PARLEY_RATE_LIMIT_PER_MINUTE), authentication off; HAProxy sets\n"
+                "X-Forwarded-For, which the replicas trust.\n"
+                f"Parley through HAProxy: {stack.balancer_url}/docs\n"
+                + "".join(
+                    f"  replica {index}:           {url}/metrics\n"
+                    for index, url in enumerate(stack.replica_urls, start=1)
+                )
+                + f"Prometheus:            {stack.prometheus_url}/classic/targets\n"
+                f"VictoriaMetrics:       {stack.victoria_url}/api/v1/query?query=up\n"
+                "                       (the remote_write target; Debian's has no UI)\n"
+                f"Dashboard:             {dashboard}\n"
+                f"Traffic:               .venv/bin/parley demo --url {stack.balancer_url}\n"
+                f"logs in {workdir}; Ctrl-C stops everything in seconds",
+                flush=True,
+            )
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
+            print("stopping, newest first")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
