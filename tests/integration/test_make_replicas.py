@@ -37,8 +37,9 @@ def test_make_replicas_says_where_to_look_and_stops_in_seconds(tmp_path: Path) -
         )
         try:
             wait_until(
-                lambda: b"Ctrl-C stops everything" in out.read_bytes()
-                or process.poll() is not None,
+                lambda: (
+                    b"Ctrl-C stops everything" in out.read_bytes() or process.poll() is not None
+                ),
                 "the banner",
                 timeout=120,
                 interval=0.5,
