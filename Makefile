@@ -109,4 +109,4 @@ clean:
 # Regenerate what is generated from code: the metric table, rules and dashboards.
 docs: $(STAMP)
 	$(BIN)/python -m parley.observability.docs docs/metrics.md
-	$(BIN)/python deploy/generate.py
+	RUNBOOK_URL="$(RUNBOOK_URL)" $(BIN)/python deploy/generate.py

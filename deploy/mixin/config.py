@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 JOB = "parley"
 # Where the runbook is published: alerts link to a section of it (an absolute URL, so the
-# link works from a pager or a chat message). Point it at your copy and run `make docs`.
-RUNBOOK_URL = "https://github.com/parley-dev/parley/blob/main/docs/runbook.md"
+# link works from a pager or a chat message). By default, the copy the dashboard's
+# server ships (deploy/dashboard/runbook.html, generated from docs/runbook.md) where
+# `make stack` serves it; for your own alerts: `make docs RUNBOOK_URL=https://...`.
+DEFAULT_RUNBOOK_URL = "http://127.0.0.1:9096/runbook.html"
+RUNBOOK_URL = os.environ.get("RUNBOOK_URL") or DEFAULT_RUNBOOK_URL
 # Rules aggregate by these labels: Prometheus' external labels (cluster, env) and the
 # Kubernetes namespace keep replicas of different clusters and environments apart on a
 # global view (Thanos, Mimir, VictoriaMetrics). A label a setup lacks is empty: one group.

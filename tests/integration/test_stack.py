@@ -131,6 +131,10 @@ def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
         dashboard = f"http://127.0.0.1:{ports['DASHBOARD_PORT']}"
         _wait(lambda: httpx.get(f"{dashboard}/panels.json").status_code == 200)
         assert httpx.get(f"{dashboard}/node_modules/uplot/dist/uPlot.iife.min.js").is_success
+        # The runbook every alert links to by default (on DASHBOARD_PORT, 9096).
+        runbook = httpx.get(f"{dashboard}/runbook.html")
+        assert runbook.status_code == 200
+        assert '<section id="turnavailabilitybudgetburn">' in runbook.text
         # Every address the banner prints and the README gives (on this stack's ports)
         # answers 200 with content: /targets and Alertmanager's UI were 404s on Debian.
         _wait(lambda: b"Ctrl-C stops everything" in banner.read_bytes())
