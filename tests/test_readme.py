@@ -26,6 +26,7 @@ import yaml
 from websockets.asyncio.client import connect
 
 from tests.support.ports import free_port
+from tests.support.processes import shell_in_background
 from tests.support.readme import readme_block, readme_blocks
 from tests.support.serve import serve
 from tests.support.tools import require_tool
@@ -257,15 +258,7 @@ def test_the_demo_examples_work_as_written(
     command = _command(readme_block(".venv/bin/parley demo").splitlines()[line])
     log = tmp_path / "demo.log"
     env = {**os.environ, "PARLEY_PORT": server.rsplit(":", 1)[1]}
-    with log.open("wb") as out:
-        demo = subprocess.Popen(
-            ["bash", "-c", command],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    demo = shell_in_background(command, ROOT, log, env)
     try:
         wait_until(lambda: shows.search(log.read_text()), f"{command}: {shows.pattern}", timeout=60)
     finally:

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.processes import shell_in_background
 from tests.support.readme import readme_block
 from tests.support.tools import require_tool
 from tests.support.waiting import wait_until
@@ -54,15 +54,7 @@ def test_stack_scrapes_parley_and_reaches_alertmanager(tmp_path: Path) -> None:
     command = readme_block("make stack").split("  #", 1)[0].strip()
     assert command.startswith("make stack DEMO_ARGS=")
     banner = tmp_path / "stack.out"
-    with banner.open("wb") as out:
-        stack = subprocess.Popen(
-            ["bash", "-c", command],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    stack = shell_in_background(command, ROOT, banner, env)
     prometheus = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"
     try:
         _wait(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from collections.abc import Mapping
+from pathlib import Path
 
 
 def stop(
@@ -17,3 +19,19 @@ def stop(
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def shell_in_background(
+    command: str, cwd: Path, log: Path, env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    """``bash -c command`` as a terminal runs it, its output in ``log``, in a session of its
+    own (so a test can send Ctrl-C to its whole process group)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
