@@ -18,9 +18,10 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from parley import defaults
 from parley.domain.errors import (
     ConversationClosedError,
     ConversationEscalatedError,
@@ -89,8 +90,12 @@ class MemoryConversations:
     """A ``ConversationStore``. ``fail_next_write`` makes the next ``store_reply`` raise
     that exception (a database failing, or a bug), for tests of what a turn does then."""
 
-    def __init__(self, goals: MemoryGoals) -> None:
+    def __init__(
+        self, goals: MemoryGoals, *, answer_lease_seconds: float = defaults.ANSWER_LEASE_SECONDS
+    ) -> None:
         self._goals = goals
+        self._answer_lease = timedelta(seconds=answer_lease_seconds)
+        self.leases: dict[uuid.UUID, datetime] = {}  # question id -> answering until
         self.conversations: dict[uuid.UUID, Conversation] = {}
         self.messages: dict[uuid.UUID, list[Message]] = {}
         self.keys: dict[tuple[uuid.UUID, str], Message] = {}
@@ -190,14 +195,17 @@ class MemoryConversations:
             question = self.keys[conversation_id, idempotency_key]
             if question.content != content:
                 raise IdempotencyKeyReusedError()
+            reply = self._reply_to(question)
+            lease = self.leases.get(question.id)
             return OpenedTurn(
                 conversation,
                 goal,
                 question,
                 self._history(question, history_limit),
                 escalation=escalated_by(conversation, question.created_at),
-                reply=self._reply_to(question),
+                reply=reply,
                 repeated=True,
+                answering_until=lease if reply is None and lease and lease > _now() else None,
             )
         if conversation.status is ConversationStatus.ESCALATED:
             raise ConversationEscalatedError()
@@ -215,10 +223,19 @@ class MemoryConversations:
                 escalation=Escalation(reason, None, question.created_at),
             )
         self.conversations[conversation_id] = conversation
+        answering_until = None
         if idempotency_key is not None:
             self.keys[conversation_id, idempotency_key] = question
+            if reason is None:  # an escalated message gets no reply: no lease
+                answering_until = question.created_at + self._answer_lease
+                self.leases[question.id] = answering_until
         return OpenedTurn(
-            conversation, goal, question, self._history(question, history_limit), reason
+            conversation,
+            goal,
+            question,
+            self._history(question, history_limit),
+            reason,
+            answering_until=answering_until,
         )
 
     async def store_reply(
@@ -258,6 +275,9 @@ class MemoryConversations:
             to=ConversationStatus.ESCALATED,
             reason=EscalationReason.LLM_FAILURE,
         )
+
+    async def release_answer(self, question: Message) -> None:
+        self.leases.pop(question.id, None)
 
     async def count_active(self) -> int:
         return sum(c.status is ConversationStatus.ACTIVE for c in self.conversations.values())

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -31,6 +32,7 @@ from parley.domain.models import (
     Message,
     MessageStatus,
 )
+from parley.domain.ports import OpenedTurn
 from parley.domain.turns import Accepted, Done, Escalated, Failed, RunningTurn, Token, TurnEvent
 from parley.llm import ChatRequest, LLMError, LLMErrorKind, StreamChunk, Usage
 from parley.testing import MemoryConversations, MemoryGoals
@@ -383,3 +385,85 @@ async def test_concurrent_retries_of_one_keyed_turn_make_one_llm_call() -> None:
 async def _all(turn: RunningTurn) -> list[TurnEvent]:
     async with asyncio.timeout(10):
         return [event async for event in turn.events()]
+
+
+def _replica(harness: Harness, llm: object) -> ChatService:
+    """Another replica: its own ChatService and LLM, on the same store."""
+    return ChatService(harness.store, llm, EventFanout(), ChatLimits(max_message_chars=100))  # type: ignore[arg-type]
+
+
+async def test_a_retry_on_another_replica_waits_for_the_reply_instead_of_asking_again() -> None:
+    """Concurrent retries with one key made one LLM call per replica: a retry that finds its
+    turn being answered on another replica (the answer lease) waits for that reply."""
+    llm = HeldStream(before=1, after=1)
+    harness = Harness(llm)
+    other_llm = ScriptedProvider(["a second answer"])
+    other = _replica(harness, other_llm)
+    conversation_id = await harness.conversation()
+    first = await harness.chat.start_turn(
+        conversation_id, "hi", streaming=True, idempotency_key="k"
+    )
+    await asyncio.wait_for(llm.holding.wait(), 10)
+    reads = 0
+    read_again = asyncio.Event()
+    open_turn = harness.store.open_turn
+
+    async def counted(*args: Any, **kwargs: Any) -> OpenedTurn:
+        nonlocal reads
+        reads += 1
+        if reads >= 3:  # it reads the store again and again while the lease lasts
+            read_again.set()
+        return await open_turn(*args, **kwargs)
+
+    harness.store.open_turn = counted  # type: ignore[method-assign]
+    retry = asyncio.ensure_future(
+        other.start_turn(conversation_id, "hi", streaming=True, idempotency_key="k")
+    )
+    await asyncio.wait_for(read_again.wait(), 10)
+    assert not retry.done()
+    llm.release.set()
+    told = await asyncio.gather(_all(first), _all(await retry))
+    assert _kinds(told[1])[-1] == "Done"
+    assert isinstance(told[0][-1], Done)
+    assert isinstance(told[1][-1], Done)
+    assert told[1][-1].message.id == told[0][-1].message.id
+    assert other_llm.calls == []
+    assert llm.streams == 1
+
+
+async def test_a_retry_on_another_replica_asks_at_once_when_the_first_attempt_failed() -> None:
+    """The failed turn ends its lease: the retry does not wait for it to run out."""
+    harness = Harness(ScriptedProvider([LLMError(LLMErrorKind.SERVER_ERROR, "down")]))
+    other_llm = ScriptedProvider(["better now"])
+    other = _replica(harness, other_llm)
+    conversation_id = await harness.conversation()
+    failed = await harness.turn(conversation_id, "hi", idempotency_key="k")
+    assert isinstance(failed[-1], Failed)
+    async with asyncio.timeout(5):  # far below the lease: it was released
+        retried = await _all(
+            await other.start_turn(conversation_id, "hi", streaming=True, idempotency_key="k")
+        )
+    assert isinstance(retried[-1], Done)
+    assert retried[-1].message.content == "better now"
+    assert len(other_llm.calls) == 1
+
+
+async def test_a_retry_whose_first_attempt_was_left_with_nothing_asks_at_once() -> None:
+    """A client that left before the first token: nothing stored, the lease released."""
+    llm = HeldStream(before=0, after=1)
+    harness = Harness(llm)
+    other_llm = ScriptedProvider(["here"])
+    other = _replica(harness, other_llm)
+    conversation_id = await harness.conversation()
+    first = await harness.chat.start_turn(
+        conversation_id, "hi", streaming=True, idempotency_key="k"
+    )
+    await asyncio.wait_for(llm.holding.wait(), 10)
+    first.abandon()
+    await _all(first)
+    async with asyncio.timeout(5):
+        retried = await _all(
+            await other.start_turn(conversation_id, "hi", streaming=True, idempotency_key="k")
+        )
+    assert isinstance(retried[-1], Done)
+    assert len(other_llm.calls) == 1

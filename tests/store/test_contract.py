@@ -157,6 +157,41 @@ async def test_an_idempotency_key_names_one_stored_turn(store: Ports) -> None:
     assert loaded.turns == 1
 
 
+async def test_a_keyed_turn_holds_an_answer_lease_until_replied_or_released(
+    store: Ports,
+) -> None:
+    """So a retry on another replica waits for the reply being made instead of asking the
+    LLM again; once the turn ends with no reply, a retry may ask at once."""
+    await store.goals.add(sample_goal())
+    conversation = await store.conversations.create("support", {})
+    opened = await open_turn(store, conversation.id, "hi", idempotency_key="k1")
+    assert opened.answering_until is not None
+    assert opened.answering_until > opened.question.created_at
+    retry = await open_turn(store, conversation.id, "hi", idempotency_key="k1")
+    assert retry.repeated
+    assert retry.answering_until == opened.answering_until
+    await store.conversations.release_answer(opened.question)
+    assert (
+        await open_turn(store, conversation.id, "hi", idempotency_key="k1")
+    ).answering_until is None
+    # Replied: the reply, no lease.
+    second = await open_turn(store, conversation.id, "again", idempotency_key="k2")
+    await store.conversations.store_reply(second.question, ReplyDraft("yo", "m", None))
+    replied = await open_turn(store, conversation.id, "again", idempotency_key="k2")
+    assert replied.reply is not None
+    assert replied.answering_until is None
+    # No key, or a message that escalated (no reply is coming): no lease.
+    assert (await open_turn(store, conversation.id, "plain")).answering_until is None
+
+    def escalate(goal: object, turns: int) -> EscalationReason:
+        return EscalationReason.TRIGGER_PHRASE
+
+    escalated = await open_turn(
+        store, conversation.id, "human", idempotency_key="k3", escalate_when=escalate
+    )
+    assert escalated.answering_until is None
+
+
 async def test_transition_only_from_allowed_statuses(store: Ports) -> None:
     """An escalation happens once; a second one finds nothing to change."""
     await store.goals.add(sample_goal())

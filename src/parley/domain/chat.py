@@ -3,6 +3,7 @@ one event stream (parley.domain.turns) that each channel encodes."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -32,6 +33,9 @@ from parley.domain.turns import (
 )
 from parley.llm import ChatMessage, ChatRequest, LLMError, Role, Usage
 from parley.llm.tokens import estimate_usage
+
+# How often a retry waiting on a turn answered on another replica reads the store again.
+ANSWER_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +101,22 @@ class ChatService:
                     if opened.repeated and idempotency_key is not None
                     else None
                 )
-                if original is None or original.done:
+                # Answered on another replica (its lease says so until it ends): wait for
+                # that reply rather than ask the LLM a second time.
+                elsewhere = (
+                    opened.repeated
+                    and original is None
+                    and opened.reply is None
+                    and opened.escalation is None
+                    and opened.answering_until is not None
+                )
+                if not elsewhere and (original is None or original.done):
                     return self._start(opened, timings, streaming, idempotency_key)
             # Outside the admission, so a drain is not held up by the wait.
-            await original.wait()  # its reply, then told from the store: one LLM call
+            if original is not None:
+                await original.wait()  # its reply, then told from the store: one LLM call
+            else:
+                await asyncio.sleep(ANSWER_POLL_SECONDS)  # then read the store again
 
     def _start(
         self, opened: OpenedTurn, timings: TurnTimings, streaming: bool, key: str | None
@@ -167,7 +183,10 @@ class ChatService:
             await self._reply_failed(opened, error, emit)
             return
         except Abandoned as abandoned:
-            await self._store_cut_reply(opened, request, parts, usage)
+            if parts:
+                await self._store_cut_reply(opened, request, parts, usage)
+            else:  # nothing to keep: a retry may ask again at once
+                await self._release(opened)
             if abandoned.error is not None:
                 emit(Failed(abandoned.error))
             return
@@ -194,8 +213,6 @@ class ChatService:
         self, opened: OpenedTurn, request: ChatRequest, parts: list[str], usage: list[Usage]
     ) -> None:
         """What the LLM produced before the turn was cut, kept with what it cost."""
-        if not parts:
-            return
         await self._conversations.store_reply(
             opened.question,
             ReplyDraft(
@@ -213,7 +230,13 @@ class ChatService:
             max_tokens=self._limits.max_reply_tokens,
         )
 
+    async def _release(self, opened: OpenedTurn) -> None:
+        """End a keyed turn's answer lease when it ends with no reply stored."""
+        if opened.answering_until is not None:
+            await self._conversations.release_answer(opened.question)
+
     async def _reply_failed(self, opened: OpenedTurn, error: LLMError, emit: Emit) -> None:
+        await self._release(opened)
         policy = opened.goal.escalation
         escalated = await self._conversations.record_llm_failure(
             opened.conversation.id,

@@ -39,6 +39,9 @@ class OpenedTurn:
     escalation: EscalationReason | None = None
     reply: Message | None = None  # a repeated turn whose reply is already stored
     repeated: bool = False
+    # A keyed turn: until when it is taken as being answered (by this call, or, for a
+    # repeated turn with no reply yet, by whoever opened it); None once that has ended.
+    answering_until: datetime | None = None
 
 
 def escalated_by(conversation: Conversation, message_at: datetime) -> EscalationReason | None:
@@ -119,7 +122,11 @@ class ConversationStore(Protocol):
     ) -> OpenedTurn:
         """In one transaction: check the conversation is active, store the user message, apply
         ``escalate_when`` and read the history. With a key already used, store nothing and
-        return that turn (``repeated``). Raises the domain's not-found and conflict errors."""
+        return that turn (``repeated``). Raises the domain's not-found and conflict errors.
+
+        A keyed message is stored with an answer lease (``answering_until``): a repeated
+        turn without a reply carries it while it lasts, so the caller can wait for the reply
+        being made elsewhere."""
         ...
 
     async def store_reply(
@@ -134,6 +141,11 @@ class ConversationStore(Protocol):
     ) -> Conversation | None:
         """Count a failed turn; at ``escalate_at`` consecutive ones, escalate in the same
         transaction and return the escalated conversation."""
+        ...
+
+    async def release_answer(self, question: Message) -> None:
+        """End ``question``'s answer lease: its turn ended without a reply (the LLM failed,
+        the client left first), so a retry may ask again at once."""
         ...
 
     async def count_active(self) -> int: ...

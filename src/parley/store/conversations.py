@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
+from parley import defaults
 from parley.domain.errors import GoalNotFoundError
 from parley.domain.models import (
     Conversation,
@@ -40,9 +41,16 @@ COUNT_ACTIVE = (
 
 
 class ConversationRepository:
-    def __init__(self, database: Database, goals: GoalCache | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        goals: GoalCache | None = None,
+        *,
+        answer_lease_seconds: float = defaults.ANSWER_LEASE_SECONDS,
+    ) -> None:
         self._db = database
         self._goals = goals or GoalCache(0)
+        self._answer_lease = timedelta(seconds=answer_lease_seconds)
 
     async def create(self, goal_id: str, metadata: dict[str, object]) -> Conversation:
         try:
@@ -100,6 +108,7 @@ class ConversationRepository:
                 history_limit=history_limit,
                 idempotency_key=idempotency_key,
                 goals=self._goals,
+                answer_lease=self._answer_lease,
             )
         except turns.Repeated as repeated:  # rolled back this transaction's counters
             return repeated.turn
@@ -119,6 +128,9 @@ class ConversationRepository:
         return await self._db.run_transaction(
             turns.record_llm_failure, conversation_id, escalate_at=escalate_at
         )
+
+    async def release_answer(self, question: Message) -> None:
+        await self._db.run_transaction(turns.release_answer, question)
 
     async def transition(
         self,

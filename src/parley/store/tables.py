@@ -102,6 +102,8 @@ MESSAGES = Table(
     ),
     Column("status", String(16), nullable=False, default="complete"),
     Column("idempotency_key", String(255)),
+    # A keyed user message: until when some replica is answering it (its retries wait).
+    Column("answering_until", UTCDateTime()),
     Index("ux_messages_seq", "conversation_id", "seq", unique=True),
     Index("ux_messages_reply_to", "reply_to", unique=True),
     Index("ux_messages_idempotency_key", "conversation_id", "idempotency_key", unique=True),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -111,6 +111,7 @@ _ESCALATE = (
     )
 )
 _INSERT_MESSAGE = insert(MESSAGES)
+_RELEASE = update(MESSAGES).where(_M.id == bindparam("question_id")).values(answering_until=None)
 _CONVERSATION_BY_ID = select(*_CONVERSATION).where(_C.id == bindparam("conversation_id"))
 _STATUS = select(_C.status).where(_C.id == bindparam("conversation_id"))
 _GOAL = select(GOALS).where(GOALS.c.id == bindparam("goal_id"))
@@ -138,6 +139,7 @@ def open_turn(
     history_limit: int,
     idempotency_key: str | None,
     goals: GoalCache,
+    answer_lease: timedelta,
 ) -> OpenedTurn:
     """Inside the caller's transaction; raises ``Repeated`` to roll it back."""
     if idempotency_key is not None:
@@ -170,13 +172,17 @@ def open_turn(
         content=content,
         created_at=row.updated_at,
     )
-    _insert_message(conn, question, idempotency_key)
+    # A lease only for a message the LLM will answer: one that escalated gets no reply.
+    keyed = idempotency_key is not None and reason is None
+    answering_until = row.updated_at + answer_lease if keyed else None
+    _insert_message(conn, question, idempotency_key, answering_until)
     return OpenedTurn(
         conversation=conversation,
         goal=goal,
         question=question,
         history=_history(conn, conversation_id, question.seq, history_limit),
         escalation=reason,
+        answering_until=answering_until,
     )
 
 
@@ -206,7 +212,12 @@ def insert_reply(
     return message, to_conversation(row)
 
 
-def _insert_message(conn: Connection, message: Message, idempotency_key: str | None = None) -> None:
+def _insert_message(
+    conn: Connection,
+    message: Message,
+    idempotency_key: str | None = None,
+    answering_until: datetime | None = None,
+) -> None:
     usage = message.usage
     conn.execute(
         _INSERT_MESSAGE,
@@ -224,8 +235,13 @@ def _insert_message(conn: Connection, message: Message, idempotency_key: str | N
             "reply_to": message.reply_to,
             "status": message.status.value,
             "idempotency_key": idempotency_key,
+            "answering_until": answering_until,
         },
     )
+
+
+def release_answer(conn: Connection, question: Message) -> None:
+    conn.execute(_RELEASE, {"question_id": question.id})
 
 
 def stored_reply(conn: Connection, question: Message) -> tuple[Message, Conversation]:
@@ -309,12 +325,15 @@ def _repeated_turn(
     row = _conversation(conn, conversation_id)
     assert row is not None
     conversation = to_conversation(row)
+    reply = _reply_to(conn, question.id)
+    lease = question.answering_until
     return OpenedTurn(
         conversation=conversation,
         goal=_goal(conn, row.goal_id),
         question=to_message(question),
         history=_history(conn, conversation_id, question.seq, history_limit),
         escalation=escalated_by(conversation, question.created_at),
-        reply=_reply_to(conn, question.id),
+        reply=reply,
         repeated=True,
+        answering_until=lease if reply is None and lease is not None and lease > now() else None,
     )
