@@ -54,7 +54,7 @@ BODY_TIMEOUT_SECONDS = 30.0
 SIM_TTFT_SECONDS = 0.25
 SIM_TOKEN_DELAY_SECONDS = 0.02
 
-# A keyed turn being answered on one replica holds its retries on the others this long at
-# most (they wait for its reply instead of asking the LLM again): longer than a turn's LLM
-# call with its retries, short enough that a replica dying mid-turn delays them little.
-ANSWER_LEASE_SECONDS = 90.0
+# A keyed turn being answered on one replica holds its retries on the others (they wait for
+# its reply instead of asking the LLM again). The answering turn renews the lease every
+# third of it, so a replica that dies mid-turn holds its retries up this long at most.
+ANSWER_LEASE_SECONDS = 10.0

@@ -279,6 +279,10 @@ class MemoryConversations:
     async def release_answer(self, question: Message) -> None:
         self.leases.pop(question.id, None)
 
+    async def renew_answer(self, question: Message) -> None:
+        if question.id in self.leases:
+            self.leases[question.id] = _now() + self._answer_lease
+
     async def count_active(self) -> int:
         return sum(c.status is ConversationStatus.ACTIVE for c in self.conversations.values())
 

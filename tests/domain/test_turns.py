@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from parley import defaults
 from parley.domain.chat import ChatLimits, ChatService
 from parley.domain.conversations import ConversationService
 from parley.domain.errors import (
@@ -77,9 +78,15 @@ class HeldStream:
 
 
 class Harness:
-    def __init__(self, llm: object = None, **policy: object) -> None:
+    def __init__(
+        self,
+        llm: object = None,
+        *,
+        answer_lease_seconds: float = defaults.ANSWER_LEASE_SECONDS,
+        **policy: object,
+    ) -> None:
         self.goals = MemoryGoals(_goal(**policy))
-        self.store = MemoryConversations(self.goals)
+        self.store = MemoryConversations(self.goals, answer_lease_seconds=answer_lease_seconds)
         self.llm = llm or ScriptedProvider()
         events = EventFanout()
         self.conversations = ConversationService(self.store, GoalService(self.goals), events)
@@ -429,6 +436,63 @@ async def test_a_retry_on_another_replica_waits_for_the_reply_instead_of_asking_
     assert told[1][-1].message.id == told[0][-1].message.id
     assert other_llm.calls == []
     assert llm.streams == 1
+
+
+async def test_a_turn_renews_its_answer_lease_while_the_llm_answers() -> None:
+    """An LLM call that outlasts the lease: the turn renews it, so a retry on another
+    replica still waits for that reply instead of asking the LLM a second time."""
+    llm = HeldStream(before=1, after=1)
+    harness = Harness(llm, answer_lease_seconds=0.3)
+    other_llm = ScriptedProvider(["a second answer"])
+    other = _replica(harness, other_llm)
+    conversation_id = await harness.conversation()
+    first = await harness.chat.start_turn(
+        conversation_id, "hi", streaming=True, idempotency_key="k"
+    )
+    await asyncio.wait_for(llm.holding.wait(), 10)
+    (taken,) = harness.store.leases.values()
+    # The condition is the time itself: past the lease as first taken.
+    await asyncio.sleep((taken - datetime.now(UTC)).total_seconds() + 0.2)
+    reads = 0
+    read_again = asyncio.Event()
+    open_turn = harness.store.open_turn
+
+    async def counted(*args: Any, **kwargs: Any) -> OpenedTurn:
+        nonlocal reads
+        reads += 1
+        if reads >= 3:
+            read_again.set()
+        return await open_turn(*args, **kwargs)
+
+    harness.store.open_turn = counted  # type: ignore[method-assign]
+    retry = asyncio.ensure_future(
+        other.start_turn(conversation_id, "hi", streaming=True, idempotency_key="k")
+    )
+    await asyncio.wait_for(read_again.wait(), 10)
+    llm.release.set()
+    told = await asyncio.gather(_all(first), _all(await retry))
+    assert isinstance(told[1][-1], Done)
+    assert isinstance(told[0][-1], Done)
+    assert told[1][-1].message.id == told[0][-1].message.id
+    assert other_llm.calls == []
+
+
+async def test_a_retry_answers_once_the_lease_of_a_replica_that_died_runs_out() -> None:
+    """A replica killed mid-answer renews nothing: its retry waits one lease at most (with
+    a 90 s lease and no renewal, retries after kill -9 hung for 90 s)."""
+    harness = Harness(ScriptedProvider(["at last"]), answer_lease_seconds=0.3)
+    conversation_id = await harness.conversation()
+    await harness.store.open_turn(  # the dead replica stored the message, then died
+        conversation_id,
+        "hi",
+        escalate_when=lambda goal, turns: None,
+        history_limit=10,
+        idempotency_key="k",
+    )
+    async with asyncio.timeout(10):
+        retried = await harness.turn(conversation_id, "hi", idempotency_key="k")
+    assert isinstance(retried[-1], Done)
+    assert retried[-1].message.content == "at last"
 
 
 async def test_a_retry_on_another_replica_asks_at_once_when_the_first_attempt_failed() -> None:

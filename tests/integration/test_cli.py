@@ -62,6 +62,7 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
     assert [event.split(",")[0] for event in events] == [
         "Running upgrade  -> 0001",
         "Running upgrade 0001 -> 0002",
+        "Running upgrade 0002 -> 0003",
     ]
     connection = sqlite3.connect(db)
     try:

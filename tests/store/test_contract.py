@@ -170,7 +170,13 @@ async def test_a_keyed_turn_holds_an_answer_lease_until_replied_or_released(
     retry = await open_turn(store, conversation.id, "hi", idempotency_key="k1")
     assert retry.repeated
     assert retry.answering_until == opened.answering_until
+    # Renewed while the turn lives: from now, by the lease's length.
+    await store.conversations.renew_answer(opened.question)
+    renewed = (await open_turn(store, conversation.id, "hi", idempotency_key="k1")).answering_until
+    assert renewed is not None
+    assert renewed > opened.answering_until
     await store.conversations.release_answer(opened.question)
+    await store.conversations.renew_answer(opened.question)  # released stays released
     assert (
         await open_turn(store, conversation.id, "hi", idempotency_key="k1")
     ).answering_until is None

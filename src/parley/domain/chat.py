@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 from parley import defaults
@@ -168,17 +170,18 @@ class ChatService:
         usage: list[Usage] = []
         timings = turn.timings
         try:
-            if streaming:
-                await timings.measure(
-                    "llm", turn.stoppable(self._read_stream(request, parts, usage, emit))
-                )
-            else:
-                completion = await timings.measure(
-                    "llm", turn.stoppable(self._llm.complete(request))
-                )
-                parts.append(completion.content)
-                if completion.usage is not None:
-                    usage.append(completion.usage)
+            async with self._lease_kept(opened):
+                if streaming:
+                    await timings.measure(
+                        "llm", turn.stoppable(self._read_stream(request, parts, usage, emit))
+                    )
+                else:
+                    completion = await timings.measure(
+                        "llm", turn.stoppable(self._llm.complete(request))
+                    )
+                    parts.append(completion.content)
+                    if completion.usage is not None:
+                        usage.append(completion.usage)
         except LLMError as error:
             await self._reply_failed(opened, error, emit)
             return
@@ -229,6 +232,29 @@ class ChatService:
             messages=(ChatMessage(Role.SYSTEM, goal.instructions), *history),
             max_tokens=self._limits.max_reply_tokens,
         )
+
+    @asynccontextmanager
+    async def _lease_kept(self, opened: OpenedTurn) -> AsyncIterator[None]:
+        """Renew a keyed turn's answer lease every third of it while the LLM answers: it
+        lapses only if this process dies, and then holds retries up one lease at most."""
+        if opened.answering_until is None:
+            yield
+            return
+        lease = opened.answering_until - opened.question.created_at
+        period = lease.total_seconds() / 3
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(period)
+                # If it lapses, a retry asks the LLM again: nothing is lost.
+                with suppress(DatabaseUnavailableError):
+                    await self._conversations.renew_answer(opened.question)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewing.cancel()
 
     async def _release(self, opened: OpenedTurn) -> None:
         """End a keyed turn's answer lease when it ends with no reply stored."""

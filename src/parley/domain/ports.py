@@ -148,6 +148,11 @@ class ConversationStore(Protocol):
         the client left first), so a retry may ask again at once."""
         ...
 
+    async def renew_answer(self, question: Message) -> None:
+        """Extend ``question``'s answer lease by its length from now, if it still holds:
+        the turn answering it is alive."""
+        ...
+
     async def count_active(self) -> int: ...
 
 

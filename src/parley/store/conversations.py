@@ -132,6 +132,9 @@ class ConversationRepository:
     async def release_answer(self, question: Message) -> None:
         await self._db.run_transaction(turns.release_answer, question)
 
+    async def renew_answer(self, question: Message) -> None:
+        await self._db.run_transaction(turns.renew_answer, question, self._answer_lease)
+
     async def transition(
         self,
         conversation_id: uuid.UUID,

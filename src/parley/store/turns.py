@@ -112,6 +112,11 @@ _ESCALATE = (
 )
 _INSERT_MESSAGE = insert(MESSAGES)
 _RELEASE = update(MESSAGES).where(_M.id == bindparam("question_id")).values(answering_until=None)
+_RENEW = (
+    update(MESSAGES)
+    .where(_M.id == bindparam("question_id"), _M.answering_until.is_not(None))
+    .values(answering_until=bindparam("until", type_=UTCDateTime()))
+)
 _CONVERSATION_BY_ID = select(*_CONVERSATION).where(_C.id == bindparam("conversation_id"))
 _STATUS = select(_C.status).where(_C.id == bindparam("conversation_id"))
 _GOAL = select(GOALS).where(GOALS.c.id == bindparam("goal_id"))
@@ -242,6 +247,11 @@ def _insert_message(
 
 def release_answer(conn: Connection, question: Message) -> None:
     conn.execute(_RELEASE, {"question_id": question.id})
+
+
+def renew_answer(conn: Connection, question: Message, lease: timedelta) -> None:
+    """Extend a lease still held (one released stays released)."""
+    conn.execute(_RENEW, {"question_id": question.id, "until": now() + lease})
 
 
 def stored_reply(conn: Connection, question: Message) -> tuple[Message, Conversation]:
