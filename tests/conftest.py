@@ -114,7 +114,9 @@ async def _reset_postgres(url: str) -> None:
     try:
         async with engine.begin() as connection:
             await connection.execute(
-                text("DROP TABLE IF EXISTS messages, conversations, goals, alembic_version")
+                text(
+                    "DROP TABLE IF EXISTS messages, conversations, goals, api_keys, alembic_version"
+                )
             )
     finally:
         await engine.dispose()

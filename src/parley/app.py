@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parley import __version__, api
-from parley.api.auth import ApiKeys
 from parley.api.body_limit import BodySizeLimitMiddleware
 from parley.api.docs_pages import serve_docs
 from parley.api.errors import install_error_handlers
@@ -19,11 +19,12 @@ from parley.api.openapi import customise_openapi
 from parley.api.path_guard import ControlCharacterPathMiddleware
 from parley.api.rate_limits import RateLimits, TokenBuckets
 from parley.api.state import AppState, state_of
-from parley.config import Settings, load_settings
+from parley.config import Environment, Settings, load_settings
 from parley.domain.chat import ChatLimits, ChatService
 from parley.domain.conversations import ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
 from parley.domain.goals import GoalService
+from parley.domain.keys import KeyService
 from parley.lifecycle import drain_before_exit
 from parley.llm.factory import build_gateway
 from parley.llm.prices import PRICES
@@ -48,6 +49,16 @@ from parley.telemetry import (
     instrument_llm,
     instrument_store,
 )
+
+OPEN_MODE = "off: no API key exists (development mode; `parley keys create` or PARLEY_API_KEYS)"
+
+
+class OpenInProductionError(RuntimeError):
+    def __init__(self) -> None:
+        super().__init__(
+            "PARLEY_ENV is production and no API key exists: make one with"
+            " `parley keys create --name NAME --role admin`, or set PARLEY_API_KEYS"
+        )
 
 
 def engine_options(settings: Settings) -> EngineOptions:
@@ -78,7 +89,13 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
     )
     conversations = ConversationService(store.conversations, goals, events)
     chat = ChatService(store.conversations, gateway, events, limits)
-    return Services(store, gateway, events, goals, conversations, chat)
+    keys = KeyService(
+        store.keys,
+        lambda: datetime.now(UTC),
+        bootstrap_secrets=tuple(key.get_secret_value() for key in settings.api_keys),
+        open_allowed=settings.env is not Environment.PRODUCTION,
+    )
+    return Services(store, gateway, events, goals, conversations, chat, keys)
 
 
 def instrument_services(
@@ -127,14 +144,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services, settings, metrics = state.services, state.settings, state.conversation_metrics
     if settings.auto_migrate:
         await upgrade_to_head(services.store.database.engine)
-    if await services.store.database.ping():
+    reachable = await services.store.database.ping()
+    if reachable:
+        if settings.env is Environment.PRODUCTION and not await services.keys.any_exist():
+            raise OpenInProductionError()
         # Series for the goals that exist, so the first scrape shows them at zero.
         await _label_goals(services, metrics, settings)
+    open_api = reachable and await services.keys.is_open()
     structlog.get_logger("parley").info(
         "parley_started",
         llm_provider=services.gateway.provider.name,
-        # Off is a development mode: say so where the operator looks first.
-        authentication="on" if len(state.api_keys) else "off (PARLEY_API_KEYS is empty)",
+        # Open is a development mode: say so where the operator looks first.
+        authentication=OPEN_MODE if open_api else "API keys",
     )
     in_flight = services.chat.in_flight
     undo_signals = drain_before_exit(lambda: in_flight.drain(settings.shutdown_grace_seconds))
@@ -179,10 +200,9 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         metrics_port=settings.metrics_port,
     )
     app.state.parley = AppState(
-        # The keys live only as digests (api_keys), not in the settings served on.
+        # The keys live only as digests (services.keys), not in the settings served on.
         settings=settings.model_copy(update={"api_keys": []}),
         services=services,
-        api_keys=ApiKeys(settings.api_keys),
         rate_limits=_rate_limits(settings),
         turn_telemetry=TurnTelemetry(TurnMetrics.register(instrumentation.registry)),
         conversation_metrics=instrument_services(services, instrumentation, settings),

@@ -1,4 +1,5 @@
-"""``parley serve``, ``parley migrate`` and ``parley demo``; ``python -m parley`` is the same."""
+"""``parley serve``, ``parley migrate``, ``parley keys`` and ``parley demo``; ``python -m
+parley`` is the same."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from parley import __version__
 from parley.config import Settings, SettingsError, environment_variable, load_settings
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import uvicorn
+
+    from parley.domain.keys import ApiKey
 
 # The rest is imported where it is used. A `--workers` worker is spawned: it imports
 # this module again (the `parley` script's) before it can answer uvicorn's health check,
@@ -46,6 +51,92 @@ def _migrate(settings: Settings) -> str | None:
     return None
 
 
+def _keys_exist_where_required(settings: Settings) -> bool:
+    """In production, some API key must exist: no open development mode there."""
+    from parley.config import Environment
+
+    if settings.env is not Environment.PRODUCTION or settings.api_keys:
+        return True
+    from parley.app import engine_options
+    from parley.store import Database, KeyRepository
+
+    async def any_key() -> bool:
+        database = Database(settings.database_url, engine_options(settings))
+        try:
+            return await KeyRepository(database).any_exist()
+        finally:
+            await database.dispose()
+
+    from parley.domain.errors import DatabaseUnavailableError
+
+    try:
+        return asyncio.run(any_key())
+    except DatabaseUnavailableError:  # cannot tell now; production never opens up anyway
+        return True
+
+
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    """``parley keys create|list|revoke`` on the configured database (migrated first)."""
+    from datetime import UTC, datetime
+
+    from parley.app import engine_options
+    from parley.domain.errors import DomainError
+    from parley.domain.keys import KeyService, Role
+    from parley.store import Database, KeyRepository
+    from parley.store.startup import DatabaseStartupError, migrate
+
+    async def run() -> list[str]:
+        database = Database(settings.database_url, engine_options(settings))
+        try:
+            await migrate(database)
+            keys = KeyService(KeyRepository(database), lambda: datetime.now(UTC))
+            if args.keys_command == "create":
+                key, secret = await keys.create(args.name, Role(args.role))
+                return [
+                    f"created {key.role} key {key.name!r}; its secret, shown this once:",
+                    secret,
+                ]
+            if args.keys_command == "revoke":
+                key = await keys.revoke(args.name)
+                return [f"revoked {key.name!r} (at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC)"]
+            return _key_table(await keys.list())
+        finally:
+            await database.dispose()
+
+    try:
+        lines = asyncio.run(run())
+    except DatabaseStartupError as unusable:
+        print(f"parley: {environment_variable('database_url')}: {unusable}", file=sys.stderr)
+        return 2
+    except DomainError as refused:
+        print(f"parley keys: {refused.message}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
+def _key_table(keys: Sequence[ApiKey]) -> list[str]:
+    def when(moment: datetime | None) -> str:
+        return f"{moment:%Y-%m-%d %H:%M}" if moment is not None else "never"
+
+    rows = [("NAME", "ROLE", "CREATED", "LAST USED", "STATUS")]
+    rows += [
+        (
+            key.name,
+            key.role.value,
+            when(key.created_at),
+            when(key.last_used_at),
+            "revoked" if key.revoked_at is not None else "active",
+        )
+        for key in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from parley.observability import multiprocess
 
@@ -65,6 +156,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"parley: {unusable}", file=sys.stderr)
             return 2
         os.environ[environment_variable("auto_migrate")] = "false"
+    if not _keys_exist_where_required(settings):
+        from parley.app import OpenInProductionError
+
+        for sock in sockets:
+            sock.close()
+        print(f"parley: {OpenInProductionError()}", file=sys.stderr)
+        return 2
     metrics_dir = os.environ.get(multiprocess.ENV)
     own_metrics_dir = False
     if args.workers > 1 and not metrics_dir:
@@ -274,6 +372,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="an API key, when Parley has PARLEY_API_KEYS set (default PARLEY_DEMO_API_KEY,"
         " which keeps it out of `ps`)",
     )
+    keys = commands.add_parser(
+        "keys",
+        help="make, list and revoke API keys",
+        description="Named API keys with a role, in the database at PARLEY_DATABASE_URL."
+        " A secret is printed once, when its key is made; only its digest is stored.",
+    )
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="make a key and print its secret once")
+    create.add_argument("--name", required=True, help="a-z, 0-9, '.', '_', '-'; never reused")
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=["client", "agent", "admin"],
+        help="client: its own conversations; agent: reads every conversation;"
+        " admin: everything, goals and keys included",
+    )
+    key_commands.add_parser("list", help="every key: name, role, created, last used, status")
+    revoke = key_commands.add_parser("revoke", help="stop a key at once, on every replica")
+    revoke.add_argument("name")
     commands.add_parser(
         "migrate",
         help="bring the database schema up to date",
@@ -317,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(
         settings.log_level, settings.log_format.value, log_content=settings.log_content
     )
+    if args.command == "keys":
+        return _keys(args, settings)
     if args.command == "migrate":
         unusable = _migrate(settings)
         if unusable:

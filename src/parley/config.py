@@ -32,6 +32,11 @@ class SQLiteSynchronous(StrEnum):
     FULL = "full"
 
 
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"  # refuses to start with no API key (no open development mode)
+
+
 class LogFormat(StrEnum):
     AUTO = "auto"  # pretty on a terminal, JSON otherwise
     JSON = "json"
@@ -55,7 +60,9 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.AUTO
     # Messages and replies appear in logs (SDK request dumps, SQL parameters) only if true.
     log_content: bool = False
-    # Comma-separated; empty disables authentication (local use).
+    env: Environment = Environment.DEVELOPMENT
+    # Comma-separated bootstrap admin keys. With none here and none made with `parley keys
+    # create`, the API is open (development mode; refused when env is production).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_message_chars: int = Field(default=defaults.MAX_MESSAGE_CHARS, ge=1)
     # On SIGTERM: how long turns in flight get to finish before they are cut.

@@ -8,6 +8,7 @@ from parley.domain.chat import ChatService
 from parley.domain.conversations import ConversationService
 from parley.domain.events import EventFanout
 from parley.domain.goals import GoalService
+from parley.domain.keys import KeyService
 from parley.llm import LLMGateway
 from parley.store import Store
 
@@ -20,3 +21,4 @@ class Services:
     goals: GoalService
     conversations: ConversationService
     chat: ChatService
+    keys: KeyService

@@ -31,6 +31,7 @@ from parley.domain.errors import (
     GoalNotFoundError,
     IdempotencyKeyReusedError,
 )
+from parley.domain.keys import ApiKey
 from parley.domain.models import (
     Conversation,
     ConversationStatus,
@@ -102,12 +103,21 @@ class MemoryConversations:
         self.failures: dict[uuid.UUID, int] = {}
         self.fail_next_write: Exception | None = None
 
-    async def create(self, goal_id: str, metadata: dict[str, Any]) -> Conversation:
+    async def create(
+        self, goal_id: str, metadata: dict[str, Any], owner: str | None = None
+    ) -> Conversation:
         if goal_id not in self._goals.goals:
             raise GoalNotFoundError(goal_id)
         now = _now()
         conversation = Conversation(
-            uuid.uuid4(), goal_id, ConversationStatus.ACTIVE, dict(metadata), 0, now, now
+            uuid.uuid4(),
+            goal_id,
+            ConversationStatus.ACTIVE,
+            dict(metadata),
+            0,
+            now,
+            now,
+            owner=owner,
         )
         self.conversations[conversation.id] = conversation
         self.messages[conversation.id] = []
@@ -141,6 +151,7 @@ class MemoryConversations:
         status: ConversationStatus | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        owner: str | None = None,
     ) -> Page:
         after = decode_cursor(cursor) if cursor is not None else None
         items = sorted(
@@ -149,6 +160,7 @@ class MemoryConversations:
                 for c in self.conversations.values()
                 if goal_id in (None, c.goal_id)
                 and status in (None, c.status)
+                and owner in (None, c.owner)
                 and (after is None or (c.created_at, c.id) < after)
             ),
             key=lambda c: (c.created_at, c.id),
@@ -186,9 +198,10 @@ class MemoryConversations:
         escalate_when: EscalationRule,
         history_limit: int,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> OpenedTurn:
         conversation = self.conversations.get(conversation_id)
-        if conversation is None:
+        if conversation is None or owner not in (None, conversation.owner):
             raise ConversationNotFoundError(conversation_id)
         goal = self._goals.goals[conversation.goal_id]
         if idempotency_key is not None and (conversation_id, idempotency_key) in self.keys:
@@ -309,9 +322,45 @@ class MemoryConversations:
         return tuple(ChatMessage(m.role, m.content) for m in earlier[-limit:])
 
 
+class MemoryKeys:
+    """A ``KeyStore``."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, ApiKey] = {}
+
+    async def add(self, key: ApiKey) -> bool:
+        if key.name in self.keys or any(k.digest == key.digest for k in self.keys.values()):
+            return False
+        self.keys[key.name] = key
+        return True
+
+    async def get(self, name: str) -> ApiKey | None:
+        return self.keys.get(name)
+
+    async def by_digest(self, digest: str) -> ApiKey | None:
+        return next((k for k in self.keys.values() if k.digest == digest), None)
+
+    async def all(self) -> list[ApiKey]:
+        return [self.keys[name] for name in sorted(self.keys)]
+
+    async def revoke(self, name: str, when: datetime) -> ApiKey | None:
+        key = self.keys.get(name)
+        if key is not None and key.revoked_at is None:
+            key = self.keys[name] = dataclasses.replace(key, revoked_at=when)
+        return key
+
+    async def touch(self, name: str, when: datetime) -> None:
+        if name in self.keys:
+            self.keys[name] = dataclasses.replace(self.keys[name], last_used_at=when)
+
+    async def any_exist(self) -> bool:
+        return bool(self.keys)
+
+
 class MemoryStore:
-    """Both fakes, wired to each other as the tables are (a goal in use stays)."""
+    """The fakes, wired to each other as the tables are (a goal in use stays)."""
 
     def __init__(self, *goals: Goal) -> None:
         self.goals = MemoryGoals(*goals)
         self.conversations = MemoryConversations(self.goals)
+        self.keys = MemoryKeys()

@@ -34,7 +34,7 @@ def test_keys_are_kept_only_as_digests(tmp_path: Path) -> None:
     with app_client(settings) as client:
         state = state_of(client.app)  # type: ignore[arg-type]
         assert state.settings.api_keys == []
-        assert "key-in-the-clear" not in repr(vars(state.api_keys))
+        assert "key-in-the-clear" not in repr(vars(state.services.keys))
         assert (
             client.get("/v1/goals/", headers={"X-API-Key": "key-in-the-clear"}).status_code == 200
         )

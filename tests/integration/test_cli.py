@@ -63,13 +63,14 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
         "Running upgrade  -> 0001",
         "Running upgrade 0001 -> 0002",
         "Running upgrade 0002 -> 0003",
+        "Running upgrade 0003 -> 0004",
     ]
     connection = sqlite3.connect(db)
     try:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     finally:
         connection.close()
-    assert {"goals", "conversations", "messages", "alembic_version"} <= tables
+    assert {"goals", "conversations", "messages", "api_keys", "alembic_version"} <= tables
 
 
 @pytest.mark.parametrize(("trusted", "refused"), [(None, True), ("127.0.0.1/32", False)])
@@ -108,7 +109,7 @@ def test_serve_answers_metrics_on_the_metrics_port_only(tmp_path: Path, workers:
         assert httpx.get(f"http://127.0.0.1:{metrics_port}/v1/goals/").status_code == 404
     log = served.log.read_text()
     assert f'"metrics_url": "http://127.0.0.1:{metrics_port}/metrics"' in log
-    assert '"authentication": "off (PARLEY_API_KEYS is empty)"' in log
+    assert '"authentication": "off: no API key exists (development mode' in log
 
 
 def test_a_port_in_use_is_one_line_and_exit_2_before_migrations_run(tmp_path: Path) -> None:
@@ -132,3 +133,60 @@ def test_a_port_in_use_is_one_line_and_exit_2_before_migrations_run(tmp_path: Pa
         f"parley: PARLEY_PORT: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
     assert not database.exists()
+
+
+def _parley(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "parley", *args],
+        env={
+            **os.environ,
+            "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+            "PARLEY_LOG_FORMAT": "json",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_keys_made_and_revoked_from_the_shell_act_on_a_running_server(tmp_path: Path) -> None:
+    """`parley keys` in another process: the server takes a key made there, and stops
+    taking it as soon as it is revoked there; the secret is printed once, never listed."""
+    made = _parley(tmp_path, "keys", "create", "--name", "shop", "--role", "client")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.splitlines()[-1]
+    assert secret.startswith("parley_")
+    with serve(tmp_path) as url:
+        headers = {"Authorization": f"Bearer {secret}"}
+        assert httpx.get(f"{url}/v1/goals/").status_code == 401  # a key exists: closed
+        assert httpx.get(f"{url}/v1/goals/", headers=headers).status_code == 200
+        listed = _parley(tmp_path, "keys", "list")
+        assert listed.returncode == 0, listed.stderr
+        header, row = listed.stdout.splitlines()
+        assert header.split() == ["NAME", "ROLE", "CREATED", "LAST", "USED", "STATUS"]
+        assert row.split()[:2] == ["shop", "client"]
+        assert row.split()[-1] == "active"
+        assert "never" not in row  # used just now
+        revoked = _parley(tmp_path, "keys", "revoke", "shop")
+        assert revoked.returncode == 0, revoked.stderr
+        assert httpx.get(f"{url}/v1/goals/", headers=headers).status_code == 401
+    again = _parley(tmp_path, "keys", "create", "--name", "shop", "--role", "admin")
+    assert again.returncode == 1
+    assert again.stderr.strip() == (
+        "parley keys: an API key named 'shop' exists (or existed: names are not reused)"
+    )
+    table = _parley(tmp_path, "keys", "list").stdout
+    assert table.splitlines()[1].split()[-1] == "revoked"
+    assert secret not in table + listed.stdout + revoked.stdout + revoked.stderr
+
+
+def test_production_with_no_key_refuses_to_serve_in_one_line(tmp_path: Path) -> None:
+    refused = _parley(tmp_path, "serve", "--port", str(free_port()), PARLEY_ENV="production")
+    assert refused.returncode == 2
+    # Beside the migrations' JSON log lines, one line that says what to do.
+    said = [line for line in refused.stderr.splitlines() if not line.startswith("{")]
+    assert said == [
+        "parley: PARLEY_ENV is production and no API key exists: make one with"
+        " `parley keys create --name NAME --role admin`, or set PARLEY_API_KEYS"
+    ]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from parley.domain.models import EscalationPolicy, EscalationReason, Goal
-from parley.domain.ports import ConversationStore, GoalStore, OpenedTurn
+from parley.domain.ports import ConversationStore, GoalStore, KeyStore, OpenedTurn
 
 
 class Ports(Protocol):
@@ -18,6 +18,9 @@ class Ports(Protocol):
 
     @property
     def conversations(self) -> ConversationStore: ...
+
+    @property
+    def keys(self) -> KeyStore: ...
 
 
 def sample_goal(goal_id: str = "support", **changes: object) -> Goal:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from parley.domain.errors import (
     IdempotencyKeyReusedError,
     InvalidCursorError,
 )
+from parley.domain.keys import ApiKey, Role, digest
 from parley.domain.models import ConversationStatus, EscalationReason
 from parley.domain.ports import ReplyDraft
 from parley.llm import Usage
@@ -322,3 +324,50 @@ async def test_only_active_conversations_are_counted_active(store: Ports) -> Non
         ids[0], allowed_from=[ConversationStatus.ACTIVE], to=ConversationStatus.COMPLETED
     )
     assert await store.conversations.count_active() == 2
+
+
+async def test_a_key_is_found_by_its_digest_revoked_once_and_its_name_never_reused(
+    store: Ports,
+) -> None:
+    assert not await store.keys.any_exist()
+    made = datetime.now(UTC)
+    key = ApiKey("shop", Role.CLIENT, digest("parley_secret"), created_at=made)
+    assert await store.keys.add(key)
+    assert await store.keys.any_exist()
+    assert await store.keys.by_digest(digest("parley_secret")) == key
+    assert await store.keys.by_digest(digest("parley_other")) is None
+    assert not await store.keys.add(ApiKey("shop", Role.ADMIN, digest("x"), created_at=made))
+    await store.keys.touch("shop", made + timedelta(minutes=2))
+    first = await store.keys.revoke("shop", made + timedelta(minutes=3))
+    assert first is not None
+    assert first.revoked_at == made + timedelta(minutes=3)
+    assert first.last_used_at == made + timedelta(minutes=2)
+    again = await store.keys.revoke("shop", made + timedelta(minutes=9))
+    assert again == first  # revoked once: the first time stands
+    assert await store.keys.revoke("nobody", made) is None
+    assert [k.name for k in await store.keys.all()] == ["shop"]
+
+
+async def test_an_owner_lists_and_answers_only_in_its_own_conversations(store: Ports) -> None:
+    """Another owner's conversation is not found by a turn, and the turn stores nothing."""
+    await store.goals.add(sample_goal())
+    alice = await store.conversations.create("support", {}, "alice")
+    bob = await store.conversations.create("support", {}, "bob")
+    assert alice.owner == "alice"
+    mine = await store.conversations.page(owner="alice")
+    assert [c.id for c in mine.items] == [alice.id]
+    assert {c.id for c in (await store.conversations.page()).items} == {alice.id, bob.id}
+    for key in (None, "k"):
+        with pytest.raises(ConversationNotFoundError):
+            await open_turn(store, alice.id, "intruding", owner="bob", idempotency_key=key)
+    await open_turn(store, alice.id, "hi", owner="alice", idempotency_key="k")
+    with pytest.raises(ConversationNotFoundError):  # a used key tells bob nothing either
+        await open_turn(store, alice.id, "other", owner="bob", idempotency_key="k")
+    await store.conversations.transition(
+        alice.id, allowed_from=[ConversationStatus.ACTIVE], to=ConversationStatus.COMPLETED
+    )
+    with pytest.raises(ConversationNotFoundError):  # not "closed": it is not bob's
+        await open_turn(store, alice.id, "late", owner="bob")
+    stored = await store.conversations.get(alice.id, with_messages=True)
+    assert stored is not None
+    assert [m.content for m in stored.messages] == ["hi"]

@@ -1,43 +1,26 @@
-"""Who is calling: the API key presented (header, or a WebSocket subprotocol), checked
-against the configured keys, and the browser origin a WebSocket comes from."""
+"""Who is calling and with which role: the API key presented (header, or a WebSocket
+subprotocol) as a principal (parley.domain.keys), each route's roles declared once with
+``roles(...)``, and the browser origin a WebSocket comes from."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+from typing import Any
 
-from fastapi import HTTPException, WebSocket, WebSocketException, status
-from pydantic import SecretStr
+import structlog
+from fastapi import Depends, HTTPException, WebSocket, WebSocketException, status
 from starlette.requests import HTTPConnection
 
 from parley.api.rate_limits import RateLimitedError
 from parley.api.state import state_of
+from parley.domain.errors import DatabaseUnavailableError
+from parley.domain.keys import DEVELOPMENT, KeyService, Principal, Role
 
 # Browsers cannot set headers on a WebSocket, but they can offer subprotocols:
 # ``new WebSocket(url, ["parley", "bearer." + key])``. The server answers "parley".
 WS_SUBPROTOCOL = "parley"
 _WS_BEARER = "bearer."
-
-
-class ApiKeys:
-    """The configured API keys, kept only as SHA-256 digests, compared in constant time."""
-
-    def __init__(self, keys: list[SecretStr]) -> None:
-        self._digests = [_digest(key.get_secret_value()) for key in keys]
-
-    def __len__(self) -> int:
-        return len(self._digests)
-
-    def match(self, presented: str) -> str | None:
-        """The presented key's digest (hex) if it is one of the keys, else ``None``."""
-        digest = _digest(presented)
-        # Every digest is compared, so the time taken says nothing about which matched.
-        matched = [hmac.compare_digest(digest, known) for known in self._digests]
-        return digest.hex() if any(matched) else None
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+# The OpenAPI extension every /v1 operation lists its roles under.
+ROLES_EXTENSION = "x-parley-roles"
 
 
 def _presented_key(connection: HTTPConnection) -> str | None:
@@ -52,28 +35,39 @@ def _presented_key(connection: HTTPConnection) -> str | None:
     return connection.headers.get("x-api-key")
 
 
-async def require_api_key(connection: HTTPConnection) -> None:
-    """API keys guard ``/v1`` when ``PARLEY_API_KEYS`` is set; off otherwise. Rate limits
-    apply either way (parley.api.rate_limits)."""
+async def authenticate(connection: HTTPConnection) -> None:
+    """Every ``/v1`` request: who it is (a key's principal, or anyone in development mode,
+    when no key exists), and the rate limits (parley.api.rate_limits)."""
     state = state_of(connection.app)
     limits = state.rate_limits
     address = connection.client.host if connection.client else "unknown"
+    websocket = connection.scope["type"] == "websocket"
     try:
         limits.check_address(address)
-        identity = _identity(connection, state.api_keys, address)
-        if identity is not None:
+        principal = await _principal(connection, state.services.keys)
+        if principal is not None:
+            identity = "address:" + address if principal.name is None else "key:" + principal.name
             limits.take(identity)
             # A WebSocket's message frames each take a token too (parley.api.chat_ws).
             connection.state.rate_identity = identity
+            connection.state.principal = principal
+            if principal.name is not None:  # the name, never the secret
+                structlog.contextvars.bind_contextvars(key_name=principal.name)
             return
         limits.failed_key(address)
     except RateLimitedError:
-        if connection.scope["type"] == "websocket":
+        if websocket:
             raise WebSocketException(
                 code=status.WS_1008_POLICY_VIOLATION, reason="rate limited"
             ) from None
         raise
-    if connection.scope["type"] == "websocket":
+    except DatabaseUnavailableError:
+        if websocket:
+            raise WebSocketException(
+                code=status.WS_1013_TRY_AGAIN_LATER, reason="database unavailable"
+            ) from None
+        raise
+    if websocket:
         raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason="invalid API key")
     raise HTTPException(
         status_code=status.HTTP_401_UNAUTHORIZED,
@@ -82,20 +76,46 @@ async def require_api_key(connection: HTTPConnection) -> None:
     )
 
 
-def _identity(connection: HTTPConnection, keys: ApiKeys, address: str) -> str | None:
-    """Whose budget a request spends: its key's, or its address's with auth off; None for
-    a missing or wrong key."""
-    if not keys:
-        return "address:" + address
+async def _principal(connection: HTTPConnection, keys: KeyService) -> Principal | None:
     presented = _presented_key(connection)
-    digest = keys.match(presented) if presented is not None else None
-    return "key:" + digest if digest is not None else None
+    if presented is not None:
+        principal = await keys.authenticate(presented)
+        if principal is not None:
+            return principal
+    return DEVELOPMENT if await keys.is_open() else None
+
+
+def principal_of(connection: HTTPConnection) -> Principal:
+    """The principal ``authenticate`` admitted this connection as."""
+    principal: Principal = connection.state.principal
+    return principal
 
 
 def rate_identity(connection: HTTPConnection) -> str:
-    """The identity ``require_api_key`` admitted this connection as."""
+    """The identity ``authenticate`` admitted this connection as, for the rate limits."""
     identity: str = connection.state.rate_identity
     return identity
+
+
+def roles(*allowed: Role) -> dict[str, Any]:
+    """A route's roles, declared once: ``@router.get(..., **roles(Role.ADMIN))``. The
+    dependency refuses any other role with 403 (a WebSocket: close 1008), and the OpenAPI
+    operation lists the roles under ``x-parley-roles``."""
+    names = frozenset(allowed)
+
+    async def check(connection: HTTPConnection) -> None:
+        principal = principal_of(connection)
+        if principal.role in names:
+            return
+        message = f"this needs a key with role {' or '.join(sorted(names))}"
+        if connection.scope["type"] == "websocket":
+            raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=message)
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=message)
+
+    return {
+        "dependencies": [Depends(check)],
+        "openapi_extra": {ROLES_EXTENSION: [role.value for role in Role if role in names]},
+    }
 
 
 async def require_allowed_origin(websocket: WebSocket) -> None:

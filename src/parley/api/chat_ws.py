@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
-from parley.api.auth import rate_identity, require_allowed_origin
+from parley.api.auth import principal_of, rate_identity, require_allowed_origin, roles
 from parley.api.channel import ChatChannel, InvalidFrame
 from parley.api.deps import ChatDep, ConversationsDep, StateDep, TurnTelemetryDep
 from parley.api.rate_limits import RateLimitedError
@@ -23,6 +23,7 @@ from parley.api.stream_schemas import MAX_FRAME_ID_LENGTH, WsMessage
 from parley.api.turn_encoding import ws_frame
 from parley.domain.chat import ChatService
 from parley.domain.errors import DatabaseUnavailableError, DomainError, NotFoundError
+from parley.domain.keys import Role
 from parley.telemetry import TurnTelemetry
 
 router = APIRouter(tags=["conversations"])
@@ -33,8 +34,12 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
+_ROLES = roles(Role.CLIENT, Role.ADMIN)
+
+
 @router.websocket(
-    "/conversations/{conversation_id}/ws", dependencies=[Depends(require_allowed_origin)]
+    "/conversations/{conversation_id}/ws",
+    dependencies=[Depends(require_allowed_origin), *_ROLES["dependencies"]],
 )
 async def chat(
     websocket: WebSocket,
@@ -48,9 +53,10 @@ async def chat(
     channel = ChatChannel(websocket)
     structlog.contextvars.bind_contextvars(conversation_id=conversation_id)
     await channel.accept()
+    scope = principal_of(websocket).owner_scope
     try:
         ident = uuid.UUID(conversation_id)
-        await conversations.get(ident)
+        await conversations.get(ident, scope=scope)
     except (ValueError, NotFoundError):
         await channel.send_error("conversation_not_found", "no such conversation")
         await channel.close(CLOSE_NOT_FOUND, "conversation not found")
@@ -67,7 +73,7 @@ async def chat(
     try:
         while True:
             frame = await channel.receive_frame()
-            await _handle(channel, chat, telemetry, turn_budget, ident, frame)
+            await _handle(channel, chat, telemetry, turn_budget, ident, scope, frame)
     except WebSocketDisconnect:
         return
     finally:
@@ -83,6 +89,7 @@ async def _handle(
     telemetry: TurnTelemetry,
     turn_budget: Callable[[], None],
     conversation_id: uuid.UUID,
+    scope: str | None,
     frame: dict[str, Any] | InvalidFrame,
 ) -> None:
     if isinstance(frame, InvalidFrame):
@@ -118,7 +125,9 @@ async def _handle(
         )
         return
     try:
-        turn = await chat.start_turn(conversation_id, content, streaming=True, idempotency_key=key)
+        turn = await chat.start_turn(
+            conversation_id, content, streaming=True, idempotency_key=key, scope=scope
+        )
     except DomainError as exc:
         telemetry.refused("ws", exc)
         await channel.send_error(exc.code, exc.message)

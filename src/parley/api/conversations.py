@@ -14,7 +14,8 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse
 
-from parley.api.deps import ChatDep, ConversationsDep, TurnTelemetryDep
+from parley.api.auth import roles
+from parley.api.deps import ChatDep, ConversationsDep, PrincipalDep, TurnTelemetryDep
 from parley.api.errors import error_response
 from parley.api.schemas import (
     ConversationCreate,
@@ -29,6 +30,7 @@ from parley.api.schemas import (
 )
 from parley.api.turn_encoding import fold_turn, sse_event
 from parley.domain.errors import DomainError
+from parley.domain.keys import Role
 from parley.domain.models import ConversationStatus
 from parley.domain.paging import MAX_CURSOR_LENGTH, MAX_SEQ
 from parley.domain.turns import RunningTurn, TurnEvent, TurnTimings
@@ -51,35 +53,47 @@ _LLM_FAILED: dict[int | str, dict[str, Any]] = {
     "/",
     status_code=status.HTTP_201_CREATED,
     responses={404: {"model": ErrorBody, "description": "No such goal"}},
+    **roles(Role.CLIENT, Role.ADMIN),
 )
 async def create_conversation(
-    body: ConversationCreate, conversations: ConversationsDep
+    body: ConversationCreate, conversations: ConversationsDep, principal: PrincipalDep
 ) -> ConversationOut:
-    """Start a conversation for a goal."""
-    conversation = await conversations.create(body.goal_id, body.metadata)
+    """Start a conversation for a goal, owned by the calling key."""
+    conversation = await conversations.create(body.goal_id, body.metadata, principal.name)
     return ConversationOut.model_validate(conversation)
 
 
-@router.get("/")
+@router.get("/", **roles(Role.CLIENT, Role.AGENT, Role.ADMIN))
 async def list_conversations(
     conversations: ConversationsDep,
+    principal: PrincipalDep,
     goal_id: StorableText | None = None,
     status: ConversationStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
 ) -> ConversationPage:
-    """List conversations, newest first, filtered by goal and status; pass next_cursor on."""
-    page = await conversations.page(goal_id=goal_id, status=status, limit=limit, cursor=cursor)
+    """List conversations, newest first, filtered by goal and status; pass next_cursor on.
+    A client key lists the conversations it created."""
+    page = await conversations.page(
+        goal_id=goal_id,
+        status=status,
+        limit=limit,
+        cursor=cursor,
+        scope=principal.owner_scope,
+    )
     return ConversationPage(
         items=[ConversationOut.model_validate(c) for c in page.items],
         next_cursor=page.next_cursor,
     )
 
 
-@router.get("/{conversation_id}", responses=_NOT_FOUND)
+@router.get(
+    "/{conversation_id}", responses=_NOT_FOUND, **roles(Role.CLIENT, Role.AGENT, Role.ADMIN)
+)
 async def get_conversation(
     conversation_id: uuid.UUID,
     conversations: ConversationsDep,
+    principal: PrincipalDep,
     messages_limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     messages_before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
 ) -> ConversationDetail:
@@ -90,6 +104,7 @@ async def get_conversation(
         with_messages=True,
         messages_limit=messages_limit + 1,
         messages_before=messages_before,
+        scope=principal.owner_scope,
     )
     messages = conversation.messages
     next_before = None
@@ -101,20 +116,30 @@ async def get_conversation(
     return detail
 
 
-@router.post("/{conversation_id}/close", responses=_NOT_FOUND)
+@router.post("/{conversation_id}/close", responses=_NOT_FOUND, **roles(Role.CLIENT, Role.ADMIN))
 async def close_conversation(
-    conversation_id: uuid.UUID, conversations: ConversationsDep
+    conversation_id: uuid.UUID, conversations: ConversationsDep, principal: PrincipalDep
 ) -> ConversationOut:
     """Mark a conversation completed."""
-    return ConversationOut.model_validate(await conversations.close(conversation_id))
+    closed = await conversations.close(conversation_id, scope=principal.owner_scope)
+    return ConversationOut.model_validate(closed)
 
 
-@router.post("/{conversation_id}/escalate", responses={**_NOT_FOUND, **_STATE_CONFLICT})
+@router.post(
+    "/{conversation_id}/escalate",
+    responses={**_NOT_FOUND, **_STATE_CONFLICT},
+    **roles(Role.CLIENT, Role.ADMIN),
+)
 async def escalate_conversation(
-    conversation_id: uuid.UUID, body: EscalationCreate, conversations: ConversationsDep
+    conversation_id: uuid.UUID,
+    body: EscalationCreate,
+    conversations: ConversationsDep,
+    principal: PrincipalDep,
 ) -> ConversationOut:
     """Hand a conversation to a human; the assistant stops replying."""
-    conversation = await conversations.escalate(conversation_id, body.reason, body.note)
+    conversation = await conversations.escalate(
+        conversation_id, body.reason, body.note, scope=principal.owner_scope
+    )
     return ConversationOut.model_validate(conversation)
 
 
@@ -142,11 +167,13 @@ async def escalate_conversation(
             "(shutting_down: nothing stored; turn_interrupted: the message is stored)",
         },
     },
+    **roles(Role.CLIENT, Role.ADMIN),
 )
 async def post_message(
     conversation_id: uuid.UUID,
     body: MessageCreate,
     chat: ChatDep,
+    principal: PrincipalDep,
     telemetry: TurnTelemetryDep,
     request: Request,
     response: Response,
@@ -167,7 +194,11 @@ async def post_message(
     channel = "sse" if streaming else "http"
     try:
         turn = await chat.start_turn(
-            conversation_id, body.content, streaming=streaming, idempotency_key=idempotency_key
+            conversation_id,
+            body.content,
+            streaming=streaming,
+            idempotency_key=idempotency_key,
+            scope=principal.owner_scope,
         )
     except DomainError as refused:
         telemetry.refused(channel, refused)

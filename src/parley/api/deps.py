@@ -7,11 +7,13 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
+from parley.api.auth import principal_of
 from parley.api.state import AppState, state_of
 from parley.config import Settings
 from parley.domain.chat import ChatService
 from parley.domain.conversations import ConversationService
 from parley.domain.goals import GoalService
+from parley.domain.keys import KeyService, Principal
 from parley.services import Services
 from parley.telemetry import TurnTelemetry
 
@@ -46,6 +48,14 @@ async def get_chat(state: StateDep) -> ChatService:
     return state.services.chat
 
 
+async def get_keys(state: StateDep) -> KeyService:
+    return state.services.keys
+
+
+async def get_principal(connection: HTTPConnection) -> Principal:
+    return principal_of(connection)
+
+
 async def get_turn_telemetry(state: StateDep) -> TurnTelemetry:
     return state.turn_telemetry
 
@@ -55,4 +65,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 GoalsDep = Annotated[GoalService, Depends(get_goals)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
+KeysDep = Annotated[KeyService, Depends(get_keys)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 TurnTelemetryDep = Annotated[TurnTelemetry, Depends(get_turn_telemetry)]

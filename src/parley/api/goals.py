@@ -6,9 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
+from parley.api.auth import roles
 from parley.api.deps import GoalsDep
 from parley.api.schemas import ErrorBody, GoalCreate, GoalList, GoalOut, GoalUpdate
 from parley.domain.goals import GoalDraft
+from parley.domain.keys import Role
 from parley.domain.models import EscalationPolicy, Goal
 
 router = APIRouter(prefix="/goals", tags=["goals"])
@@ -26,6 +28,7 @@ def _out(goal: Goal) -> GoalOut:
     "/",
     status_code=status.HTTP_201_CREATED,
     responses={409: {"model": ErrorBody, "description": "A goal with this id exists"}},
+    **roles(Role.ADMIN),
 )
 async def create_goal(body: GoalCreate, goals: GoalsDep) -> GoalOut:
     """Create a goal; its id is derived from the name when not given."""
@@ -47,19 +50,19 @@ async def create_goal(body: GoalCreate, goals: GoalsDep) -> GoalOut:
     return _out(goal)
 
 
-@router.get("/")
+@router.get("/", **roles(Role.CLIENT, Role.AGENT, Role.ADMIN))
 async def list_goals(goals: GoalsDep) -> GoalList:
     """List every goal, ordered by id."""
     return GoalList(items=[_out(goal) for goal in await goals.all()])
 
 
-@router.get("/{goal_id}", responses=_NOT_FOUND)
+@router.get("/{goal_id}", responses=_NOT_FOUND, **roles(Role.CLIENT, Role.AGENT, Role.ADMIN))
 async def get_goal(goal_id: str, goals: GoalsDep) -> GoalOut:
     """Get one goal."""
     return _out(await goals.get(goal_id))
 
 
-@router.patch("/{goal_id}", responses=_NOT_FOUND)
+@router.patch("/{goal_id}", responses=_NOT_FOUND, **roles(Role.ADMIN))
 async def update_goal(goal_id: str, body: GoalUpdate, goals: GoalsDep) -> GoalOut:
     """Change some of a goal's fields; the others stay as they are."""
     changes = body.model_dump(exclude_unset=True, exclude={"escalation"})
@@ -73,6 +76,7 @@ async def update_goal(goal_id: str, body: GoalUpdate, goals: GoalsDep) -> GoalOu
     "/{goal_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**_NOT_FOUND, 409: {"model": ErrorBody, "description": "Goal has conversations"}},
+    **roles(Role.ADMIN),
 )
 async def delete_goal(goal_id: str, goals: GoalsDep) -> Response:
     """Delete a goal that no conversation uses."""

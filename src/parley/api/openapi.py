@@ -26,7 +26,12 @@ _RETRY_AFTER = {
 }
 _GUARD_RESPONSES = {
     "401": {
-        "description": "No API key, or not one of PARLEY_API_KEYS (when it is set)",
+        "description": "No API key, or not a live one (unknown or revoked); never in"
+        " development mode (no key exists)",
+        "content": {"application/json": {"schema": _ERROR_BODY}},
+    },
+    "403": {
+        "description": "The key's role may not do this (the operation's x-parley-roles)",
         "content": {"application/json": {"schema": _ERROR_BODY}},
     },
     "429": {
@@ -50,9 +55,12 @@ on three channels that tell the same turn:
   `WsClientFrame`s (`message`, `ping`) and receives `WsServerFrame`s (`accepted`,
   `token`, `done`, `escalated`, `error`, `pong`), JSON text frames; see `x-websocket`.
 
-Errors always have the shape `ErrorBody`. With `PARLEY_API_KEYS` set, `/v1` needs a key
-(`Authorization: Bearer KEY` or `X-API-Key`); requests over the rate limit get 429 with
-`Retry-After`.
+Errors always have the shape `ErrorBody`. Once any API key exists (`parley keys create`,
+`/v1/keys`, or `PARLEY_API_KEYS`), `/v1` needs a key (`Authorization: Bearer KEY` or
+`X-API-Key`), and each operation lists the roles that may call it under
+`x-parley-roles` (`client`: goals read, its own conversations; `agent`: reads every
+conversation; `admin`: everything). Another owner's conversation answers 404. Requests
+over the rate limit get 429 with `Retry-After`.
 """
 WEBSOCKET = {
     WS_PATH: {
@@ -62,11 +70,12 @@ WEBSOCKET = {
         "clientFrames": {"$ref": _REF.format(model="WsClientFrame")},
         "serverFrames": {"$ref": _REF.format(model="WsServerFrame")},
         "closeCodes": {
-            "1008": "Refused at the handshake: no valid API key, too many invalid keys "
-            "from this address, or an Origin not allowed (the reason says which)",
+            "1008": "Refused at the handshake: no valid API key, a role that may not chat "
+            "(client and admin may), too many invalid keys from this address, or an "
+            "Origin not allowed (the reason says which)",
             "1009": "A frame over PARLEY_MAX_BODY_BYTES",
             "1013": "The database is unavailable: try again later",
-            "4404": "No such conversation",
+            "4404": "No such conversation (or another owner's)",
         },
         "notes": "An error frame never closes the socket unless a close code follows. "
         "Each message frame takes a token from the same rate limit as an HTTP turn.",

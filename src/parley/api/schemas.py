@@ -18,6 +18,8 @@ from pydantic import (
 from parley.domain.bounds import check_text
 from parley.domain.errors import InvalidInputError
 from parley.domain.goals import GOAL_ID_PATTERN
+from parley.domain.keys import NAME_PATTERN
+from parley.domain.keys import Role as KeyRole
 from parley.domain.models import (
     DEFAULT_ESCALATION,
     ConversationStatus,
@@ -44,6 +46,7 @@ ModelName = Annotated[
     StorableText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
 ]
 GoalId = Annotated[str, StringConstraints(pattern=GOAL_ID_PATTERN)]
+KeyName = Annotated[str, StringConstraints(pattern=f"^{NAME_PATTERN.pattern}$")]
 
 
 class _Out(BaseModel):
@@ -159,6 +162,9 @@ class ConversationOut(_Out):
     created_at: datetime
     updated_at: datetime
     escalation: EscalationOut | None = None
+    owner: str | None = Field(
+        default=None, description="The name of the API key that created it (null: no keys)"
+    )
 
 
 class ConversationDetail(ConversationOut):
@@ -190,6 +196,27 @@ class EscalationCreate(_In):
         EscalationReason.MANUAL
     )
     note: StorableText | None = Field(default=None, max_length=2000)
+
+
+class KeyCreate(_In):
+    name: KeyName
+    role: KeyRole
+
+
+class KeyOut(_Out):
+    name: str
+    role: KeyRole
+    created_at: datetime
+    last_used_at: datetime | None = Field(description="To the minute")
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    secret: str = Field(description="The key itself: shown this once, never stored")
+
+
+class KeyList(BaseModel):
+    items: list[KeyOut]
 
 
 class ErrorDetail(BaseModel):

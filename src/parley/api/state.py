@@ -4,7 +4,6 @@ read through ``state_of`` (no loose ``app.state`` attributes)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 
@@ -13,15 +12,11 @@ from parley.config import Settings
 from parley.services import Services
 from parley.telemetry import ConversationMetrics, TurnTelemetry
 
-if TYPE_CHECKING:
-    from parley.api.auth import ApiKeys
-
 
 @dataclass(frozen=True, slots=True)
 class AppState:
-    settings: Settings  # without the API keys: they live only as digests, in api_keys
+    settings: Settings  # without the API keys: they live only as digests, in services.keys
     services: Services
-    api_keys: ApiKeys
     rate_limits: RateLimits
     turn_telemetry: TurnTelemetry
     conversation_metrics: ConversationMetrics  # the goals labelled, refreshed by the lifespan

@@ -73,6 +73,7 @@ class ChatService:
         *,
         streaming: bool,
         idempotency_key: str | None = None,
+        scope: str | None = None,
     ) -> RunningTurn:
         """Store the user's message and start answering it; the events tell the rest.
 
@@ -96,6 +97,7 @@ class ChatService:
                         ),
                         history_limit=self._limits.history_messages,
                         idempotency_key=idempotency_key,
+                        owner=scope,
                     ),
                 )
                 original = (

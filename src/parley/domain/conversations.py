@@ -1,5 +1,9 @@
 """Conversations: their life cycle (create, read, list, close, escalate). Running a turn in
-one is parley.domain.chat."""
+one is parley.domain.chat.
+
+``scope`` is the owner whose conversations alone the caller sees (a client key's name,
+parley.domain.keys); None sees every one. Another owner's conversation is not found, so
+its id cannot be probed."""
 
 from __future__ import annotations
 
@@ -31,10 +35,12 @@ class ConversationService:
         self._goals = goals
         self._events = events
 
-    async def create(self, goal_id: str, metadata: dict[str, Any]) -> Conversation:
+    async def create(
+        self, goal_id: str, metadata: dict[str, Any], owner: str | None = None
+    ) -> Conversation:
         check_metadata(metadata)
         await self._goals.get(goal_id)
-        conversation = await self._conversations.create(goal_id, metadata)
+        conversation = await self._conversations.create(goal_id, metadata, owner)
         self._events.conversation_created(conversation)
         return conversation
 
@@ -45,6 +51,7 @@ class ConversationService:
         with_messages: bool = False,
         messages_limit: int | None = None,
         messages_before: int | None = None,
+        scope: str | None = None,
     ) -> Conversation:
         conversation = await self._conversations.get(
             conversation_id,
@@ -52,7 +59,7 @@ class ConversationService:
             messages_limit=messages_limit,
             messages_before=messages_before,
         )
-        if conversation is None:
+        if conversation is None or scope not in (None, conversation.owner):
             raise ConversationNotFoundError(conversation_id)
         return conversation
 
@@ -63,13 +70,16 @@ class ConversationService:
         status: ConversationStatus | None,
         limit: int,
         cursor: str | None,
+        scope: str | None = None,
     ) -> Page:
         return await self._conversations.page(
-            goal_id=goal_id, status=status, limit=limit, cursor=cursor
+            goal_id=goal_id, status=status, limit=limit, cursor=cursor, owner=scope
         )
 
-    async def close(self, conversation_id: uuid.UUID) -> Conversation:
+    async def close(self, conversation_id: uuid.UUID, scope: str | None = None) -> Conversation:
         """Mark completed. Closing a completed conversation changes nothing."""
+        if scope is not None:
+            await self.get(conversation_id, scope=scope)
         for previous in (ConversationStatus.ACTIVE, ConversationStatus.ESCALATED):
             closed = await self._conversations.transition(
                 conversation_id, allowed_from=[previous], to=ConversationStatus.COMPLETED
@@ -80,8 +90,14 @@ class ConversationService:
         return await self.get(conversation_id)
 
     async def escalate(
-        self, conversation_id: uuid.UUID, reason: EscalationReason, note: str | None = None
+        self,
+        conversation_id: uuid.UUID,
+        reason: EscalationReason,
+        note: str | None = None,
+        scope: str | None = None,
     ) -> Conversation:
+        if scope is not None:
+            await self.get(conversation_id, scope=scope)
         escalated = await self._conversations.transition(
             conversation_id,
             allowed_from=[ConversationStatus.ACTIVE],

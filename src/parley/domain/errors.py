@@ -33,8 +33,22 @@ class ConversationNotFoundError(NotFoundError):
         super().__init__(f"conversation {conversation_id} does not exist")
 
 
+class KeyNotFoundError(NotFoundError):
+    code = "key_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"API key {name!r} does not exist")
+
+
 class ConflictError(DomainError):
     code = "conflict"
+
+
+class KeyExistsError(ConflictError):
+    code = "key_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an API key named {name!r} exists (or existed: names are not reused)")
 
 
 class GoalExistsError(ConflictError):
@@ -126,6 +140,10 @@ class InvalidInputError(DomainError):
 
 class InvalidGoalIdError(InvalidInputError):
     code = "invalid_goal_id"
+
+
+class InvalidKeyNameError(InvalidInputError):
+    code = "invalid_key_name"
 
 
 class InvalidCursorError(InvalidInputError):

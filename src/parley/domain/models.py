@@ -90,6 +90,7 @@ class Conversation:
     created_at: datetime
     updated_at: datetime
     escalation: Escalation | None = None
+    owner: str | None = None  # the name of the key that created it; None: made with no keys
     messages: tuple[Message, ...] = field(default=())
 
 

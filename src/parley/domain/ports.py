@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from parley.domain.models import (
     Conversation,
@@ -20,6 +20,9 @@ from parley.domain.models import (
     Page,
 )
 from parley.llm.types import ChatMessage, ChatRequest, Completion, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from parley.domain.keys import ApiKey
 
 # Decides, inside the transaction that stores a user message, whether the conversation
 # escalates instead of replying: (goal, the conversation's user-turn count) -> reason.
@@ -78,7 +81,9 @@ class GoalStore(Protocol):
 
 
 class ConversationStore(Protocol):
-    async def create(self, goal_id: str, metadata: dict[str, Any]) -> Conversation: ...
+    async def create(
+        self, goal_id: str, metadata: dict[str, Any], owner: str | None = None
+    ) -> Conversation: ...
 
     async def get(
         self,
@@ -99,7 +104,10 @@ class ConversationStore(Protocol):
         status: ConversationStatus | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> Page: ...
+        owner: str | None = None,
+    ) -> Page:
+        """Newest first; with an ``owner``, only the conversations it created."""
+        ...
 
     async def transition(
         self,
@@ -119,8 +127,10 @@ class ConversationStore(Protocol):
         escalate_when: EscalationRule,
         history_limit: int,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> OpenedTurn:
-        """In one transaction: check the conversation is active, store the user message, apply
+        """In one transaction: check the conversation is active (and, with an ``owner``,
+        that owner's: another's is not found), store the user message, apply
         ``escalate_when`` and read the history. With a key already used, store nothing and
         return that turn (``repeated``). Raises the domain's not-found and conflict errors.
 
@@ -154,6 +164,32 @@ class ConversationStore(Protocol):
         ...
 
     async def count_active(self) -> int: ...
+
+
+class KeyStore(Protocol):
+    async def add(self, key: ApiKey) -> bool:
+        """False if a key by that name exists or existed (names are never reused)."""
+        ...
+
+    async def get(self, name: str) -> ApiKey | None: ...
+
+    async def by_digest(self, digest: str) -> ApiKey | None: ...
+
+    async def all(self) -> list[ApiKey]:
+        """Every key, revoked ones too, by name."""
+        ...
+
+    async def revoke(self, name: str, when: datetime) -> ApiKey | None:
+        """Revoke (once: a revoked key keeps its first time); None if there is no such key."""
+        ...
+
+    async def touch(self, name: str, when: datetime) -> None:
+        """Record that the key was used at ``when``."""
+        ...
+
+    async def any_exist(self) -> bool:
+        """Whether any key was ever made, revoked ones included."""
+        ...
 
 
 class LLM(Protocol):

@@ -4,9 +4,17 @@
 from parley.store.conversations import ConversationRepository
 from parley.store.database import Database
 from parley.store.goals import GoalCache, GoalRepository
+from parley.store.keys import KeyRepository
 from parley.store.migrate import upgrade_to_head
 
-__all__ = ["ConversationRepository", "Database", "GoalRepository", "Store", "upgrade_to_head"]
+__all__ = [
+    "ConversationRepository",
+    "Database",
+    "GoalRepository",
+    "KeyRepository",
+    "Store",
+    "upgrade_to_head",
+]
 
 
 class Store:
@@ -17,3 +25,4 @@ class Store:
         goals = GoalCache(goal_cache_seconds)
         self.goals = GoalRepository(database, goals)
         self.conversations = ConversationRepository(database, goals)
+        self.keys = KeyRepository(database)

@@ -52,9 +52,11 @@ class ConversationRepository:
         self._goals = goals or GoalCache(0)
         self._answer_lease = timedelta(seconds=answer_lease_seconds)
 
-    async def create(self, goal_id: str, metadata: dict[str, object]) -> Conversation:
+    async def create(
+        self, goal_id: str, metadata: dict[str, object], owner: str | None = None
+    ) -> Conversation:
         try:
-            return await self._db.run_transaction(_create, goal_id, metadata)
+            return await self._db.run_transaction(_create, goal_id, metadata, owner)
         except IntegrityError as exc:  # the goal does not exist (or was deleted meanwhile)
             raise GoalNotFoundError(goal_id) from exc
 
@@ -81,9 +83,10 @@ class ConversationRepository:
         status: ConversationStatus | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        owner: str | None = None,
     ) -> Page:
         after = decode_cursor(cursor) if cursor is not None else None
-        rows = await self._db.run_transaction(_page, goal_id, status, limit + 1, after)
+        rows = await self._db.run_transaction(_page, goal_id, status, owner, limit + 1, after)
         items = tuple(to_conversation(row) for row in rows[:limit])
         next_cursor = None
         if len(rows) > limit:
@@ -98,6 +101,7 @@ class ConversationRepository:
         escalate_when: EscalationRule,
         history_limit: int,
         idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> OpenedTurn:
         try:
             return await self._db.run_transaction(
@@ -107,6 +111,7 @@ class ConversationRepository:
                 escalate_when=escalate_when,
                 history_limit=history_limit,
                 idempotency_key=idempotency_key,
+                owner=owner,
                 goals=self._goals,
                 answer_lease=self._answer_lease,
             )
@@ -153,7 +158,9 @@ class ConversationRepository:
         return await self._db.run_transaction(_count_active)
 
 
-def _create(conn: Connection, goal_id: str, metadata: dict[str, object]) -> Conversation:
+def _create(
+    conn: Connection, goal_id: str, metadata: dict[str, object], owner: str | None
+) -> Conversation:
     now = _now()
     row = conn.execute(
         insert(CONVERSATIONS)
@@ -167,6 +174,7 @@ def _create(conn: Connection, goal_id: str, metadata: dict[str, object]) -> Conv
             llm_failures=0,
             created_at=now,
             updated_at=now,
+            owner=owner,
         )
         .returning(*CONVERSATION_COLUMNS)
     ).one()
@@ -200,10 +208,13 @@ def _page(
     conn: Connection,
     goal_id: str | None,
     status: ConversationStatus | None,
+    owner: str | None,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None,
 ) -> Sequence[Any]:
     query = select(*CONVERSATION_COLUMNS)
+    if owner is not None:
+        query = query.where(_C.owner == owner)
     if goal_id is not None:
         query = query.where(_C.goal_id == goal_id)
     if status is not None:

@@ -75,6 +75,7 @@ def to_conversation(row: Row[Any], messages: tuple[Message, ...] = ()) -> Conver
         created_at=row.created_at,
         updated_at=row.updated_at,
         escalation=escalation,
+        owner=row.owner,
         messages=messages,
     )
 

@@ -74,7 +74,9 @@ CONVERSATIONS = Table(
     Column("escalated_at", UTCDateTime()),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("owner", String(64)),  # the name of the key that created it (None: no keys)
     Index("ix_conversations_listing", "created_at", "id"),
+    Index("ix_conversations_owner", "owner", "created_at", "id"),
     Index("ix_conversations_goal", "goal_id", "created_at", "id"),
     Index("ix_conversations_status", "status"),
 )
@@ -107,4 +109,16 @@ MESSAGES = Table(
     Index("ux_messages_seq", "conversation_id", "seq", unique=True),
     Index("ux_messages_reply_to", "reply_to", unique=True),
     Index("ux_messages_idempotency_key", "conversation_id", "idempotency_key", unique=True),
+)
+
+API_KEYS = Table(
+    "api_keys",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("digest", String(64), nullable=False),  # SHA-256 of the secret, hex
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_used_at", UTCDateTime()),
+    Column("revoked_at", UTCDateTime()),
+    Index("ux_api_keys_digest", "digest", unique=True),
 )

@@ -118,7 +118,7 @@ _RENEW = (
     .values(answering_until=bindparam("until", type_=UTCDateTime()))
 )
 _CONVERSATION_BY_ID = select(*_CONVERSATION).where(_C.id == bindparam("conversation_id"))
-_STATUS = select(_C.status).where(_C.id == bindparam("conversation_id"))
+_STATUS = select(_C.status, _C.owner).where(_C.id == bindparam("conversation_id"))
 _GOAL = select(GOALS).where(GOALS.c.id == bindparam("goal_id"))
 # Only what the LLM is sent: building whole messages (three UUIDs, a time and two enums
 # each) for 40 rows was 15 % of a turn's fixed CPU.
@@ -143,12 +143,16 @@ def open_turn(
     escalate_when: EscalationRule,
     history_limit: int,
     idempotency_key: str | None,
+    owner: str | None,
     goals: GoalCache,
     answer_lease: timedelta,
 ) -> OpenedTurn:
-    """Inside the caller's transaction; raises ``Repeated`` to roll it back."""
+    """Inside the caller's transaction; raises ``Repeated`` to roll it back. With an
+    ``owner``, another owner's conversation is not found (and nothing is stored)."""
     if idempotency_key is not None:
-        repeated = _repeated_turn(conn, conversation_id, content, idempotency_key, history_limit)
+        repeated = _repeated_turn(
+            conn, conversation_id, content, idempotency_key, history_limit, owner
+        )
         if repeated is not None:
             return repeated
     # The conditional UPDATE is the status check and the lock in one step: a concurrent
@@ -156,12 +160,16 @@ def open_turn(
     # outcome (PostgreSQL row lock; SQLite's write lock).
     row = conn.execute(_OPEN, {"conversation_id": conversation_id, "now": now()}).one_or_none()
     if row is None:
-        _raise_not_open(conn, conversation_id)
+        _raise_not_open(conn, conversation_id, owner)
     assert row is not None
+    if owner is not None and row.owner != owner:  # raised: the UPDATE is rolled back
+        raise ConversationNotFoundError(conversation_id)
     if idempotency_key is not None:
         # Checked again under the lock: a concurrent request with the same key may have
         # committed while this one waited.
-        repeated = _repeated_turn(conn, conversation_id, content, idempotency_key, history_limit)
+        repeated = _repeated_turn(
+            conn, conversation_id, content, idempotency_key, history_limit, owner
+        )
         if repeated is not None:
             raise Repeated(repeated)
     goal = goals.get(row.goal_id) or goals.put(_goal(conn, row.goal_id))
@@ -297,11 +305,11 @@ def _goal(conn: Connection, goal_id: str) -> Goal:
     return to_goal(row)  # a goal with conversations cannot be deleted
 
 
-def _raise_not_open(conn: Connection, conversation_id: uuid.UUID) -> None:
-    status = conn.scalar(_STATUS, {"conversation_id": conversation_id})
-    if status is None:
+def _raise_not_open(conn: Connection, conversation_id: uuid.UUID, owner: str | None) -> None:
+    row = conn.execute(_STATUS, {"conversation_id": conversation_id}).one_or_none()
+    if row is None or (owner is not None and row.owner != owner):
         raise ConversationNotFoundError(conversation_id)
-    if status == ConversationStatus.ESCALATED.value:
+    if row.status == ConversationStatus.ESCALATED.value:
         raise ConversationEscalatedError()
     raise ConversationClosedError()
 
@@ -325,15 +333,18 @@ def _repeated_turn(
     content: str,
     idempotency_key: str,
     history_limit: int,
+    owner: str | None,
 ) -> OpenedTurn | None:
     parameters = {"conversation_id": conversation_id, "idempotency_key": idempotency_key}
     question = conn.execute(_KEYED, parameters).one_or_none()
     if question is None:
         return None
-    if question.content != content:
-        raise IdempotencyKeyReusedError()
     row = _conversation(conn, conversation_id)
     assert row is not None
+    if owner is not None and row.owner != owner:  # says nothing of the key's use
+        raise ConversationNotFoundError(conversation_id)
+    if question.content != content:
+        raise IdempotencyKeyReusedError()
     conversation = to_conversation(row)
     reply = _reply_to(conn, question.id)
     lease = question.answering_until

@@ -1,0 +1,82 @@
+"""KeyService: who a secret belongs to, written seldom, and when the API is open."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from parley.domain.keys import DEVELOPMENT, KeyService, Principal, Role
+from parley.testing import MemoryKeys
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.wall = datetime(2026, 12, 5, tzinfo=UTC)
+        self.seconds = 0.0
+
+    def now(self) -> datetime:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def advance(self, seconds: float) -> None:
+        self.wall += timedelta(seconds=seconds)
+        self.seconds += seconds
+
+
+def _service(store: MemoryKeys, clock: Clock, **options: object) -> KeyService:
+    return KeyService(store, clock.now, clock=clock.monotonic, **options)  # type: ignore[arg-type]
+
+
+async def test_each_bootstrap_key_acts_as_its_own_admin() -> None:
+    keys = _service(MemoryKeys(), Clock(), bootstrap_secrets=("one", "two"))
+    assert await keys.authenticate("two") == Principal("bootstrap-2", Role.ADMIN)
+    assert await keys.authenticate("one") == Principal("bootstrap-1", Role.ADMIN)
+    assert await keys.authenticate("three") is None
+    assert not await keys.is_open()
+
+
+async def test_last_used_is_written_at_most_once_a_minute() -> None:
+    store, clock = MemoryKeys(), Clock()
+    keys = _service(store, clock)
+    _, secret = await keys.create("shop", Role.CLIENT)
+    writes = 0
+    touch = store.touch
+
+    async def counted(name: str, when: datetime) -> None:
+        nonlocal writes
+        writes += 1
+        await touch(name, when)
+
+    store.touch = counted  # type: ignore[method-assign]
+    for _ in range(5):
+        assert await keys.authenticate(secret) == Principal("shop", Role.CLIENT)
+        clock.advance(10)
+    assert writes == 1
+    clock.advance(60)
+    await keys.authenticate(secret)
+    assert writes == 2
+    assert store.keys["shop"].last_used_at == clock.now()
+
+
+async def test_a_first_key_made_elsewhere_closes_the_api_within_the_recheck() -> None:
+    store, clock = MemoryKeys(), Clock()
+    here, elsewhere = _service(store, clock), _service(store, clock)
+    assert await here.is_open()
+    await elsewhere.create("first", Role.ADMIN)
+    assert await here.is_open()  # read less than a second ago
+    clock.advance(1.0)
+    assert not await here.is_open()
+
+
+async def test_production_is_never_open_and_a_revoked_key_is_no_one() -> None:
+    store, clock = MemoryKeys(), Clock()
+    assert not await _service(store, clock, open_allowed=False).is_open()
+    keys = _service(store, clock)
+    assert await keys.is_open()
+    assert DEVELOPMENT.owner_scope is None
+    _, secret = await keys.create("gone", Role.AGENT)
+    await keys.revoke("gone")
+    assert await keys.authenticate(secret) is None
+    assert Principal("c", Role.CLIENT).owner_scope == "c"
+    assert Principal("a", Role.AGENT).owner_scope is None
