@@ -80,6 +80,7 @@ class _CallRecorder:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,
+            cached_prompt_tokens=usage.cached_prompt_tokens if usage else None,
             remaining_requests=rate_limit.remaining_requests if rate_limit else None,
             remaining_tokens=rate_limit.remaining_tokens if rate_limit else None,
             cost_usd=estimate_cost(self._info.model, usage, self._info.provider),
@@ -92,6 +93,7 @@ class _CallRecorder:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,
+            cached_prompt_tokens=usage.cached_prompt_tokens if usage else None,
             cost_usd=estimate_cost(self._info.model, usage, self._info.provider),
         )
 

@@ -64,6 +64,7 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
         "Running upgrade 0001 -> 0002",
         "Running upgrade 0002 -> 0003",
         "Running upgrade 0003 -> 0004",
+        "Running upgrade 0004 -> 0005",
     ]
     connection = sqlite3.connect(db)
     try:

@@ -301,3 +301,33 @@ async def test_a_429_reports_the_remaining_quota_from_its_headers(
         raised.value.rate_limit.remaining_requests,
         raised.value.rate_limit.remaining_tokens,
     ) == (0, 12)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_cached_prompt_tokens_are_read_as_groq_reports_them(
+    fake: GroqTestServer, provider: GroqProvider, streaming: bool
+) -> None:
+    """usage.prompt_tokens_details.cached_tokens, whole or on a stream's last chunk (in
+    x_groq.usage): Groq bills them at half price, so they must not be read as prompt."""
+    fake.then(Reply("one two", prompt_tokens=2000, cached_tokens=1536))
+    if streaming:
+        chunks = [chunk async for chunk in provider.stream(REQUEST)]
+        (usage,) = [c.usage for c in chunks if c.usage is not None]
+    else:
+        completion = await provider.complete(REQUEST)
+        assert completion.usage is not None
+        usage = completion.usage
+    assert (usage.prompt_tokens, usage.cached_prompt_tokens, usage.completion_tokens) == (
+        2000,
+        1536,
+        2,
+    )
+
+
+async def test_a_usage_without_details_has_no_cached_tokens(
+    fake: GroqTestServer, provider: GroqProvider
+) -> None:
+    fake.then(Reply("one", prompt_tokens=10))
+    completion = await provider.complete(REQUEST)
+    assert completion.usage is not None
+    assert completion.usage.cached_prompt_tokens == 0

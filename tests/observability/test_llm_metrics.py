@@ -27,6 +27,8 @@ from parley.observability import LLMInstrumentation, LLMMetrics, new_registry
 from parley.telemetry import LLM_ERROR_TYPES, LLMTelemetry
 from tests.api.helpers import make_conversation, make_goal
 from tests.conftest import app_client, make_settings
+from tests.support.groq_server import GroqTestServer, Reply
+from tests.support.live_server import LiveServer
 from tests.support.metrics import FakeClock, value
 from tests.support.providers import ScriptedProvider, collect
 
@@ -305,3 +307,66 @@ def test_the_simulated_provider_costs_nothing(tmp_path: Path) -> None:
         model = client.app.state.parley.settings.default_model  # type: ignore[attr-defined]
         assert value(registry, "llm_tokens_used_total", model=model, type="total")
         assert not value(registry, "llm_cost_usd_total", model=model)
+
+
+def test_cached_prompt_tokens_are_priced_at_groqs_cached_rate() -> None:
+    """Half the input price on models with prompt caching; the full price elsewhere."""
+    cached = "openai/gpt-oss-20b"
+    price = PRICES[cached]
+    assert price.cached_input_per_million == price.input_per_million / 2
+    usage = Usage(1_000_000, 1_000_000, 2_000_000, cached_prompt_tokens=600_000)
+    assert estimate_cost(cached, usage) == pytest.approx(
+        0.4 * price.input_per_million
+        + 0.6 * price.cached_input_per_million
+        + price.output_per_million
+    )
+    uncached = PRICES[MODEL]
+    assert uncached.cached_input_per_million is None
+    assert estimate_cost(MODEL, usage) == pytest.approx(
+        uncached.input_per_million + uncached.output_per_million
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stream", [False, True])
+def test_stored_usage_metrics_and_cost_agree_with_what_groq_bills(
+    tmp_path: Path, stream: bool
+) -> None:
+    """A Groq reply with cached prompt tokens: the stored usage keeps them, the token
+    counter counts them as cached_prompt, and the cost counter is the stored usage priced
+    at the cached rate (it was priced as if no token were cached)."""
+    model = "openai/gpt-oss-20b"
+    fake = GroqTestServer()
+    fake.then(Reply("cached answer", prompt_tokens=3000, cached_tokens=2048))
+    with LiveServer(fake.app) as groq:
+        settings = make_settings(
+            tmp_path,
+            llm_provider="groq",
+            groq_api_key="gsk_test",
+            groq_base_url=groq.http_url,
+            default_model=model,
+        )
+        with app_client(settings) as client:
+            make_goal(client)
+            conversation_id = make_conversation(client)
+            turn = client.post(
+                f"/v1/conversations/{conversation_id}/messages",
+                json={"content": "hello", "stream": stream},
+            )
+            assert turn.status_code == 200, turn.text
+            stored = client.get(f"/v1/conversations/{conversation_id}").json()
+            registry = client.app.state.instrumentation.registry  # type: ignore[attr-defined]
+    (reply,) = [m for m in stored["messages"] if m["role"] == "assistant"]
+    assert reply["usage"] == {
+        "prompt_tokens": 3000,
+        "completion_tokens": 2,
+        "total_tokens": 3002,
+        "cached_prompt_tokens": 2048,
+    }
+    assert value(registry, "llm_tokens_used_total", model=model, type="prompt") == 3000
+    assert value(registry, "llm_tokens_used_total", model=model, type="cached_prompt") == 2048
+    price = PRICES[model]
+    billed = (952 * 0.075 + 2048 * 0.0375 + 2 * 0.30) / 1_000_000
+    assert (price.input_per_million, price.output_per_million) == (0.075, 0.30)
+    assert value(registry, "llm_cost_usd_total", model=model) == pytest.approx(billed)
+    assert estimate_cost(model, Usage(**reply["usage"])) == pytest.approx(billed)

@@ -91,7 +91,7 @@ async def test_messages_get_consecutive_sequence_numbers_and_turns(store: Ports)
     conversation = await store.conversations.create("support", {"channel": "web"})
     first = await open_turn(store, conversation.id, "hi")
     reply, after = await store.conversations.store_reply(
-        first.question, ReplyDraft("hello", "m", Usage(3, 1, 4))
+        first.question, ReplyDraft("hello", "m", Usage(3, 1, 4, cached_prompt_tokens=2))
     )
     second = await open_turn(store, conversation.id, "again", history_limit=2)
     assert (first.question.seq, reply.seq, second.question.seq) == (1, 2, 3)
@@ -102,7 +102,7 @@ async def test_messages_get_consecutive_sequence_numbers_and_turns(store: Ports)
     loaded = await store.conversations.get(conversation.id, with_messages=True)
     assert loaded is not None
     assert [m.content for m in loaded.messages] == ["hi", "hello", "again"]
-    assert loaded.messages[1].usage == Usage(3, 1, 4)
+    assert loaded.messages[1].usage == Usage(3, 1, 4, cached_prompt_tokens=2)
     assert loaded.metadata == {"channel": "web"}
 
 

@@ -29,6 +29,9 @@ class Reply:
     # Streams only: where usage goes on the last chunk ("x_groq", "usage" or None).
     usage_field: str | None = "x_groq"
     delay_seconds: float = 0.0
+    # Of prompt_tokens, those Groq served from its prompt cache: reported as it reports
+    # them, usage.prompt_tokens_details.cached_tokens (None: no details at all).
+    cached_tokens: int | None = None
 
     @property
     def pieces(self) -> list[str]:
@@ -36,13 +39,20 @@ class Reply:
         return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
     @property
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> dict[str, Any]:
         completion = len(self.pieces)
-        return {
+        usage: dict[str, Any] = {
+            "queue_time": 0.02,
             "prompt_tokens": self.prompt_tokens,
+            "prompt_time": 0.004,
             "completion_tokens": completion,
+            "completion_time": 0.01,
             "total_tokens": self.prompt_tokens + completion,
+            "total_time": 0.014,
         }
+        if self.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return usage
 
 
 @dataclass

@@ -133,6 +133,11 @@ class UsageOut(_Out):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    cached_prompt_tokens: int = Field(
+        default=0,
+        description="Of prompt_tokens, those the provider served from its prompt cache"
+        " (Groq bills them at half the input price)",
+    )
 
 
 class MessageOut(_Out):

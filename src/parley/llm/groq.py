@@ -118,7 +118,13 @@ def _history(request: ChatRequest) -> dict[str, list[dict[str, str]]]:
 def _usage(usage: CompletionUsage | None) -> Usage | None:
     if usage is None:
         return None
-    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+    details = usage.prompt_tokens_details
+    return Usage(
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.total_tokens,
+        details.cached_tokens if details is not None else 0,
+    )
 
 
 async def server_sent_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -174,8 +180,12 @@ def stream_chunk(payload: Any, rate_limit: RateLimit | None) -> StreamChunk:
 
 
 def _usage_of(usage: Mapping[str, Any]) -> Usage:
+    details = usage.get("prompt_tokens_details") or {}
     return Usage(
-        int(usage["prompt_tokens"]), int(usage["completion_tokens"]), int(usage["total_tokens"])
+        int(usage["prompt_tokens"]),
+        int(usage["completion_tokens"]),
+        int(usage["total_tokens"]),
+        int(details.get("cached_tokens") or 0),
     )
 
 

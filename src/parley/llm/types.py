@@ -30,6 +30,8 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    # Of prompt_tokens, those the provider served from its prompt cache (billed lower).
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,8 @@ LLM_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 LLM_TPOT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 FAST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 
-TOKEN_TYPES = ("prompt", "completion", "total")
+# cached_prompt: the part of prompt the provider served from its cache (billed lower).
+TOKEN_TYPES = ("prompt", "cached_prompt", "completion", "total")
 STREAM_MODES = ("streaming", "non_streaming")
 LLM_STATUSES = ("success", "error")
 WS_DIRECTIONS = ("inbound", "outbound")
@@ -207,7 +208,8 @@ class LLMMetrics:
             ),
             tokens=Counter(
                 "llm_tokens_used_total",
-                "Tokens billed, by model and type (prompt, completion, total): as the provider "
+                "Tokens billed, by model and type (prompt, cached_prompt: the part of prompt "
+                "served from the provider's cache, completion, total): as the provider "
                 "reported them, or for a call stopped midway, the prompt and chunks received.",
                 ["model", "type"],
                 registry=registry,

@@ -75,6 +75,7 @@ class LLMCall:
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         total_tokens: int | None = None,
+        cached_prompt_tokens: int | None = None,
         remaining_requests: int | None = None,
         remaining_tokens: int | None = None,
         cost_usd: float | None = None,
@@ -86,7 +87,9 @@ class LLMCall:
         latency = self._observe_latency()
         m, model = self._metrics, self.model
         m.requests.labels(model, self.stream_mode, "success").inc()
-        self._count_billed(prompt_tokens, completion_tokens, total_tokens, cost_usd)
+        self._count_billed(
+            prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, cost_usd
+        )
         tpot = self._time_per_output_token(completion_tokens)
         if tpot is not None:
             m.time_per_output_token.labels(model).observe(tpot)
@@ -96,6 +99,7 @@ class LLMCall:
             latency_seconds=round(latency, 6),
             ttft_seconds=self._ttft(),
             prompt_tokens=prompt_tokens,
+            cached_prompt_tokens=cached_prompt_tokens,
             completion_tokens=completion_tokens,
             cost_usd=cost_usd,
         )
@@ -116,6 +120,7 @@ class LLMCall:
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         total_tokens: int | None = None,
+        cached_prompt_tokens: int | None = None,
         cost_usd: float | None = None,
     ) -> None:
         """The call ended in error; what was measured up to then is still recorded, tokens
@@ -128,7 +133,9 @@ class LLMCall:
         latency = self._observe_latency()
         self._metrics.requests.labels(self.model, self.stream_mode, "error").inc()
         self._metrics.errors.labels(self.model, error_type).inc()
-        self._count_billed(prompt_tokens, completion_tokens, total_tokens, cost_usd)
+        self._count_billed(
+            prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, cost_usd
+        )
         # A client that left is no fault of the provider's, nor of ours: no error log.
         log = self._log.info if error_type == "cancelled" else self._log.error
         log(
@@ -145,11 +152,13 @@ class LLMCall:
         prompt_tokens: int | None,
         completion_tokens: int | None,
         total_tokens: int | None,
+        cached_prompt_tokens: int | None,
         cost_usd: float | None,
     ) -> None:
         m, model = self._metrics, self.model
         for token_type, count in (
             ("prompt", prompt_tokens),
+            ("cached_prompt", cached_prompt_tokens),
             ("completion", completion_tokens),
             ("total", total_tokens),
         ):

@@ -83,7 +83,12 @@ def to_conversation(row: Row[Any], messages: tuple[Message, ...] = ()) -> Conver
 def to_message(row: Row[Any]) -> Message:
     usage = None
     if row.total_tokens is not None:
-        usage = Usage(row.prompt_tokens or 0, row.completion_tokens or 0, row.total_tokens)
+        usage = Usage(
+            row.prompt_tokens or 0,
+            row.completion_tokens or 0,
+            row.total_tokens,
+            row.cached_prompt_tokens or 0,
+        )
     return Message(
         id=row.id,
         conversation_id=row.conversation_id,

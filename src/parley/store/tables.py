@@ -98,6 +98,7 @@ MESSAGES = Table(
     Column("prompt_tokens", Integer),
     Column("completion_tokens", Integer),
     Column("total_tokens", Integer),
+    Column("cached_prompt_tokens", Integer),  # of prompt_tokens, served from the cache
     Column("created_at", UTCDateTime(), nullable=False),
     Column(
         "reply_to", Uuid, ForeignKey("messages.id", ondelete="CASCADE", name="fk_messages_reply_to")

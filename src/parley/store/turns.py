@@ -244,6 +244,7 @@ def _insert_message(
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
             "total_tokens": usage.total_tokens if usage else None,
+            "cached_prompt_tokens": usage.cached_prompt_tokens if usage else None,
             "created_at": message.created_at,
             "reply_to": message.reply_to,
             "status": message.status.value,
