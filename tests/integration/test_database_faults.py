@@ -1,6 +1,7 @@
 """PostgreSQL failing under Parley, through a TCP proxy the test controls: every channel
 gets a fast 503 (database_unavailable, Retry-After), nothing acknowledged is lost, no
-traceback is logged per request, and service resumes once the database is back."""
+traceback is logged per request, and service resumes with the first request or two
+after the database is back."""
 
 from __future__ import annotations
 
@@ -86,8 +87,13 @@ async def test_a_database_fault_answers_503_on_every_channel_then_service_resume
         assert len([log for log in logs if log["event"] == "database_unavailable"]) == len(kinds)
 
         proxy.set_mode("forward")
-        # The first requests may meet connections the fault broke: 503s until one is served.
-        after = await _once_back(lambda: parley.send_message(conversation, "after the fault"))
+        # Recovery is counted in requests, not timed: the first request after the fault
+        # ends is served (seen in every run); one 503 more is allowed for a request that
+        # meets a connection the fault broke, never a wait for a timeout or a pool refill.
+        after, refused_after = await _once_back(
+            lambda: parley.send_message(conversation, "after the fault")
+        )
+        assert refused_after <= 1
         stored = [m.content for m in (await parley.get_conversation(conversation)).messages]
     assert before.reply is not None
     assert after.reply is not None
@@ -117,19 +123,22 @@ async def test_a_reply_the_database_cannot_store_says_the_message_is_stored(
         assert "the message is stored" in error.message
         proxy.set_mode("forward")
         monkeypatch.setattr(gateway, "complete", complete)
-        messages = (await _once_back(lambda: parley.get_conversation(conversation))).messages
+        messages = (await _once_back(lambda: parley.get_conversation(conversation)))[0].messages
     assert [m.content for m in messages] == ["stored, unanswered"]
 
 
-async def _once_back(call: Callable[[], Awaitable[T]]) -> T:
-    """``call()`` again while it answers 503, within a deadline; anything else is raised."""
+async def _once_back(call: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+    """``call()`` again while it answers 503, within a deadline; anything else is raised.
+    Its answer, and how many 503s came before it."""
+    refused = 0
     async with asyncio.timeout(20):
         while True:
             try:
-                return await call()
+                return await call(), refused
             except ParleyError as error:
                 if error.status != 503:
                     raise
+            refused += 1
             await asyncio.sleep(0.05)
 
 
