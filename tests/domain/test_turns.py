@@ -394,6 +394,23 @@ async def _all(turn: RunningTurn) -> list[TurnEvent]:
         return [event async for event in turn.events()]
 
 
+def _read_three_times(harness: Harness) -> asyncio.Event:
+    """Set once the store has opened a turn three times more."""
+    reads = 0
+    read_again = asyncio.Event()
+    open_turn = harness.store.open_turn
+
+    async def counted(*args: Any, **kwargs: Any) -> OpenedTurn:
+        nonlocal reads
+        reads += 1
+        if reads >= 3:
+            read_again.set()
+        return await open_turn(*args, **kwargs)
+
+    harness.store.open_turn = counted  # type: ignore[method-assign]
+    return read_again
+
+
 def _replica(harness: Harness, llm: object) -> ChatService:
     """Another replica: its own ChatService and LLM, on the same store."""
     return ChatService(harness.store, llm, EventFanout(), ChatLimits(max_message_chars=100))  # type: ignore[arg-type]
@@ -411,18 +428,7 @@ async def test_a_retry_on_another_replica_waits_for_the_reply_instead_of_asking_
         conversation_id, "hi", streaming=True, idempotency_key="k"
     )
     await asyncio.wait_for(llm.holding.wait(), 10)
-    reads = 0
-    read_again = asyncio.Event()
-    open_turn = harness.store.open_turn
-
-    async def counted(*args: Any, **kwargs: Any) -> OpenedTurn:
-        nonlocal reads
-        reads += 1
-        if reads >= 3:  # it reads the store again and again while the lease lasts
-            read_again.set()
-        return await open_turn(*args, **kwargs)
-
-    harness.store.open_turn = counted  # type: ignore[method-assign]
+    read_again = _read_three_times(harness)  # a waiting retry reads the store again
     retry = asyncio.ensure_future(
         other.start_turn(conversation_id, "hi", streaming=True, idempotency_key="k")
     )
@@ -453,18 +459,7 @@ async def test_a_turn_renews_its_answer_lease_while_the_llm_answers() -> None:
     (taken,) = harness.store.leases.values()
     # The condition is the time itself: past the lease as first taken.
     await asyncio.sleep((taken - datetime.now(UTC)).total_seconds() + 0.2)
-    reads = 0
-    read_again = asyncio.Event()
-    open_turn = harness.store.open_turn
-
-    async def counted(*args: Any, **kwargs: Any) -> OpenedTurn:
-        nonlocal reads
-        reads += 1
-        if reads >= 3:
-            read_again.set()
-        return await open_turn(*args, **kwargs)
-
-    harness.store.open_turn = counted  # type: ignore[method-assign]
+    read_again = _read_three_times(harness)  # a waiting retry reads the store again
     retry = asyncio.ensure_future(
         other.start_turn(conversation_id, "hi", streaming=True, idempotency_key="k")
     )

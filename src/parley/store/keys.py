@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, exists, insert, select, update
+from sqlalchemy import Connection, bindparam, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from parley.domain.keys import ApiKey, Role
+from parley.domain.keys import ApiKey
 from parley.store.database import Database
+from parley.store.rows import to_key
 from parley.store.tables import API_KEYS, UTCDateTime
 
 _K = API_KEYS.c
@@ -59,17 +60,6 @@ class KeyRepository:
 
     async def any_exist(self) -> bool:
         return await self._db.run_transaction(_any)
-
-
-def to_key(row: Row[Any]) -> ApiKey:
-    return ApiKey(
-        name=row.name,
-        role=Role(row.role),
-        digest=row.digest,
-        created_at=row.created_at,
-        last_used_at=row.last_used_at,
-        revoked_at=row.revoked_at,
-    )
 
 
 def _insert(conn: Connection, key: ApiKey) -> None:

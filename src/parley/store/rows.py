@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from parley.domain.keys import ApiKey
+from parley.domain.keys import Role as KeyRole
 from parley.domain.models import (
     Conversation,
     ConversationStatus,
@@ -100,4 +102,15 @@ def to_message(row: Row[Any]) -> Message:
         usage=usage,
         reply_to=row.reply_to,
         status=MessageStatus(row.status),
+    )
+
+
+def to_key(row: Row[Any]) -> ApiKey:
+    return ApiKey(
+        name=row.name,
+        role=KeyRole(row.role),
+        digest=row.digest,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
     )
