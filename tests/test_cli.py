@@ -53,6 +53,19 @@ def test_invalid_ports_and_worker_counts_are_refused(
     assert "invalid" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "limit",
+    [["--budget-usd", "0"], ["--budget-usd", "nan"], ["--rpm=-1"], ["--tpm", "1.5"]],
+)
+def test_key_budgets_and_limits_must_be_positive_numbers(
+    limit: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(["keys", "create", "--name", "shop", "--role", "client", *limit])
+    assert refused.value.code == 2
+    assert f"error: argument {limit[0].partition('=')[0]}:" in capsys.readouterr().err
+
+
 def test_workers_share_a_socket_with_nodelay_and_serve_on_uvloop_and_httptools(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -409,6 +409,23 @@ def alerting_rules() -> list[Rule]:
             f"{c.ESCALATION_SPIKE_FACTOR:g}x the rate of the 6 hours before.",
         ),
         _alert(
+            "ApiKeyBudgetNearlySpent",
+            # Every replica exports the same gauges (read from the store): one per key.
+            f"min by ({BY}, key_name) (api_key_budget_remaining_usd{{{SELECTOR}}})"
+            f" < {1 - c.KEY_BUDGET_WARNING_SHARE:g}"
+            f" * max by ({BY}, key_name) (api_key_budget_usd{{{SELECTOR}}})",
+            signals=[
+                f"min by ({BY}, key_name) (api_key_budget_remaining_usd{{{SELECTOR}}})",
+                f"max by ({BY}, key_name) (api_key_budget_usd{{{SELECTOR}}})",
+            ],
+            for_="1m",
+            severity="warning",
+            summary="An API key has spent most of its budget",
+            description="Key {{ $labels.key_name }} has {{ $value | humanize }} US dollars "
+            f"of its budget left (less than {1 - c.KEY_BUDGET_WARNING_SHARE:.0%}): at the "
+            "budget its turns get 429 budget_exceeded until the period resets.",
+        ),
+        _alert(
             "MetricLabelCapReached",
             f"sum by ({BY}, metric, label) (increase(metric_label_overflow_total{{{SELECTOR}}}[1h])) > 0",
             signals=[

@@ -27,7 +27,7 @@ from parley.domain.goals import GoalService
 from parley.domain.keys import KeyService
 from parley.lifecycle import drain_before_exit
 from parley.llm.factory import build_gateway
-from parley.llm.prices import PRICES
+from parley.llm.prices import PRICES, estimate_cost
 from parley.llm.provider import LLMProvider
 from parley.observability import (
     BusinessMetrics,
@@ -48,6 +48,7 @@ from parley.telemetry import (
     active_conversations_hook,
     instrument_llm,
     instrument_store,
+    key_budgets_hook,
 )
 
 OPEN_MODE = "off: no API key exists (development mode; `parley keys create` or PARLEY_API_KEYS)"
@@ -88,12 +89,20 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
         default_model=settings.default_model,
     )
     conversations = ConversationService(store.conversations, goals, events)
-    chat = ChatService(store.conversations, gateway, events, limits)
     keys = KeyService(
         store.keys,
         lambda: datetime.now(UTC),
         bootstrap_secrets=tuple(key.get_secret_value() for key in settings.api_keys),
         open_allowed=settings.env is not Environment.PRODUCTION,
+    )
+    provider_name = gateway.provider.name
+    chat = ChatService(
+        store.conversations,
+        gateway,
+        events,
+        limits,
+        pricing=lambda model, usage: estimate_cost(model, usage, provider_name),
+        budgets=keys,
     )
     return Services(store, gateway, events, goals, conversations, chat, keys)
 
@@ -103,7 +112,13 @@ def instrument_services(
 ) -> ConversationMetrics:
     """Hook metrics into the seams: LLM gateway, business events, store."""
     models = tuple(settings.llm_models) or (settings.default_model, *PRICES)
-    services.gateway.add_observer(instrument_llm(instrumentation, models))
+    key_label = CappedLabel(
+        metric="llm_cost_usd_total",
+        label="key_name",
+        limit=settings.metrics_key_label_limit,
+        overflow=instrumentation.guard.overflow,
+    )
+    services.gateway.add_observer(instrument_llm(instrumentation, models, key_label))
     business = BusinessMetrics.register(instrumentation.registry)
     conversation_metrics = ConversationMetrics(
         business,
@@ -113,9 +128,11 @@ def instrument_services(
             limit=settings.metrics_goal_label_limit,
             overflow=instrumentation.guard.overflow,
         ),
+        key_label,
     )
     services.events.add(conversation_metrics)
     instrumentation.endpoint.add_hook(active_conversations_hook(services.store, business))
+    instrumentation.endpoint.add_hook(key_budgets_hook(services.keys, business, key_label))
     instrument_store(services.store, instrumentation)
     return conversation_metrics
 
@@ -124,6 +141,7 @@ async def _label_goals(
     services: Services, metrics: ConversationMetrics, settings: Settings
 ) -> None:
     metrics.label_goals(await services.goals.oldest_ids(settings.metrics_goal_label_limit))
+    metrics.label_keys(await services.keys.oldest_names(settings.metrics_key_label_limit))
 
 
 async def _relabel_goals(

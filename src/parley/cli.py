@@ -11,8 +11,8 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from parley import __version__
 from parley.config import Settings, SettingsError, environment_variable, load_settings
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     import uvicorn
 
-    from parley.domain.keys import ApiKey
+    from parley.domain.keys import ApiKey, Spend
 
 # The rest is imported where it is used. A `--workers` worker is spawned: it imports
 # this module again (the `parley` script's) before it can answer uvicorn's health check,
@@ -81,7 +81,7 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
 
     from parley.app import engine_options
     from parley.domain.errors import DomainError
-    from parley.domain.keys import KeyService, Role
+    from parley.domain.keys import BudgetPeriod, KeyLimits, KeyService, Role
     from parley.store import Database, KeyRepository
     from parley.store.startup import DatabaseStartupError, migrate
 
@@ -91,7 +91,10 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
             await migrate(database)
             keys = KeyService(KeyRepository(database), lambda: datetime.now(UTC))
             if args.keys_command == "create":
-                key, secret = await keys.create(args.name, Role(args.role))
+                limits = KeyLimits(
+                    args.budget_usd, BudgetPeriod(args.budget_period), args.rpm, args.tpm
+                )
+                key, secret = await keys.create(args.name, Role(args.role), limits)
                 return [
                     f"created {key.role} key {key.name!r}; its secret, shown this once:",
                     secret,
@@ -99,7 +102,8 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
             if args.keys_command == "revoke":
                 key = await keys.revoke(args.name)
                 return [f"revoked {key.name!r} (at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC)"]
-            return _key_table(await keys.list())
+            every = await keys.all()
+            return _key_table(every, await keys.spends(every))
         finally:
             await database.dispose()
 
@@ -115,17 +119,36 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _key_table(keys: Sequence[ApiKey]) -> list[str]:
+_N = TypeVar("_N", int, float)
+
+
+def _positive(kind: Callable[[str], _N]) -> Callable[[str], _N]:
+    def parse(text: str) -> _N:
+        value = kind(text)
+        if not value > 0 or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+        return value
+
+    return parse
+
+
+def _key_table(keys: Sequence[ApiKey], spends: Mapping[str, Spend]) -> list[str]:
     def when(moment: datetime | None) -> str:
         return f"{moment:%Y-%m-%d %H:%M}" if moment is not None else "never"
 
-    rows = [("NAME", "ROLE", "CREATED", "LAST USED", "STATUS")]
+    def budget(key: ApiKey) -> str:
+        limit = key.limits.budget_usd
+        return "-" if limit is None else f"${limit:.2f}/{key.limits.budget_period.value}"
+
+    rows = [("NAME", "ROLE", "CREATED", "LAST USED", "SPEND", "BUDGET", "STATUS")]
     rows += [
         (
             key.name,
             key.role.value,
             when(key.created_at),
             when(key.last_used_at),
+            f"${spends[key.name].usd:.4f}",
+            budget(key),
             "revoked" if key.revoked_at is not None else "active",
         )
         for key in keys
@@ -388,7 +411,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="client: its own conversations; agent: reads every conversation;"
         " admin: everything, goals and keys included",
     )
-    key_commands.add_parser("list", help="every key: name, role, created, last used, status")
+    create.add_argument(
+        "--budget-usd",
+        type=_positive(float),
+        help="US dollars the key may spend per budget period; past it, 429 budget_exceeded",
+    )
+    create.add_argument(
+        "--budget-period",
+        choices=["day", "week", "month"],
+        default="month",
+        help="the period (UTC) the budget and the spend shown are counted over",
+    )
+    create.add_argument("--rpm", type=_positive(int), help="requests a minute, on all replicas")
+    create.add_argument("--tpm", type=_positive(int), help="LLM tokens a minute, on all replicas")
+    key_commands.add_parser(
+        "list",
+        help="every key: name, role, created, last used, spend this period, budget, status",
+    )
     revoke = key_commands.add_parser("revoke", help="stop a key at once, on every replica")
     revoke.add_argument("name")
     commands.add_parser(

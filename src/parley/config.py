@@ -116,7 +116,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_cache_seconds: float = Field(default=defaults.METRICS_CACHE_SECONDS, ge=0)
     metrics_goal_label_limit: int = Field(default=100, ge=1)
-    # How often the goals with a label of their own are read again from the goals table.
+    # API keys with a key_name label of their own (the oldest made; the rest are "other").
+    metrics_key_label_limit: int = Field(default=100, ge=1)
+    # How often the goals and keys with a label of their own are read again from the store.
     metrics_goal_refresh_seconds: float = Field(default=30.0, gt=0)
 
     groq_api_key: SecretStr | None = Field(

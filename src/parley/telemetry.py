@@ -23,11 +23,13 @@ from parley.domain.errors import (
     TurnCrashedError,
     TurnInterruptedError,
 )
+from parley.domain.keys import KeyService
 from parley.domain.models import Conversation, ConversationStatus, EscalationReason
 from parley.domain.turns import Accepted, Done, Escalated, Failed, Token, TurnEvent, TurnTimings
 from parley.llm import LLMCallInfo, LLMError, LLMErrorKind, RateLimit, Usage
 from parley.llm.prices import estimate_cost
 from parley.observability import (
+    OTHER,
     BusinessMetrics,
     CappedLabel,
     DatabaseMetrics,
@@ -101,9 +103,12 @@ class _CallRecorder:
 class ConversationMetrics:
     """Business events as metrics. Goal ids are capped: goals are created over the API."""
 
-    def __init__(self, metrics: BusinessMetrics, goal_label: CappedLabel) -> None:
+    def __init__(
+        self, metrics: BusinessMetrics, goal_label: CappedLabel, key_label: CappedLabel
+    ) -> None:
         self.metrics = metrics
         self.goal_label = goal_label
+        self.key_label = key_label
         for reason in EscalationReason:
             metrics.escalations.labels(reason.value)
 
@@ -112,6 +117,11 @@ class ConversationMetrics:
         replica (read from the goals table), so the bound holds per cluster."""
         for goal_id in self.goal_label.replace(goal_ids):
             self.metrics.conversations_created.labels(goal_id)
+
+    def label_keys(self, names: list[str]) -> None:
+        """The keys that get a key_name label of their own: the oldest ones (bootstrap
+        keys first), the same on every replica."""
+        self.key_label.replace(names)
 
     def conversation_created(self, conversation: Conversation) -> None:
         self.metrics.conversations_created.labels(self.goal_label(conversation.goal_id)).inc()
@@ -130,6 +140,32 @@ def active_conversations_hook(
         metrics.conversations_active.set(await store.conversations.count_active())
 
     return refresh_conversations_active
+
+
+def key_budgets_hook(
+    keys: KeyService, metrics: BusinessMetrics, key_label: CappedLabel
+) -> Callable[[], Awaitable[None]]:
+    """The budget gauges, read from the store at scrape time (one read of the keys, one of
+    the spend): the same on every replica, right after a restart."""
+
+    async def refresh_key_budgets() -> None:
+        budgeted = [
+            key
+            for key in await keys.all()
+            if key.limits.budget_usd is not None and key.revoked_at is None
+        ]
+        spends = await keys.spends(budgeted)
+        metrics.key_budget.clear()
+        metrics.key_budget_remaining.clear()
+        for key in budgeted:
+            name = key_label(key.name)
+            if name == OTHER:  # a gauge per key or none: "other" would mix budgets
+                continue
+            spend = spends[key.name]
+            metrics.key_budget.labels(name).set(spend.budget_usd or 0.0)
+            metrics.key_budget_remaining.labels(name).set(spend.remaining_usd or 0.0)
+
+    return refresh_key_budgets
 
 
 def instrument_store(store: Store, instrumentation: Instrumentation) -> DatabaseMetrics:
@@ -175,9 +211,13 @@ class DatabaseErrors:
         self._since[kind] = 0
 
 
-def instrument_llm(instrumentation: Instrumentation, models: tuple[str, ...]) -> LLMTelemetry:
+def instrument_llm(
+    instrumentation: Instrumentation, models: tuple[str, ...], key_label: CappedLabel
+) -> LLMTelemetry:
     metrics = LLMMetrics.register(instrumentation.registry)
-    return LLMTelemetry(LLMInstrumentation(metrics, models=models, error_types=LLM_ERROR_TYPES))
+    return LLMTelemetry(
+        LLMInstrumentation(metrics, models=models, error_types=LLM_ERROR_TYPES, key_names=key_label)
+    )
 
 
 def failed_outcome(error: DomainError) -> str:

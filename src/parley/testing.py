@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from parley import defaults
@@ -92,9 +92,15 @@ class MemoryConversations:
     that exception (a database failing, or a bug), for tests of what a turn does then."""
 
     def __init__(
-        self, goals: MemoryGoals, *, answer_lease_seconds: float = defaults.ANSWER_LEASE_SECONDS
+        self,
+        goals: MemoryGoals,
+        *,
+        answer_lease_seconds: float = defaults.ANSWER_LEASE_SECONDS,
+        spend: dict[str, dict[date, int]] | None = None,
     ) -> None:
         self._goals = goals
+        # Each key's spend per UTC day, shared with MemoryKeys (as the key_spend table).
+        self.spend: dict[str, dict[date, int]] = spend if spend is not None else {}
         self._answer_lease = timedelta(seconds=answer_lease_seconds)
         self.leases: dict[uuid.UUID, datetime] = {}  # question id -> answering until
         self.conversations: dict[uuid.UUID, Conversation] = {}
@@ -228,7 +234,7 @@ class MemoryConversations:
         conversation = dataclasses.replace(
             conversation, turns=conversation.turns + 1, updated_at=question.created_at
         )
-        reason = escalate_when(goal, conversation.turns)
+        reason = escalate_when(goal, conversation)
         if reason is not None:  # at the message's time, as the database store does
             conversation = dataclasses.replace(
                 conversation,
@@ -257,7 +263,10 @@ class MemoryConversations:
         if self.fail_next_write is not None:
             error, self.fail_next_write = self.fail_next_write, None
             raise error
-        stored = self._reply_to(question) or self._append(
+        existing = self._reply_to(question)
+        if existing is not None:  # a second reply stores nothing: the first stands
+            return existing, self.conversations[question.conversation_id]
+        stored = self._append(
             question.conversation_id,
             Role.ASSISTANT,
             reply.content,
@@ -268,9 +277,17 @@ class MemoryConversations:
         )
         self.failures[question.conversation_id] = 0
         conversation = self.conversations[question.conversation_id]
-        if stored.created_at > conversation.updated_at:
-            conversation = dataclasses.replace(conversation, updated_at=stored.created_at)
-            self.conversations[question.conversation_id] = conversation
+        conversation = dataclasses.replace(
+            conversation,
+            tokens_used=conversation.tokens_used + (reply.usage.total_tokens if reply.usage else 0),
+            cost_nanos=conversation.cost_nanos + reply.cost_nanos,
+            updated_at=max(conversation.updated_at, stored.created_at),
+        )
+        self.conversations[question.conversation_id] = conversation
+        if reply.payer is not None and reply.cost_nanos:
+            days = self.spend.setdefault(reply.payer, {})
+            today = stored.created_at.date()
+            days[today] = days.get(today, 0) + reply.cost_nanos
         return stored, conversation
 
     async def record_llm_failure(
@@ -325,8 +342,9 @@ class MemoryConversations:
 class MemoryKeys:
     """A ``KeyStore``."""
 
-    def __init__(self) -> None:
+    def __init__(self, spend: dict[str, dict[date, int]] | None = None) -> None:
         self.keys: dict[str, ApiKey] = {}
+        self.spend: dict[str, dict[date, int]] = spend if spend is not None else {}
 
     async def add(self, key: ApiKey) -> bool:
         if key.name in self.keys or any(k.digest == key.digest for k in self.keys.values()):
@@ -356,11 +374,22 @@ class MemoryKeys:
     async def any_exist(self) -> bool:
         return bool(self.keys)
 
+    async def spent(self, name: str, since: date) -> int:
+        return sum(cost for day, cost in self.spend.get(name, {}).items() if day >= since)
+
+    async def spent_daily(self, since: date) -> dict[str, dict[date, int]]:
+        daily = {
+            name: {day: cost for day, cost in days.items() if day >= since}
+            for name, days in self.spend.items()
+        }
+        return {name: days for name, days in daily.items() if days}
+
 
 class MemoryStore:
     """The fakes, wired to each other as the tables are (a goal in use stays)."""
 
     def __init__(self, *goals: Goal) -> None:
         self.goals = MemoryGoals(*goals)
-        self.conversations = MemoryConversations(self.goals)
-        self.keys = MemoryKeys()
+        spend: dict[str, dict[date, int]] = {}
+        self.conversations = MemoryConversations(self.goals, spend=spend)
+        self.keys = MemoryKeys(spend)

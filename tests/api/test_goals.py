@@ -15,6 +15,8 @@ def test_create_goal_fills_defaults_and_derives_the_id(client: TestClient) -> No
         "trigger_phrases": ["human", "agent"],
         "on_llm_failure": True,
         "max_llm_failures": 3,
+        "budget_tokens": None,
+        "budget_usd": None,
     }
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from parley.domain.keys import DEVELOPMENT, KeyService, Principal, Role
+import pytest
+
+from parley.domain.errors import BudgetExceededError
+from parley.domain.keys import DEVELOPMENT, BudgetPeriod, KeyLimits, KeyService, Principal, Role
 from parley.testing import MemoryKeys
 
 
@@ -80,3 +83,42 @@ async def test_production_is_never_open_and_a_revoked_key_is_no_one() -> None:
     assert await keys.authenticate(secret) is None
     assert Principal("c", Role.CLIENT).owner_scope == "c"
     assert Principal("a", Role.AGENT).owner_scope is None
+
+
+@pytest.mark.parametrize(
+    ("period", "start", "end"),
+    [
+        (BudgetPeriod.DAY, datetime(2026, 12, 31, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
+        (BudgetPeriod.WEEK, datetime(2026, 12, 28, tzinfo=UTC), datetime(2027, 1, 4, tzinfo=UTC)),
+        (BudgetPeriod.MONTH, datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_a_budget_period_starts_and_resets_on_utc_calendar_boundaries(
+    period: BudgetPeriod, start: datetime, end: datetime
+) -> None:
+    moment = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)  # a Thursday
+    assert (period.start(moment), period.end(moment)) == (start, end)
+
+
+async def test_spend_counts_only_the_days_of_the_current_period() -> None:
+    """Yesterday's spend is outside today's budget, inside this month's."""
+    store, clock = MemoryKeys(), Clock()
+    keys = _service(store, clock)
+    daily = KeyLimits(budget_usd=1.0, budget_period=BudgetPeriod.DAY)
+    key, _ = await keys.create("shop", Role.CLIENT, daily)
+    today = clock.now().date()
+    store.spend["shop"] = {today - timedelta(days=1): 700_000_000, today: 400_000_000}
+    spend = await keys.spend(key)
+    assert spend.usd == pytest.approx(0.4)
+    assert spend.remaining_usd == pytest.approx(0.6)
+    monthly, _ = await keys.create("monthly", Role.CLIENT)
+    store.spend["monthly"] = store.spend["shop"]
+    spends = await keys.spends([key, monthly])
+    assert spends["shop"] == spend
+    assert spends["monthly"].usd == pytest.approx(1.1)
+    await keys.check_budget(key.principal)
+    store.spend["shop"][today] = 1_000_000_000
+    with pytest.raises(BudgetExceededError) as refused:
+        await keys.check_budget(key.principal)
+    assert refused.value.resets_at == datetime(2026, 12, 6, tzinfo=UTC)
+    assert refused.value.retry_after_seconds == 86_400

@@ -101,7 +101,7 @@ class Harness:
         return (await self.conversations.create("support", {})).id
 
     async def turn(
-        self, conversation_id: uuid.UUID, content: str, *, streaming: bool = True, **options: str
+        self, conversation_id: uuid.UUID, content: str, *, streaming: bool = True, **options: Any
     ) -> list[TurnEvent]:
         turn = await self.chat.start_turn(conversation_id, content, streaming=streaming, **options)
         async with asyncio.timeout(10):

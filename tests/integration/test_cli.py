@@ -65,6 +65,7 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
         "Running upgrade 0002 -> 0003",
         "Running upgrade 0003 -> 0004",
         "Running upgrade 0004 -> 0005",
+        "Running upgrade 0005 -> 0006",
     ]
     connection = sqlite3.connect(db)
     try:
@@ -154,7 +155,23 @@ def _parley(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
 def test_keys_made_and_revoked_from_the_shell_act_on_a_running_server(tmp_path: Path) -> None:
     """`parley keys` in another process: the server takes a key made there, and stops
     taking it as soon as it is revoked there; the secret is printed once, never listed."""
-    made = _parley(tmp_path, "keys", "create", "--name", "shop", "--role", "client")
+    made = _parley(
+        tmp_path,
+        "keys",
+        "create",
+        "--name",
+        "shop",
+        "--role",
+        "client",
+        "--budget-usd",
+        "25",
+        "--budget-period",
+        "week",
+        "--rpm",
+        "600",
+        "--tpm",
+        "90000",
+    )
     assert made.returncode == 0, made.stderr
     secret = made.stdout.splitlines()[-1]
     assert secret.startswith("parley_")
@@ -165,8 +182,13 @@ def test_keys_made_and_revoked_from_the_shell_act_on_a_running_server(tmp_path: 
         listed = _parley(tmp_path, "keys", "list")
         assert listed.returncode == 0, listed.stderr
         header, row = listed.stdout.splitlines()
-        assert header.split() == ["NAME", "ROLE", "CREATED", "LAST", "USED", "STATUS"]
+        assert header.split() == [
+            "NAME", "ROLE", "CREATED", "LAST", "USED", "SPEND", "BUDGET", "STATUS"
+        ]  # fmt: skip
         assert row.split()[:2] == ["shop", "client"]
+        assert row.split()[-3:-1] == ["$0.0000", "$25.00/week"]
+        made_limits = httpx.get(f"{url}/v1/keys/shop", headers=headers)
+        assert made_limits.status_code == 403  # a client key cannot read keys
         assert row.split()[-1] == "active"
         assert "never" not in row  # used just now
         revoked = _parley(tmp_path, "keys", "revoke", "shop")

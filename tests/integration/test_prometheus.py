@@ -41,6 +41,10 @@ pytestmark = pytest.mark.integration
 NOT_SCRAPES = 'job="parley", path!="/metrics"'
 
 
+SECRET = "prometheus-test-secret"
+AUTHORIZATION = {"Authorization": f"Bearer {SECRET}"}
+
+
 @pytest.fixture
 def parley(tmp_path: Path) -> Iterator[tuple[LiveServer, SimulatedProvider, CollectorRegistry]]:
     settings = make_settings(
@@ -49,17 +53,22 @@ def parley(tmp_path: Path) -> Iterator[tuple[LiveServer, SimulatedProvider, Coll
         sim_token_delay_seconds=0.001,
         llm_max_retries=1,
         log_level="CRITICAL",
+        api_keys=SECRET,
     )
     provider = build_provider(settings)
     assert isinstance(provider, SimulatedProvider)
     app = create_app(settings, provider=provider)
     with LiveServer(app) as server:
+        # A key with a budget, for the budget gauges.
+        budgeted = {"name": "budgeted", "role": "client", "budget_usd": 5}
+        made = httpx.post(f"{server.http_url}/v1/keys/", json=budgeted, headers=AUTHORIZATION)
+        assert made.status_code == 201, made.text
         yield server, provider, app.state.instrumentation.registry
 
 
 async def _session(url: str, run: int) -> None:
     """The same requests every run, so every series exists after the first one."""
-    async with httpx.AsyncClient(base_url=url) as http:
+    async with httpx.AsyncClient(base_url=url, headers=AUTHORIZATION) as http:
         goal = {"id": "support", "name": "Support", "instructions": "Help with orders."}
         assert (await http.post("/v1/goals/", json=goal)).status_code in (201, 409)
         assert (await http.post("/v1/goals/", json=goal)).status_code == 409
@@ -81,7 +90,10 @@ async def _session(url: str, run: int) -> None:
                 f"/v1/conversations/{b}/messages", json={"content": text, "stream": True}
             )
             assert "event: done" in streamed.text
-        async with connect(f"{url.replace('http', 'ws')}/v1/conversations/{c}/ws") as ws:
+        async with connect(
+            f"{url.replace('http', 'ws')}/v1/conversations/{c}/ws",
+            additional_headers=AUTHORIZATION,
+        ) as ws:
             await ws.send(json.dumps({"type": "message", "content": "hello over ws"}))
             while json.loads(await ws.recv())["type"] != "done":
                 pass
@@ -271,7 +283,7 @@ def test_prometheus_sees_what_the_session_did(
 
 
 async def _failing_messages(url: str, count: int) -> None:
-    async with httpx.AsyncClient(base_url=url) as http:
+    async with httpx.AsyncClient(base_url=url, headers=AUTHORIZATION) as http:
         goal = {
             "id": "fragile",
             "name": "Fragile",

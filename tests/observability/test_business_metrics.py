@@ -66,6 +66,7 @@ def test_escalations_are_counted_by_reason(client: TestClient) -> None:
         "max_turns",
         "llm_failure",
         "manual",
+        "budget",
     }
 
 

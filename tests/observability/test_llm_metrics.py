@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def _gateway(
         LLMMetrics.register(registry),
         models=models,
         error_types=LLM_ERROR_TYPES,
-        **({"clock": clock} if clock else {}),
+        clock=clock or time.perf_counter,
     )
     gateway = LLMGateway(
         provider,  # type: ignore[arg-type]
@@ -127,7 +128,7 @@ async def test_stream_records_latency_ttft_time_per_token_and_tokens_once() -> N
     assert value(registry, "llm_tokens_used_total", model=MODEL, type="prompt") == 10
     assert value(registry, "llm_tokens_used_total", model=MODEL, type="completion") == 5
     assert value(registry, "llm_tokens_used_total", model=MODEL, type="total") == 15
-    assert value(registry, "llm_cost_usd_total", model=MODEL) == pytest.approx(
+    assert value(registry, "llm_cost_usd_total", model=MODEL, key_name="") == pytest.approx(
         estimate_cost(MODEL, Usage(10, 5, 15))
     )
 
@@ -306,7 +307,7 @@ def test_the_simulated_provider_costs_nothing(tmp_path: Path) -> None:
         registry = client.app.state.instrumentation.registry  # type: ignore[attr-defined]
         model = client.app.state.parley.settings.default_model  # type: ignore[attr-defined]
         assert value(registry, "llm_tokens_used_total", model=model, type="total")
-        assert not value(registry, "llm_cost_usd_total", model=model)
+        assert not value(registry, "llm_cost_usd_total", model=model, key_name="")
 
 
 def test_cached_prompt_tokens_are_priced_at_groqs_cached_rate() -> None:
@@ -368,5 +369,5 @@ def test_stored_usage_metrics_and_cost_agree_with_what_groq_bills(
     price = PRICES[model]
     billed = (952 * 0.075 + 2048 * 0.0375 + 2 * 0.30) / 1_000_000
     assert (price.input_per_million, price.output_per_million) == (0.075, 0.30)
-    assert value(registry, "llm_cost_usd_total", model=model) == pytest.approx(billed)
+    assert value(registry, "llm_cost_usd_total", model=model, key_name="") == pytest.approx(billed)
     assert estimate_cost(model, Usage(**reply["usage"])) == pytest.approx(billed)

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from parley.domain.models import EscalationPolicy, EscalationReason, Goal
+from parley.domain.models import Conversation, EscalationPolicy, EscalationReason, Goal
 from parley.domain.ports import ConversationStore, GoalStore, KeyStore, OpenedTurn
 
 
@@ -38,7 +38,7 @@ def sample_goal(goal_id: str = "support", **changes: object) -> Goal:
     return Goal(**values)  # type: ignore[arg-type]
 
 
-def never(goal: Goal, turns: int) -> EscalationReason | None:
+def never(goal: Goal, conversation: Conversation) -> EscalationReason | None:
     return None
 
 

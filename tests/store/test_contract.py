@@ -20,7 +20,7 @@ from parley.domain.errors import (
     IdempotencyKeyReusedError,
     InvalidCursorError,
 )
-from parley.domain.keys import ApiKey, Role, digest
+from parley.domain.keys import ApiKey, BudgetPeriod, KeyLimits, Role, digest
 from parley.domain.models import ConversationStatus, EscalationReason
 from parley.domain.ports import ReplyDraft
 from parley.llm import Usage
@@ -191,7 +191,7 @@ async def test_a_keyed_turn_holds_an_answer_lease_until_replied_or_released(
     # No key, or a message that escalated (no reply is coming): no lease.
     assert (await open_turn(store, conversation.id, "plain")).answering_until is None
 
-    def escalate(goal: object, turns: int) -> EscalationReason:
+    def escalate(goal: object, conversation: object) -> EscalationReason:
         return EscalationReason.TRIGGER_PHRASE
 
     escalated = await open_turn(
@@ -295,7 +295,7 @@ async def test_a_repeated_key_knows_the_escalation_its_message_caused(store: Por
     was escalated later by something else does not."""
     await store.goals.add(sample_goal())
 
-    def escalate(_goal: object, _turns: int) -> EscalationReason:
+    def escalate(_goal: object, _conversation: object) -> EscalationReason:
         return EscalationReason.TRIGGER_PHRASE
 
     first = await store.conversations.create("support", {})
@@ -371,3 +371,38 @@ async def test_an_owner_lists_and_answers_only_in_its_own_conversations(store: P
     stored = await store.conversations.get(alice.id, with_messages=True)
     assert stored is not None
     assert [m.content for m in stored.messages] == ["hi"]
+
+
+async def test_a_reply_charges_its_cost_to_the_payer_and_its_conversation_once(
+    store: Ports,
+) -> None:
+    """The reply's transaction adds its cost to the payer's spend of the day and its tokens
+    and cost to the conversation; a second reply to the same message adds nothing."""
+    await store.goals.add(sample_goal())
+    conversation = await store.conversations.create("support", {})
+    usage = Usage(prompt_tokens=100, completion_tokens=20, total_tokens=120)
+    draft = ReplyDraft("one", "m", usage, cost_nanos=1_234_567, payer="shop")
+    first = await open_turn(store, conversation.id, "hi")
+    _, after = await store.conversations.store_reply(first.question, draft)
+    await store.conversations.store_reply(first.question, draft)  # a duplicate: no charge
+    second = await open_turn(store, conversation.id, "again")
+    _, after = await store.conversations.store_reply(second.question, draft)
+    free = await open_turn(store, conversation.id, "free")
+    await store.conversations.store_reply(free.question, ReplyDraft("x", "m", usage))
+    assert (after.tokens_used, after.cost_nanos) == (240, 2_469_134)
+    loaded = await store.conversations.get(conversation.id)
+    assert loaded is not None
+    assert (loaded.tokens_used, loaded.cost_nanos) == (360, 2_469_134)
+    today = datetime.now(UTC).date()
+    assert await store.keys.spent("shop", today) == 2_469_134
+    assert await store.keys.spent("shop", today + timedelta(days=1)) == 0
+    assert await store.keys.spent("nobody", today) == 0
+    assert await store.keys.spent_daily(today - timedelta(days=40)) == {"shop": {today: 2_469_134}}
+
+
+async def test_a_key_keeps_its_budget_and_rate_limits(store: Ports) -> None:
+    limits = KeyLimits(budget_usd=12.5, budget_period=BudgetPeriod.WEEK, rpm=60, tpm=10_000)
+    key = ApiKey("shop", Role.CLIENT, digest("s"), created_at=datetime.now(UTC), limits=limits)
+    assert await store.keys.add(key)
+    assert await store.keys.get("shop") == key
+    assert await store.keys.by_digest(digest("s")) == key

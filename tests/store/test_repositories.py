@@ -17,7 +17,7 @@ from sqlalchemy import Connection, event
 from parley.domain.errors import (
     ConversationEscalatedError,
 )
-from parley.domain.models import ConversationStatus, EscalationReason, Goal
+from parley.domain.models import Conversation, ConversationStatus, EscalationReason, Goal
 from parley.domain.ports import OpenedTurn, ReplyDraft
 from parley.llm import ChatMessage, Role
 from parley.store import Database, Store, upgrade_to_head
@@ -41,8 +41,8 @@ async def test_concurrent_messages_respect_max_turns_and_order(
         await store.goals.add(sample_goal())
         conversation = await store.conversations.create("support", {})
 
-        def max_five(goal: Goal, turns: int) -> EscalationReason | None:
-            return EscalationReason.MAX_TURNS if turns > 5 else None
+        def max_five(goal: Goal, conversation: Conversation) -> EscalationReason | None:
+            return EscalationReason.MAX_TURNS if conversation.turns > 5 else None
 
         async def send(index: int) -> OpenedTurn | Exception:
             try:

@@ -14,6 +14,7 @@ from parley.api.rate_limits import RateLimitedError
 from parley.api.state import state_of
 from parley.domain.errors import DatabaseUnavailableError
 from parley.domain.keys import DEVELOPMENT, KeyService, Principal, Role
+from parley.observability import set_caller
 
 # Browsers cannot set headers on a WebSocket, but they can offer subprotocols:
 # ``new WebSocket(url, ["parley", "bearer." + key])``. The server answers "parley".
@@ -53,6 +54,7 @@ async def authenticate(connection: HTTPConnection) -> None:
             connection.state.principal = principal
             if principal.name is not None:  # the name, never the secret
                 structlog.contextvars.bind_contextvars(key_name=principal.name)
+                set_caller(principal.name)  # the metrics' key_name label
             return
         limits.failed_key(address)
     except RateLimitedError:

@@ -22,8 +22,13 @@ from parley.api.rate_limits import RateLimitedError
 from parley.api.stream_schemas import MAX_FRAME_ID_LENGTH, WsMessage
 from parley.api.turn_encoding import ws_frame
 from parley.domain.chat import ChatService
-from parley.domain.errors import DatabaseUnavailableError, DomainError, NotFoundError
-from parley.domain.keys import Role
+from parley.domain.errors import (
+    BudgetExceededError,
+    DatabaseUnavailableError,
+    DomainError,
+    NotFoundError,
+)
+from parley.domain.keys import Principal, Role
 from parley.telemetry import TurnTelemetry
 
 router = APIRouter(tags=["conversations"])
@@ -53,10 +58,10 @@ async def chat(
     channel = ChatChannel(websocket)
     structlog.contextvars.bind_contextvars(conversation_id=conversation_id)
     await channel.accept()
-    scope = principal_of(websocket).owner_scope
+    caller = principal_of(websocket)
     try:
         ident = uuid.UUID(conversation_id)
-        await conversations.get(ident, scope=scope)
+        await conversations.get(ident, scope=caller.owner_scope)
     except (ValueError, NotFoundError):
         await channel.send_error("conversation_not_found", "no such conversation")
         await channel.close(CLOSE_NOT_FOUND, "conversation not found")
@@ -73,7 +78,7 @@ async def chat(
     try:
         while True:
             frame = await channel.receive_frame()
-            await _handle(channel, chat, telemetry, turn_budget, ident, scope, frame)
+            await _handle(channel, chat, telemetry, turn_budget, ident, caller, frame)
     except WebSocketDisconnect:
         return
     finally:
@@ -89,7 +94,7 @@ async def _handle(
     telemetry: TurnTelemetry,
     turn_budget: Callable[[], None],
     conversation_id: uuid.UUID,
-    scope: str | None,
+    caller: Principal,
     frame: dict[str, Any] | InvalidFrame,
 ) -> None:
     if isinstance(frame, InvalidFrame):
@@ -126,8 +131,12 @@ async def _handle(
         return
     try:
         turn = await chat.start_turn(
-            conversation_id, content, streaming=True, idempotency_key=key, scope=scope
+            conversation_id, content, streaming=True, idempotency_key=key, caller=caller
         )
+    except BudgetExceededError as spent:  # the socket stays open: the period resets
+        telemetry.refused("ws", spent)
+        await channel.send_error(spent.code, spent.message, retry_after=spent.retry_after_seconds)
+        return
     except DomainError as exc:
         telemetry.refused("ws", exc)
         await channel.send_error(exc.code, exc.message)

@@ -198,7 +198,7 @@ async def post_message(
             body.content,
             streaming=streaming,
             idempotency_key=idempotency_key,
-            scope=principal.owner_scope,
+            caller=principal,
         )
     except DomainError as refused:
         telemetry.refused(channel, refused)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -10,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley.api.rate_limits import RateLimitedError
@@ -26,12 +28,16 @@ _DOMAIN_STATUS: tuple[tuple[type[domain.DomainError], int, str], ...] = (
     (domain.ConflictError, 409, "conflict"),
     (domain.InvalidInputError, 422, "validation_error"),
     (domain.ContentTooLargeError, 413, "payload_too_large"),
+    (domain.BudgetExceededError, 429, "rate_limited"),
     (domain.ShuttingDownError, 503, "unavailable"),
     (domain.DatabaseUnavailableError, 503, "unavailable"),
     (domain.TurnInterruptedError, 503, "unavailable"),
     (domain.TurnCrashedError, 500, "internal_error"),
 )
 _LLM_STATUS = {LLMErrorKind.RATE_LIMITED: 503, LLMErrorKind.TIMEOUT: 504}
+
+# Times in error details written as in every other body (pydantic's: "...Z").
+_TIMES = TypeAdapter(datetime)
 
 _HTTP_TYPES = {
     400: "bad_request",
@@ -82,10 +88,13 @@ def domain_status(exc: domain.DomainError) -> tuple[int, str]:
 async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, domain.DomainError)
     status, error_type = domain_status(exc)
-    details = None
+    details: list[dict[str, Any]] | None = None
     headers = None
     if isinstance(exc, domain.ReplyFailedError):
         details = [{"escalated": exc.escalated}]
+    if isinstance(exc, domain.BudgetExceededError):
+        details = [{"resets_at": _TIMES.dump_python(exc.resets_at, mode="json")}]
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
     if isinstance(exc, domain.ShuttingDownError | domain.DatabaseUnavailableError):
         # Another replica (or this one, restarted) takes it; a database back in a moment.
         headers = {"Retry-After": "1"}

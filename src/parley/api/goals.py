@@ -44,6 +44,8 @@ async def create_goal(body: GoalCreate, goals: GoalsDep) -> GoalOut:
                 tuple(policy.trigger_phrases),
                 policy.on_llm_failure,
                 policy.max_llm_failures,
+                policy.budget_tokens,
+                policy.budget_usd,
             ),
         )
     )

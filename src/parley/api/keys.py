@@ -9,8 +9,8 @@ from fastapi import APIRouter, status
 
 from parley.api.auth import roles
 from parley.api.deps import KeysDep
-from parley.api.schemas import ErrorBody, KeyCreate, KeyCreated, KeyList, KeyOut
-from parley.domain.keys import Role
+from parley.api.schemas import ErrorBody, KeyCreate, KeyCreated, KeyList, KeyOut, SpendOut
+from parley.domain.keys import ApiKey, KeyLimits, Role, Spend
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
@@ -27,23 +27,50 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 )
 async def create_key(body: KeyCreate, keys: KeysDep) -> KeyCreated:
     """Make a key; the answer holds its secret, shown this once (only a digest is kept)."""
-    key, secret = await keys.create(body.name, body.role)
-    return KeyCreated.model_validate({**KeyOut.model_validate(key).model_dump(), "secret": secret})
+    limits = KeyLimits(body.budget_usd, body.budget_period, body.rpm, body.tpm)
+    key, secret = await keys.create(body.name, body.role, limits)
+    out = _out(key, await keys.spend(key))
+    return KeyCreated.model_validate({**out.model_dump(), "secret": secret})
 
 
 @router.get("/", **roles(Role.ADMIN))
 async def list_keys(keys: KeysDep) -> KeyList:
-    """Every key, revoked ones too, by name (never a secret)."""
-    return KeyList(items=[KeyOut.model_validate(key) for key in await keys.list()])
+    """Every key, revoked ones too, by name (never a secret), with its spend this period."""
+    every = await keys.all()
+    spends = await keys.spends(every)
+    return KeyList(items=[_out(key, spends[key.name]) for key in every])
 
 
 @router.get("/{name}", responses=_NOT_FOUND, **roles(Role.ADMIN))
 async def get_key(name: str, keys: KeysDep) -> KeyOut:
-    """One key (never its secret)."""
-    return KeyOut.model_validate(await keys.get(name))
+    """One key (never its secret), with its spend this period."""
+    key = await keys.get(name)
+    return _out(key, await keys.spend(key))
 
 
 @router.post("/{name}/revoke", responses=_NOT_FOUND, **roles(Role.ADMIN))
 async def revoke_key(name: str, keys: KeysDep) -> KeyOut:
     """Revoke a key: it stops working at once on every replica. Its name stays taken."""
-    return KeyOut.model_validate(await keys.revoke(name))
+    key = await keys.revoke(name)
+    return _out(key, await keys.spend(key))
+
+
+def _out(key: ApiKey, spend: Spend) -> KeyOut:
+    limits = key.limits
+    return KeyOut(
+        name=key.name,
+        role=key.role,
+        created_at=key.created_at,
+        last_used_at=key.last_used_at,
+        revoked_at=key.revoked_at,
+        budget_usd=limits.budget_usd,
+        budget_period=limits.budget_period,
+        rpm=limits.rpm,
+        tpm=limits.tpm,
+        spend=SpendOut(
+            usd=spend.usd,
+            period_start=spend.period_start,
+            resets_at=spend.resets_at,
+            remaining_usd=spend.remaining_usd,
+        ),
+    )

@@ -18,7 +18,7 @@ from pydantic import (
 from parley.domain.bounds import check_text
 from parley.domain.errors import InvalidInputError
 from parley.domain.goals import GOAL_ID_PATTERN
-from parley.domain.keys import NAME_PATTERN
+from parley.domain.keys import NAME_PATTERN, BudgetPeriod
 from parley.domain.keys import Role as KeyRole
 from parley.domain.models import (
     DEFAULT_ESCALATION,
@@ -66,6 +66,18 @@ class EscalationPolicyIn(_In):
     )
     on_llm_failure: bool = DEFAULT_ESCALATION.on_llm_failure
     max_llm_failures: int = Field(default=DEFAULT_ESCALATION.max_llm_failures, ge=1, le=100)
+    budget_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Once a conversation's replies used this many tokens, its next message"
+        " escalates (reason budget) instead of being answered",
+    )
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="The same in US dollars of estimated cost",
+    )
 
 
 def _not_null(value: object) -> object:
@@ -80,6 +92,9 @@ class EscalationPolicyPatch(_In):
     trigger_phrases: list[TriggerPhrase] | None = Field(default=None, max_length=100)
     on_llm_failure: bool | None = None
     max_llm_failures: int | None = Field(default=None, ge=1, le=100)
+    # null removes the budget
+    budget_tokens: int | None = Field(default=None, ge=1)
+    budget_usd: float | None = Field(default=None, gt=0, le=1_000_000)
 
     reject_null = field_validator(
         "max_turns", "trigger_phrases", "on_llm_failure", "max_llm_failures"
@@ -108,6 +123,8 @@ class EscalationPolicyOut(_Out):
     trigger_phrases: list[str]
     on_llm_failure: bool
     max_llm_failures: int
+    budget_tokens: int | None = None
+    budget_usd: float | None = None
 
 
 class GoalOut(_Out):
@@ -170,6 +187,8 @@ class ConversationOut(_Out):
     owner: str | None = Field(
         default=None, description="The name of the API key that created it (null: no keys)"
     )
+    tokens_used: int = Field(default=0, description="By its replies, against its goal's budget")
+    cost_usd: float = Field(default=0.0, description="Its replies' estimated cost")
 
 
 class ConversationDetail(ConversationOut):
@@ -206,6 +225,24 @@ class EscalationCreate(_In):
 class KeyCreate(_In):
     name: KeyName
     role: KeyRole
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="Spend allowed per budget period; past it, turns get 429 budget_exceeded",
+    )
+    budget_period: BudgetPeriod = Field(
+        default=BudgetPeriod.MONTH, description="UTC day, ISO week or calendar month"
+    )
+    rpm: int | None = Field(default=None, ge=1, le=1_000_000, description="Requests a minute")
+    tpm: int | None = Field(default=None, ge=1, le=100_000_000, description="LLM tokens a minute")
+
+
+class SpendOut(BaseModel):
+    usd: float = Field(description="Spent in the current budget period")
+    period_start: datetime
+    resets_at: datetime
+    remaining_usd: float | None = Field(description="Of the budget; null: no budget")
 
 
 class KeyOut(_Out):
@@ -214,6 +251,11 @@ class KeyOut(_Out):
     created_at: datetime
     last_used_at: datetime | None = Field(description="To the minute")
     revoked_at: datetime | None
+    budget_usd: float | None
+    budget_period: BudgetPeriod
+    rpm: int | None
+    tpm: int | None
+    spend: SpendOut
 
 
 class KeyCreated(KeyOut):

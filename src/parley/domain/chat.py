@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
@@ -19,6 +19,7 @@ from parley.domain.errors import (
 )
 from parley.domain.escalation import reason_before_reply
 from parley.domain.events import ConversationEvents
+from parley.domain.keys import DEVELOPMENT, KeyService, Principal, to_nanos
 from parley.domain.models import EscalationReason, Goal, MessageStatus
 from parley.domain.ports import LLM, ConversationStore, OpenedTurn, ReplyDraft
 from parley.domain.turns import (
@@ -39,6 +40,13 @@ from parley.llm.tokens import estimate_usage
 # How often a retry waiting on a turn answered on another replica reads the store again.
 ANSWER_POLL_SECONDS = 0.1
 
+# What a reply cost in dollars: (model, usage) -> USD, None when unknown or free.
+Pricing = Callable[[str, Usage | None], float | None]
+
+
+def free(model: str, usage: Usage | None) -> None:
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class ChatLimits:
@@ -56,11 +64,16 @@ class ChatService:
         events: ConversationEvents,
         limits: ChatLimits | None = None,
         in_flight: InFlightTurns | None = None,
+        *,
+        pricing: Pricing = free,
+        budgets: KeyService | None = None,
     ) -> None:
         self._conversations = conversations
         self._llm = llm
         self._events = events
         self._limits = limits or ChatLimits()
+        self._pricing = pricing
+        self._budgets = budgets
         self.in_flight = in_flight or InFlightTurns()
         # Keyed turns asking the LLM now, so that a retry of one waits for its reply
         # instead of asking again (bounded by the turns in flight).
@@ -73,17 +86,20 @@ class ChatService:
         *,
         streaming: bool,
         idempotency_key: str | None = None,
-        scope: str | None = None,
+        caller: Principal = DEVELOPMENT,
     ) -> RunningTurn:
         """Store the user's message and start answering it; the events tell the rest.
 
         The message is stored, in the same transaction as the status check and the
         escalation policy, before any LLM call, so it survives whatever happens next.
-        Errors before that (unknown conversation, escalated, too long) are raised here.
+        Errors before that (unknown conversation, escalated, too long, the caller's budget
+        spent) are raised here. The reply's cost is charged to the caller.
         """
         if len(content) > self._limits.max_message_chars:
             raise ContentTooLargeError(len(content), self._limits.max_message_chars)
         check_content(content)
+        if self._budgets is not None:
+            await self._budgets.check_budget(caller)
         while True:
             timings = TurnTimings()
             async with self.in_flight.admission():
@@ -92,12 +108,12 @@ class ChatService:
                     self._conversations.open_turn(
                         conversation_id,
                         content,
-                        escalate_when=lambda goal, turns: reason_before_reply(
-                            goal.escalation, content, turns
+                        escalate_when=lambda goal, conversation: reason_before_reply(
+                            goal.escalation, content, conversation
                         ),
                         history_limit=self._limits.history_messages,
                         idempotency_key=idempotency_key,
-                        owner=scope,
+                        owner=caller.owner_scope,
                     ),
                 )
                 original = (
@@ -115,7 +131,7 @@ class ChatService:
                     and opened.answering_until is not None
                 )
                 if not elsewhere and (original is None or original.done):
-                    return self._start(opened, timings, streaming, idempotency_key)
+                    return self._start(opened, timings, streaming, idempotency_key, caller)
             # Outside the admission, so a drain is not held up by the wait.
             if original is not None:
                 await original.wait()  # its reply, then told from the store: one LLM call
@@ -123,7 +139,12 @@ class ChatService:
                 await asyncio.sleep(ANSWER_POLL_SECONDS)  # then read the store again
 
     def _start(
-        self, opened: OpenedTurn, timings: TurnTimings, streaming: bool, key: str | None
+        self,
+        opened: OpenedTurn,
+        timings: TurnTimings,
+        streaming: bool,
+        key: str | None,
+        caller: Principal,
     ) -> RunningTurn:
         if opened.repeated:
             _check_still_answerable(opened)
@@ -131,7 +152,7 @@ class ChatService:
             self._events.conversation_escalated(opened.conversation, opened.escalation)
 
         async def play(emit: Emit, turn: RunningTurn) -> None:
-            await self._play(opened, emit, turn, streaming=streaming)
+            await self._play(opened, emit, turn, streaming=streaming, payer=caller.name)
 
         turn = self.in_flight.start(play, timings)
         if key is not None and opened.reply is None and opened.escalation is None:
@@ -148,16 +169,28 @@ class ChatService:
         turn.when_done(forget)
 
     async def _play(
-        self, opened: OpenedTurn, emit: Emit, turn: RunningTurn, *, streaming: bool
+        self,
+        opened: OpenedTurn,
+        emit: Emit,
+        turn: RunningTurn,
+        *,
+        streaming: bool,
+        payer: str | None,
     ) -> None:
         emit(Accepted(opened.conversation, opened.question))
         try:
-            await self._answer(opened, emit, turn, streaming=streaming)
+            await self._answer(opened, emit, turn, streaming=streaming, payer=payer)
         except DatabaseUnavailableError as unavailable:  # the user message is stored
             emit(Failed(unavailable.after_message_stored()))
 
     async def _answer(
-        self, opened: OpenedTurn, emit: Emit, turn: RunningTurn, *, streaming: bool
+        self,
+        opened: OpenedTurn,
+        emit: Emit,
+        turn: RunningTurn,
+        *,
+        streaming: bool,
+        payer: str | None,
     ) -> None:
         if opened.reply is not None:  # a repeated turn: tell it again, store nothing
             if streaming:
@@ -189,7 +222,9 @@ class ChatService:
             return
         except Abandoned as abandoned:
             if parts:
-                await self._store_cut_reply(opened, request, parts, usage)
+                cut = usage[-1] if usage else estimate_usage(request, len(parts))
+                draft = self._draft(request, parts, cut, payer, MessageStatus.INTERRUPTED)
+                await self._conversations.store_reply(opened.question, draft)
             else:  # nothing to keep: a retry may ask again at once
                 await self._release(opened)
             if abandoned.error is not None:
@@ -199,7 +234,7 @@ class ChatService:
             "db",
             self._conversations.store_reply(
                 opened.question,
-                ReplyDraft("".join(parts), request.model, usage[-1] if usage else None),
+                self._draft(request, parts, usage[-1] if usage else None, payer),
             ),
         )
         emit(Done(after, reply))
@@ -214,18 +249,23 @@ class ChatService:
                 parts.append(chunk.content)
                 emit(Token(chunk.content))
 
-    async def _store_cut_reply(
-        self, opened: OpenedTurn, request: ChatRequest, parts: list[str], usage: list[Usage]
-    ) -> None:
-        """What the LLM produced before the turn was cut, kept with what it cost."""
-        await self._conversations.store_reply(
-            opened.question,
-            ReplyDraft(
-                "".join(parts),
-                request.model,
-                usage[-1] if usage else estimate_usage(request, len(parts)),
-                MessageStatus.INTERRUPTED,
-            ),
+    def _draft(
+        self,
+        request: ChatRequest,
+        parts: list[str],
+        usage: Usage | None,
+        payer: str | None,
+        status: MessageStatus = MessageStatus.COMPLETE,
+    ) -> ReplyDraft:
+        """A reply to store, with what it cost (a cut one: what was produced before)."""
+        cost = self._pricing(request.model, usage)
+        return ReplyDraft(
+            "".join(parts),
+            request.model,
+            usage,
+            status,
+            cost_nanos=to_nanos(cost) if cost else 0,
+            payer=payer,
         )
 
     def _chat_request(self, goal: Goal, history: tuple[ChatMessage, ...]) -> ChatRequest:

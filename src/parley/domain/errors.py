@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
+
 from parley.llm.errors import LLMErrorKind
 
 
@@ -84,6 +87,19 @@ class IdempotencyKeyReusedError(ConflictError):
 
     def __init__(self) -> None:
         super().__init__("this Idempotency-Key was used for a different message")
+
+
+class BudgetExceededError(DomainError):
+    """The key spent its budget for this period; it may call again when the period resets."""
+
+    code = "budget_exceeded"
+
+    def __init__(self, budget_usd: float, resets_at: datetime, now: datetime) -> None:
+        super().__init__(
+            f"this key's budget of ${budget_usd:g} is spent until {resets_at.isoformat()}"
+        )
+        self.resets_at = resets_at
+        self.retry_after_seconds = max(1, math.ceil((resets_at - now).total_seconds()))
 
 
 class ShuttingDownError(DomainError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from parley.domain.models import EscalationPolicy, EscalationReason
+from parley.domain.models import NANOS_PER_USD, Conversation, EscalationPolicy, EscalationReason
 
 
 @lru_cache(maxsize=256)
@@ -22,11 +22,22 @@ def matched_trigger(policy: EscalationPolicy, content: str) -> str | None:
 
 
 def reason_before_reply(
-    policy: EscalationPolicy, content: str, turns: int
+    policy: EscalationPolicy, content: str, conversation: Conversation
 ) -> EscalationReason | None:
-    """The reason to escalate instead of replying to the user's ``turns``-th message, if any."""
+    """The reason to escalate instead of replying to the user's message that made
+    ``conversation`` what it is (its ``turns``-th), if any."""
     if matched_trigger(policy, content) is not None:
         return EscalationReason.TRIGGER_PHRASE
-    if turns > policy.max_turns:
+    if conversation.turns > policy.max_turns:
         return EscalationReason.MAX_TURNS
+    if over_budget(policy, conversation):
+        return EscalationReason.BUDGET
     return None
+
+
+def over_budget(policy: EscalationPolicy, conversation: Conversation) -> bool:
+    if policy.budget_tokens is not None and conversation.tokens_used >= policy.budget_tokens:
+        return True
+    return policy.budget_usd is not None and conversation.cost_nanos >= round(
+        policy.budget_usd * NANOS_PER_USD
+    )

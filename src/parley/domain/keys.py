@@ -8,17 +8,19 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from parley.domain.errors import (
+    BudgetExceededError,
     DatabaseUnavailableError,
     InvalidKeyNameError,
     KeyExistsError,
     KeyNotFoundError,
 )
+from parley.domain.models import NANOS_PER_USD
 from parley.domain.ports import KeyStore
 
 # What every secret starts with: scanners (and people) can tell a Parley key on sight.
@@ -39,12 +41,60 @@ class Role(StrEnum):
     ADMIN = "admin"  # everything: goals, keys, every conversation
 
 
+class BudgetPeriod(StrEnum):
+    """A budget's period, in UTC: it resets at midnight, on Monday, on the 1st."""
+
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+    def start(self, now: datetime) -> datetime:
+        midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        if self is BudgetPeriod.DAY:
+            return midnight
+        if self is BudgetPeriod.WEEK:
+            return midnight - timedelta(days=midnight.weekday())
+        return midnight.replace(day=1)
+
+    def end(self, now: datetime) -> datetime:
+        """When the period ``now`` is in resets."""
+        start = self.start(now)
+        if self is BudgetPeriod.DAY:
+            return start + timedelta(days=1)
+        if self is BudgetPeriod.WEEK:
+            return start + timedelta(weeks=1)
+        return (start + timedelta(days=32)).replace(day=1)
+
+
+def to_nanos(usd: float) -> int:
+    return round(usd * NANOS_PER_USD)
+
+
+def to_usd(nanos: int) -> float:
+    return nanos / NANOS_PER_USD
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """What a key may spend and how fast it may call; None: no limit of that kind."""
+
+    budget_usd: float | None = None
+    # The period spend is counted over (and shown for, with or without a budget).
+    budget_period: BudgetPeriod = BudgetPeriod.MONTH
+    rpm: int | None = None  # requests a minute
+    tpm: int | None = None  # LLM tokens a minute (prompt and completion)
+
+
+NO_LIMITS = KeyLimits()
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who a request acts as."""
 
     name: str | None  # the key's name; None in development mode (no keys at all)
     role: Role
+    limits: KeyLimits = field(default=NO_LIMITS)
 
     @property
     def owner_scope(self) -> str | None:
@@ -64,10 +114,25 @@ class ApiKey:
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    limits: KeyLimits = field(default=NO_LIMITS)
 
     @property
     def principal(self) -> Principal:
-        return Principal(name=self.name, role=self.role)
+        return Principal(name=self.name, role=self.role, limits=self.limits)
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """A key's spend in its budget's current period."""
+
+    usd: float
+    period_start: datetime
+    resets_at: datetime
+    budget_usd: float | None
+
+    @property
+    def remaining_usd(self) -> float | None:
+        return None if self.budget_usd is None else max(0.0, self.budget_usd - self.usd)
 
 
 def digest(secret: str) -> str:
@@ -112,19 +177,32 @@ class KeyService:
         self._closed = bool(self._bootstrap) or not open_allowed
         self._open_checked_at: float | None = None
 
-    async def create(self, name: str, role: Role) -> tuple[ApiKey, str]:
+    async def create(
+        self, name: str, role: Role, limits: KeyLimits = NO_LIMITS
+    ) -> tuple[ApiKey, str]:
         """The new key and its secret, which is shown once and never stored."""
         secret = new_secret()
         key = ApiKey(
-            name=check_name(name), role=role, digest=digest(secret), created_at=self._now()
+            name=check_name(name),
+            role=role,
+            digest=digest(secret),
+            created_at=self._now(),
+            limits=limits,
         )
         if not await self._keys.add(key):
             raise KeyExistsError(name)
         self._closed = True
         return key, secret
 
-    async def list(self) -> list[ApiKey]:
+    async def all(self) -> list[ApiKey]:
         return await self._keys.all()
+
+    async def oldest_names(self, limit: int) -> list[str]:
+        """The names of the first ``limit`` keys: the bootstrap ones, then those made
+        first (the same list on every replica)."""
+        bootstrap = [f"{BOOTSTRAP_PREFIX}{n}" for n in range(1, len(self._bootstrap) + 1)]
+        made = sorted(await self._keys.all(), key=lambda key: (key.created_at, key.name))
+        return [*bootstrap, *(key.name for key in made)][:limit]
 
     async def get(self, name: str) -> ApiKey:
         key = await self._keys.get(name)
@@ -139,6 +217,38 @@ class KeyService:
         if key is None:
             raise KeyNotFoundError(name)
         return key
+
+    async def spend(self, key: ApiKey | Principal) -> Spend:
+        """What ``key`` spent in its budget period so far (stored with each reply)."""
+        now = self._now()
+        period = key.limits.budget_period
+        start = period.start(now)
+        nanos = 0 if key.name is None else await self._keys.spent(key.name, start.date())
+        return Spend(to_usd(nanos), start, period.end(now), key.limits.budget_usd)
+
+    async def spends(self, keys: Sequence[ApiKey]) -> dict[str, Spend]:
+        """Each key's spend in its own period, in one read."""
+        now = self._now()
+        earliest = min((BudgetPeriod.WEEK.start(now), BudgetPeriod.MONTH.start(now)))
+        daily = await self._keys.spent_daily(earliest.date())
+        spends = {}
+        for key in keys:
+            period = key.limits.budget_period
+            start = period.start(now)
+            nanos = sum(
+                cost for day, cost in daily.get(key.name, {}).items() if day >= start.date()
+            )
+            spends[key.name] = Spend(to_usd(nanos), start, period.end(now), key.limits.budget_usd)
+        return spends
+
+    async def check_budget(self, principal: Principal) -> None:
+        """Refuse a principal whose budget for this period is spent (before any LLM call:
+        turns already under way finish, so the overshoot is bounded by them)."""
+        if principal.limits.budget_usd is None:
+            return
+        spend = await self.spend(principal)
+        if spend.usd >= principal.limits.budget_usd:
+            raise BudgetExceededError(spend.budget_usd or 0.0, spend.resets_at, self._now())
 
     async def any_exist(self) -> bool:
         """Whether any key exists or existed: one from PARLEY_API_KEYS or one made."""

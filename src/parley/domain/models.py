@@ -11,6 +11,9 @@ from typing import Any
 from parley import defaults
 from parley.llm.types import Role, Usage
 
+# Money is counted in whole nano-dollars (1e-9 USD): sums are exact, on every database.
+NANOS_PER_USD = 1_000_000_000
+
 
 class ConversationStatus(StrEnum):
     ACTIVE = "active"
@@ -33,6 +36,7 @@ class EscalationReason(StrEnum):
     MAX_TURNS = "max_turns"
     LLM_FAILURE = "llm_failure"
     MANUAL = "manual"
+    BUDGET = "budget"  # the conversation reached its goal's budget (tokens or dollars)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,10 @@ class EscalationPolicy:
     on_llm_failure: bool = defaults.ESCALATE_ON_LLM_FAILURE
     # Escalate on this many consecutive failed LLM turns (with ``on_llm_failure``).
     max_llm_failures: int = defaults.MAX_LLM_FAILURES
+    # A conversation's budget: once its replies used this many tokens, or cost this many
+    # dollars, its next message escalates instead of being answered. None: no budget.
+    budget_tokens: int | None = None
+    budget_usd: float | None = None
 
 
 # What a goal created without a policy gets (the API schemas' defaults).
@@ -91,7 +99,13 @@ class Conversation:
     updated_at: datetime
     escalation: Escalation | None = None
     owner: str | None = None  # the name of the key that created it; None: made with no keys
+    tokens_used: int = 0  # by its replies, prompt and completion
+    cost_nanos: int = 0  # its replies' cost, in nano-dollars
     messages: tuple[Message, ...] = field(default=())
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_nanos / NANOS_PER_USD
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from parley.domain.models import (
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from parley.domain.keys import ApiKey
 
 # Decides, inside the transaction that stores a user message, whether the conversation
-# escalates instead of replying: (goal, the conversation's user-turn count) -> reason.
-EscalationRule = Callable[[Goal, int], EscalationReason | None]
+# escalates instead of replying: (goal, the conversation with that message) -> reason.
+EscalationRule = Callable[[Goal, Conversation], EscalationReason | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,10 @@ class ReplyDraft:
     model: str
     usage: Usage | None
     status: MessageStatus = MessageStatus.COMPLETE
+    # What the reply cost (nano-dollars), and the key it is charged to: stored in the
+    # reply's transaction, on the conversation and the key's spend of the day.
+    cost_nanos: int = 0
+    payer: str | None = None
 
 
 class GoalStore(Protocol):
@@ -189,6 +193,14 @@ class KeyStore(Protocol):
 
     async def any_exist(self) -> bool:
         """Whether any key was ever made, revoked ones included."""
+        ...
+
+    async def spent(self, name: str, since: date) -> int:
+        """Nano-dollars the key spent from ``since`` (a UTC day) on."""
+        ...
+
+    async def spent_daily(self, since: date) -> dict[str, dict[date, int]]:
+        """Every key's spend per UTC day from ``since`` on."""
         ...
 
 

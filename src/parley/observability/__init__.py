@@ -3,6 +3,7 @@
 Imports nothing from the rest of Parley, so it can be lifted into another app.
 """
 
+from parley.observability.caller import current_caller, set_caller
 from parley.observability.catalogue import (
     BusinessMetrics,
     DatabaseMetrics,
@@ -43,8 +44,10 @@ __all__ = [
     "TurnMetrics",
     "WebSocketMetrics",
     "configure_logging",
+    "current_caller",
     "current_request_id",
     "instrument_app",
     "mark_error",
     "new_registry",
+    "set_caller",
 ]

@@ -242,8 +242,10 @@ class LLMMetrics:
             ),
             cost=Counter(
                 "llm_cost_usd_total",
-                "Estimated spend in US dollars, from token usage and the price table.",
-                ["model"],
+                "Estimated spend in US dollars, from token usage and the price table, by "
+                "model and the API key that caused it (capped; overflow goes to 'other'; "
+                "empty: no key, development mode).",
+                ["model", "key_name"],
                 registry=registry,
             ),
         )
@@ -258,7 +260,7 @@ class LLMMetrics:
             self.ttft.labels(model)
             self.in_flight.labels(model)
             self.time_per_output_token.labels(model)
-            self.cost.labels(model)
+            self.cost.labels(model, "")
             for token_type in TOKEN_TYPES:
                 self.tokens.labels(model, token_type)
             for error_type in error_types:
@@ -311,6 +313,8 @@ class BusinessMetrics:
     conversations_created: Counter
     conversations_active: Gauge
     escalations: Counter
+    key_budget: Gauge
+    key_budget_remaining: Gauge
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> BusinessMetrics:
@@ -332,6 +336,22 @@ class BusinessMetrics:
                 "Conversations handed to a human, by reason.",
                 ["reason"],
                 registry=registry,
+            ),
+            key_budget=Gauge(
+                "api_key_budget_usd",
+                "Each API key's budget for its current period, for keys with one (key names "
+                "capped), read from the store at scrape time.",
+                ["key_name"],
+                registry=registry,
+                multiprocess_mode="mostrecent",
+            ),
+            key_budget_remaining=Gauge(
+                "api_key_budget_remaining_usd",
+                "What each API key with a budget may still spend this period, read from "
+                "the store at scrape time.",
+                ["key_name"],
+                registry=registry,
+                multiprocess_mode="mostrecent",
             ),
         )
 

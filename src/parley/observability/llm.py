@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from parley.observability.caller import current_caller
 from parley.observability.catalogue import LLMMetrics
 from parley.observability.labels import Allowlist
 from parley.observability.request_id import request_exemplar
@@ -25,12 +26,14 @@ class LLMInstrumentation:
         *,
         models: Iterable[str],
         error_types: Iterable[str],
+        key_names: Callable[[str], str] = lambda name: name,
         logger: Any = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.metrics = metrics
         self.models = Allowlist(models)
         self.error_types = Allowlist(error_types)
+        self.key_names = key_names  # bounds the key_name label (a CappedLabel)
         self.logger = logger or structlog.get_logger("parley.llm")
         self.clock = clock
         metrics.precreate(tuple(sorted(self.models.values)), tuple(sorted(self.error_types.values)))
@@ -165,7 +168,8 @@ class LLMCall:
             if count:
                 m.tokens.labels(model, token_type).inc(count)
         if cost_usd:
-            m.cost.labels(model).inc(cost_usd)
+            caller = current_caller()
+            m.cost.labels(model, self._owner.key_names(caller) if caller else "").inc(cost_usd)
 
     def _observe_latency(self) -> float:
         latency = self._owner.clock() - self._started

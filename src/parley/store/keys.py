@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections import defaultdict
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, insert, select, update
+from sqlalchemy import Connection, Date, bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from parley.domain.keys import ApiKey
+from parley.domain.keys import ApiKey, to_nanos
 from parley.store.database import Database
 from parley.store.rows import to_key
-from parley.store.tables import API_KEYS, UTCDateTime
+from parley.store.tables import API_KEYS, KEY_SPEND, UTCDateTime
 
 _K = API_KEYS.c
 _BY_NAME = select(API_KEYS).where(_K.name == bindparam("name"))
@@ -24,6 +25,13 @@ _REVOKE = (
     update(API_KEYS)
     .where(_K.name == bindparam("key_name"), _K.revoked_at.is_(None))
     .values(revoked_at=bindparam("when", type_=UTCDateTime()))
+)
+_S = KEY_SPEND.c
+_SPENT = select(func.coalesce(func.sum(_S.cost_nanos), 0)).where(
+    _S.key_name == bindparam("key_name"), _S.day >= bindparam("since", type_=Date)
+)
+_SPENT_DAILY = select(_S.key_name, _S.day, _S.cost_nanos).where(
+    _S.day >= bindparam("since", type_=Date)
 )
 _TOUCH = (
     update(API_KEYS)
@@ -61,6 +69,12 @@ class KeyRepository:
     async def any_exist(self) -> bool:
         return await self._db.run_transaction(_any)
 
+    async def spent(self, name: str, since: date) -> int:
+        return await self._db.run_transaction(_spent, name, since)
+
+    async def spent_daily(self, since: date) -> dict[str, dict[date, int]]:
+        return await self._db.run_transaction(_spent_daily, since)
+
 
 def _insert(conn: Connection, key: ApiKey) -> None:
     conn.execute(
@@ -72,6 +86,12 @@ def _insert(conn: Connection, key: ApiKey) -> None:
             "created_at": key.created_at,
             "last_used_at": key.last_used_at,
             "revoked_at": key.revoked_at,
+            "budget_nanos": (
+                None if key.limits.budget_usd is None else to_nanos(key.limits.budget_usd)
+            ),
+            "budget_period": key.limits.budget_period.value,
+            "rpm": key.limits.rpm,
+            "tpm": key.limits.tpm,
         },
     )
 
@@ -96,3 +116,14 @@ def _touch(conn: Connection, name: str, when: datetime) -> None:
 
 def _any(conn: Connection) -> bool:
     return bool(conn.scalar(_ANY))
+
+
+def _spent(conn: Connection, name: str, since: date) -> int:
+    return int(conn.scalar(_SPENT, {"key_name": name, "since": since}) or 0)
+
+
+def _spent_daily(conn: Connection, since: date) -> dict[str, dict[date, int]]:
+    daily: dict[str, dict[date, int]] = defaultdict(dict)
+    for name, day, cost in conn.execute(_SPENT_DAILY, {"since": since}):
+        daily[name][day] = int(cost)
+    return dict(daily)

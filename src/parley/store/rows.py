@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from parley.domain.keys import ApiKey
+from parley.domain.keys import ApiKey, BudgetPeriod, KeyLimits, to_nanos, to_usd
 from parley.domain.keys import Role as KeyRole
 from parley.domain.models import (
     Conversation,
@@ -40,6 +40,8 @@ def to_goal(row: Row[Any]) -> Goal:
             trigger_phrases=tuple(row.trigger_phrases),
             on_llm_failure=row.escalate_on_llm_failure,
             max_llm_failures=row.max_llm_failures,
+            budget_tokens=row.budget_tokens,
+            budget_usd=None if row.budget_nanos is None else to_usd(row.budget_nanos),
         ),
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -57,6 +59,10 @@ def goal_values(goal: Goal) -> dict[str, Any]:
         "trigger_phrases": list(goal.escalation.trigger_phrases),
         "escalate_on_llm_failure": goal.escalation.on_llm_failure,
         "max_llm_failures": goal.escalation.max_llm_failures,
+        "budget_tokens": goal.escalation.budget_tokens,
+        "budget_nanos": (
+            None if goal.escalation.budget_usd is None else to_nanos(goal.escalation.budget_usd)
+        ),
         "created_at": goal.created_at,
         "updated_at": goal.updated_at,
     }
@@ -78,6 +84,8 @@ def to_conversation(row: Row[Any], messages: tuple[Message, ...] = ()) -> Conver
         updated_at=row.updated_at,
         escalation=escalation,
         owner=row.owner,
+        tokens_used=row.tokens_used,
+        cost_nanos=row.cost_nanos,
         messages=messages,
     )
 
@@ -113,4 +121,10 @@ def to_key(row: Row[Any]) -> ApiKey:
         created_at=row.created_at,
         last_used_at=row.last_used_at,
         revoked_at=row.revoked_at,
+        limits=KeyLimits(
+            budget_usd=None if row.budget_nanos is None else to_usd(row.budget_nanos),
+            budget_period=BudgetPeriod(row.budget_period),
+            rpm=row.rpm,
+            tpm=row.tpm,
+        ),
     )

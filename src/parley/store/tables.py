@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -57,6 +59,9 @@ GOALS = Table(
     Column("max_llm_failures", Integer, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # A conversation's budget: reaching either escalates it (reason "budget").
+    Column("budget_tokens", Integer),
+    Column("budget_nanos", BigInteger),
 )
 
 CONVERSATIONS = Table(
@@ -75,6 +80,9 @@ CONVERSATIONS = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("owner", String(64)),  # the name of the key that created it (None: no keys)
+    # Its replies' tokens and cost so far, against its goal's budget.
+    Column("tokens_used", Integer, nullable=False, server_default="0"),
+    Column("cost_nanos", BigInteger, nullable=False, server_default="0"),
     Index("ix_conversations_listing", "created_at", "id"),
     Index("ix_conversations_owner", "owner", "created_at", "id"),
     Index("ix_conversations_goal", "goal_id", "created_at", "id"),
@@ -121,5 +129,19 @@ API_KEYS = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("last_used_at", UTCDateTime()),
     Column("revoked_at", UTCDateTime()),
+    Column("budget_nanos", BigInteger),  # None: no budget
+    Column("budget_period", String(8), nullable=False, server_default="month"),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
     Index("ux_api_keys_digest", "digest", unique=True),
+)
+
+# What each key spent per UTC day, in nano-dollars: updated in the transaction that stores
+# each reply, so it cannot drift from the stored usage.
+KEY_SPEND = Table(
+    "key_spend",
+    metadata,
+    Column("key_name", String(64), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("cost_nanos", BigInteger, nullable=False),
 )

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Integer,
@@ -28,6 +29,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from parley.domain.errors import (
     ConversationClosedError,
@@ -48,7 +51,7 @@ from parley.llm.types import ChatMessage, Role
 from parley.store.goals import GoalCache
 from parley.store.rows import CONVERSATION_COLUMNS as _CONVERSATION
 from parley.store.rows import to_conversation, to_goal, to_message
-from parley.store.tables import CONVERSATIONS, GOALS, MESSAGES, UTCDateTime
+from parley.store.tables import CONVERSATIONS, GOALS, KEY_SPEND, MESSAGES, UTCDateTime
 
 ACTIVE = ConversationStatus.ACTIVE.value
 _ROLES = {role.value: role for role in Role}  # a dict lookup, not an Enum call per row
@@ -89,10 +92,24 @@ _NEXT_SEQ = (
     update(CONVERSATIONS)
     .where(_C.id == bindparam("conversation_id"))
     .values(
-        message_count=_C.message_count + 1, llm_failures=0, updated_at=_not_before(_C.updated_at)
+        message_count=_C.message_count + 1,
+        llm_failures=0,
+        updated_at=_not_before(_C.updated_at),
+        tokens_used=_C.tokens_used + bindparam("tokens", type_=Integer),
+        cost_nanos=_C.cost_nanos + bindparam("cost", type_=BigInteger),
     )
     .returning(*_CONVERSATION)
 )
+# The key's spend of the day: one row per key and UTC day, added to (both dialects spell
+# the upsert the same way; the row lock is held only until the reply commits).
+_S = KEY_SPEND.c
+_SPEND = {
+    name: dialect_insert(KEY_SPEND).on_conflict_do_update(
+        index_elements=[_S.key_name, _S.day],
+        set_={"cost_nanos": _S.cost_nanos + dialect_insert(KEY_SPEND).excluded.cost_nanos},
+    )
+    for name, dialect_insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
+}
 _FAILED = (
     update(CONVERSATIONS)
     .where(_C.id == bindparam("conversation_id"))
@@ -174,7 +191,7 @@ def open_turn(
             raise Repeated(repeated)
     goal = goals.get(row.goal_id) or goals.put(_goal(conn, row.goal_id))
     conversation = to_conversation(row)
-    reason = escalate_when(goal, row.turns)
+    reason = escalate_when(goal, conversation)
     if reason is not None:  # at the time the UPDATE above set
         conversation = _escalate(conn, conversation, reason, conversation.updated_at)
     question = Message(
@@ -204,9 +221,14 @@ def insert_reply(
 ) -> tuple[Message, Conversation]:
     """Takes the next ``seq`` and resets the failure streak; a second reply to the same
     question breaks the unique index on ``reply_to`` (IntegrityError)."""
-    row = conn.execute(
-        _NEXT_SEQ, {"conversation_id": question.conversation_id, "now": now()}
-    ).one_or_none()
+    usage = reply.usage
+    parameters = {
+        "conversation_id": question.conversation_id,
+        "now": now(),
+        "tokens": usage.total_tokens if usage is not None else 0,
+        "cost": reply.cost_nanos,
+    }
+    row = conn.execute(_NEXT_SEQ, parameters).one_or_none()
     if row is None:
         raise ConversationNotFoundError(question.conversation_id)
     message = Message(
@@ -222,6 +244,11 @@ def insert_reply(
         status=reply.status,
     )
     _insert_message(conn, message)
+    if reply.payer is not None and reply.cost_nanos:
+        conn.execute(
+            _SPEND[conn.dialect.name],
+            {"key_name": reply.payer, "day": row.updated_at.date(), "cost_nanos": reply.cost_nanos},
+        )
     return message, to_conversation(row)
 
 
