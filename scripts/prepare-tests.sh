@@ -27,6 +27,8 @@ command -v wrk >/dev/null || need+=(wrk)
 # The multi-replica test: a load balancer and a long-term store (remote_write target).
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
+# A Redis of the tests' own, stopped and started mid-run (the machine's own stays up).
+command -v redis-server >/dev/null || need+=(redis-server)
 # The dashboard page's test: headless Chromium.
 command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

@@ -17,15 +17,16 @@ from parley.api.docs_pages import serve_docs
 from parley.api.errors import install_error_handlers
 from parley.api.openapi import customise_openapi
 from parley.api.path_guard import ControlCharacterPathMiddleware
-from parley.api.rate_limits import RateLimits, TokenBuckets
+from parley.api.rate_limits import REQUESTS, RateLimits
 from parley.api.state import AppState, state_of
-from parley.config import Environment, Settings, load_settings
+from parley.config import Environment, LimiterFailureMode, Settings, load_settings
 from parley.domain.chat import ChatLimits, ChatService
 from parley.domain.conversations import ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
 from parley.domain.goals import GoalService
 from parley.domain.keys import KeyService
 from parley.lifecycle import drain_before_exit
+from parley.limiter import Limiter, LocalLimiter, RedisLimiter
 from parley.llm.factory import build_gateway
 from parley.llm.prices import PRICES, estimate_cost
 from parley.llm.provider import LLMProvider
@@ -33,6 +34,7 @@ from parley.observability import (
     BusinessMetrics,
     CappedLabel,
     Instrumentation,
+    LimiterMetrics,
     RequestIdMiddleware,
     TurnMetrics,
     configure_logging,
@@ -188,6 +190,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await in_flight.drain(settings.shutdown_grace_seconds)
         await services.gateway.aclose()
         await services.store.database.dispose()
+        await state.rate_limits.limiter.aclose()
 
 
 def create_app(settings: Settings | None = None, *, provider: LLMProvider | None = None) -> FastAPI:
@@ -221,7 +224,7 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         # The keys live only as digests (services.keys), not in the settings served on.
         settings=settings.model_copy(update={"api_keys": []}),
         services=services,
-        rate_limits=_rate_limits(settings),
+        rate_limits=_rate_limits(settings, instrumentation),
         turn_telemetry=TurnTelemetry(TurnMetrics.register(instrumentation.registry)),
         conversation_metrics=instrument_services(services, instrumentation, settings),
     )
@@ -229,20 +232,24 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
     return app
 
 
-def _rate_limits(settings: Settings) -> RateLimits:
-    return RateLimits(
-        requests=TokenBuckets(
-            per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
+def _rate_limits(settings: Settings, instrumentation: Instrumentation) -> RateLimits:
+    limiter: Limiter
+    if settings.redis_url is not None:
+        errors = LimiterMetrics.register(instrumentation.registry).errors
+        limiter = RedisLimiter(
+            settings.redis_url.get_secret_value(),
+            key_prefix=settings.redis_key_prefix,
+            fail_open=settings.rate_limit_failure_mode is LimiterFailureMode.OPEN,
+            on_error=errors.inc,
         )
-        if settings.rate_limit_per_minute
-        else None,
-        auth_failures=TokenBuckets(
-            per_minute=settings.auth_failures_per_minute,
-            burst=settings.auth_failures_per_minute,
-        )
-        if settings.auth_failures_per_minute
-        else None,
-    )
+    else:
+
+        def burst(name: str, per_minute: int) -> int:
+            default = name == REQUESTS and per_minute == settings.rate_limit_per_minute
+            return settings.rate_limit_burst if default else per_minute
+
+        limiter = LocalLimiter(burst=burst)
+    return RateLimits(limiter, settings.rate_limit_per_minute, settings.auth_failures_per_minute)
 
 
 def _add_request_guards(app: FastAPI, settings: Settings) -> None:

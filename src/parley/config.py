@@ -37,6 +37,11 @@ class Environment(StrEnum):
     PRODUCTION = "production"  # refuses to start with no API key (no open development mode)
 
 
+class LimiterFailureMode(StrEnum):
+    OPEN = "open"  # Redis down: requests pass uncounted (the API stays up)
+    CLOSED = "closed"  # Redis down: 503 with Retry-After (limits are never exceeded)
+
+
 class LogFormat(StrEnum):
     AUTO = "auto"  # pretty on a terminal, JSON otherwise
     JSON = "json"
@@ -103,6 +108,12 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=100, ge=1)
     # Invalid API keys a minute per client address before it is refused; 0: no limit.
     auth_failures_per_minute: int = Field(default=20, ge=0)
+    # Redis for the rate limits, shared by every replica (redis://host:6379/0); unset: each
+    # process counts its own.
+    redis_url: SecretStr | None = None
+    redis_key_prefix: str = Field(default="parley", min_length=1, max_length=64)
+    # Redis unreachable: "open" lets requests through uncounted, "closed" answers 503.
+    rate_limit_failure_mode: LimiterFailureMode = LimiterFailureMode.OPEN
     # Comma-separated browser origins (https://app.example.com) allowed by CORS and by the
     # WebSocket Origin check; empty: same-origin pages and non-browser clients only.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from parley.api.rate_limits import TokenBuckets
+from parley.limiter import TokenBuckets
 from tests.conftest import app_client, make_settings
 from tests.support.metrics import FakeClock
 

@@ -6,7 +6,9 @@ them, and one replica dying raises only that replica's warning."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -172,3 +174,33 @@ def test_one_replica_dying_warns_about_it_alone_and_the_others_keep_serving(
     assert target_down["labels"]["instance"] == dead
     assert target_down["labels"]["severity"] == "warning"
     assert "ParleyDown" not in alerts()  # two of three still answer
+
+
+def test_a_key_limited_to_60_rpm_gets_60_a_minute_across_three_replicas(
+    stack: Replicas,
+) -> None:
+    """Counted in Redis once for the deployment: 180 requests spread over the three
+    replicas, 60 accepted (not 60 per replica), and the rest 429 with Retry-After. Last in
+    this module: the first key made closes the open development API for good."""
+    if stack.processes["parley-2"].popen.poll() is not None:  # the test above killed it
+        port = stack.replica_urls[1].rsplit(":", 1)[1]
+        parley = str(Path(sys.executable).with_name("parley"))
+        stack.start("parley-2", [parley, "serve", "--port", port], stack.parley_env)
+        stack.wait_until_up("parley-2", f"{stack.replica_urls[1]}/readyz")
+    made = httpx.post(
+        f"{stack.balancer_url}/v1/keys/", json={"name": "limited", "role": "client", "rpm": 60}
+    )
+    assert made.status_code == 201, made.text
+    headers = {"Authorization": f"Bearer {made.json()['secret']}"}
+
+    async def spread() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+            return [await http.get(f"{stack.replica_urls[n % 3]}/v1/goals/") for n in range(180)]
+
+    answers = asyncio.run(spread())
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) <= {200, 429}
+    assert 54 <= statuses.count(200) <= 66  # 60, within 10 %
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.json()["error"]["code"] == "too_many_requests"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class Replicas:
     prometheus_url: str = ""
     victoria_url: str = ""
     processes: dict[str, Process] = field(default_factory=dict)
+    parley_env: dict[str, str] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
@@ -111,9 +113,15 @@ FAST = {
 }
 
 
-def _parley_env(database_url: str, *, fast: bool) -> dict[str, str]:
+# This machine kind's Redis: the replicas' rate limits are counted there, once for all.
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _parley_env(database_url: str, *, fast: bool, redis_prefix: str) -> dict[str, str]:
     return {
         "PARLEY_DATABASE_URL": database_url,
+        "PARLEY_REDIS_URL": REDIS_URL,
+        "PARLEY_REDIS_KEY_PREFIX": redis_prefix,
         "PARLEY_AUTO_MIGRATE": "false",  # migrated once, before the replicas start
         "PARLEY_LLM_PROVIDER": "simulated",
         "PARLEY_LOG_LEVEL": "WARNING",
@@ -198,12 +206,16 @@ def replicas(
             check=True,
             capture_output=True,
         )
+        # Each run's counts apart from any other's in the shared Redis.
+        stack.parley_env = _parley_env(
+            database_url, fast=fast, redis_prefix=f"parley-replicas-{uuid.uuid4().hex[:8]}"
+        )
         ports = [free_port() for _ in range(count)]
         for index, port in enumerate(ports, start=1):
             stack.start(
                 f"parley-{index}",
                 [parley, "serve", "--port", str(port)],
-                _parley_env(database_url, fast=fast),
+                stack.parley_env,
             )
         stack.replica_urls = [f"http://127.0.0.1:{port}" for port in ports]
         for index, url in enumerate(stack.replica_urls, start=1):

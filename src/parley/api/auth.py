@@ -14,6 +14,7 @@ from parley.api.rate_limits import RateLimitedError
 from parley.api.state import state_of
 from parley.domain.errors import DatabaseUnavailableError
 from parley.domain.keys import DEVELOPMENT, KeyService, Principal, Role
+from parley.limiter import LimiterUnavailableError
 from parley.observability import set_caller
 
 # Browsers cannot set headers on a WebSocket, but they can offer subprotocols:
@@ -44,11 +45,11 @@ async def authenticate(connection: HTTPConnection) -> None:
     address = connection.client.host if connection.client else "unknown"
     websocket = connection.scope["type"] == "websocket"
     try:
-        limits.check_address(address)
+        await limits.check_address(address)
         principal = await _principal(connection, state.services.keys)
         if principal is not None:
             identity = "address:" + address if principal.name is None else "key:" + principal.name
-            limits.take(identity)
+            await limits.take(identity, principal.limits.rpm)
             # A WebSocket's message frames each take a token too (parley.api.chat_ws).
             connection.state.rate_identity = identity
             connection.state.principal = principal
@@ -56,7 +57,7 @@ async def authenticate(connection: HTTPConnection) -> None:
                 structlog.contextvars.bind_contextvars(key_name=principal.name)
                 set_caller(principal.name)  # the metrics' key_name label
             return
-        limits.failed_key(address)
+        await limits.failed_key(address)
     except RateLimitedError:
         if websocket:
             raise WebSocketException(
@@ -67,6 +68,12 @@ async def authenticate(connection: HTTPConnection) -> None:
         if websocket:
             raise WebSocketException(
                 code=status.WS_1013_TRY_AGAIN_LATER, reason="database unavailable"
+            ) from None
+        raise
+    except LimiterUnavailableError:  # Redis down, and the limits fail closed
+        if websocket:
+            raise WebSocketException(
+                code=status.WS_1013_TRY_AGAIN_LATER, reason="rate limiter unavailable"
             ) from None
         raise
     if websocket:

@@ -8,7 +8,7 @@ Server frames: ``accepted``, ``token``, ``done``, ``escalated``, ``error`` and `
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -29,6 +29,7 @@ from parley.domain.errors import (
     NotFoundError,
 )
 from parley.domain.keys import Principal, Role
+from parley.limiter import LimiterUnavailableError
 from parley.telemetry import TurnTelemetry
 
 router = APIRouter(tags=["conversations"])
@@ -72,8 +73,8 @@ async def chat(
         return
     identity = rate_identity(websocket)
 
-    def turn_budget() -> None:  # each message frame takes a token, as an HTTP turn does
-        state.rate_limits.take(identity)
+    async def turn_budget() -> None:  # each message frame counts, as an HTTP turn does
+        await state.rate_limits.take(identity, caller.limits.rpm)
 
     try:
         while True:
@@ -92,7 +93,7 @@ async def _handle(
     channel: ChatChannel,
     chat: ChatService,
     telemetry: TurnTelemetry,
-    turn_budget: Callable[[], None],
+    turn_budget: Callable[[], Awaitable[None]],
     conversation_id: uuid.UUID,
     caller: Principal,
     frame: dict[str, Any] | InvalidFrame,
@@ -122,7 +123,12 @@ async def _handle(
         )
         return
     try:
-        turn_budget()
+        await turn_budget()
+    except LimiterUnavailableError:
+        await channel.send_error(
+            "rate_limiter_unavailable", "the rate limiter is unavailable", retry_after=1
+        )
+        return
     except RateLimitedError as limited:  # the socket stays open: the client may wait
         telemetry.rejected("ws")
         await channel.send_error(

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley.api.rate_limits import RateLimitedError
 from parley.domain import errors as domain
+from parley.limiter import LimiterUnavailableError
 from parley.llm import LLMErrorKind
 from parley.observability import mark_error
 from parley.observability.routes import template_regex, walk_templates
@@ -168,9 +169,21 @@ async def _on_rate_limited(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_limiter_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(
+        request,
+        503,
+        "unavailable",
+        "rate_limiter_unavailable",
+        "the rate limiter is unavailable (and set to fail closed); retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(domain.DomainError, _on_domain_error)
     app.add_exception_handler(RateLimitedError, _on_rate_limited)
+    app.add_exception_handler(LimiterUnavailableError, _on_limiter_unavailable)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected_error)

@@ -309,6 +309,22 @@ class DatabaseMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class LimiterMetrics:
+    errors: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> LimiterMetrics:
+        return cls(
+            errors=Counter(
+                "rate_limiter_errors_total",
+                "Rate-limit checks that could not reach the shared limiter (Redis): let "
+                "through or refused as PARLEY_RATE_LIMIT_FAILURE_MODE says.",
+                registry=registry,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class BusinessMetrics:
     conversations_created: Counter
     conversations_active: Gauge
