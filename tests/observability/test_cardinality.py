@@ -143,8 +143,10 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
         "reason": {r.value for r in EscalationReason}.__contains__,
         "kind": set(domain.DATABASE_ERROR_KINDS).__contains__,
         "operation": set(OPERATIONS).__contains__,
-        "metric": {"conversations_created_total"}.__contains__,
-        "label": {"goal_id"}.__contains__,
+        "metric": {"conversations_created_total", "llm_cost_usd_total"}.__contains__,
+        "label": {"goal_id", "key_name"}.__contains__,
+        # Admin-made key names, capped (this traffic has no key: development mode, "").
+        "key_name": {"", OTHER}.__contains__,
         "goal_id": lambda v: v == OTHER or v == "base" or v.startswith("goal-"),
         "le": _buckets(
             HTTP_DURATION_BUCKETS,
