@@ -76,6 +76,22 @@ def engine_options(settings: Settings) -> EngineOptions:
     )
 
 
+def build_limiter(settings: Settings) -> Limiter:
+    """Redis when PARLEY_REDIS_URL is set (once for every replica), else this process."""
+    if settings.redis_url is not None:
+        return RedisLimiter(
+            settings.redis_url.get_secret_value(),
+            key_prefix=settings.redis_key_prefix,
+            fail_open=settings.rate_limit_failure_mode is LimiterFailureMode.OPEN,
+        )
+
+    def burst(name: str, per_minute: int) -> int:
+        default = name == REQUESTS and per_minute == settings.rate_limit_per_minute
+        return settings.rate_limit_burst if default else per_minute
+
+    return LocalLimiter(burst=burst)
+
+
 def build_services(settings: Settings, provider: LLMProvider | None = None) -> Services:
     store = Store(
         Database(settings.database_url, engine_options(settings)),
@@ -98,6 +114,7 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
         open_allowed=settings.env is not Environment.PRODUCTION,
     )
     provider_name = gateway.provider.name
+    limiter = build_limiter(settings)
     chat = ChatService(
         store.conversations,
         gateway,
@@ -105,8 +122,9 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
         limits,
         pricing=lambda model, usage: estimate_cost(model, usage, provider_name),
         budgets=keys,
+        rate_limiter=limiter,
     )
-    return Services(store, gateway, events, goals, conversations, chat, keys)
+    return Services(store, gateway, events, goals, conversations, chat, keys, limiter)
 
 
 def instrument_services(
@@ -190,7 +208,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await in_flight.drain(settings.shutdown_grace_seconds)
         await services.gateway.aclose()
         await services.store.database.dispose()
-        await state.rate_limits.limiter.aclose()
+        await services.limiter.aclose()
 
 
 def create_app(settings: Settings | None = None, *, provider: LLMProvider | None = None) -> FastAPI:
@@ -224,7 +242,7 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         # The keys live only as digests (services.keys), not in the settings served on.
         settings=settings.model_copy(update={"api_keys": []}),
         services=services,
-        rate_limits=_rate_limits(settings, instrumentation),
+        rate_limits=_rate_limits(settings, services, instrumentation),
         turn_telemetry=TurnTelemetry(TurnMetrics.register(instrumentation.registry)),
         conversation_metrics=instrument_services(services, instrumentation, settings),
     )
@@ -232,23 +250,13 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
     return app
 
 
-def _rate_limits(settings: Settings, instrumentation: Instrumentation) -> RateLimits:
-    limiter: Limiter
-    if settings.redis_url is not None:
-        errors = LimiterMetrics.register(instrumentation.registry).errors
-        limiter = RedisLimiter(
-            settings.redis_url.get_secret_value(),
-            key_prefix=settings.redis_key_prefix,
-            fail_open=settings.rate_limit_failure_mode is LimiterFailureMode.OPEN,
-            on_error=errors.inc,
-        )
-    else:
-
-        def burst(name: str, per_minute: int) -> int:
-            default = name == REQUESTS and per_minute == settings.rate_limit_per_minute
-            return settings.rate_limit_burst if default else per_minute
-
-        limiter = LocalLimiter(burst=burst)
+def _rate_limits(
+    settings: Settings, services: Services, instrumentation: Instrumentation
+) -> RateLimits:
+    limiter = services.limiter
+    errors = LimiterMetrics.register(instrumentation.registry).errors
+    if isinstance(limiter, RedisLimiter):
+        limiter.on_error = errors.inc
     return RateLimits(limiter, settings.rate_limit_per_minute, settings.auth_failures_per_minute)
 
 

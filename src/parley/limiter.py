@@ -192,7 +192,7 @@ class RedisLimiter:
         )
         self._strategy = SlidingWindowCounterRateLimiter(self._storage)
         self.fail_open = fail_open
-        self._on_error = on_error
+        self.on_error = on_error  # counts each failure (rate_limiter_errors_total)
         self._quiet = quiet_seconds
         self._clock = clock
         self._down_until = 0.0
@@ -258,7 +258,7 @@ class RedisLimiter:
 
     def _failed(self, error: StorageError, *, raising: bool = True) -> float:
         self._down_until = self._clock() + REDIS_RETRY_SECONDS
-        self._on_error()
+        self.on_error()
         now = self._clock()
         if self._logged_at is None or now - self._logged_at >= self._quiet:
             self._logged_at = now

@@ -9,6 +9,7 @@ from parley.domain.conversations import ConversationService
 from parley.domain.events import EventFanout
 from parley.domain.goals import GoalService
 from parley.domain.keys import KeyService
+from parley.limiter import Limiter
 from parley.llm import LLMGateway
 from parley.store import Store
 
@@ -22,3 +23,4 @@ class Services:
     conversations: ConversationService
     chat: ChatService
     keys: KeyService
+    limiter: Limiter

@@ -200,3 +200,31 @@ def test_cost_is_counted_per_key_and_budgets_are_gauges_with_a_capped_key_label(
         0.001 - spent
     )
     assert _sample(metrics, "api_key_budget_usd", key_name="late") is None  # no budget
+
+
+def test_a_key_past_its_tokens_a_minute_waits_on_every_channel(
+    client: TestClient, provider: ScriptedProvider
+) -> None:
+    """Each reply's tokens count against the key's tpm (7 a turn here): once they pass
+    it, the next turn is refused with 429 too_many_tokens and Retry-After, before any LLM
+    call; a key without a tpm is not held."""
+    shop = _key(client, "shop", tpm=10)
+    made = client.get("/v1/keys/shop", headers=ADMIN).json()
+    assert made["tpm"] == 10
+    conversation = _conversation(client, shop)
+    assert _say(client, conversation, shop).status_code == 200  # 7 of 10
+    assert _say(client, conversation, shop).status_code == 200  # 14: over, counted after
+    calls = len(provider.calls)
+    refused = _say(client, conversation, shop)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_tokens"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    with client.websocket_connect(f"/v1/conversations/{conversation}/ws", headers=shop) as ws:
+        ws.send_json({"type": "message", "content": "hi"})
+        frame = ws.receive_json()
+        assert (frame["type"], frame["code"]) == ("error", "too_many_tokens")
+        assert frame["retry_after"] >= 1
+    assert len(provider.calls) == calls
+    other = _key(client, "other")
+    for _ in range(3):
+        assert _say(client, _conversation(client, other), other).status_code == 200

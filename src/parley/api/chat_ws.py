@@ -23,10 +23,10 @@ from parley.api.stream_schemas import MAX_FRAME_ID_LENGTH, WsMessage
 from parley.api.turn_encoding import ws_frame
 from parley.domain.chat import ChatService
 from parley.domain.errors import (
-    BudgetExceededError,
     DatabaseUnavailableError,
     DomainError,
     NotFoundError,
+    RetryLaterError,
 )
 from parley.domain.keys import Principal, Role
 from parley.limiter import LimiterUnavailableError
@@ -139,9 +139,14 @@ async def _handle(
         turn = await chat.start_turn(
             conversation_id, content, streaming=True, idempotency_key=key, caller=caller
         )
-    except BudgetExceededError as spent:  # the socket stays open: the period resets
-        telemetry.refused("ws", spent)
-        await channel.send_error(spent.code, spent.message, retry_after=spent.retry_after_seconds)
+    except RetryLaterError as later:  # the socket stays open: the client may wait
+        telemetry.refused("ws", later)
+        await channel.send_error(later.code, later.message, retry_after=later.retry_after_seconds)
+        return
+    except LimiterUnavailableError:
+        await channel.send_error(
+            "rate_limiter_unavailable", "the rate limiter is unavailable", retry_after=1
+        )
         return
     except DomainError as exc:
         telemetry.refused("ws", exc)

@@ -29,7 +29,7 @@ _DOMAIN_STATUS: tuple[tuple[type[domain.DomainError], int, str], ...] = (
     (domain.ConflictError, 409, "conflict"),
     (domain.InvalidInputError, 422, "validation_error"),
     (domain.ContentTooLargeError, 413, "payload_too_large"),
-    (domain.BudgetExceededError, 429, "rate_limited"),
+    (domain.RetryLaterError, 429, "rate_limited"),
     (domain.ShuttingDownError, 503, "unavailable"),
     (domain.DatabaseUnavailableError, 503, "unavailable"),
     (domain.TurnInterruptedError, 503, "unavailable"),
@@ -93,9 +93,10 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     headers = None
     if isinstance(exc, domain.ReplyFailedError):
         details = [{"escalated": exc.escalated}]
+    if isinstance(exc, domain.RetryLaterError):
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
     if isinstance(exc, domain.BudgetExceededError):
         details = [{"resets_at": _TIMES.dump_python(exc.resets_at, mode="json")}]
-        headers = {"Retry-After": str(exc.retry_after_seconds)}
     if isinstance(exc, domain.ShuttingDownError | domain.DatabaseUnavailableError):
         # Another replica (or this one, restarted) takes it; a database back in a moment.
         headers = {"Retry-After": "1"}

@@ -36,7 +36,9 @@ _GUARD_RESPONSES = {
     },
     "429": {
         "description": "Over the rate limit of this key (or address), or too many invalid "
-        "keys from this address",
+        "keys from this address (too_many_requests, too_many_auth_failures); on a turn, "
+        "also the key's budget spent (budget_exceeded, with details[0].resets_at) or its "
+        "LLM tokens a minute used (too_many_tokens)",
         "headers": _RETRY_AFTER,
         "content": {"application/json": {"schema": _ERROR_BODY}},
     },
@@ -60,7 +62,9 @@ Errors always have the shape `ErrorBody`. Once any API key exists (`parley keys 
 `X-API-Key`), and each operation lists the roles that may call it under
 `x-parley-roles` (`client`: goals read, its own conversations; `agent`: reads every
 conversation; `admin`: everything). Another owner's conversation answers 404. Requests
-over the rate limit get 429 with `Retry-After`.
+over the rate limit, a key's budget or its tokens a minute get 429 with `Retry-After`;
+with the shared limiter (Redis) unreachable and set to fail closed, 503
+`rate_limiter_unavailable` with `Retry-After`.
 """
 WEBSOCKET = {
     WS_PATH: {

@@ -16,12 +16,13 @@ from parley.domain.errors import (
     ContentTooLargeError,
     DatabaseUnavailableError,
     ReplyFailedError,
+    TooManyTokensError,
 )
 from parley.domain.escalation import reason_before_reply
 from parley.domain.events import ConversationEvents
 from parley.domain.keys import DEVELOPMENT, KeyService, Principal, to_nanos
 from parley.domain.models import EscalationReason, Goal, MessageStatus
-from parley.domain.ports import LLM, ConversationStore, OpenedTurn, ReplyDraft
+from parley.domain.ports import LLM, ConversationStore, OpenedTurn, RateLimiter, ReplyDraft
 from parley.domain.turns import (
     Abandoned,
     Accepted,
@@ -39,6 +40,9 @@ from parley.llm.tokens import estimate_usage
 
 # How often a retry waiting on a turn answered on another replica reads the store again.
 ANSWER_POLL_SECONDS = 0.1
+
+# The rate limiter's name for the LLM tokens a key used (its tpm).
+TOKENS = "tokens"
 
 # What a reply cost in dollars: (model, usage) -> USD, None when unknown or free.
 Pricing = Callable[[str, Usage | None], float | None]
@@ -67,6 +71,7 @@ class ChatService:
         *,
         pricing: Pricing = free,
         budgets: KeyService | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self._conversations = conversations
         self._llm = llm
@@ -74,6 +79,7 @@ class ChatService:
         self._limits = limits or ChatLimits()
         self._pricing = pricing
         self._budgets = budgets
+        self._rate_limiter = rate_limiter
         self.in_flight = in_flight or InFlightTurns()
         # Keyed turns asking the LLM now, so that a retry of one waits for its reply
         # instead of asking again (bounded by the turns in flight).
@@ -100,6 +106,7 @@ class ChatService:
         check_content(content)
         if self._budgets is not None:
             await self._budgets.check_budget(caller)
+        await self._check_tokens(caller)
         while True:
             timings = TurnTimings()
             async with self.in_flight.admission():
@@ -152,7 +159,7 @@ class ChatService:
             self._events.conversation_escalated(opened.conversation, opened.escalation)
 
         async def play(emit: Emit, turn: RunningTurn) -> None:
-            await self._play(opened, emit, turn, streaming=streaming, payer=caller.name)
+            await self._play(opened, emit, turn, streaming=streaming, caller=caller)
 
         turn = self.in_flight.start(play, timings)
         if key is not None and opened.reply is None and opened.escalation is None:
@@ -175,11 +182,11 @@ class ChatService:
         turn: RunningTurn,
         *,
         streaming: bool,
-        payer: str | None,
+        caller: Principal,
     ) -> None:
         emit(Accepted(opened.conversation, opened.question))
         try:
-            await self._answer(opened, emit, turn, streaming=streaming, payer=payer)
+            await self._answer(opened, emit, turn, streaming=streaming, caller=caller)
         except DatabaseUnavailableError as unavailable:  # the user message is stored
             emit(Failed(unavailable.after_message_stored()))
 
@@ -190,7 +197,7 @@ class ChatService:
         turn: RunningTurn,
         *,
         streaming: bool,
-        payer: str | None,
+        caller: Principal,
     ) -> None:
         if opened.reply is not None:  # a repeated turn: tell it again, store nothing
             if streaming:
@@ -223,20 +230,23 @@ class ChatService:
         except Abandoned as abandoned:
             if parts:
                 cut = usage[-1] if usage else estimate_usage(request, len(parts))
-                draft = self._draft(request, parts, cut, payer, MessageStatus.INTERRUPTED)
+                draft = self._draft(request, parts, cut, caller, MessageStatus.INTERRUPTED)
                 await self._conversations.store_reply(opened.question, draft)
+                await self._charge_tokens(caller, cut)
             else:  # nothing to keep: a retry may ask again at once
                 await self._release(opened)
             if abandoned.error is not None:
                 emit(Failed(abandoned.error))
             return
+        used = usage[-1] if usage else None
         reply, after = await timings.measure(
             "db",
             self._conversations.store_reply(
-                opened.question,
-                self._draft(request, parts, usage[-1] if usage else None, payer),
+                opened.question, self._draft(request, parts, used, caller)
             ),
         )
+        # Before Done: the caller's next message sees these tokens counted.
+        await self._charge_tokens(caller, used)
         emit(Done(after, reply))
 
     async def _read_stream(
@@ -254,7 +264,7 @@ class ChatService:
         request: ChatRequest,
         parts: list[str],
         usage: Usage | None,
-        payer: str | None,
+        caller: Principal,
         status: MessageStatus = MessageStatus.COMPLETE,
     ) -> ReplyDraft:
         """A reply to store, with what it cost (a cut one: what was produced before)."""
@@ -265,8 +275,24 @@ class ChatService:
             usage,
             status,
             cost_nanos=to_nanos(cost) if cost else 0,
-            payer=payer,
+            payer=caller.name,
         )
+
+    async def _check_tokens(self, caller: Principal) -> None:
+        """Refuse a key that used its LLM tokens a minute (counted after each reply: the
+        turns under way finish, so the overshoot is bounded by them)."""
+        tpm = caller.limits.tpm
+        if tpm is None or caller.name is None or self._rate_limiter is None:
+            return
+        wait = await self._rate_limiter.wait(TOKENS, caller.name, tpm)
+        if wait:
+            raise TooManyTokensError(tpm, wait)
+
+    async def _charge_tokens(self, caller: Principal, usage: Usage | None) -> None:
+        tpm = caller.limits.tpm
+        if tpm is None or caller.name is None or self._rate_limiter is None or usage is None:
+            return
+        await self._rate_limiter.charge(TOKENS, caller.name, tpm, usage.total_tokens)
 
     def _chat_request(self, goal: Goal, history: tuple[ChatMessage, ...]) -> ChatRequest:
         return ChatRequest(

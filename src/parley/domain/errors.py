@@ -89,17 +89,36 @@ class IdempotencyKeyReusedError(ConflictError):
         super().__init__("this Idempotency-Key was used for a different message")
 
 
-class BudgetExceededError(DomainError):
+class RetryLaterError(DomainError):
+    """Refused for now (answered 429): the caller may try again in ``retry_after_seconds``."""
+
+    code = "retry_later"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, math.ceil(retry_after))
+
+
+class BudgetExceededError(RetryLaterError):
     """The key spent its budget for this period; it may call again when the period resets."""
 
     code = "budget_exceeded"
 
     def __init__(self, budget_usd: float, resets_at: datetime, now: datetime) -> None:
         super().__init__(
-            f"this key's budget of ${budget_usd:g} is spent until {resets_at.isoformat()}"
+            f"this key's budget of ${budget_usd:g} is spent until {resets_at.isoformat()}",
+            (resets_at - now).total_seconds(),
         )
         self.resets_at = resets_at
-        self.retry_after_seconds = max(1, math.ceil((resets_at - now).total_seconds()))
+
+
+class TooManyTokensError(RetryLaterError):
+    """The key used its LLM tokens a minute (its ``tpm``)."""
+
+    code = "too_many_tokens"
+
+    def __init__(self, tpm: int, retry_after: float) -> None:
+        super().__init__(f"this key's limit of {tpm} LLM tokens a minute is reached", retry_after)
 
 
 class ShuttingDownError(DomainError):

@@ -204,6 +204,19 @@ class KeyStore(Protocol):
         ...
 
 
+class RateLimiter(Protocol):
+    """Counts against per-minute limits, once for every replica where configured (the
+    LLM tokens a key may use a minute)."""
+
+    async def wait(self, name: str, identity: str, per_minute: int) -> float:
+        """Seconds until one more unit fits (0.0: now)."""
+        ...
+
+    async def charge(self, name: str, identity: str, per_minute: int, cost: int) -> None:
+        """Count ``cost`` units already spent."""
+        ...
+
+
 class LLM(Protocol):
     """The LLM gateway, as the domain uses it."""
 

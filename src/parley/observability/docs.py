@@ -17,6 +17,7 @@ from parley.observability.catalogue import (
     DatabaseMetrics,
     HttpMetrics,
     LabelGuardMetrics,
+    LimiterMetrics,
     LLMMetrics,
     TurnMetrics,
     WebSocketMetrics,
@@ -31,6 +32,7 @@ GROUPS = (
     ("Database", DatabaseMetrics),
     ("Business", BusinessMetrics),
     ("Turns", TurnMetrics),
+    ("Rate limits", LimiterMetrics),
     ("Label guard", LabelGuardMetrics),
 )
 
