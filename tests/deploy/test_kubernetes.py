@@ -48,6 +48,16 @@ def test_kustomize_builds_every_object_an_operator_expects(
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "parley"
 
 
+def test_every_replica_counts_rate_limits_in_the_same_redis(
+    objects: dict[str, dict[str, Any]],
+) -> None:
+    """The autoscaler runs several pods: their limits must be counted once, in Redis."""
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    secret = env["PARLEY_REDIS_URL"]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": "parley", "key": "redis-url"}  # required, not optional
+
+
 def test_built_objects_are_valid_for_kubernetes(objects: dict[str, dict[str, Any]]) -> None:
     for obj in objects.values():
         if obj["apiVersion"] not in CUSTOM:
