@@ -11,7 +11,7 @@ import sys
 import tempfile
 from importlib.metadata import version
 
-from bench import http, inprocess, memory, micro, scrape, turns
+from bench import http, inprocess, keys, memory, micro, scrape, turns
 from bench.variants import PEERS
 
 
@@ -107,11 +107,23 @@ def main() -> int:
     )
 
     targets += _turn_targets(quick)
+    targets += _key_targets(quick)
 
     print("Targets" + (" (quick run: sizes too small to mean anything)" if quick else ""))
     for name, met, shown in targets:
         print(f"    {'met   ' if met else 'MISSED'}  {name}: {shown}")
     return 0
+
+
+def _key_targets(quick: bool) -> list[tuple[str, bool, str]]:
+    """What keys and their limits add to a turn (bench/keys.py; issue 22's goal)."""
+    results = keys.run(rounds=2 if quick else 9, turns=20 if quick else 300)
+    print("\n".join(keys.report(results)), end="\n\n")
+    local, redis = keys.added(results, keys.IN_PROCESS), keys.added(results, keys.IN_REDIS)
+    return [
+        ("a key's checks add <= 0.5 ms p50, in process", local <= 0.0005, f"{local * 1000:.2f} ms"),
+        ("a key's checks add <= 1 ms p50, in Redis", redis <= 0.001, f"{redis * 1000:.2f} ms"),
+    ]
 
 
 def _turn_targets(quick: bool) -> list[tuple[str, bool, str]]:

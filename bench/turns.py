@@ -394,9 +394,9 @@ async def _growth(server: Server, conversations: int) -> tuple[float, float]:
         return sum(spent[:5]) / 5, sum(spent[45:]) / 5
 
 
-def _zero_latency_parley(name: str, database_url: str) -> Server:
+def _zero_latency_parley(name: str, database_url: str, env: dict[str, str] | None = None) -> Server:
     """``parley serve`` on the simulated LLM at zero latency, with no quota and no rate
-    limit: what a whole turn costs Parley itself."""
+    limit: what a whole turn costs Parley itself (``env``: settings on top)."""
     return _spawn(
         f"parley {name}",
         [str(Path(sys.executable).with_name("parley")), "serve", "--port", "{port}"],
@@ -410,6 +410,7 @@ def _zero_latency_parley(name: str, database_url: str) -> Server:
             "PARLEY_SIM_TOKENS_PER_MINUTE": "1000000000",
             "PARLEY_RATE_LIMIT_PER_MINUTE": "0",
             "PARLEY_LOG_LEVEL": "WARNING",
+            **(env or {}),
         },
     )
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -31,7 +31,7 @@ from parley.domain.errors import (
     GoalNotFoundError,
     IdempotencyKeyReusedError,
 )
-from parley.domain.keys import ApiKey
+from parley.domain.keys import ApiKey, BudgetPeriod
 from parley.domain.models import (
     Conversation,
     ConversationStatus,
@@ -373,6 +373,14 @@ class MemoryKeys:
 
     async def any_exist(self) -> bool:
         return bool(self.keys)
+
+    async def by_digest_with_spend(
+        self, digest: str, period_starts: Mapping[BudgetPeriod, date]
+    ) -> tuple[ApiKey, int] | None:
+        key = await self.by_digest(digest)
+        if key is None:
+            return None
+        return key, await self.spent(key.name, period_starts[key.limits.budget_period])
 
     async def spent(self, name: str, since: date) -> int:
         return sum(cost for day, cost in self.spend.get(name, {}).items() if day >= since)

@@ -53,7 +53,7 @@ async def test_last_used_is_written_at_most_once_a_minute() -> None:
 
     store.touch = counted  # type: ignore[method-assign]
     for _ in range(5):
-        assert await keys.authenticate(secret) == Principal("shop", Role.CLIENT)
+        assert await keys.authenticate(secret) == Principal("shop", Role.CLIENT, spent_nanos=0)
         clock.advance(10)
     assert writes == 1
     clock.advance(60)

@@ -400,6 +400,31 @@ async def test_a_reply_charges_its_cost_to_the_payer_and_its_conversation_once(
     assert await store.keys.spent_daily(today - timedelta(days=40)) == {"shop": {today: 2_469_134}}
 
 
+async def test_a_key_is_read_with_what_it_spent_in_its_own_budget_period(store: Ports) -> None:
+    """One read per request: the key, and its spend since its period's first day."""
+    made = datetime.now(UTC)
+    for name, period in (("daily", BudgetPeriod.DAY), ("monthly", BudgetPeriod.MONTH)):
+        limits = KeyLimits(budget_usd=1.0, budget_period=period)
+        key = ApiKey(name, Role.CLIENT, digest(name), created_at=made, limits=limits)
+        assert await store.keys.add(key)
+    await store.goals.add(sample_goal())
+    conversation = await store.conversations.create("support", {})
+    for payer in ("daily", "monthly"):
+        opened = await open_turn(store, conversation.id, payer)
+        draft = ReplyDraft("r", "m", None, cost_nanos=500, payer=payer)
+        await store.conversations.store_reply(opened.question, draft)
+    today = made.date()
+    tomorrow = today + timedelta(days=1)
+    starts = {BudgetPeriod.DAY: tomorrow, BudgetPeriod.WEEK: today, BudgetPeriod.MONTH: today}
+    daily = await store.keys.by_digest_with_spend(digest("daily"), starts)
+    monthly = await store.keys.by_digest_with_spend(digest("monthly"), starts)
+    assert daily is not None
+    assert (daily[0].name, daily[1]) == ("daily", 0)  # its period starts "tomorrow" here
+    assert monthly is not None
+    assert (monthly[0].name, monthly[1]) == ("monthly", 500)
+    assert await store.keys.by_digest_with_spend(digest("nobody"), starts) is None
+
+
 async def test_a_key_keeps_its_budget_and_rate_limits(store: Ports) -> None:
     limits = KeyLimits(budget_usd=12.5, budget_period=BudgetPeriod.WEEK, rpm=60, tpm=10_000)
     key = ApiKey("shop", Role.CLIENT, digest("s"), created_at=datetime.now(UTC), limits=limits)

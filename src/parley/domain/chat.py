@@ -239,14 +239,17 @@ class ChatService:
                 emit(Failed(abandoned.error))
             return
         used = usage[-1] if usage else None
-        reply, after = await timings.measure(
-            "db",
-            self._conversations.store_reply(
-                opened.question, self._draft(request, parts, used, caller)
-            ),
+        stored = self._conversations.store_reply(
+            opened.question, self._draft(request, parts, used, caller)
         )
-        # Before Done: the caller's next message sees these tokens counted.
-        await self._charge_tokens(caller, used)
+        if self._counts_tokens(caller) and used is not None:
+            # Counted while the reply is stored (the tokens were used either way), and
+            # before Done: the caller's next message sees them counted.
+            (reply, after), _ = await timings.measure(
+                "db", asyncio.gather(stored, self._charge_tokens(caller, used))
+            )
+        else:
+            reply, after = await timings.measure("db", stored)
         emit(Done(after, reply))
 
     async def _read_stream(
@@ -278,21 +281,31 @@ class ChatService:
             payer=caller.name,
         )
 
+    def _tokens_limit(self, caller: Principal) -> tuple[RateLimiter, str, int] | None:
+        """Where the caller's tokens a minute are counted, under which name and limit;
+        None when it has no such limit."""
+        tpm, name, limiter = caller.limits.tpm, caller.name, self._rate_limiter
+        if tpm is None or name is None or limiter is None:
+            return None
+        return limiter, name, tpm
+
+    def _counts_tokens(self, caller: Principal) -> bool:
+        return self._tokens_limit(caller) is not None
+
     async def _check_tokens(self, caller: Principal) -> None:
         """Refuse a key that used its LLM tokens a minute (counted after each reply: the
         turns under way finish, so the overshoot is bounded by them)."""
-        tpm = caller.limits.tpm
-        if tpm is None or caller.name is None or self._rate_limiter is None:
+        if (limit := self._tokens_limit(caller)) is None:
             return
-        wait = await self._rate_limiter.wait(TOKENS, caller.name, tpm)
-        if wait:
+        limiter, name, tpm = limit
+        if wait := await limiter.wait(TOKENS, name, tpm):
             raise TooManyTokensError(tpm, wait)
 
     async def _charge_tokens(self, caller: Principal, usage: Usage | None) -> None:
-        tpm = caller.limits.tpm
-        if tpm is None or caller.name is None or self._rate_limiter is None or usage is None:
+        if (limit := self._tokens_limit(caller)) is None or usage is None:
             return
-        await self._rate_limiter.charge(TOKENS, caller.name, tpm, usage.total_tokens)
+        limiter, name, tpm = limit
+        await limiter.charge(TOKENS, name, tpm, usage.total_tokens)
 
     def _chat_request(self, goal: Goal, history: tuple[ChatMessage, ...]) -> ChatRequest:
         return ChatRequest(

@@ -3,6 +3,7 @@ development mode where no key exists. No HTTP and no SQL here."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -10,7 +11,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from parley.domain.errors import (
@@ -95,6 +96,9 @@ class Principal:
     name: str | None  # the key's name; None in development mode (no keys at all)
     role: Role
     limits: KeyLimits = field(default=NO_LIMITS)
+    # What the key had spent in its budget period when the request began (read with the
+    # key, in the same statement); None: not read.
+    spent_nanos: int | None = None
 
     @property
     def owner_scope(self) -> str | None:
@@ -133,6 +137,10 @@ class Spend:
     @property
     def remaining_usd(self) -> float | None:
         return None if self.budget_usd is None else max(0.0, self.budget_usd - self.usd)
+
+
+def _period_starts(now: datetime) -> dict[BudgetPeriod, date]:
+    return {period: period.start(now).date() for period in BudgetPeriod}
 
 
 def digest(secret: str) -> str:
@@ -244,11 +252,15 @@ class KeyService:
     async def check_budget(self, principal: Principal) -> None:
         """Refuse a principal whose budget for this period is spent (before any LLM call:
         turns already under way finish, so the overshoot is bounded by them)."""
-        if principal.limits.budget_usd is None:
+        budget = principal.limits.budget_usd
+        if budget is None:
             return
-        spend = await self.spend(principal)
-        if spend.usd >= principal.limits.budget_usd:
-            raise BudgetExceededError(spend.budget_usd or 0.0, spend.resets_at, self._now())
+        now = self._now()
+        spent = principal.spent_nanos
+        if spent is None:  # not read with the key: read it now
+            spent = to_nanos((await self.spend(principal)).usd)
+        if spent >= to_nanos(budget):
+            raise BudgetExceededError(budget, principal.limits.budget_period.end(now), now)
 
     async def any_exist(self) -> bool:
         """Whether any key exists or existed: one from PARLEY_API_KEYS or one made."""
@@ -279,12 +291,15 @@ class KeyService:
         matched = [hmac.compare_digest(presented, known) for known in self._bootstrap]
         if any(matched):
             return Principal(name=f"{BOOTSTRAP_PREFIX}{matched.index(True) + 1}", role=Role.ADMIN)
-        key = await self._keys.by_digest(presented)
-        if key is None or key.revoked_at is not None:
+        now = self._now()
+        found = await self._keys.by_digest_with_spend(presented, _period_starts(now))
+        if found is None:
+            return None
+        key, spent = found
+        if key.revoked_at is not None:
             return None
         if not hmac.compare_digest(presented, key.digest):  # the store's match, re-checked
             return None
-        now = self._now()
         if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
             await self._keys.touch(key.name, now)
-        return key.principal
+        return dataclasses.replace(key.principal, spent_nanos=spent)

@@ -5,7 +5,7 @@ LLM gateway implement them, ``app.py`` wires them, and unit tests use in-memory 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +22,7 @@ from parley.domain.models import (
 from parley.llm.types import ChatMessage, ChatRequest, Completion, StreamChunk, Usage
 
 if TYPE_CHECKING:
-    from parley.domain.keys import ApiKey
+    from parley.domain.keys import ApiKey, BudgetPeriod
 
 # Decides, inside the transaction that stores a user message, whether the conversation
 # escalates instead of replying: (goal, the conversation with that message) -> reason.
@@ -178,6 +178,13 @@ class KeyStore(Protocol):
     async def get(self, name: str) -> ApiKey | None: ...
 
     async def by_digest(self, digest: str) -> ApiKey | None: ...
+
+    async def by_digest_with_spend(
+        self, digest: str, period_starts: Mapping[BudgetPeriod, date]
+    ) -> tuple[ApiKey, int] | None:
+        """The key and what it spent (nano-dollars) since the start of its budget
+        period (``period_starts``: each period's first UTC day), in one read."""
+        ...
 
     async def all(self) -> list[ApiKey]:
         """Every key, revoked ones too, by name."""

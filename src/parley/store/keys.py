@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Date, bindparam, exists, func, insert, select, update
+from sqlalchemy import Connection, Date, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from parley.domain.keys import ApiKey, to_nanos
+from parley.domain.keys import ApiKey, BudgetPeriod, to_nanos
 from parley.store.database import Database
 from parley.store.rows import to_key
 from parley.store.tables import API_KEYS, KEY_SPEND, UTCDateTime
@@ -32,6 +33,21 @@ _SPENT = select(func.coalesce(func.sum(_S.cost_nanos), 0)).where(
 )
 _SPENT_DAILY = select(_S.key_name, _S.day, _S.cost_nanos).where(
     _S.day >= bindparam("since", type_=Date)
+)
+# A request's one read: its key by the unique index on digest, and what the key spent in
+# its own budget period (the primary key's range).
+_PERIOD_START = case(
+    (_K.budget_period == "day", bindparam("day_start", type_=Date)),
+    (_K.budget_period == "week", bindparam("week_start", type_=Date)),
+    else_=bindparam("month_start", type_=Date),
+)
+_SPENT_IN_PERIOD = (
+    select(func.coalesce(func.sum(_S.cost_nanos), 0))
+    .where(_S.key_name == _K.name, _S.day >= _PERIOD_START)
+    .scalar_subquery()
+)
+_BY_DIGEST_WITH_SPEND = select(API_KEYS, _SPENT_IN_PERIOD.label("spent_nanos")).where(
+    _K.digest == bindparam("digest")
 )
 _TOUCH = (
     update(API_KEYS)
@@ -56,6 +72,11 @@ class KeyRepository:
 
     async def by_digest(self, digest: str) -> ApiKey | None:
         return await self._db.run_transaction(_one, _BY_DIGEST, {"digest": digest})
+
+    async def by_digest_with_spend(
+        self, digest: str, period_starts: Mapping[BudgetPeriod, date]
+    ) -> tuple[ApiKey, int] | None:
+        return await self._db.run_transaction(_with_spend, digest, period_starts)
 
     async def all(self) -> list[ApiKey]:
         return await self._db.run_transaction(_all)
@@ -99,6 +120,19 @@ def _insert(conn: Connection, key: ApiKey) -> None:
 def _one(conn: Connection, statement: Any, parameters: dict[str, str]) -> ApiKey | None:
     row = conn.execute(statement, parameters).one_or_none()
     return to_key(row) if row is not None else None
+
+
+def _with_spend(
+    conn: Connection, digest: str, starts: Mapping[BudgetPeriod, date]
+) -> tuple[ApiKey, int] | None:
+    parameters = {
+        "digest": digest,
+        "day_start": starts[BudgetPeriod.DAY],
+        "week_start": starts[BudgetPeriod.WEEK],
+        "month_start": starts[BudgetPeriod.MONTH],
+    }
+    row = conn.execute(_BY_DIGEST_WITH_SPEND, parameters).one_or_none()
+    return (to_key(row), int(row.spent_nanos)) if row is not None else None
 
 
 def _all(conn: Connection) -> list[ApiKey]:
