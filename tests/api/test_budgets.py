@@ -5,6 +5,7 @@ SSE and WebSocket alike), and a goal's per-conversation budget escalating with r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from parley.domain.keys import BudgetPeriod
 from parley.llm.prices import estimate_cost
 from parley.llm.types import Usage
 from tests.api.helpers import parse_sse
-from tests.conftest import app_client, make_settings
+from tests.conftest import app_client, make_settings, postgres_url
 from tests.support.providers import ScriptedProvider
 
 BOOTSTRAP = "bootstrap-secret"
@@ -228,3 +229,44 @@ def test_a_key_past_its_tokens_a_minute_waits_on_every_channel(
     other = _key(client, "other")
     for _ in range(3):
         assert _say(client, _conversation(client, other), other).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "database",
+    ["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.integration])],
+)
+def test_a_spent_budget_stops_the_key_on_every_replica(tmp_path: Path, database: str) -> None:
+    """Two replicas on one database: what the key spent through one is what the other
+    reads, so the other refuses it too; the stored spend is the stored usage priced."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    if database == "postgresql":
+        url = asyncio.run(postgres_url())
+    settings = make_settings(tmp_path, api_keys=BOOTSTRAP, database_url=url)
+    with (
+        app_client(settings, ScriptedProvider()) as one,
+        app_client(settings, ScriptedProvider()) as two,
+    ):
+        goal = {"id": "support", "name": "Support", "instructions": "Help."}
+        assert one.post("/v1/goals/", json=goal, headers=ADMIN).status_code == 201
+        shop = _key(one, "shop", budget_usd=2.5 * TURN_NANOS / 1e9)
+        conversation = _conversation(two, shop)
+        for replica in (one, two, one):
+            assert _say(replica, conversation, shop).status_code == 200
+        for replica in (one, two):
+            refused = _say(replica, conversation, shop)
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "budget_exceeded"
+        spend = two.get("/v1/keys/shop", headers=ADMIN).json()["spend"]
+        detail = one.get(f"/v1/conversations/{conversation}", headers=ADMIN).json()
+    stored = [m["usage"] for m in detail["messages"] if m["role"] == "assistant"]
+    priced = sum(
+        estimate_cost(
+            MODEL,
+            Usage(u["prompt_tokens"], u["completion_tokens"], u["total_tokens"]),
+            "scripted",
+        )
+        or 0.0
+        for u in stored
+    )
+    assert len(stored) == 3
+    assert spend["usd"] == pytest.approx(priced, abs=1e-9)

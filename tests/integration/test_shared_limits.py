@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.websockets import WebSocketDisconnect
+from structlog.testing import capture_logs
 
 from parley.limiter import LimiterUnavailableError, RedisLimiter
+from tests.conftest import app_client, make_settings
 from tests.support.ports import free_port
 from tests.support.processes import stop
 from tests.support.tools import require_tool
@@ -131,3 +135,63 @@ async def _fail_and_recover(
     assert await open_limiter.hit("requests", "key:shop", 3) > 0  # limits hold again
     assert await closed.wait("requests", "key:shop", 3) > 0
     assert errors == [1]
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_the_api_with_redis_stopped_mid_run_answers_as_configured_and_never_500(
+    own_redis: OwnRedis, tmp_path: Path, mode: str
+) -> None:
+    """A key limited to 3 a minute through the API: with Redis gone, requests are let
+    through (open) or answered 503 with Retry-After (closed), counted and logged, never
+    a 500; a WebSocket turn too. With Redis back, the limit holds again."""
+    settings = make_settings(
+        tmp_path,
+        api_keys="bootstrap-secret",
+        redis_url=own_redis.url,
+        redis_key_prefix=_prefix(),
+        rate_limit_failure_mode=mode,
+    )
+    admin = {"Authorization": "Bearer bootstrap-secret"}
+    with app_client(settings) as client:
+        made = client.post(
+            "/v1/keys/", json={"name": "shop", "role": "client", "rpm": 3}, headers=admin
+        )
+        headers = {"Authorization": f"Bearer {made.json()['secret']}"}
+        assert [client.get("/v1/goals/", headers=headers).status_code for _ in range(4)] == [
+            200, 200, 200, 429
+        ]  # fmt: skip
+
+        own_redis.stop()
+        with capture_logs() as logs:
+            answers = [client.get("/v1/goals/", headers=headers) for _ in range(5)]
+        expected = 200 if mode == "open" else 503
+        assert [answer.status_code for answer in answers] == [expected] * 5
+        if mode == "closed":
+            body = answers[0].json()["error"]
+            assert body["code"] == "rate_limiter_unavailable"
+            assert answers[0].headers["Retry-After"] == "1"
+            with (
+                pytest.raises(WebSocketDisconnect) as closed,
+                client.websocket_connect("/v1/conversations/x/ws", headers=headers),
+            ):
+                pass
+            assert closed.value.code == 1013
+        assert [e["event"] for e in logs].count("rate_limiter_unavailable") == 1
+        errors = _sample(client.get("/metrics").text, "rate_limiter_errors_total")
+        assert errors is not None
+        assert errors >= 1
+
+        own_redis.start()  # an empty Redis: counts start afresh once it is tried again
+        wait_until(
+            lambda: client.get("/v1/goals/", headers=headers).status_code == 429,
+            "the limit holding again",
+            timeout=30,
+        )
+
+
+def _sample(metrics: str, name: str) -> float | None:
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return None
