@@ -24,6 +24,7 @@ from parley.domain.chat import ChatLimits, ChatService
 from parley.domain.conversations import ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
 from parley.domain.goals import GoalService
+from parley.domain.handoff import HandoffService
 from parley.domain.keys import KeyService
 from parley.lifecycle import drain_before_exit
 from parley.limiter import Limiter, LocalLimiter, RedisLimiter
@@ -124,7 +125,8 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
         budgets=keys,
         rate_limiter=limiter,
     )
-    return Services(store, gateway, events, goals, conversations, chat, keys, limiter)
+    handoffs = HandoffService(store.handoffs, store.conversations, settings.max_message_chars)
+    return Services(store, gateway, events, goals, conversations, chat, keys, limiter, handoffs)
 
 
 def instrument_services(

@@ -8,6 +8,7 @@ from parley.domain.chat import ChatService
 from parley.domain.conversations import ConversationService
 from parley.domain.events import EventFanout
 from parley.domain.goals import GoalService
+from parley.domain.handoff import HandoffService
 from parley.domain.keys import KeyService
 from parley.limiter import Limiter
 from parley.llm import LLMGateway
@@ -24,3 +25,4 @@ class Services:
     chat: ChatService
     keys: KeyService
     limiter: Limiter
+    handoffs: HandoffService

@@ -38,6 +38,8 @@ from parley.domain.models import (
     Escalation,
     EscalationReason,
     Goal,
+    Handoff,
+    HandoffState,
     Message,
     Page,
 )
@@ -190,8 +192,11 @@ class MemoryConversations:
             return None
         now = max(_now(), conversation.updated_at)
         escalation = Escalation(reason, note, now) if reason else conversation.escalation
+        handoff = Handoff(HandoffState.WAITING, reason, now) if reason else conversation.handoff
+        if to is ConversationStatus.COMPLETED and handoff is not None:
+            handoff = handoff.customer_left(now)
         changed = dataclasses.replace(
-            conversation, status=to, escalation=escalation, updated_at=now
+            conversation, status=to, escalation=escalation, handoff=handoff, updated_at=now
         )
         self.conversations[conversation_id] = changed
         return changed
@@ -240,6 +245,7 @@ class MemoryConversations:
                 conversation,
                 status=ConversationStatus.ESCALATED,
                 escalation=Escalation(reason, None, question.created_at),
+                handoff=Handoff(HandoffState.WAITING, reason, question.created_at),
             )
         self.conversations[conversation_id] = conversation
         answering_until = None
@@ -336,7 +342,127 @@ class MemoryConversations:
 
     def _history(self, question: Message, limit: int) -> tuple[ChatMessage, ...]:
         earlier = [m for m in self.messages[question.conversation_id] if m.seq <= question.seq]
-        return tuple(ChatMessage(m.role, m.content) for m in earlier[-limit:])
+        return tuple(ChatMessage(_sent_as(m.role), m.content) for m in earlier[-limit:])
+
+
+def _sent_as(role: Role) -> Role:
+    """An agent's message reaches the LLM as the assistant's side, as in the database."""
+    return Role.ASSISTANT if role is Role.AGENT else role
+
+
+class MemoryHandoffs:
+    """A ``HandoffStore`` over ``MemoryConversations``."""
+
+    def __init__(self, conversations: MemoryConversations) -> None:
+        self._store = conversations
+
+    async def queue(
+        self,
+        *,
+        state: HandoffState,
+        goal_id: str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        after = decode_cursor(cursor) if cursor is not None else None
+        matching = sorted(
+            (
+                c
+                for c in self._store.conversations.values()
+                if c.handoff is not None
+                and c.handoff.state is state
+                and goal_id in (None, c.goal_id)
+                and agent in (None, c.handoff.agent)
+                and (after is None or (c.handoff.escalated_at, c.id) > after)
+            ),
+            key=lambda c: (c.handoff.escalated_at if c.handoff else _now(), c.id),
+        )
+        items = tuple(matching[:limit])
+        more = len(matching) > limit
+        last = items[-1] if items else None
+        next_cursor = (
+            encode_cursor(last.handoff.escalated_at, last.id)
+            if more and last is not None and last.handoff is not None
+            else None
+        )
+        return Page(items, next_cursor)
+
+    def _held(self, conversation_id: uuid.UUID, holder: str | None) -> Conversation | None:
+        conversation = self._store.conversations.get(conversation_id)
+        handoff = conversation.handoff if conversation else None
+        if handoff is None or handoff.state is not HandoffState.ASSIGNED:
+            return None
+        return conversation if holder in (None, handoff.agent) else None
+
+    def _put(self, conversation: Conversation, **handoff: Any) -> Conversation:
+        assert conversation.handoff is not None
+        now = max(_now(), conversation.updated_at)
+        changed = dataclasses.replace(
+            conversation,
+            handoff=dataclasses.replace(conversation.handoff, **handoff),
+            updated_at=now,
+        )
+        self._store.conversations[conversation.id] = changed
+        return changed
+
+    async def assign(
+        self, conversation_id: uuid.UUID, agent: str, *, holder: str | None, transfer: bool
+    ) -> Conversation | None:
+        if transfer:
+            conversation = self._held(conversation_id, holder)
+        else:
+            conversation = self._store.conversations.get(conversation_id)
+            waiting = (
+                conversation is not None
+                and conversation.status is ConversationStatus.ESCALATED
+                and conversation.handoff is not None
+                and conversation.handoff.state is HandoffState.WAITING
+            )
+            conversation = conversation if waiting else None
+        if conversation is None:
+            return None
+        return self._put(conversation, state=HandoffState.ASSIGNED, agent=agent, assigned_at=_now())
+
+    async def unassign(
+        self, conversation_id: uuid.UUID, *, holder: str | None
+    ) -> Conversation | None:
+        conversation = self._held(conversation_id, holder)
+        if conversation is None:
+            return None
+        return self._put(conversation, state=HandoffState.WAITING, agent=None, assigned_at=None)
+
+    async def resolve(
+        self,
+        conversation_id: uuid.UUID,
+        *,
+        holder: str | None,
+        return_to_bot: bool,
+        note: str | None = None,
+    ) -> Conversation | None:
+        conversation = self._held(conversation_id, holder)
+        if conversation is None:
+            return None
+        status = ConversationStatus.ACTIVE if return_to_bot else ConversationStatus.COMPLETED
+        if return_to_bot:
+            self._store.failures[conversation_id] = 0
+        conversation = dataclasses.replace(
+            conversation, status=status, turns=0 if return_to_bot else conversation.turns
+        )
+        return self._put(conversation, state=HandoffState.RESOLVED, resolved_at=_now(), note=note)
+
+    async def agent_message(
+        self, conversation_id: uuid.UUID, agent: str, content: str
+    ) -> tuple[Message, Conversation] | None:
+        conversation = self._held(conversation_id, agent)
+        if conversation is None:
+            return None
+        message = self._store._append(conversation_id, Role.AGENT, content, author=agent)
+        handoff = conversation.handoff
+        assert handoff is not None
+        first = handoff.first_agent_reply_at or message.created_at
+        conversation = dataclasses.replace(conversation, updated_at=message.created_at)
+        return message, self._put(conversation, first_agent_reply_at=first)
 
 
 class MemoryKeys:
@@ -401,3 +527,4 @@ class MemoryStore:
         spend: dict[str, dict[date, int]] = {}
         self.conversations = MemoryConversations(self.goals, spend=spend)
         self.keys = MemoryKeys(spend)
+        self.handoffs = MemoryHandoffs(self.conversations)

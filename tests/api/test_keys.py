@@ -35,7 +35,11 @@ EXPECTED_ROLES = {
     ("get", "/v1/conversations/{conversation_id}"): ALL,
     ("post", "/v1/conversations/{conversation_id}/close"): CALLERS,
     ("post", "/v1/conversations/{conversation_id}/escalate"): CALLERS,
-    ("post", "/v1/conversations/{conversation_id}/messages"): CALLERS,
+    ("post", "/v1/conversations/{conversation_id}/messages"): ALL,
+    ("get", "/v1/handoffs/"): {"agent", "admin"},
+    ("post", "/v1/conversations/{conversation_id}/assign"): {"agent", "admin"},
+    ("post", "/v1/conversations/{conversation_id}/unassign"): {"agent", "admin"},
+    ("post", "/v1/conversations/{conversation_id}/resolve"): {"agent", "admin"},
     ("post", "/v1/keys/"): {"admin"},
     ("get", "/v1/keys/"): {"admin"},
     ("get", "/v1/keys/{name}"): {"admin"},
@@ -73,6 +77,7 @@ def _call(client: TestClient, method: str, template: str, headers: dict[str, str
         ("post", "/v1/conversations/{conversation_id}/escalate"): {},
         ("post", "/v1/conversations/{conversation_id}/messages"): {"content": "hi"},
         ("post", "/v1/keys/"): {"name": "made-in-matrix", "role": "client"},
+        ("post", "/v1/conversations/{conversation_id}/resolve"): {"return_to_bot": True},
     }
     body = bodies.get((method, template))
     response = client.request(method, path, json=body, headers=headers)

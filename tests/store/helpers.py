@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from parley.domain.models import Conversation, EscalationPolicy, EscalationReason, Goal
-from parley.domain.ports import ConversationStore, GoalStore, KeyStore, OpenedTurn
+from parley.domain.ports import ConversationStore, GoalStore, HandoffStore, KeyStore, OpenedTurn
 
 
 class Ports(Protocol):
@@ -21,6 +21,9 @@ class Ports(Protocol):
 
     @property
     def keys(self) -> KeyStore: ...
+
+    @property
+    def handoffs(self) -> HandoffStore: ...
 
 
 def sample_goal(goal_id: str = "support", **changes: object) -> Goal:

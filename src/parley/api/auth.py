@@ -12,8 +12,8 @@ from starlette.requests import HTTPConnection
 
 from parley.api.rate_limits import RateLimitedError
 from parley.api.state import state_of
-from parley.domain.errors import DatabaseUnavailableError
-from parley.domain.keys import DEVELOPMENT, KeyService, Principal, Role
+from parley.domain.errors import DatabaseUnavailableError, InvalidKeyNameError
+from parley.domain.keys import DEVELOPMENT, KeyService, Principal, Role, check_name
 from parley.limiter import LimiterUnavailableError
 from parley.observability import set_caller
 
@@ -21,6 +21,8 @@ from parley.observability import set_caller
 # ``new WebSocket(url, ["parley", "bearer." + key])``. The server answers "parley".
 WS_SUBPROTOCOL = "parley"
 _WS_BEARER = "bearer."
+# In development mode (no key exists), the agent a request acts as, for agent tools.
+DEVELOPMENT_AGENT_HEADER = "x-parley-agent"
 # The OpenAPI extension every /v1 operation lists its roles under.
 ROLES_EXTENSION = "x-parley-roles"
 
@@ -64,6 +66,12 @@ async def authenticate(connection: HTTPConnection) -> None:
                 code=status.WS_1008_POLICY_VIOLATION, reason="rate limited"
             ) from None
         raise
+    except InvalidKeyNameError:  # a development agent's name that no key could have
+        if websocket:
+            raise WebSocketException(
+                code=status.WS_1008_POLICY_VIOLATION, reason="invalid agent name"
+            ) from None
+        raise
     except DatabaseUnavailableError:
         if websocket:
             raise WebSocketException(
@@ -91,7 +99,11 @@ async def _principal(connection: HTTPConnection, keys: KeyService) -> Principal 
         principal = await keys.authenticate(presented)
         if principal is not None:
             return principal
-    return DEVELOPMENT if await keys.is_open() else None
+    if not await keys.is_open():
+        return None
+    # Development only (no key exists): an agent tool names its agent in a header.
+    agent = connection.headers.get(DEVELOPMENT_AGENT_HEADER)
+    return Principal(name=check_name(agent), role=Role.AGENT) if agent else DEVELOPMENT
 
 
 def principal_of(connection: HTTPConnection) -> Principal:

@@ -15,9 +15,16 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse
 
 from parley.api.auth import roles
-from parley.api.deps import ChatDep, ConversationsDep, PrincipalDep, TurnTelemetryDep
+from parley.api.deps import (
+    ChatDep,
+    ConversationsDep,
+    HandoffsDep,
+    PrincipalDep,
+    TurnTelemetryDep,
+)
 from parley.api.errors import error_response
 from parley.api.schemas import (
+    AgentMessageOut,
     ConversationCreate,
     ConversationDetail,
     ConversationOut,
@@ -25,6 +32,7 @@ from parley.api.schemas import (
     ErrorBody,
     EscalationCreate,
     MessageCreate,
+    MessageOut,
     StorableText,
     TurnOut,
 )
@@ -161,18 +169,24 @@ async def escalate_conversation(
             "for other content",
         },
         413: {"model": ErrorBody, "description": "Content over the configured limit"},
+        201: {
+            "model": AgentMessageOut,
+            "description": "With an agent key: the agent's message, stored in a conversation "
+            "it holds (409 not_assigned otherwise); no LLM call",
+        },
         503: {
             "model": ErrorBody,
             "description": "The LLM is rate limited, or the server is shutting down "
             "(shutting_down: nothing stored; turn_interrupted: the message is stored)",
         },
     },
-    **roles(Role.CLIENT, Role.ADMIN),
+    **roles(Role.CLIENT, Role.AGENT, Role.ADMIN),
 )
 async def post_message(
     conversation_id: uuid.UUID,
     body: MessageCreate,
     chat: ChatDep,
+    handoffs: HandoffsDep,
     principal: PrincipalDep,
     telemetry: TurnTelemetryDep,
     request: Request,
@@ -187,9 +201,18 @@ async def post_message(
         ),
     ] = None,
 ) -> TurnOut | EventSourceResponse | JSONResponse:
-    """Send a user message and get the assistant's reply, whole or streamed as SSE."""
+    """Send a message: the assistant replies, whole or streamed as SSE; an agent's is stored.
+
+    With an agent key, the message is written as the agent holding the conversation."""
     # Ids go into the logs of everything this request does (never into metric labels).
     structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
+    if principal.role is Role.AGENT:  # a human agent answers: no LLM, no turn
+        message, after = await handoffs.agent_message(conversation_id, principal, body.content)
+        out = AgentMessageOut(
+            conversation=ConversationOut.model_validate(after),
+            message=MessageOut.model_validate(message),
+        )
+        return JSONResponse(out.model_dump(mode="json"), status_code=status.HTTP_201_CREATED)
     streaming = body.stream or "text/event-stream" in (accept or "")
     channel = "sse" if streaming else "http"
     try:

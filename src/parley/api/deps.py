@@ -13,6 +13,7 @@ from parley.config import Settings
 from parley.domain.chat import ChatService
 from parley.domain.conversations import ConversationService
 from parley.domain.goals import GoalService
+from parley.domain.handoff import HandoffService
 from parley.domain.keys import KeyService, Principal
 from parley.services import Services
 from parley.telemetry import TurnTelemetry
@@ -52,6 +53,10 @@ async def get_keys(state: StateDep) -> KeyService:
     return state.services.keys
 
 
+async def get_handoffs(state: StateDep) -> HandoffService:
+    return state.services.handoffs
+
+
 async def get_principal(connection: HTTPConnection) -> Principal:
     return principal_of(connection)
 
@@ -67,4 +72,5 @@ ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
 KeysDep = Annotated[KeyService, Depends(get_keys)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+HandoffsDep = Annotated[HandoffService, Depends(get_handoffs)]
 TurnTelemetryDep = Annotated[TurnTelemetry, Depends(get_turn_telemetry)]

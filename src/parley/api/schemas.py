@@ -24,6 +24,7 @@ from parley.domain.models import (
     DEFAULT_ESCALATION,
     ConversationStatus,
     EscalationReason,
+    HandoffState,
     MessageStatus,
 )
 from parley.llm import Role
@@ -167,6 +168,18 @@ class MessageOut(_Out):
     reply_to: uuid.UUID | None = None
     model: str | None = None
     usage: UsageOut | None = None
+    author: str | None = Field(default=None, description="An agent's message: the agent")
+
+
+class HandoffOut(_Out):
+    state: HandoffState
+    agent: str | None = Field(description="The agent's key name; null while waiting")
+    reason: EscalationReason
+    escalated_at: datetime
+    assigned_at: datetime | None
+    first_agent_reply_at: datetime | None
+    resolved_at: datetime | None
+    note: str | None = None
 
 
 class EscalationOut(_Out):
@@ -189,6 +202,9 @@ class ConversationOut(_Out):
     )
     tokens_used: int = Field(default=0, description="By its replies, against its goal's budget")
     cost_usd: float = Field(default=0.0, description="Its replies' estimated cost")
+    handoff: HandoffOut | None = Field(
+        default=None, description="Its current (or last) handoff to a human agent"
+    )
 
 
 class ConversationDetail(ConversationOut):
@@ -220,6 +236,35 @@ class EscalationCreate(_In):
         EscalationReason.MANUAL
     )
     note: StorableText | None = Field(default=None, max_length=2000)
+
+
+class HandoffItem(ConversationOut):
+    wait_seconds: float = Field(
+        description="From the escalation to its assignment, or to now while it waits"
+    )
+
+
+class HandoffPage(BaseModel):
+    items: list[HandoffItem]
+    next_cursor: str | None
+
+
+class AssignBody(_In):
+    agent: KeyName | None = Field(
+        default=None, description="Hand it to this agent (its holder or an admin only)"
+    )
+
+
+class ResolveBody(_In):
+    return_to_bot: bool = Field(
+        description="true: the bot answers again (active); false: the conversation ends"
+    )
+    note: StorableText | None = Field(default=None, max_length=2000)
+
+
+class AgentMessageOut(BaseModel):
+    conversation: ConversationOut
+    message: MessageOut
 
 
 class KeyCreate(_In):

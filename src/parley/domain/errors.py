@@ -82,6 +82,28 @@ class ConversationClosedError(ConflictError):
         super().__init__("conversation is completed and takes no more messages")
 
 
+class NotInHandoffError(ConflictError):
+    code = "not_in_handoff"
+
+    def __init__(self) -> None:
+        super().__init__("conversation is not waiting for or held by a human agent")
+
+
+class AlreadyAssignedError(ConflictError):
+    code = "already_assigned"
+
+    def __init__(self, agent: str | None) -> None:
+        holder = f" (to {agent})" if agent else ""
+        super().__init__(f"conversation is already assigned{holder}")
+
+
+class NotAssignedError(ConflictError):
+    code = "not_assigned"
+
+    def __init__(self) -> None:
+        super().__init__("conversation is not assigned to this agent")
+
+
 class IdempotencyKeyReusedError(ConflictError):
     code = "idempotency_key_reused"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -79,6 +79,40 @@ class Message:
     usage: Usage | None = None
     reply_to: uuid.UUID | None = None  # for a reply: the user message it answers
     status: MessageStatus = MessageStatus.COMPLETE
+    author: str | None = None  # an agent's message: the agent's key name
+
+
+class HandoffState(StrEnum):
+    WAITING = "waiting"  # in the queue: no agent holds it
+    ASSIGNED = "assigned"  # an agent holds it
+    RESOLVED = "resolved"  # an agent finished it (back to the bot, or completed)
+    ABANDONED = "abandoned"  # the customer left while it waited
+
+
+OPEN_HANDOFF = (HandoffState.WAITING, HandoffState.ASSIGNED)
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """A conversation's current (or last) handoff to a human agent."""
+
+    state: HandoffState
+    reason: EscalationReason
+    escalated_at: datetime
+    agent: str | None = None
+    assigned_at: datetime | None = None
+    first_agent_reply_at: datetime | None = None
+    resolved_at: datetime | None = None
+    note: str | None = None  # the agent's, when resolving it
+
+    def customer_left(self, at: datetime) -> Handoff:
+        """The conversation was closed by its customer: waiting, it is abandoned; held
+        by an agent, it ends."""
+        if self.state is HandoffState.WAITING:
+            return replace(self, state=HandoffState.ABANDONED, resolved_at=at)
+        if self.state is HandoffState.ASSIGNED:
+            return replace(self, state=HandoffState.RESOLVED, resolved_at=at)
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +135,7 @@ class Conversation:
     owner: str | None = None  # the name of the key that created it; None: made with no keys
     tokens_used: int = 0  # by its replies, prompt and completion
     cost_nanos: int = 0  # its replies' cost, in nano-dollars
+    handoff: Handoff | None = None
     messages: tuple[Message, ...] = field(default=())
 
     @property

@@ -15,6 +15,7 @@ from parley.domain.models import (
     ConversationStatus,
     EscalationReason,
     Goal,
+    HandoffState,
     Message,
     MessageStatus,
     Page,
@@ -168,6 +169,54 @@ class ConversationStore(Protocol):
         ...
 
     async def count_active(self) -> int: ...
+
+
+class HandoffStore(Protocol):
+    """Each step one atomic change of the conversation's handoff; None when the
+    conversation is not in the state the step needs (the caller reads why)."""
+
+    async def queue(
+        self,
+        *,
+        state: HandoffState,
+        goal_id: str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Conversations whose handoff is in ``state``, the longest waiting first."""
+        ...
+
+    async def assign(
+        self, conversation_id: uuid.UUID, agent: str, *, holder: str | None, transfer: bool
+    ) -> Conversation | None:
+        """Claim a waiting one for ``agent``; or (``transfer``) hand one held by ``holder``
+        (None: by anyone) to ``agent``."""
+        ...
+
+    async def unassign(
+        self, conversation_id: uuid.UUID, *, holder: str | None
+    ) -> Conversation | None:
+        """Put one held by ``holder`` (None: by anyone) back in the queue."""
+        ...
+
+    async def resolve(
+        self,
+        conversation_id: uuid.UUID,
+        *,
+        holder: str | None,
+        return_to_bot: bool,
+        note: str | None = None,
+    ) -> Conversation | None:
+        """End one held by ``holder`` (None: by anyone): active again with its escalation
+        counters at zero, or completed."""
+        ...
+
+    async def agent_message(
+        self, conversation_id: uuid.UUID, agent: str, content: str
+    ) -> tuple[Message, Conversation] | None:
+        """Store ``agent``'s message in a conversation it holds."""
+        ...
 
 
 class KeyStore(Protocol):

@@ -10,6 +10,9 @@ class Role(StrEnum):
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
+    # A human agent's message in a handed-off conversation: stored as such, and sent to the
+    # LLM as the assistant's side once the bot has the conversation back.
+    AGENT = "agent"
 
 
 @dataclass(frozen=True, slots=True)

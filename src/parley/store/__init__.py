@@ -4,6 +4,7 @@
 from parley.store.conversations import ConversationRepository
 from parley.store.database import Database
 from parley.store.goals import GoalCache, GoalRepository
+from parley.store.handoffs import HandoffRepository
 from parley.store.keys import KeyRepository
 from parley.store.migrate import upgrade_to_head
 
@@ -26,3 +27,4 @@ class Store:
         self.goals = GoalRepository(database, goals)
         self.conversations = ConversationRepository(database, goals)
         self.keys = KeyRepository(database)
+        self.handoffs = HandoffRepository(database)

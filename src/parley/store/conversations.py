@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, tuple_, update
+from sqlalchemy import Connection, case, func, insert, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from parley import defaults
@@ -18,6 +18,7 @@ from parley.domain.models import (
     Conversation,
     ConversationStatus,
     EscalationReason,
+    HandoffState,
     Message,
     Page,
 )
@@ -27,8 +28,10 @@ from parley.store import turns
 from parley.store.database import Database
 from parley.store.goals import GoalCache
 from parley.store.rows import CONVERSATION_COLUMNS, to_conversation, to_message
-from parley.store.tables import CONVERSATIONS, MESSAGES
+from parley.store.tables import CONVERSATIONS, MESSAGES, NEW_HANDOFF, UTCDateTime
 from parley.store.turns import now as _now
+
+OPEN_STATES = (HandoffState.WAITING.value, HandoffState.ASSIGNED.value)
 
 _C, _M = CONVERSATIONS.c, MESSAGES.c
 # The scrape's count: a range of the status index, so its cost follows the active
@@ -237,6 +240,20 @@ def _transition(
     values: dict[str, object] = {"status": to.value, "updated_at": now}
     if reason is not None:
         values |= {"escalation_reason": reason.value, "escalation_note": note, "escalated_at": now}
+        values |= NEW_HANDOFF
+    if to is ConversationStatus.COMPLETED:
+        # The customer left: a handoff still waiting is abandoned, one an agent held ends.
+        values |= {
+            "handoff_state": case(
+                (_C.handoff_state == HandoffState.WAITING.value, HandoffState.ABANDONED.value),
+                (_C.handoff_state == HandoffState.ASSIGNED.value, HandoffState.RESOLVED.value),
+                else_=_C.handoff_state,
+            ),
+            "handoff_resolved_at": case(
+                (_C.handoff_state.in_(OPEN_STATES), literal(now, UTCDateTime())),
+                else_=_C.handoff_resolved_at,
+            ),
+        }
     row = conn.execute(
         update(CONVERSATIONS)
         .where(_C.id == conversation_id, _C.status.in_([s.value for s in allowed_from]))

@@ -16,6 +16,8 @@ from parley.domain.models import (
     EscalationPolicy,
     EscalationReason,
     Goal,
+    Handoff,
+    HandoffState,
     Message,
     MessageStatus,
 )
@@ -69,11 +71,21 @@ def goal_values(goal: Goal) -> dict[str, Any]:
 
 
 def to_conversation(row: Row[Any], messages: tuple[Message, ...] = ()) -> Conversation:
-    escalation = None
+    escalation = handoff = None
     if row.escalation_reason is not None and row.escalated_at is not None:
-        escalation = Escalation(
-            EscalationReason(row.escalation_reason), row.escalation_note, row.escalated_at
-        )
+        reason = EscalationReason(row.escalation_reason)
+        escalation = Escalation(reason, row.escalation_note, row.escalated_at)
+        if row.handoff_state is not None:
+            handoff = Handoff(
+                state=HandoffState(row.handoff_state),
+                reason=reason,
+                escalated_at=row.escalated_at,
+                agent=row.handoff_agent,
+                assigned_at=row.handoff_assigned_at,
+                first_agent_reply_at=row.handoff_first_agent_reply_at,
+                resolved_at=row.handoff_resolved_at,
+                note=row.handoff_note,
+            )
     return Conversation(
         id=row.id,
         goal_id=row.goal_id,
@@ -86,6 +98,7 @@ def to_conversation(row: Row[Any], messages: tuple[Message, ...] = ()) -> Conver
         owner=row.owner,
         tokens_used=row.tokens_used,
         cost_nanos=row.cost_nanos,
+        handoff=handoff,
         messages=messages,
     )
 
@@ -110,6 +123,7 @@ def to_message(row: Row[Any]) -> Message:
         usage=usage,
         reply_to=row.reply_to,
         status=MessageStatus(row.status),
+        author=row.author,
     )
 
 

@@ -83,11 +83,29 @@ CONVERSATIONS = Table(
     # Its replies' tokens and cost so far, against its goal's budget.
     Column("tokens_used", Integer, nullable=False, server_default="0"),
     Column("cost_nanos", BigInteger, nullable=False, server_default="0"),
+    # Its current (or last) handoff to a human agent: None until it first escalates.
+    Column("handoff_state", String(16)),
+    Column("handoff_agent", String(64)),
+    Column("handoff_assigned_at", UTCDateTime()),
+    Column("handoff_first_agent_reply_at", UTCDateTime()),
+    Column("handoff_resolved_at", UTCDateTime()),
+    Column("handoff_note", Text),  # the agent's note when resolving it
     Index("ix_conversations_listing", "created_at", "id"),
     Index("ix_conversations_owner", "owner", "created_at", "id"),
     Index("ix_conversations_goal", "goal_id", "created_at", "id"),
     Index("ix_conversations_status", "status"),
+    Index("ix_conversations_handoff", "handoff_state", "escalated_at", "id"),
 )
+
+# An escalation opens a new handoff: waiting, held by nobody (the last one's times cleared).
+NEW_HANDOFF = {
+    "handoff_state": "waiting",
+    "handoff_agent": None,
+    "handoff_assigned_at": None,
+    "handoff_first_agent_reply_at": None,
+    "handoff_resolved_at": None,
+    "handoff_note": None,
+}
 
 MESSAGES = Table(
     "messages",
@@ -115,6 +133,7 @@ MESSAGES = Table(
     Column("idempotency_key", String(255)),
     # A keyed user message: until when some replica is answering it (its retries wait).
     Column("answering_until", UTCDateTime()),
+    Column("author", String(64)),  # an agent's message: the agent's key name
     Index("ux_messages_seq", "conversation_id", "seq", unique=True),
     Index("ux_messages_reply_to", "reply_to", unique=True),
     Index("ux_messages_idempotency_key", "conversation_id", "idempotency_key", unique=True),

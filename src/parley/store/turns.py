@@ -44,6 +44,8 @@ from parley.domain.models import (
     Escalation,
     EscalationReason,
     Goal,
+    Handoff,
+    HandoffState,
     Message,
 )
 from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft, escalated_by
@@ -51,10 +53,19 @@ from parley.llm.types import ChatMessage, Role
 from parley.store.goals import GoalCache
 from parley.store.rows import CONVERSATION_COLUMNS as _CONVERSATION
 from parley.store.rows import to_conversation, to_goal, to_message
-from parley.store.tables import CONVERSATIONS, GOALS, KEY_SPEND, MESSAGES, UTCDateTime
+from parley.store.tables import (
+    CONVERSATIONS,
+    GOALS,
+    KEY_SPEND,
+    MESSAGES,
+    NEW_HANDOFF,
+    UTCDateTime,
+)
 
 ACTIVE = ConversationStatus.ACTIVE.value
-_ROLES = {role.value: role for role in Role}  # a dict lookup, not an Enum call per row
+# A dict lookup, not an Enum call per row; an agent's messages reach the LLM as the
+# assistant's side of the conversation.
+_ROLES = {role.value: role for role in Role} | {Role.AGENT.value: Role.ASSISTANT}
 
 
 class Repeated(Exception):  # noqa: N818 -- control flow, not an error
@@ -125,6 +136,7 @@ _ESCALATE = (
         escalation_note=None,
         escalated_at=bindparam("at", type_=UTCDateTime()),
         updated_at=bindparam("at", type_=UTCDateTime()),
+        **NEW_HANDOFF,
     )
 )
 _INSERT_MESSAGE = insert(MESSAGES)
@@ -205,7 +217,7 @@ def open_turn(
     # A lease only for a message the LLM will answer: one that escalated gets no reply.
     keyed = idempotency_key is not None and reason is None
     answering_until = row.updated_at + answer_lease if keyed else None
-    _insert_message(conn, question, idempotency_key, answering_until)
+    insert_message(conn, question, idempotency_key, answering_until)
     return OpenedTurn(
         conversation=conversation,
         goal=goal,
@@ -243,7 +255,7 @@ def insert_reply(
         reply_to=question.id,
         status=reply.status,
     )
-    _insert_message(conn, message)
+    insert_message(conn, message)
     if reply.payer is not None and reply.cost_nanos:
         conn.execute(
             _SPEND[conn.dialect.name],
@@ -252,7 +264,7 @@ def insert_reply(
     return message, to_conversation(row)
 
 
-def _insert_message(
+def insert_message(
     conn: Connection,
     message: Message,
     idempotency_key: str | None = None,
@@ -277,6 +289,7 @@ def _insert_message(
             "status": message.status.value,
             "idempotency_key": idempotency_key,
             "answering_until": answering_until,
+            "author": message.author,
         },
     )
 
@@ -320,6 +333,7 @@ def _escalate(
         conversation,
         status=ConversationStatus.ESCALATED,
         escalation=Escalation(reason, None, at),
+        handoff=Handoff(HandoffState.WAITING, reason, at),
         updated_at=at,
     )
 

@@ -1,0 +1,165 @@
+"""The human handoff over the API: an escalated conversation waits in /v1/handoffs, one
+of two agents claiming it at once gets it, only its holder writes as the agent (or hands
+it on, or puts it back), and resolving it returns it to the bot, which sees the agent's
+messages, or completes it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from parley.llm import Role
+from tests.conftest import app_client, make_settings
+from tests.support.providers import ScriptedProvider
+
+BOOTSTRAP = "bootstrap-secret"
+ADMIN = {"Authorization": f"Bearer {BOOTSTRAP}"}
+
+
+@pytest.fixture
+def provider() -> ScriptedProvider:
+    return ScriptedProvider()
+
+
+@pytest.fixture
+def client(tmp_path: Path, provider: ScriptedProvider) -> Iterator[TestClient]:
+    settings = make_settings(tmp_path, api_keys=BOOTSTRAP)
+    with app_client(settings, provider) as test_client:
+        goal = {"id": "support", "name": "Support", "instructions": "Help."}
+        assert test_client.post("/v1/goals/", json=goal, headers=ADMIN).status_code == 201
+        yield test_client
+
+
+def _key(client: TestClient, name: str, role: str) -> dict[str, str]:
+    made = client.post("/v1/keys/", json={"name": name, "role": role}, headers=ADMIN)
+    assert made.status_code == 201, made.text
+    return {"Authorization": f"Bearer {made.json()['secret']}"}
+
+
+def _escalated(client: TestClient, customer: dict[str, str]) -> str:
+    made = client.post("/v1/conversations/", json={"goal_id": "support"}, headers=customer)
+    conversation: str = made.json()["id"]
+    turn = client.post(
+        f"/v1/conversations/{conversation}/messages",
+        json={"content": "get me a human"},
+        headers=customer,
+    )
+    assert turn.json()["escalation_reason"] == "trigger_phrase"
+    return conversation
+
+
+def _post(client: TestClient, path: str, headers: dict[str, str], body: Any = None) -> Any:
+    return client.post(f"/v1/conversations/{path}", json=body, headers=headers)
+
+
+def test_an_escalated_conversation_waits_in_the_queue_with_its_wait(client: TestClient) -> None:
+    customer, ann = _key(client, "shop", "client"), _key(client, "ann", "agent")
+    conversation = _escalated(client, customer)
+    body = client.get(f"/v1/conversations/{conversation}", headers=customer).json()
+    handoff = body["handoff"]
+    assert (handoff["state"], handoff["agent"], handoff["reason"]) == (
+        "waiting",
+        None,
+        "trigger_phrase",
+    )
+    queue = client.get("/v1/handoffs/", headers=ann).json()
+    assert [item["id"] for item in queue["items"]] == [conversation]
+    assert queue["items"][0]["wait_seconds"] >= 0
+    assert client.get("/v1/handoffs/", headers=customer).status_code == 403
+    assigned = client.get("/v1/handoffs/?state=assigned", headers=ann).json()
+    assert assigned["items"] == []
+
+
+def test_of_two_agents_claiming_one_gets_it_and_only_the_holder_writes_as_agent(
+    client: TestClient, provider: ScriptedProvider
+) -> None:
+    customer = _key(client, "shop", "client")
+    ann, bob = _key(client, "ann", "agent"), _key(client, "bob", "agent")
+    conversation = _escalated(client, customer)
+    first = _post(client, f"{conversation}/assign", ann)
+    assert first.status_code == 200
+    assert (first.json()["handoff"]["state"], first.json()["handoff"]["agent"]) == (
+        "assigned",
+        "ann",
+    )
+    second = _post(client, f"{conversation}/assign", bob)
+    assert second.status_code == 409
+    assert second.json()["error"]["code"] == "already_assigned"
+
+    refused = _post(client, f"{conversation}/messages", bob, {"content": "hello"})
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "not_assigned"
+    calls = len(provider.calls)
+    written = _post(client, f"{conversation}/messages", ann, {"content": "Ann here, hello"})
+    assert written.status_code == 201
+    message = written.json()["message"]
+    assert (message["role"], message["author"]) == ("agent", "ann")
+    assert written.json()["conversation"]["handoff"]["first_agent_reply_at"] is not None
+    assert len(provider.calls) == calls  # an agent's message asks no LLM
+
+    # Handed on by its holder, not by another agent; put back in the queue by its holder.
+    not_holder = _post(client, f"{conversation}/assign", bob, {"agent": "bob"})
+    assert not_holder.json()["error"]["code"] == "not_assigned"
+    moved = _post(client, f"{conversation}/assign", ann, {"agent": "bob"})
+    assert moved.json()["handoff"]["agent"] == "bob"
+    back = _post(client, f"{conversation}/unassign", bob)
+    assert (back.json()["handoff"]["state"], back.json()["handoff"]["agent"]) == ("waiting", None)
+    assert back.json()["handoff"]["escalated_at"] == first.json()["handoff"]["escalated_at"]
+
+
+def test_resolving_returns_the_conversation_to_the_bot_which_sees_the_agent(
+    client: TestClient, provider: ScriptedProvider
+) -> None:
+    customer, ann = _key(client, "shop", "client"), _key(client, "ann", "agent")
+    conversation = _escalated(client, customer)
+    _post(client, f"{conversation}/assign", ann)
+    _post(client, f"{conversation}/messages", ann, {"content": "Your order ships today."})
+    other = _key(client, "bob", "agent")
+    assert (
+        _post(client, f"{conversation}/resolve", other, {"return_to_bot": True}).status_code == 409
+    )
+    resolved = _post(
+        client, f"{conversation}/resolve", ann, {"return_to_bot": True, "note": "answered"}
+    )
+    assert resolved.status_code == 200
+    body = resolved.json()
+    assert (body["status"], body["turns"]) == ("active", 0)
+    assert (body["handoff"]["state"], body["handoff"]["note"]) == ("resolved", "answered")
+    again = _post(client, f"{conversation}/resolve", ann, {"return_to_bot": True})
+    assert again.json()["error"]["code"] == "not_in_handoff"
+
+    turn = _post(client, f"{conversation}/messages", customer, {"content": "thanks!"})
+    assert turn.status_code == 200
+    history = provider.calls[-1].messages
+    assert ("Your order ships today.", Role.ASSISTANT) in [(m.content, m.role) for m in history]
+
+
+def test_an_agent_can_complete_a_conversation_and_a_client_never_writes_as_agent(
+    client: TestClient,
+) -> None:
+    customer, ann = _key(client, "shop", "client"), _key(client, "ann", "agent")
+    conversation = _escalated(client, customer)
+    assert _post(client, f"{conversation}/assign", customer).status_code == 403
+    _post(client, f"{conversation}/assign", ann)
+    done = _post(client, f"{conversation}/resolve", ann, {"return_to_bot": False})
+    assert done.json()["status"] == "completed"
+    detail = client.get(f"/v1/conversations/{conversation}", headers=customer).json()
+    assert [m["role"] for m in detail["messages"] if m["author"] is not None] == []
+
+
+def test_in_development_mode_an_agent_names_itself_in_a_header(tmp_path: Path) -> None:
+    with app_client(make_settings(tmp_path)) as client:
+        goal = {"id": "support", "name": "Support", "instructions": "Help."}
+        client.post("/v1/goals/", json=goal)
+        conversation = _escalated(client, {})
+        ann = {"X-Parley-Agent": "ann"}
+        claimed = _post(client, f"{conversation}/assign", ann)
+        assert claimed.json()["handoff"]["agent"] == "ann"
+        bob = _post(client, f"{conversation}/messages", {"X-Parley-Agent": "bob"}, {"content": "x"})
+        assert bob.json()["error"]["code"] == "not_assigned"
+        bad = client.get("/v1/handoffs/", headers={"X-Parley-Agent": "Not A Name!"})
+        assert bad.status_code == 422
