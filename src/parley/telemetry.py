@@ -25,7 +25,16 @@ from parley.domain.errors import (
 )
 from parley.domain.keys import KeyService
 from parley.domain.models import Conversation, ConversationStatus, EscalationReason
-from parley.domain.turns import Accepted, Done, Escalated, Failed, Token, TurnEvent, TurnTimings
+from parley.domain.turns import (
+    Accepted,
+    Done,
+    Escalated,
+    Failed,
+    HeldForAgent,
+    Token,
+    TurnEvent,
+    TurnTimings,
+)
 from parley.llm import LLMCallInfo, LLMError, LLMErrorKind, RateLimit, Usage
 from parley.llm.prices import estimate_cost
 from parley.observability import (
@@ -271,6 +280,8 @@ class TurnTelemetry:
                         outcome = "ok"
                     case Escalated() if outcome == "cancelled":
                         outcome = "escalated"
+                    case HeldForAgent():
+                        outcome = "handoff"
                     case Failed(error):
                         outcome = failed_outcome(error)
                 yield event  # resumed once the channel has sent it

@@ -33,6 +33,7 @@ from parley.domain.errors import (
 )
 from parley.domain.keys import ApiKey, BudgetPeriod
 from parley.domain.models import (
+    OPEN_HANDOFF,
     Conversation,
     ConversationStatus,
     Escalation,
@@ -44,7 +45,13 @@ from parley.domain.models import (
     Page,
 )
 from parley.domain.paging import decode_cursor, encode_cursor
-from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft, escalated_by
+from parley.domain.ports import (
+    EscalationRule,
+    OpenedTurn,
+    ReplyDraft,
+    escalated_by,
+    held_for_agent,
+)
 from parley.llm import ChatMessage, Role
 
 __all__ = ["MemoryConversations", "MemoryGoals", "MemoryStore"]
@@ -221,6 +228,8 @@ class MemoryConversations:
                 raise IdempotencyKeyReusedError()
             reply = self._reply_to(question)
             lease = self.leases.get(question.id)
+            if reply is None and held_for_agent(conversation, question.created_at):
+                return OpenedTurn(conversation, goal, question, (), repeated=True, held=True)
             return OpenedTurn(
                 conversation,
                 goal,
@@ -231,6 +240,16 @@ class MemoryConversations:
                 repeated=True,
                 answering_until=lease if reply is None and lease and lease > _now() else None,
             )
+        handoff = conversation.handoff
+        if conversation.status is ConversationStatus.ESCALATED and (
+            handoff is not None and handoff.state in OPEN_HANDOFF
+        ):  # stored for the human agent, never the LLM
+            question = self._append(conversation_id, Role.USER, content)
+            conversation = dataclasses.replace(conversation, updated_at=question.created_at)
+            self.conversations[conversation_id] = conversation
+            if idempotency_key is not None:
+                self.keys[conversation_id, idempotency_key] = question
+            return OpenedTurn(conversation, goal, question, (), held=True)
         if conversation.status is ConversationStatus.ESCALATED:
             raise ConversationEscalatedError()
         if conversation.status is ConversationStatus.COMPLETED:

@@ -89,7 +89,8 @@ def test_close_completes_and_is_idempotent(client: TestClient) -> None:
 
 
 def test_manual_escalation_stops_the_assistant(client: TestClient) -> None:
-    """Escalated: the reason and note are kept; further messages get 409, the LLM is not asked."""
+    """Escalated: the reason and note are kept; further messages are stored for the human
+    agent (202), the LLM is not asked."""
     make_goal(client)
     conversation_id = make_conversation(client)
     response = client.post(
@@ -105,8 +106,11 @@ def test_manual_escalation_stops_the_assistant(client: TestClient) -> None:
     again = client.post(f"/v1/conversations/{conversation_id}/escalate", json={})
     assert again.status_code == 409
     message = client.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "hi"})
-    assert message.status_code == 409
-    assert message.json()["error"]["code"] == "conversation_escalated"
+    assert message.status_code == 202
+    held = message.json()
+    assert (held["held_for_agent"], held["reply"]) == (True, None)
+    assert held["conversation"]["handoff"]["state"] == "waiting"
+    assert held["user_message"]["content"] == "hi"
 
 
 def test_escalation_reason_is_a_closed_set(client: TestClient) -> None:

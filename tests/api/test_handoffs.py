@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from parley.llm import Role
+from tests.api.helpers import parse_sse
 from tests.conftest import app_client, make_settings
 from tests.support.providers import ScriptedProvider
 
@@ -163,3 +164,43 @@ def test_in_development_mode_an_agent_names_itself_in_a_header(tmp_path: Path) -
         assert bob.json()["error"]["code"] == "not_assigned"
         bad = client.get("/v1/handoffs/", headers={"X-Parley-Agent": "Not A Name!"})
         assert bad.status_code == 422
+
+
+def test_a_customer_message_in_a_handoff_is_stored_for_the_agent_on_every_channel(
+    client: TestClient, provider: ScriptedProvider
+) -> None:
+    """No more 409 for the customer: the message is stored (role user), never sent to the
+    LLM, and answered 202 with the handoff (SSE: a handoff event; WebSocket: a handoff
+    frame). A retry with the same Idempotency-Key stores nothing more."""
+    customer, ann = _key(client, "shop", "client"), _key(client, "ann", "agent")
+    conversation = _escalated(client, customer)
+    calls = len(provider.calls)
+    keyed = {**customer, "Idempotency-Key": "k-1"}
+    held = _post(client, f"{conversation}/messages", keyed, {"content": "still there?"})
+    assert held.status_code == 202
+    body = held.json()
+    assert (body["held_for_agent"], body["reply"]) == (True, None)
+    assert body["user_message"]["role"] == "user"
+    assert body["conversation"]["handoff"]["state"] == "waiting"
+    again = _post(client, f"{conversation}/messages", keyed, {"content": "still there?"})
+    assert again.status_code == 202
+    assert again.json()["user_message"]["id"] == body["user_message"]["id"]
+
+    _post(client, f"{conversation}/assign", ann)
+    streamed = _post(
+        client, f"{conversation}/messages", customer, {"content": "hi", "stream": True}
+    )
+    events = parse_sse(streamed.text)
+    assert [name for name, _ in events] == ["accepted", "handoff"]
+    assert (events[1][1]["state"], events[1][1]["agent"]) == ("assigned", "ann")
+    with client.websocket_connect(f"/v1/conversations/{conversation}/ws", headers=customer) as ws:
+        ws.send_json({"type": "message", "content": "over ws"})
+        assert ws.receive_json()["type"] == "accepted"
+        frame = ws.receive_json()
+        assert (frame["type"], frame["handoff"]["agent"]) == ("handoff", "ann")
+    assert len(provider.calls) == calls  # none of them reached the LLM
+    detail = client.get(f"/v1/conversations/{conversation}", headers=ann).json()
+    said = [m["content"] for m in detail["messages"] if m["role"] == "user"]
+    assert said[-3:] == ["still there?", "hi", "over ws"]
+    other = _key(client, "other", "client")  # another customer cannot probe it
+    assert _post(client, f"{conversation}/messages", other, {"content": "x"}).status_code == 404

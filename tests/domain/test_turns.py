@@ -154,8 +154,10 @@ async def test_a_trigger_phrase_escalates_without_an_llm_call() -> None:
     assert isinstance(events[1], Escalated)
     assert events[1].reason is EscalationReason.TRIGGER_PHRASE
     assert harness.llm.calls == []  # type: ignore[attr-defined]
-    with pytest.raises(ConversationEscalatedError):
-        await harness.chat.start_turn(conversation_id, "hello?", streaming=True)
+    held = await harness.turn(conversation_id, "hello?")  # for the human agent now
+    assert _kinds(held) == ["Accepted", "HeldForAgent"]
+    assert harness.llm.calls == []  # type: ignore[attr-defined]
+    assert [m.content for m in harness.stored(conversation_id)][-1] == "hello?"
 
 
 async def test_the_turn_after_max_turns_escalates() -> None:

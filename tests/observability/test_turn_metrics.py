@@ -58,16 +58,23 @@ def test_each_http_and_sse_turn_is_counted_once_with_its_outcome(tmp_path: Path)
         assert client.post(url, json={"content": "hi", "stream": True}).status_code == 200
         assert client.post(url, json={"content": "again", "stream": True}).status_code == 200
         assert client.post(url, json={"content": "a human"}).status_code == 200
-        assert client.post(url, json={"content": "more"}).status_code == 409
-        assert client.post(url, json={"content": "more", "stream": True}).status_code == 409
+        # For the human agent now: stored, not answered.
+        assert client.post(url, json={"content": "more"}).status_code == 202
+        streamed = client.post(url, json={"content": "more", "stream": True})
+        assert "event: handoff" in streamed.text
+        client.post(f"/v1/conversations/{conversation_id}/close")
+        assert client.post(url, json={"content": "closed"}).status_code == 409
+        assert client.post(url, json={"content": "closed", "stream": True}).status_code == 409
         assert _turns(registry, "http", "ok") == 1
         assert _turns(registry, "sse", "llm_error") == 1
         assert _turns(registry, "sse", "ok") == 1
         assert _turns(registry, "http", "escalated") == 1
+        assert _turns(registry, "http", "handoff") == 1
+        assert _turns(registry, "sse", "handoff") == 1
         assert _turns(registry, "http", "rejected") == 1
         assert _turns(registry, "sse", "rejected") == 1
-        assert value(registry, "conversation_turn_duration_seconds_count", channel="http") == 2
-        assert value(registry, "conversation_turn_duration_seconds_count", channel="sse") == 2
+        assert value(registry, "conversation_turn_duration_seconds_count", channel="http") == 3
+        assert value(registry, "conversation_turn_duration_seconds_count", channel="sse") == 3
         # Time to first token: only the streamed turn that produced a token.
         assert value(registry, "conversation_turn_ttft_seconds_count", channel="sse") == 1
         assert value(registry, "llm_requests_in_flight", model="llama-3.1-8b-instant") == 0

@@ -49,7 +49,10 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such conversation"}
 }
 _STATE_CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"model": ErrorBody, "description": "Conversation escalated or closed"}
+    409: {
+        "model": ErrorBody,
+        "description": "Conversation escalated (with no handoff open) or closed",
+    }
 }
 _LLM_FAILED: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": "The LLM failed; the user message is stored"}
@@ -169,6 +172,11 @@ async def escalate_conversation(
             "for other content",
         },
         413: {"model": ErrorBody, "description": "Content over the configured limit"},
+        202: {
+            "model": TurnOut,
+            "description": "The conversation is with a human agent: the message is stored "
+            "for them (held_for_agent), and the assistant does not reply",
+        },
         201: {
             "model": AgentMessageOut,
             "description": "With an agent key: the agent's message, stored in a conversation "
@@ -240,7 +248,10 @@ async def post_message(
             "the client closed the connection before the reply",
         )
     response.headers["Server-Timing"] = server_timing(turn.timings)
-    return folded.result()
+    whole = folded.result()
+    if whole.held_for_agent:  # stored for the human agent: accepted, not answered
+        response.status_code = status.HTTP_202_ACCEPTED
+    return whole
 
 
 def server_timing(timings: TurnTimings) -> str:

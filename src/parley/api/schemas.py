@@ -228,6 +228,11 @@ class TurnOut(_Out):
     user_message: MessageOut
     reply: MessageOut | None
     escalation_reason: EscalationReason | None = None
+    held_for_agent: bool = Field(
+        default=False,
+        description="The conversation is with a human agent: the message is stored for them "
+        "(answered 202), and the assistant does not reply",
+    )
 
 
 class EscalationCreate(_In):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from parley.api.schemas import ErrorDetail, MessageOut, UsageOut
+from parley.api.schemas import ErrorDetail, HandoffOut, MessageOut, UsageOut
 from parley.domain.models import EscalationReason
 
 MAX_FRAME_ID_LENGTH = 255
@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 
 
 # --- SSE: `event: <name>` and `data: <JSON>`, in this order: accepted, token*, then one of
-# done, escalated or error.
+# done, escalated, handoff or error.
 
 
 class TokenData(_Strict):
@@ -58,13 +58,21 @@ class SseEscalated(_Strict):
     data: EscalatedData
 
 
+class SseHandoff(_Strict):
+    event: Literal["handoff"]
+    data: HandoffOut = Field(
+        description="The conversation is with a human agent: the message waits for them"
+    )
+
+
 class SseError(_Strict):
     event: Literal["error"]
     data: ErrorEventData
 
 
 SseEvent = Annotated[
-    SseAccepted | SseToken | SseDone | SseEscalated | SseError, Field(discriminator="event")
+    SseAccepted | SseToken | SseDone | SseEscalated | SseHandoff | SseError,
+    Field(discriminator="event"),
 ]
 
 # --- WebSocket: JSON text frames.
@@ -109,6 +117,11 @@ class WsEscalated(_Strict):
     reason: EscalationReason
 
 
+class WsHandoff(_Strict):
+    type: Literal["handoff"]
+    handoff: HandoffOut
+
+
 class WsError(_Strict):
     type: Literal["error"]
     code: str
@@ -126,7 +139,8 @@ class WsPong(_Strict):
 
 
 WsServerFrame = Annotated[
-    WsAccepted | WsToken | WsDone | WsEscalated | WsError | WsPong, Field(discriminator="type")
+    WsAccepted | WsToken | WsDone | WsEscalated | WsHandoff | WsError | WsPong,
+    Field(discriminator="type"),
 ]
 
 # Name in components/schemas -> the union it documents.

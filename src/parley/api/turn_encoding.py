@@ -11,14 +11,27 @@ from typing import Any
 from fastapi.sse import format_sse_event
 
 from parley.api.errors import domain_status, error_body
-from parley.api.schemas import ConversationOut, MessageOut, TurnOut
+from parley.api.schemas import ConversationOut, HandoffOut, MessageOut, TurnOut
 from parley.domain.errors import DomainError, ReplyFailedError
-from parley.domain.models import Message
-from parley.domain.turns import Accepted, Done, Escalated, Failed, Token, TurnEvent
+from parley.domain.models import Conversation, Message
+from parley.domain.turns import (
+    Accepted,
+    Done,
+    Escalated,
+    Failed,
+    HeldForAgent,
+    Token,
+    TurnEvent,
+)
 
 
 def _message(message: Message) -> dict[str, Any]:
     return MessageOut.model_validate(message).model_dump(mode="json")
+
+
+def _handoff(conversation: Conversation) -> dict[str, Any]:
+    assert conversation.handoff is not None  # held: the conversation is in a handoff
+    return HandoffOut.model_validate(conversation.handoff).model_dump(mode="json")
 
 
 def _error_details(error: DomainError) -> list[dict[str, Any]] | None:
@@ -50,6 +63,14 @@ async def fold_turn(events: AsyncIterable[TurnEvent]) -> TurnOut:
                     reply=None,
                     escalation_reason=reason,
                 )
+            case HeldForAgent(conversation):
+                assert accepted is not None
+                return TurnOut(
+                    conversation=ConversationOut.model_validate(conversation),
+                    user_message=MessageOut.model_validate(accepted.message),
+                    reply=None,
+                    held_for_agent=True,
+                )
             case Failed(error):
                 failure = error
             case Token() | Escalated():
@@ -69,6 +90,8 @@ def sse_event(event: TurnEvent) -> bytes:
             return _sse("done", _message(message))
         case Escalated(_, reason):
             return _sse("escalated", {"reason": reason.value})
+        case HeldForAgent(conversation):
+            return _sse("handoff", _handoff(conversation))
         case Failed(error):
             status, error_type = domain_status(error)
             body = error_body(error_type, error.code, error.message, _error_details(error))
@@ -90,6 +113,8 @@ def ws_frame(event: TurnEvent) -> dict[str, Any]:
             return {"type": "done", "message": encoded, "usage": encoded["usage"]}
         case Escalated(_, reason):
             return {"type": "escalated", "reason": reason.value}
+        case HeldForAgent(conversation):
+            return {"type": "handoff", "handoff": _handoff(conversation)}
         case Failed(error):
             frame: dict[str, Any] = {
                 "type": "error",

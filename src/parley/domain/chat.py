@@ -30,6 +30,7 @@ from parley.domain.turns import (
     Emit,
     Escalated,
     Failed,
+    HeldForAgent,
     InFlightTurns,
     RunningTurn,
     Token,
@@ -153,6 +154,13 @@ class ChatService:
         key: str | None,
         caller: Principal,
     ) -> RunningTurn:
+        if opened.held:  # a human agent has the conversation: the message waits for them
+
+            async def hold(emit: Emit, turn: RunningTurn) -> None:
+                emit(Accepted(opened.conversation, opened.question))
+                emit(HeldForAgent(opened.conversation))
+
+            return self.in_flight.start(hold, timings)
         if opened.repeated:
             _check_still_answerable(opened)
         elif opened.escalation is not None:

@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from parley.domain.models import (
+    OPEN_HANDOFF,
     Conversation,
     ConversationStatus,
     EscalationReason,
@@ -46,6 +47,20 @@ class OpenedTurn:
     # A keyed turn: until when it is taken as being answered (by this call, or, for a
     # repeated turn with no reply yet, by whoever opened it); None once that has ended.
     answering_until: datetime | None = None
+    # The conversation is in a handoff: the message waits for the human agent.
+    held: bool = False
+
+
+def held_for_agent(conversation: Conversation, message_at: datetime) -> bool:
+    """Whether a user message stored at ``message_at`` went to the human agent: the
+    conversation's handoff is open and began before it."""
+    handoff = conversation.handoff
+    return (
+        handoff is not None
+        and handoff.state in OPEN_HANDOFF
+        and conversation.status is ConversationStatus.ESCALATED
+        and message_at > handoff.escalated_at
+    )
 
 
 def escalated_by(conversation: Conversation, message_at: datetime) -> EscalationReason | None:

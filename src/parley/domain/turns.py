@@ -62,7 +62,15 @@ class Failed:
     error: DomainError
 
 
-TurnEvent = Accepted | Token | Done | Escalated | Failed
+@dataclass(frozen=True, slots=True)
+class HeldForAgent:
+    """The conversation is with a human agent: the message is stored for them, and the
+    LLM is not asked."""
+
+    conversation: Conversation
+
+
+TurnEvent = Accepted | Token | Done | Escalated | HeldForAgent | Failed
 
 _log = structlog.get_logger("parley.turns")
 

@@ -37,6 +37,7 @@ TURN_CHANNELS = ("http", "sse", "ws")
 TURN_OUTCOMES = (
     "ok",
     "escalated",
+    "handoff",  # the message went to the human agent who has the conversation
     "llm_error",
     "rejected",
     "cancelled",
@@ -387,8 +388,9 @@ class TurnMetrics:
         metrics = cls(
             turns=Counter(
                 "conversation_turns_total",
-                "Turns by channel (http, sse, ws) and outcome (ok, escalated, llm_error, "
-                "rejected, cancelled, interrupted, crashed, db_error).",
+                "Turns by channel (http, sse, ws) and outcome (ok, escalated, handoff: the "
+                "message went to the human agent, llm_error, rejected, cancelled, "
+                "interrupted, crashed, db_error).",
                 ["channel", "outcome"],
                 registry=registry,
             ),

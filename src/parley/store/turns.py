@@ -39,6 +39,7 @@ from parley.domain.errors import (
     IdempotencyKeyReusedError,
 )
 from parley.domain.models import (
+    OPEN_HANDOFF,
     Conversation,
     ConversationStatus,
     Escalation,
@@ -48,7 +49,13 @@ from parley.domain.models import (
     HandoffState,
     Message,
 )
-from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft, escalated_by
+from parley.domain.ports import (
+    EscalationRule,
+    OpenedTurn,
+    ReplyDraft,
+    escalated_by,
+    held_for_agent,
+)
 from parley.llm.types import ChatMessage, Role
 from parley.store.goals import GoalCache
 from parley.store.rows import CONVERSATION_COLUMNS as _CONVERSATION
@@ -121,6 +128,18 @@ _SPEND = {
     )
     for name, dialect_insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
 }
+# A message while a human agent has the conversation (its handoff open): stored, counted,
+# never sent to the LLM (``turns`` counts the bot's turns only).
+_HOLD = (
+    update(CONVERSATIONS)
+    .where(
+        _C.id == bindparam("conversation_id"),
+        _C.status == ConversationStatus.ESCALATED.value,
+        _C.handoff_state.in_([state.value for state in OPEN_HANDOFF]),
+    )
+    .values(message_count=_C.message_count + 1, updated_at=_not_before(_C.updated_at))
+    .returning(*_CONVERSATION)
+)
 _FAILED = (
     update(CONVERSATIONS)
     .where(_C.id == bindparam("conversation_id"))
@@ -189,6 +208,9 @@ def open_turn(
     # outcome (PostgreSQL row lock; SQLite's write lock).
     row = conn.execute(_OPEN, {"conversation_id": conversation_id, "now": now()}).one_or_none()
     if row is None:
+        held = _hold_for_agent(conn, conversation_id, content, idempotency_key, owner)
+        if held is not None:
+            return held
         _raise_not_open(conn, conversation_id, owner)
     assert row is not None
     if owner is not None and row.owner != owner:  # raised: the UPDATE is rolled back
@@ -347,6 +369,37 @@ def _goal(conn: Connection, goal_id: str) -> Goal:
     return to_goal(row)  # a goal with conversations cannot be deleted
 
 
+def _hold_for_agent(
+    conn: Connection,
+    conversation_id: uuid.UUID,
+    content: str,
+    idempotency_key: str | None,
+    owner: str | None,
+) -> OpenedTurn | None:
+    """A message to a conversation in a handoff: stored for the human agent (never the
+    LLM), in the same conditional-update-then-insert as any message; None if it is not in
+    one."""
+    row = conn.execute(_HOLD, {"conversation_id": conversation_id, "now": now()}).one_or_none()
+    if row is None:
+        return None
+    if owner is not None and row.owner != owner:  # raised: the UPDATE is rolled back
+        raise ConversationNotFoundError(conversation_id)
+    question = Message(
+        id=uuid.uuid4(),
+        conversation_id=conversation_id,
+        seq=row.message_count,
+        role=Role.USER,
+        content=content,
+        created_at=row.updated_at,
+    )
+    insert_message(conn, question, idempotency_key)
+    conversation = to_conversation(row)
+    goal = to_goal(conn.execute(_GOAL, {"goal_id": row.goal_id}).one())
+    return OpenedTurn(
+        conversation=conversation, goal=goal, question=question, history=(), held=True
+    )
+
+
 def _raise_not_open(conn: Connection, conversation_id: uuid.UUID, owner: str | None) -> None:
     row = conn.execute(_STATUS, {"conversation_id": conversation_id}).one_or_none()
     if row is None or (owner is not None and row.owner != owner):
@@ -390,6 +443,15 @@ def _repeated_turn(
     conversation = to_conversation(row)
     reply = _reply_to(conn, question.id)
     lease = question.answering_until
+    if reply is None and held_for_agent(conversation, question.created_at):
+        return OpenedTurn(
+            conversation=conversation,
+            goal=_goal(conn, row.goal_id),
+            question=to_message(question),
+            history=(),
+            repeated=True,
+            held=True,
+        )
     return OpenedTurn(
         conversation=conversation,
         goal=_goal(conn, row.goal_id),
