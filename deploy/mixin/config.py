@@ -42,6 +42,8 @@ LLM_RATE_LIMITED_RATIO_THRESHOLD = 0.05
 TTFT_P95_THRESHOLD_SECONDS = 2.0
 ESCALATION_SPIKE_FACTOR = 3.0
 ESCALATION_SPIKE_MIN_COUNT = 5
+# A customer waiting this long for a human agent pages (HandoffQueueStalled).
+HANDOFF_STALLED_SECONDS = 600
 # An API key past this share of its budget raises a ticket (ApiKeyBudgetNearlySpent).
 KEY_BUDGET_WARNING_SHARE = 0.9
 # The spike is measured against the rate of this long before it; series younger than

@@ -409,6 +409,19 @@ def alerting_rules() -> list[Rule]:
             f"{c.ESCALATION_SPIKE_FACTOR:g}x the rate of the 6 hours before.",
         ),
         _alert(
+            "HandoffQueueStalled",
+            # Every replica reads the same queue from the store: the max is the cluster's.
+            f"max by ({BY}, goal_id) (handoff_oldest_waiting_seconds{{{SELECTOR}}})"
+            f" > {c.HANDOFF_STALLED_SECONDS}",
+            signals=[f"max by ({BY}, goal_id) (handoff_oldest_waiting_seconds{{{SELECTOR}}})"],
+            for_="5m",
+            severity="critical",
+            summary="Customers wait for a human agent and nobody picks them up",
+            description="The longest wait for an agent on goal {{ $labels.goal_id }} is "
+            "{{ $value | humanizeDuration }} (threshold "
+            f"{c.HANDOFF_STALLED_SECONDS // 60} minutes).",
+        ),
+        _alert(
             "ApiKeyBudgetNearlySpent",
             # Every replica exports the same gauges (read from the store): one per key.
             f"min by ({BY}, key_name) (api_key_budget_remaining_usd{{{SELECTOR}}})"

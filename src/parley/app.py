@@ -34,6 +34,7 @@ from parley.llm.provider import LLMProvider
 from parley.observability import (
     BusinessMetrics,
     CappedLabel,
+    HandoffMetrics,
     Instrumentation,
     LimiterMetrics,
     RequestIdMiddleware,
@@ -49,6 +50,7 @@ from parley.telemetry import (
     ConversationMetrics,
     TurnTelemetry,
     active_conversations_hook,
+    handoff_queue_hook,
     instrument_llm,
     instrument_store,
     key_budgets_hook,
@@ -125,7 +127,9 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
         budgets=keys,
         rate_limiter=limiter,
     )
-    handoffs = HandoffService(store.handoffs, store.conversations, settings.max_message_chars)
+    handoffs = HandoffService(
+        store.handoffs, store.conversations, events, settings.max_message_chars
+    )
     return Services(store, gateway, events, goals, conversations, chat, keys, limiter, handoffs)
 
 
@@ -151,8 +155,14 @@ def instrument_services(
             overflow=instrumentation.guard.overflow,
         ),
         key_label,
+        HandoffMetrics.register(instrumentation.registry),
     )
     services.events.add(conversation_metrics)
+    instrumentation.endpoint.add_hook(
+        handoff_queue_hook(
+            services.store, conversation_metrics.handoff, conversation_metrics.goal_label
+        )
+    )
     instrumentation.endpoint.add_hook(active_conversations_hook(services.store, business))
     instrumentation.endpoint.add_hook(key_budgets_hook(services.keys, business, key_label))
     instrument_store(services.store, instrumentation)

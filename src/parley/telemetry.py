@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
 import structlog
 
@@ -24,7 +25,13 @@ from parley.domain.errors import (
     TurnInterruptedError,
 )
 from parley.domain.keys import KeyService
-from parley.domain.models import Conversation, ConversationStatus, EscalationReason
+from parley.domain.models import (
+    Conversation,
+    ConversationStatus,
+    EscalationReason,
+    HandoffState,
+    HandoffStep,
+)
 from parley.domain.turns import (
     Accepted,
     Done,
@@ -42,6 +49,7 @@ from parley.observability import (
     BusinessMetrics,
     CappedLabel,
     DatabaseMetrics,
+    HandoffMetrics,
     Instrumentation,
     LLMCall,
     LLMInstrumentation,
@@ -113,11 +121,16 @@ class ConversationMetrics:
     """Business events as metrics. Goal ids are capped: goals are created over the API."""
 
     def __init__(
-        self, metrics: BusinessMetrics, goal_label: CappedLabel, key_label: CappedLabel
+        self,
+        metrics: BusinessMetrics,
+        goal_label: CappedLabel,
+        key_label: CappedLabel,
+        handoff: HandoffMetrics,
     ) -> None:
         self.metrics = metrics
         self.goal_label = goal_label
         self.key_label = key_label
+        self.handoff = handoff
         for reason in EscalationReason:
             metrics.escalations.labels(reason.value)
 
@@ -137,9 +150,61 @@ class ConversationMetrics:
 
     def conversation_escalated(self, conversation: Conversation, reason: EscalationReason) -> None:
         self.metrics.escalations.labels(reason.value).inc()
+        self.handoff.handoffs.labels(self.goal_label(conversation.goal_id), reason.value).inc()
 
     def conversation_closed(self, conversation: Conversation, previous: ConversationStatus) -> None:
         return None  # conversations_active is read from the store at scrape time
+
+    def handoff_changed(self, conversation: Conversation, step: HandoffStep) -> None:
+        handoff, m = conversation.handoff, self.handoff
+        if handoff is None:
+            return
+        goal = self.goal_label(conversation.goal_id)
+        match step:
+            case HandoffStep.ASSIGNED if handoff.assigned_at is not None:
+                m.wait.labels(goal).observe(_seconds(handoff.escalated_at, handoff.assigned_at))
+            case HandoffStep.FIRST_REPLY if handoff.first_agent_reply_at is not None:
+                since = _seconds(handoff.escalated_at, handoff.first_agent_reply_at)
+                m.first_response.labels(goal).observe(since)
+            case HandoffStep.RETURNED_TO_BOT | HandoffStep.COMPLETED:
+                m.resolved.labels(goal, step.value).inc()
+                if handoff.resolved_at is not None:
+                    since = _seconds(handoff.escalated_at, handoff.resolved_at)
+                    m.resolution.labels(goal).observe(since)
+            case HandoffStep.ABANDONED:
+                m.abandoned.labels(goal).inc()
+            case _:
+                pass
+
+
+def _seconds(start: datetime, end: datetime) -> float:
+    return max(0.0, (end - start).total_seconds())
+
+
+def handoff_queue_hook(
+    store: Store, metrics: HandoffMetrics, goal_label: CappedLabel
+) -> Callable[[], Awaitable[None]]:
+    """The queue's depth and oldest wait, read from the store at scrape time (one indexed
+    query), so they are true across replicas and workers."""
+
+    async def refresh_handoff_queue() -> None:
+        rows = await store.handoffs.queue_stats()
+        now = datetime.now(UTC)
+        depth: dict[tuple[str, str], int] = {}
+        oldest: dict[str, float] = {}
+        for goal_id, state, count, first in rows:
+            goal = goal_label(goal_id)
+            depth[goal, state.value] = depth.get((goal, state.value), 0) + count
+            if state is HandoffState.WAITING:
+                oldest[goal] = max(oldest.get(goal, 0.0), _seconds(first, now))
+        metrics.queue_depth.clear()
+        metrics.oldest_waiting.clear()
+        for (goal, state_name), count in depth.items():
+            metrics.queue_depth.labels(goal, state_name).set(count)
+        for goal, seconds in oldest.items():
+            metrics.oldest_waiting.labels(goal).set(seconds)
+
+    return refresh_handoff_queue
 
 
 def active_conversations_hook(

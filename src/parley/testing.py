@@ -407,6 +407,15 @@ class MemoryHandoffs:
         )
         return Page(items, next_cursor)
 
+    async def queue_stats(self) -> list[tuple[str, HandoffState, int, datetime]]:
+        stats: dict[tuple[str, HandoffState], tuple[int, datetime]] = {}
+        for c in self._store.conversations.values():
+            if c.handoff is None or c.handoff.state not in OPEN_HANDOFF:
+                continue
+            count, first = stats.get((c.goal_id, c.handoff.state), (0, c.handoff.escalated_at))
+            stats[c.goal_id, c.handoff.state] = (count + 1, min(first, c.handoff.escalated_at))
+        return [(goal, state, count, first) for (goal, state), (count, first) in stats.items()]
+
     def _held(self, conversation_id: uuid.UUID, holder: str | None) -> Conversation | None:
         conversation = self._store.conversations.get(conversation_id)
         handoff = conversation.handoff if conversation else None

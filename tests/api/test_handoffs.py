@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from parley.llm import Role
 from tests.api.helpers import parse_sse
@@ -204,3 +205,46 @@ def test_a_customer_message_in_a_handoff_is_stored_for_the_agent_on_every_channe
     assert said[-3:] == ["still there?", "hi", "over ws"]
     other = _key(client, "other", "client")  # another customer cannot probe it
     assert _post(client, f"{conversation}/messages", other, {"content": "x"}).status_code == 404
+
+
+def _samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    samples = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            samples[sample.name, tuple(sorted(sample.labels.items()))] = float(sample.value)
+    return samples
+
+
+def _value(samples: dict[Any, float], name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def test_every_wait_of_the_handoff_is_measured_by_goal(client: TestClient) -> None:
+    """Queue depth and oldest wait from the store; pickup, first response and resolution
+    times; handoffs by reason, resolutions by kind, abandonments."""
+    customer, ann = _key(client, "shop", "client"), _key(client, "ann", "agent")
+    worked, waiting, left = (_escalated(client, customer) for _ in range(3))
+    samples = _samples(client)
+    assert _value(samples, "handoff_queue_depth", goal_id="support", state="waiting") == 3
+    oldest = _value(samples, "handoff_oldest_waiting_seconds", goal_id="support")
+    assert oldest is not None
+    assert oldest >= 0
+    reason = {"goal_id": "support", "reason": "trigger_phrase"}
+    assert _value(samples, "handoffs_total", **reason) == 3
+
+    _post(client, f"{worked}/assign", ann)
+    _post(client, f"{worked}/messages", ann, {"content": "one"})
+    _post(client, f"{worked}/messages", ann, {"content": "two"})  # not a first response
+    _post(client, f"{worked}/resolve", ann, {"return_to_bot": True})
+    _post(client, f"{left}/close", customer)
+    samples = _samples(client)
+    goal = {"goal_id": "support"}
+    assert _value(samples, "handoff_wait_seconds_count", **goal) == 1
+    assert _value(samples, "handoff_first_response_seconds_count", **goal) == 1
+    assert _value(samples, "handoff_resolution_seconds_count", **goal) == 1
+    returned = {"goal_id": "support", "resolution": "returned_to_bot"}
+    assert _value(samples, "handoffs_resolved_total", **returned) == 1
+    assert _value(samples, "handoffs_abandoned_total", **goal) == 1
+    assert _value(samples, "handoff_queue_depth", goal_id="support", state="waiting") == 1
+    assert _value(samples, "handoff_queue_depth", goal_id="support", state="assigned") is None
+    assert waiting  # still in the queue: the depth above

@@ -21,6 +21,9 @@ from parley.llm.prices import PRICES
 from parley.observability import OTHER, UNMATCHED
 from parley.observability.catalogue import (
     FAST_BUCKETS,
+    HANDOFF_BUCKETS,
+    HANDOFF_QUEUE_STATES,
+    HANDOFF_RESOLUTIONS,
     HTTP_DURATION_BUCKETS,
     LLM_LATENCY_BUCKETS,
     LLM_STATUSES,
@@ -147,6 +150,8 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
         "label": {"goal_id", "key_name"}.__contains__,
         # Admin-made key names, capped (this traffic has no key: development mode, "").
         "key_name": {"", OTHER}.__contains__,
+        "state": set(HANDOFF_QUEUE_STATES).__contains__,
+        "resolution": set(HANDOFF_RESOLUTIONS).__contains__,
         "goal_id": lambda v: v == OTHER or v == "base" or v.startswith("goal-"),
         "le": _buckets(
             HTTP_DURATION_BUCKETS,
@@ -157,6 +162,7 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
             TURN_TTFT_BUCKETS,
             TURN_DURATION_BUCKETS,
             TURN_OVERHEAD_BUCKETS,
+            HANDOFF_BUCKETS,
         ).__contains__,
         # The platform and GC collectors: fixed facts about this interpreter.
         "generation": {"0", "1", "2"}.__contains__,

@@ -143,3 +143,21 @@ async def test_a_customer_leaving_a_waiting_handoff_abandons_it(store: Ports) ->
     assert closed.handoff.state is HandoffState.ABANDONED
     assert closed.handoff.resolved_at is not None
     assert (await store.handoffs.queue(state=HandoffState.WAITING)).items == ()
+
+
+async def test_queue_stats_count_open_handoffs_per_goal_and_state(store: Ports) -> None:
+    await store.goals.add(sample_goal())
+    await store.goals.add(sample_goal("billing"))
+    first = await _escalated(store)
+    await _escalated(store)
+    held = await _escalated(store, "billing")
+    await store.handoffs.assign(held, "ann", holder=None, transfer=False)
+    stats = {
+        (goal, state): (count, at) for goal, state, count, at in await store.handoffs.queue_stats()
+    }
+    loaded = await store.conversations.get(first)
+    assert loaded is not None
+    assert loaded.handoff is not None
+    assert stats[("support", HandoffState.WAITING)] == (2, loaded.handoff.escalated_at)
+    assert stats[("billing", HandoffState.ASSIGNED)][0] == 1
+    assert len(stats) == 2

@@ -22,6 +22,8 @@ from parley.domain.models import (
     Conversation,
     ConversationStatus,
     EscalationReason,
+    HandoffState,
+    HandoffStep,
     Page,
 )
 from parley.domain.ports import ConversationStore
@@ -86,6 +88,11 @@ class ConversationService:
             )
             if closed is not None:
                 self._events.conversation_closed(closed, previous)
+                abandoned = closed.handoff is not None and (
+                    closed.handoff.state is HandoffState.ABANDONED
+                )
+                if abandoned and previous is ConversationStatus.ESCALATED:  # just now
+                    self._events.handoff_changed(closed, HandoffStep.ABANDONED)
                 return closed
         return await self.get(conversation_id)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from parley.domain.models import Conversation, ConversationStatus, EscalationReason
+from parley.domain.models import Conversation, ConversationStatus, EscalationReason, HandoffStep
 
 
 class ConversationEvents(Protocol):
@@ -21,6 +21,8 @@ class ConversationEvents(Protocol):
     def conversation_closed(
         self, conversation: Conversation, previous: ConversationStatus
     ) -> None: ...
+
+    def handoff_changed(self, conversation: Conversation, step: HandoffStep) -> None: ...
 
 
 class EventFanout:
@@ -43,6 +45,10 @@ class EventFanout:
     def conversation_closed(self, conversation: Conversation, previous: ConversationStatus) -> None:
         for listener in self.listeners:
             listener.conversation_closed(conversation, previous)
+
+    def handoff_changed(self, conversation: Conversation, step: HandoffStep) -> None:
+        for listener in self.listeners:
+            listener.handoff_changed(conversation, step)
 
 
 class LoggingEvents:
@@ -72,4 +78,13 @@ class LoggingEvents:
             conversation_id=str(conversation.id),
             goal_id=conversation.goal_id,
             previous_status=previous.value,
+        )
+
+    def handoff_changed(self, conversation: Conversation, step: HandoffStep) -> None:
+        handoff = conversation.handoff
+        self._log.info(
+            f"handoff_{step.value}",
+            conversation_id=str(conversation.id),
+            goal_id=conversation.goal_id,
+            agent=handoff.agent if handoff else None,
         )

@@ -15,8 +15,9 @@ from parley.domain.errors import (
     NotAssignedError,
     NotInHandoffError,
 )
+from parley.domain.events import ConversationEvents
 from parley.domain.keys import Principal, Role
-from parley.domain.models import Conversation, HandoffState, Message, Page
+from parley.domain.models import Conversation, HandoffState, HandoffStep, Message, Page
 from parley.domain.ports import ConversationStore, HandoffStore
 
 
@@ -25,10 +26,12 @@ class HandoffService:
         self,
         handoffs: HandoffStore,
         conversations: ConversationStore,
+        events: ConversationEvents,
         max_message_chars: int,
     ) -> None:
         self._handoffs = handoffs
         self._conversations = conversations
+        self._events = events
         self._max_message_chars = max_message_chars
 
     async def queue(
@@ -56,6 +59,8 @@ class HandoffService:
             conversation_id, agent, holder=holder, transfer=transfer
         )
         if changed is not None:
+            step = HandoffStep.TRANSFERRED if transfer else HandoffStep.ASSIGNED
+            self._events.handoff_changed(changed, step)
             return changed
         current = await self._current(conversation_id)
         if transfer:
@@ -67,6 +72,7 @@ class HandoffService:
         if changed is None:
             await self._current(conversation_id)
             raise NotAssignedError()
+        self._events.handoff_changed(changed, HandoffStep.UNASSIGNED)
         return changed
 
     async def resolve(
@@ -83,6 +89,8 @@ class HandoffService:
         if changed is None:
             await self._current(conversation_id)
             raise NotAssignedError()
+        step = HandoffStep.RETURNED_TO_BOT if return_to_bot else HandoffStep.COMPLETED
+        self._events.handoff_changed(changed, step)
         return changed
 
     async def agent_message(
@@ -95,6 +103,9 @@ class HandoffService:
         if stored is None:
             await self._current(conversation_id)
             raise NotAssignedError()
+        message, after = stored
+        if after.handoff is not None and after.handoff.first_agent_reply_at == message.created_at:
+            self._events.handoff_changed(after, HandoffStep.FIRST_REPLY)
         return stored
 
     async def _current(self, conversation_id: uuid.UUID) -> Conversation:

@@ -92,6 +92,18 @@ class HandoffState(StrEnum):
 OPEN_HANDOFF = (HandoffState.WAITING, HandoffState.ASSIGNED)
 
 
+class HandoffStep(StrEnum):
+    """What just happened to a conversation's handoff (a business event)."""
+
+    ASSIGNED = "assigned"  # claimed from the queue
+    TRANSFERRED = "transferred"  # handed to another agent
+    UNASSIGNED = "unassigned"  # put back in the queue
+    FIRST_REPLY = "first_reply"  # the agent's first message
+    RETURNED_TO_BOT = "returned_to_bot"  # resolved: the bot answers again
+    COMPLETED = "completed"  # resolved: the conversation ended
+    ABANDONED = "abandoned"  # the customer left while it waited
+
+
 @dataclass(frozen=True, slots=True)
 class Handoff:
     """A conversation's current (or last) handoff to a human agent."""

@@ -202,6 +202,10 @@ class HandoffStore(Protocol):
         """Conversations whose handoff is in ``state``, the longest waiting first."""
         ...
 
+    async def queue_stats(self) -> list[tuple[str, HandoffState, int, datetime]]:
+        """Per goal and open state: how many, and the earliest escalation among them."""
+        ...
+
     async def assign(
         self, conversation_id: uuid.UUID, agent: str, *, holder: str | None, transfer: bool
     ) -> Conversation | None:

@@ -7,6 +7,7 @@ from parley.observability.caller import current_caller, set_caller
 from parley.observability.catalogue import (
     BusinessMetrics,
     DatabaseMetrics,
+    HandoffMetrics,
     HttpMetrics,
     LabelGuardMetrics,
     LimiterMetrics,
@@ -32,6 +33,7 @@ __all__ = [
     "BusinessMetrics",
     "CappedLabel",
     "DatabaseMetrics",
+    "HandoffMetrics",
     "HttpMetrics",
     "Instrumentation",
     "LLMCall",

@@ -325,6 +325,87 @@ class LimiterMetrics:
         )
 
 
+# From seconds to a working day: a handoff is picked up in seconds when agents are free,
+# in hours when they are not.
+HANDOFF_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800)
+HANDOFF_RESOLUTIONS = ("returned_to_bot", "completed")
+HANDOFF_QUEUE_STATES = ("waiting", "assigned")
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffMetrics:
+    """The human handoff, the way contact centres measure it. Goal ids are capped."""
+
+    handoffs: Counter
+    resolved: Counter
+    abandoned: Counter
+    wait: Histogram
+    first_response: Histogram
+    resolution: Histogram
+    queue_depth: Gauge
+    oldest_waiting: Gauge
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> HandoffMetrics:
+        return cls(
+            handoffs=Counter(
+                "handoffs_total",
+                "Conversations handed to the human agents' queue, by goal and reason.",
+                ["goal_id", "reason"],
+                registry=registry,
+            ),
+            resolved=Counter(
+                "handoffs_resolved_total",
+                "Handoffs an agent resolved, by goal and resolution (returned_to_bot, completed).",
+                ["goal_id", "resolution"],
+                registry=registry,
+            ),
+            abandoned=Counter(
+                "handoffs_abandoned_total",
+                "Handoffs whose customer left while waiting for an agent, by goal.",
+                ["goal_id"],
+                registry=registry,
+            ),
+            wait=Histogram(
+                "handoff_wait_seconds",
+                "From the escalation to an agent claiming it, by goal.",
+                ["goal_id"],
+                buckets=HANDOFF_BUCKETS,
+                registry=registry,
+            ),
+            first_response=Histogram(
+                "handoff_first_response_seconds",
+                "From the escalation to the agent's first message, by goal.",
+                ["goal_id"],
+                buckets=HANDOFF_BUCKETS,
+                registry=registry,
+            ),
+            resolution=Histogram(
+                "handoff_resolution_seconds",
+                "From the escalation to the agent resolving it, by goal.",
+                ["goal_id"],
+                buckets=HANDOFF_BUCKETS,
+                registry=registry,
+            ),
+            queue_depth=Gauge(
+                "handoff_queue_depth",
+                "Conversations waiting for an agent or held by one, by goal and state, "
+                "read from the store at scrape time.",
+                ["goal_id", "state"],
+                registry=registry,
+                multiprocess_mode="mostrecent",
+            ),
+            oldest_waiting=Gauge(
+                "handoff_oldest_waiting_seconds",
+                "How long the longest-waiting conversation has waited for an agent, by "
+                "goal (no series: none waits), read from the store at scrape time.",
+                ["goal_id"],
+                registry=registry,
+                multiprocess_mode="mostrecent",
+            ),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class BusinessMetrics:
     conversations_created: Counter

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from parley.observability.catalogue import (
     BusinessMetrics,
     DatabaseMetrics,
+    HandoffMetrics,
     HttpMetrics,
     LabelGuardMetrics,
     LimiterMetrics,
@@ -32,6 +33,7 @@ GROUPS = (
     ("Database", DatabaseMetrics),
     ("Business", BusinessMetrics),
     ("Turns", TurnMetrics),
+    ("Human handoff", HandoffMetrics),
     ("Rate limits", LimiterMetrics),
     ("Label guard", LabelGuardMetrics),
 )

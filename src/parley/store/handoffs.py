@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, func, select, tuple_, update
@@ -62,6 +62,9 @@ class HandoffRepository:
         )
         return Page(items, next_cursor)
 
+    async def queue_stats(self) -> list[tuple[str, HandoffState, int, datetime]]:
+        return await self._db.run_transaction(_queue_stats)
+
     async def assign(
         self, conversation_id: uuid.UUID, agent: str, *, holder: str | None, transfer: bool
     ) -> Conversation | None:
@@ -107,6 +110,29 @@ def _queue(
         query = query.where(tuple_(_C.escalated_at, _C.id) > after)
     query = query.order_by(_C.escalated_at, _C.id).limit(limit)  # the longest wait first
     return conn.execute(query).all()
+
+
+# The open handoffs per goal and state: a range of the handoff index, whatever the number
+# of conversations ever stored.
+_QUEUE_STATS = (
+    select(_C.goal_id, _C.handoff_state, func.count(), func.min(_C.escalated_at))
+    .where(_C.handoff_state.in_([_WAITING, _ASSIGNED]))
+    .group_by(_C.goal_id, _C.handoff_state)
+)
+
+
+def _queue_stats(conn: Connection) -> list[tuple[str, HandoffState, int, datetime]]:
+    return [
+        (goal_id, HandoffState(state), int(count), _utc(first))
+        for goal_id, state, count, first in conn.execute(_QUEUE_STATS)
+    ]
+
+
+def _utc(moment: datetime) -> datetime:
+    # func.min() loses the column's type (and SQLite its zone): read it as UTC again.
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _changed(conn: Connection, conversation_id: uuid.UUID, where: Any, **values: Any) -> Any:
