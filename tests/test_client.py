@@ -14,13 +14,14 @@ from parley.client import (
     Accepted,
     Done,
     Escalated,
+    HeldForAgent,
     ParleyClient,
     ParleyError,
     StreamEvent,
     Token,
     TurnFailed,
 )
-from parley.domain.models import ConversationStatus, EscalationReason
+from parley.domain.models import ConversationStatus, EscalationReason, HandoffState
 from parley.llm import LLMError, LLMErrorKind
 from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
@@ -141,6 +142,27 @@ async def test_a_failed_llm_turn_is_an_event_with_its_status_then_the_escalation
     async with parley.chat(socket.id) as chat:
         events = [event async for event in chat.send("hi")]
     assert _kinds(events) == ["Accepted", "TurnFailed", "Escalated"]
+
+
+async def test_a_message_held_for_an_agent_ends_its_turn_on_every_channel(
+    parley: ParleyClient,
+) -> None:
+    """A message to a conversation in a handoff is stored for the agent: the WebSocket
+    turn used to wait forever for a frame after ``handoff``."""
+    await parley.create_goal("Support", "Help.", goal_id="s")
+    conversation = await parley.create_conversation("s")
+    await parley.escalate_conversation(conversation.id)
+    whole = await parley.send_message(conversation.id, "still there?")
+    assert whole.held_for_agent
+    assert whole.reply is None
+    streamed = [event async for event in parley.stream_message(conversation.id, "hello?")]
+    assert _kinds(streamed) == ["Accepted", "HeldForAgent"]
+    async with parley.chat(conversation.id) as chat:
+        events = [event async for event in chat.send("anyone?")]
+    assert _kinds(events) == ["Accepted", "HeldForAgent"]
+    held = events[1]
+    assert isinstance(held, HeldForAgent)
+    assert held.handoff.state is HandoffState.WAITING
 
 
 async def test_a_client_on_the_callers_httpx_client_uses_its_key_and_leaves_it_open(

@@ -33,6 +33,7 @@ from parley.api.schemas import (
     ConversationPage,
     GoalList,
     GoalOut,
+    HandoffOut,
     MessageOut,
     TurnOut,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ChatSocket",
     "Done",
     "Escalated",
+    "HeldForAgent",
     "ParleyClient",
     "ParleyError",
     "StreamEvent",
@@ -130,13 +132,21 @@ class Escalated:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldForAgent:
+    """The conversation is with a human agent: the message is stored for them, and the
+    assistant does not reply (the turn ends here)."""
+
+    handoff: HandoffOut
+
+
+@dataclass(frozen=True, slots=True)
 class TurnFailed:
     """No reply; the user message is stored. May be followed by ``Escalated``."""
 
     error: ParleyError
 
 
-StreamEvent = Accepted | Token | Done | Escalated | TurnFailed
+StreamEvent = Accepted | Token | Done | Escalated | HeldForAgent | TurnFailed
 
 
 def _event(kind: str, data: Mapping[str, Any], status: int | None = None) -> StreamEvent | None:
@@ -150,6 +160,8 @@ def _event(kind: str, data: Mapping[str, Any], status: int | None = None) -> Str
             return Done(MessageOut.model_validate(data.get("message", data)))
         case "escalated":
             return Escalated(EscalationReason(data["reason"]))
+        case "handoff":  # SSE: the handoff itself; WebSocket: under "handoff"
+            return HeldForAgent(HandoffOut.model_validate(data.get("handoff", data)))
         case "error":
             error = ParleyError.from_body(data.get("status", status), data)
             if error.details is None and "escalated" in data:  # a WebSocket error frame
@@ -159,7 +171,7 @@ def _event(kind: str, data: Mapping[str, Any], status: int | None = None) -> Str
 
 
 def _ends(event: StreamEvent) -> bool:
-    return isinstance(event, Done | Escalated) or (
+    return isinstance(event, Done | Escalated | HeldForAgent) or (
         isinstance(event, TurnFailed) and not _may_escalate(event)
     )
 

@@ -18,7 +18,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from parley.client import Escalated, ParleyClient, ParleyError, TurnFailed
+from parley.client import Escalated, HeldForAgent, ParleyClient, ParleyError, TurnFailed
 from parley.llm.simulated import FAIL_MARKER
 
 GOALS = (
@@ -157,7 +157,7 @@ async def _turn(parley: ParleyClient, conversation: uuid.UUID, content: str, kin
                 events = [event async for event in chat.send(content)]
     except ParleyError as error:
         return "rejected" if error.status == 409 else "error"
-    if any(isinstance(event, Escalated) for event in events):
+    if any(isinstance(event, Escalated | HeldForAgent) for event in events):
         return "escalated"
     failures = [event.error for event in events if isinstance(event, TurnFailed)]
     if any(error.code in ENDED for error in failures):
