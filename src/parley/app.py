@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -19,6 +19,7 @@ from parley.api.openapi import customise_openapi
 from parley.api.path_guard import ControlCharacterPathMiddleware
 from parley.api.rate_limits import REQUESTS, RateLimits
 from parley.api.state import AppState, state_of
+from parley.bus import Hub, PostgresListener
 from parley.config import Environment, LimiterFailureMode, Settings, load_settings
 from parley.domain.chat import ChatLimits, ChatService
 from parley.domain.conversations import ConversationService
@@ -26,6 +27,7 @@ from parley.domain.events import EventFanout, LoggingEvents
 from parley.domain.goals import GoalService
 from parley.domain.handoff import HandoffService
 from parley.domain.keys import KeyService
+from parley.domain.live import LiveService
 from parley.lifecycle import drain_before_exit
 from parley.limiter import Limiter, LocalLimiter, RedisLimiter
 from parley.llm.factory import build_gateway
@@ -37,6 +39,7 @@ from parley.observability import (
     HandoffMetrics,
     Instrumentation,
     LimiterMetrics,
+    LiveMetrics,
     RequestIdMiddleware,
     TurnMetrics,
     configure_logging,
@@ -54,6 +57,7 @@ from parley.telemetry import (
     instrument_llm,
     instrument_store,
     key_budgets_hook,
+    live_streams_hook,
 )
 
 OPEN_MODE = "off: no API key exists (development mode; `parley keys create` or PARLEY_API_KEYS)"
@@ -130,11 +134,18 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
     handoffs = HandoffService(
         store.handoffs, store.conversations, events, settings.max_message_chars
     )
-    return Services(store, gateway, events, goals, conversations, chat, keys, limiter, handoffs)
+    hub = Hub(settings.live_max_streams)
+    store.database.on_published = hub.publish  # a commit with events wakes their streams
+    live = LiveService(
+        store.events, store.conversations, hub, heartbeat_seconds=settings.live_heartbeat_seconds
+    )
+    return Services(
+        store, gateway, events, goals, conversations, chat, keys, limiter, handoffs, hub, live
+    )
 
 
 def instrument_services(
-    services: Services, instrumentation: Instrumentation, settings: Settings
+    services: Services, instrumentation: Instrumentation, settings: Settings, live: LiveMetrics
 ) -> ConversationMetrics:
     """Hook metrics into the seams: LLM gateway, business events, store."""
     models = tuple(settings.llm_models) or (settings.default_model, *PRICES)
@@ -164,6 +175,7 @@ def instrument_services(
         )
     )
     instrumentation.endpoint.add_hook(active_conversations_hook(services.store, business))
+    instrumentation.endpoint.add_hook(live_streams_hook(services.hub, live))
     instrumentation.endpoint.add_hook(key_budgets_hook(services.keys, business, key_label))
     instrument_store(services.store, instrumentation)
     return conversation_metrics
@@ -188,6 +200,16 @@ async def _relabel_goals(
             structlog.get_logger("parley").warning("goal_labels_not_refreshed", exc_info=True)
 
 
+def _event_listener(services: Services, on_error: Callable[[], None]) -> PostgresListener | None:
+    """On PostgreSQL, events committed on other replicas wake this one's streams."""
+    database = services.store.database
+    if database.engine.dialect.name != "postgresql":
+        return None  # SQLite: one process, woken in process
+    listener = PostgresListener(database.url, services.hub, on_error=on_error)
+    listener.start()
+    return listener
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = state_of(app)
@@ -208,8 +230,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         authentication=OPEN_MODE if open_api else "API keys",
     )
     in_flight = services.chat.in_flight
-    undo_signals = drain_before_exit(lambda: in_flight.drain(settings.shutdown_grace_seconds))
+
+    async def drain() -> None:
+        services.hub.close()  # live streams end: their clients resume on another replica
+        await in_flight.drain(settings.shutdown_grace_seconds)
+
+    undo_signals = drain_before_exit(drain)
     relabel = asyncio.create_task(_relabel_goals(services, metrics, settings))
+    listener = _event_listener(services, state.live_metrics.listener_errors.inc)
     try:
         async with event_loop_lag_watched(app.state.instrumentation.http.event_loop_lag):
             yield
@@ -217,7 +245,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         relabel.cancel()
         undo_signals()
         # Without a signal (a server stopped from code) the drain happens here.
-        await in_flight.drain(settings.shutdown_grace_seconds)
+        await drain()
+        if listener is not None:
+            await listener.stop()
         await services.gateway.aclose()
         await services.store.database.dispose()
         await services.limiter.aclose()
@@ -250,13 +280,15 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         cache_seconds=settings.metrics_cache_seconds,
         metrics_port=settings.metrics_port,
     )
+    live = LiveMetrics.register(instrumentation.registry)
     app.state.parley = AppState(
         # The keys live only as digests (services.keys), not in the settings served on.
         settings=settings.model_copy(update={"api_keys": []}),
         services=services,
         rate_limits=_rate_limits(settings, services, instrumentation),
         turn_telemetry=TurnTelemetry(TurnMetrics.register(instrumentation.registry)),
-        conversation_metrics=instrument_services(services, instrumentation, settings),
+        conversation_metrics=instrument_services(services, instrumentation, settings, live),
+        live_metrics=live,
     )
     app.add_middleware(RequestIdMiddleware)  # added last, so it runs first
     return app

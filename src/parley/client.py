@@ -28,16 +28,19 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from parley.api.schemas import (
+    AgentMessageOut,
     ConversationDetail,
     ConversationOut,
     ConversationPage,
     GoalList,
     GoalOut,
     HandoffOut,
+    HandoffPage,
+    LiveEventOut,
     MessageOut,
     TurnOut,
 )
-from parley.domain.models import ConversationStatus, EscalationReason
+from parley.domain.models import ConversationStatus, EscalationReason, HandoffState
 
 __all__ = [
     "Accepted",
@@ -355,6 +358,79 @@ class ParleyClient:
                 event = _event(name, json.loads(data) if data else {})
                 if event is not None:
                     yield event
+
+    # -- the human handoff --------------------------------------------------------------
+
+    async def list_handoffs(
+        self,
+        *,
+        state: HandoffState = HandoffState.WAITING,
+        goal_id: str | None = None,
+        agent: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> HandoffPage:
+        params = {"state": state, "goal_id": goal_id, "agent": agent, "limit": limit}
+        answer = await self._call("GET", "/v1/handoffs/", params={**params, "cursor": cursor})
+        return HandoffPage.model_validate(answer)
+
+    async def assign(
+        self, conversation_id: uuid.UUID | str, *, to: str | None = None
+    ) -> ConversationOut:
+        """Claim it for the calling agent, or (``to``) hand it to another agent."""
+        body = {"agent": to} if to is not None else None
+        path = f"/v1/conversations/{conversation_id}/assign"
+        return ConversationOut.model_validate(await self._call("POST", path, json_body=body))
+
+    async def unassign(self, conversation_id: uuid.UUID | str) -> ConversationOut:
+        path = f"/v1/conversations/{conversation_id}/unassign"
+        return ConversationOut.model_validate(await self._call("POST", path))
+
+    async def resolve(
+        self, conversation_id: uuid.UUID | str, *, return_to_bot: bool, note: str | None = None
+    ) -> ConversationOut:
+        body = {"return_to_bot": return_to_bot, "note": note}
+        path = f"/v1/conversations/{conversation_id}/resolve"
+        return ConversationOut.model_validate(await self._call("POST", path, json_body=body))
+
+    async def send_as_agent(
+        self, conversation_id: uuid.UUID | str, content: str
+    ) -> AgentMessageOut:
+        """With an agent key: a message written as the agent holding the conversation."""
+        path = f"/v1/conversations/{conversation_id}/messages"
+        answer = await self._call("POST", path, json_body={"content": content})
+        return AgentMessageOut.model_validate(answer)
+
+    # -- live streams ------------------------------------------------------------------
+
+    def follow_conversation(
+        self, conversation_id: uuid.UUID | str, *, last_event_id: int | None = None
+    ) -> AsyncGenerator[LiveEventOut, None]:
+        """A conversation's live events (its handoff, the messages written during it),
+        after ``last_event_id`` (its ``seq``) or from now on; endless until closed."""
+        return self._follow(f"/v1/conversations/{conversation_id}/events", last_event_id)
+
+    def follow_handoffs(
+        self, *, last_event_id: int | None = None
+    ) -> AsyncGenerator[LiveEventOut, None]:
+        """The handoff queue's live events, after ``last_event_id`` (an event's ``id``)."""
+        return self._follow("/v1/handoffs/events", last_event_id)
+
+    async def _follow(
+        self, path: str, last_event_id: int | None
+    ) -> AsyncGenerator[LiveEventOut, None]:
+        headers = {"accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["last-event-id"] = str(last_event_id)
+        async with self._http.stream("GET", path, headers=headers, timeout=None) as response:
+            if response.is_error:
+                await response.aread()
+                raise ParleyError.from_response(response)
+            async for name, data in _sse(response.aiter_lines()):
+                payload = json.loads(data)
+                if name == "error":
+                    raise ParleyError.from_body(payload.get("status", 503), payload)
+                yield LiveEventOut.model_validate(payload)
 
     @asynccontextmanager
     async def chat(self, conversation_id: uuid.UUID | str) -> AsyncIterator[ChatSocket]:

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     redis_key_prefix: str = Field(default="parley", min_length=1, max_length=64)
     # Redis unreachable: "open" lets requests through uncounted, "closed" answers 503.
     rate_limit_failure_mode: LimiterFailureMode = LimiterFailureMode.OPEN
+    # The live event streams (parley.defaults): at most this many at once per replica,
+    # and a heartbeat on each this often.
+    live_max_streams: int = Field(default=defaults.LIVE_MAX_STREAMS, ge=1)
+    live_heartbeat_seconds: float = Field(default=defaults.LIVE_HEARTBEAT_SECONDS, gt=0)
     # Comma-separated browser origins (https://app.example.com) allowed by CORS and by the
     # WebSocket Origin check; empty: same-origin pages and non-browser clients only.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

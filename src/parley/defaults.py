@@ -58,3 +58,10 @@ SIM_TOKEN_DELAY_SECONDS = 0.02
 # its reply instead of asking the LLM again). The answering turn renews the lease every
 # third of it, so a replica that dies mid-turn holds its retries up this long at most.
 ANSWER_LEASE_SECONDS = 10.0
+
+# The live event streams (SSE and the conversation WebSocket): a stream with nothing new
+# sends a heartbeat this often (and looks in the event log, in case a wake-up was lost),
+# and one replica serves at most this many at once (PARLEY_LIVE_MAX_STREAMS); past it a
+# new stream is answered 503 with Retry-After.
+LIVE_HEARTBEAT_SECONDS = 15.0
+LIVE_MAX_STREAMS = 1000

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parley.bus import Hub
 from parley.domain.chat import ChatService
 from parley.domain.conversations import ConversationService
 from parley.domain.events import EventFanout
 from parley.domain.goals import GoalService
 from parley.domain.handoff import HandoffService
 from parley.domain.keys import KeyService
+from parley.domain.live import LiveService
 from parley.limiter import Limiter
 from parley.llm import LLMGateway
 from parley.store import Store
@@ -26,3 +28,5 @@ class Services:
     keys: KeyService
     limiter: Limiter
     handoffs: HandoffService
+    hub: Hub  # this replica's live-stream subscribers
+    live: LiveService

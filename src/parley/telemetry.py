@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from parley.bus import Hub
 from parley.domain.errors import (
     DATABASE_ERROR_KINDS,
     DatabaseUnavailableError,
@@ -51,6 +52,7 @@ from parley.observability import (
     DatabaseMetrics,
     HandoffMetrics,
     Instrumentation,
+    LiveMetrics,
     LLMCall,
     LLMInstrumentation,
     LLMMetrics,
@@ -205,6 +207,14 @@ def handoff_queue_hook(
             metrics.oldest_waiting.labels(goal).set(seconds)
 
     return refresh_handoff_queue
+
+
+def live_streams_hook(hub: Hub, metrics: LiveMetrics) -> Callable[[], Awaitable[None]]:
+    async def refresh_live_streams() -> None:
+        for stream, count in hub.counts().items():
+            metrics.streams_open.labels(stream).set(count)
+
+    return refresh_live_streams
 
 
 def active_conversations_hook(

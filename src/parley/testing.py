@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -41,6 +41,9 @@ from parley.domain.models import (
     Goal,
     Handoff,
     HandoffState,
+    HandoffStep,
+    LiveEvent,
+    LiveEventKind,
     Message,
     Page,
 )
@@ -96,6 +99,64 @@ class MemoryGoals:
         return self.goals.pop(goal_id, None) is not None
 
 
+class MemoryEventLog:
+    """An ``EventLog``, appended to by the other fakes as the store's statements do;
+    ``on_published`` is told each conversation with a new event, as the database's is."""
+
+    def __init__(self) -> None:
+        self.events: list[LiveEvent] = []
+        self.on_published: Callable[[set[uuid.UUID]], None] | None = None
+
+    def append_handoff(self, conversation: Conversation, step: HandoffStep) -> None:
+        self._append(
+            conversation.id,
+            conversation.goal_id,
+            LiveEventKind.HANDOFF,
+            conversation.updated_at,
+            step=step,
+            status=conversation.status,
+            handoff=conversation.handoff,
+        )
+
+    def append_message(self, goal_id: str, message: Message) -> None:
+        self._append(
+            message.conversation_id,
+            goal_id,
+            LiveEventKind.MESSAGE,
+            message.created_at,
+            message=message,
+        )
+
+    def _append(
+        self,
+        conversation_id: uuid.UUID,
+        goal_id: str,
+        kind: LiveEventKind,
+        at: datetime,
+        **values: Any,
+    ) -> None:
+        seq = 1 + sum(1 for e in self.events if e.conversation_id == conversation_id)
+        event = LiveEvent(len(self.events) + 1, seq, conversation_id, goal_id, kind, at, **values)
+        self.events.append(event)
+        if self.on_published is not None:
+            self.on_published({conversation_id})
+
+    async def conversation_events(
+        self, conversation_id: uuid.UUID, after_seq: int, limit: int
+    ) -> list[LiveEvent]:
+        mine = [e for e in self.events if e.conversation_id == conversation_id]
+        return [e for e in mine if e.seq > after_seq][:limit]
+
+    async def queue_events(self, after_id: int, limit: int) -> list[LiveEvent]:
+        return [e for e in self.events if e.id > after_id][:limit]
+
+    async def last_seq(self, conversation_id: uuid.UUID) -> int:
+        return max((e.seq for e in self.events if e.conversation_id == conversation_id), default=0)
+
+    async def last_id(self) -> int:
+        return len(self.events)
+
+
 class MemoryConversations:
     """A ``ConversationStore``. ``fail_next_write`` makes the next ``store_reply`` raise
     that exception (a database failing, or a bug), for tests of what a turn does then."""
@@ -117,6 +178,7 @@ class MemoryConversations:
         self.keys: dict[tuple[uuid.UUID, str], Message] = {}
         self.failures: dict[uuid.UUID, int] = {}
         self.fail_next_write: Exception | None = None
+        self.events = MemoryEventLog()
 
     async def create(
         self, goal_id: str, metadata: dict[str, Any], owner: str | None = None
@@ -206,6 +268,13 @@ class MemoryConversations:
             conversation, status=to, escalation=escalation, handoff=handoff, updated_at=now
         )
         self.conversations[conversation_id] = changed
+        if reason is not None:
+            self.events.append_handoff(changed, HandoffStep.ESCALATED)
+        elif handoff is not None and handoff != conversation.handoff:  # the customer left
+            left = handoff.state is HandoffState.ABANDONED
+            self.events.append_handoff(
+                changed, HandoffStep.ABANDONED if left else HandoffStep.ENDED
+            )
         return changed
 
     async def open_turn(
@@ -249,6 +318,7 @@ class MemoryConversations:
             self.conversations[conversation_id] = conversation
             if idempotency_key is not None:
                 self.keys[conversation_id, idempotency_key] = question
+            self.events.append_message(conversation.goal_id, question)
             return OpenedTurn(conversation, goal, question, (), held=True)
         if conversation.status is ConversationStatus.ESCALATED:
             raise ConversationEscalatedError()
@@ -266,6 +336,7 @@ class MemoryConversations:
                 escalation=Escalation(reason, None, question.created_at),
                 handoff=Handoff(HandoffState.WAITING, reason, question.created_at),
             )
+            self.events.append_handoff(conversation, HandoffStep.ESCALATED)
         self.conversations[conversation_id] = conversation
         answering_until = None
         if idempotency_key is not None:
@@ -450,7 +521,15 @@ class MemoryHandoffs:
             conversation = conversation if waiting else None
         if conversation is None:
             return None
-        return self._put(conversation, state=HandoffState.ASSIGNED, agent=agent, assigned_at=_now())
+        assigned = self._put(
+            conversation, state=HandoffState.ASSIGNED, agent=agent, assigned_at=_now()
+        )
+        step = HandoffStep.TRANSFERRED if transfer else HandoffStep.ASSIGNED
+        return self._recorded(assigned, step)
+
+    def _recorded(self, conversation: Conversation, step: HandoffStep) -> Conversation:
+        self._store.events.append_handoff(conversation, step)
+        return conversation
 
     async def unassign(
         self, conversation_id: uuid.UUID, *, holder: str | None
@@ -458,7 +537,8 @@ class MemoryHandoffs:
         conversation = self._held(conversation_id, holder)
         if conversation is None:
             return None
-        return self._put(conversation, state=HandoffState.WAITING, agent=None, assigned_at=None)
+        waiting = self._put(conversation, state=HandoffState.WAITING, agent=None, assigned_at=None)
+        return self._recorded(waiting, HandoffStep.UNASSIGNED)
 
     async def resolve(
         self,
@@ -477,7 +557,11 @@ class MemoryHandoffs:
         conversation = dataclasses.replace(
             conversation, status=status, turns=0 if return_to_bot else conversation.turns
         )
-        return self._put(conversation, state=HandoffState.RESOLVED, resolved_at=_now(), note=note)
+        resolved = self._put(
+            conversation, state=HandoffState.RESOLVED, resolved_at=_now(), note=note
+        )
+        step = HandoffStep.RETURNED_TO_BOT if return_to_bot else HandoffStep.COMPLETED
+        return self._recorded(resolved, step)
 
     async def agent_message(
         self, conversation_id: uuid.UUID, agent: str, content: str
@@ -490,6 +574,7 @@ class MemoryHandoffs:
         assert handoff is not None
         first = handoff.first_agent_reply_at or message.created_at
         conversation = dataclasses.replace(conversation, updated_at=message.created_at)
+        self._store.events.append_message(conversation.goal_id, message)
         return message, self._put(conversation, first_agent_reply_at=first)
 
 
@@ -556,3 +641,4 @@ class MemoryStore:
         self.conversations = MemoryConversations(self.goals, spend=spend)
         self.keys = MemoryKeys(spend)
         self.handoffs = MemoryHandoffs(self.conversations)
+        self.events = self.conversations.events

@@ -54,10 +54,13 @@ def _url(server: LiveServer, conversation_id: str) -> str:
     return f"{server.ws_url}/v1/conversations/{conversation_id}/ws"
 
 
-async def _recv(ws: ClientConnection) -> dict[str, Any]:
+async def _recv(ws: ClientConnection, *, events: bool = False) -> dict[str, Any]:
+    """The next frame; a turn's only, unless ``events`` (pushed live events are skipped)."""
     async with asyncio.timeout(30):
-        frame: dict[str, Any] = json.loads(await ws.recv())
-    return frame
+        while True:
+            frame: dict[str, Any] = json.loads(await ws.recv())
+            if events or frame["type"] != "event":
+                return frame
 
 
 async def _until(ws: ClientConnection, *types: str) -> list[dict[str, Any]]:
@@ -137,7 +140,7 @@ async def test_missing_api_key_is_refused_at_the_handshake(server: LiveServer) -
     assert refused.value.response.status_code == 403
 
 
-async def test_trigger_phrase_sends_escalated_and_later_messages_are_refused(
+async def test_trigger_phrase_sends_escalated_and_later_messages_are_held_for_the_agent(
     server: LiveServer, provider: ScriptedProvider
 ) -> None:
     conversation_id = _conversation(server)
@@ -146,9 +149,37 @@ async def test_trigger_phrase_sends_escalated_and_later_messages_are_refused(
         frames = await _until(ws, "escalated")
         assert frames[-1] == {"type": "escalated", "reason": "trigger_phrase"}
         await ws.send(json.dumps({"type": "message", "content": "hello?"}))
-        refused = await _recv(ws)
-        assert (refused["type"], refused["code"]) == ("error", "conversation_escalated")
+        frames = await _until(ws, "handoff")
+        assert [f["type"] for f in frames] == ["accepted", "handoff"]
+        assert frames[-1]["handoff"]["state"] == "waiting"
     assert provider.calls == []
+
+
+async def test_the_socket_pushes_the_conversations_live_events(
+    server: LiveServer, provider: ScriptedProvider
+) -> None:
+    """Its escalation and the customer's held message reach the socket as ``event``
+    frames, numbered by the conversation's seq; a socket opened with ``last_event_id``
+    gets what came after it."""
+    conversation_id = _conversation(server)
+    async with connect(_url(server, conversation_id), additional_headers=AUTH) as ws:
+        await ws.send(json.dumps({"type": "message", "content": "a human please"}))
+        await ws.send(json.dumps({"type": "message", "content": "hello?"}))
+        pushed: list[dict[str, Any]] = []
+        async with asyncio.timeout(30):
+            while len(pushed) < 2:
+                frame = await _recv(ws, events=True)
+                if frame["type"] == "event":
+                    pushed.append(frame)
+    assert [(f["seq"], f["event"], f["step"]) for f in pushed] == [
+        (1, "handoff", "escalated"),
+        (2, "message", None),
+    ]
+    assert pushed[1]["message"]["content"] == "hello?"
+    resumed = f"{_url(server, conversation_id)}?last_event_id=1"
+    async with connect(resumed, additional_headers=AUTH) as ws:
+        frame = await _recv(ws, events=True)
+    assert (frame["type"], frame["seq"]) == ("event", 2)
 
 
 async def test_llm_failure_sends_error_then_escalated(

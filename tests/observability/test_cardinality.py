@@ -25,6 +25,7 @@ from parley.observability.catalogue import (
     HANDOFF_QUEUE_STATES,
     HANDOFF_RESOLUTIONS,
     HTTP_DURATION_BUCKETS,
+    LIVE_STREAMS,
     LLM_LATENCY_BUCKETS,
     LLM_STATUSES,
     LLM_TPOT_BUCKETS,
@@ -152,6 +153,7 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
         "key_name": {"", OTHER}.__contains__,
         "state": set(HANDOFF_QUEUE_STATES).__contains__,
         "resolution": set(HANDOFF_RESOLUTIONS).__contains__,
+        "stream": set(LIVE_STREAMS).__contains__,
         "goal_id": lambda v: v == OTHER or v == "base" or v.startswith("goal-"),
         "le": _buckets(
             HTTP_DURATION_BUCKETS,

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from parley.domain.models import Conversation, EscalationPolicy, EscalationReason, Goal
-from parley.domain.ports import ConversationStore, GoalStore, HandoffStore, KeyStore, OpenedTurn
+from parley.domain.ports import (
+    ConversationStore,
+    EventLog,
+    GoalStore,
+    HandoffStore,
+    KeyStore,
+    OpenedTurn,
+)
 
 
 class Ports(Protocol):
@@ -24,6 +31,9 @@ class Ports(Protocol):
 
     @property
     def handoffs(self) -> HandoffStore: ...
+
+    @property
+    def events(self) -> EventLog: ...
 
 
 def sample_goal(goal_id: str = "support", **changes: object) -> Goal:

@@ -37,6 +37,7 @@ class ChatChannel:
             asyncio.Queue(maxsize=READ_AHEAD_FRAMES)
         )
         self._reader: asyncio.Task[None] | None = None
+        self._sending = asyncio.Lock()  # a turn's frames and pushed events, one at a time
         self.on_leave: Callable[[], None] | None = None
 
     async def accept(self) -> None:
@@ -85,7 +86,9 @@ class ChatChannel:
         return frame
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
-        await self.websocket.send_text(json.dumps(frame, default=str))
+        text = json.dumps(frame, default=str)
+        async with self._sending:
+            await self.websocket.send_text(text)
 
     async def send_error(self, code: str, message: str, **extra: Any) -> None:
         await self.send_frame({"type": "error", "code": code, "message": message, **extra})

@@ -2,13 +2,17 @@
 
 Client frames: ``{"type": "message", "content": ..., "id": ...}`` (``id`` optional: a
 retry with the same id returns the same turn) and ``{"type": "ping"}``.
-Server frames: ``accepted``, ``token``, ``done``, ``escalated``, ``error`` and ``pong``.
+Server frames: ``accepted``, ``token``, ``done``, ``escalated``, ``handoff``, ``error`` and
+``pong`` for turns, and ``event`` for the conversation's live events (as its SSE stream's,
+from the connection on, or after ``?last_event_id=N``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -18,6 +22,7 @@ from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 from parley.api.auth import principal_of, rate_identity, require_allowed_origin, roles
 from parley.api.channel import ChatChannel, InvalidFrame
 from parley.api.deps import ChatDep, ConversationsDep, StateDep, TurnTelemetryDep
+from parley.api.events import live_payload
 from parley.api.rate_limits import RateLimitedError
 from parley.api.stream_schemas import MAX_FRAME_ID_LENGTH, WsMessage
 from parley.api.turn_encoding import ws_frame
@@ -29,6 +34,7 @@ from parley.domain.errors import (
     RetryLaterError,
 )
 from parley.domain.keys import Principal, Role
+from parley.domain.live import LiveItem, LiveService
 from parley.limiter import LimiterUnavailableError
 from parley.telemetry import TurnTelemetry
 
@@ -76,6 +82,13 @@ async def chat(
     async def turn_budget() -> None:  # each message frame counts, as an HTTP turn does
         await state.rate_limits.take(identity, caller.limits.rpm)
 
+    after = _last_event_id(websocket.query_params.get("last_event_id"))
+    # "From now on" is fixed before the first frame is handled: its events are pushed.
+    push = asyncio.create_task(
+        _push_events(
+            channel, await _live_events(channel, state.services.live, ident, caller, after)
+        )
+    )
     try:
         while True:
             frame = await channel.receive_frame()
@@ -83,7 +96,53 @@ async def chat(
     except WebSocketDisconnect:
         return
     finally:
+        push.cancel()
         channel.stop_reading()
+
+
+def _last_event_id(value: str | None) -> int | None:
+    """``?last_event_id=N``: pushed events resume after the conversation's event N."""
+    if value is None or not value.isdigit() or len(value) > 18:
+        return None  # absent or not a number: from now on
+    return int(value)
+
+
+async def _live_events(
+    channel: ChatChannel,
+    live: LiveService,
+    conversation_id: uuid.UUID,
+    caller: Principal,
+    after: int | None,
+) -> AsyncGenerator[LiveItem, None] | None:
+    """The conversation's live events, or None (and an ``events_stopped`` frame) if they
+    cannot be followed now."""
+    try:
+        return await live.conversation(conversation_id, caller, after)
+    except DomainError as refused:  # too many streams, draining, the database away
+        await _events_stopped(channel, refused)
+        return None
+
+
+async def _push_events(channel: ChatChannel, items: AsyncGenerator[LiveItem, None] | None) -> None:
+    """Pushed as ``event`` frames beside the turns' frames."""
+    if items is None:
+        return
+    try:
+        async with aclosing(items):  # cancelled with the socket: unsubscribed at once
+            async for item in items:
+                if item is not None:  # heartbeats: the WebSocket has its own pings
+                    await channel.send_frame({"type": "event", **live_payload(item)})
+    except DomainError as refused:  # the database away, the server draining
+        await _events_stopped(channel, refused)
+    except Exception:  # the client left: the socket's own loop ends it
+        return
+
+
+async def _events_stopped(channel: ChatChannel, refused: DomainError) -> None:
+    # Not an ``error`` frame: that one belongs to the turn in flight, if any.
+    stopped = {"type": "events_stopped", "code": refused.code, "message": refused.message}
+    with contextlib.suppress(Exception):
+        await channel.send_frame(stopped)
 
 
 _MESSAGE_FIELDS = frozenset(WsMessage.model_fields)

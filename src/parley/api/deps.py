@@ -15,6 +15,7 @@ from parley.domain.conversations import ConversationService
 from parley.domain.goals import GoalService
 from parley.domain.handoff import HandoffService
 from parley.domain.keys import KeyService, Principal
+from parley.domain.live import LiveService
 from parley.services import Services
 from parley.telemetry import TurnTelemetry
 
@@ -57,6 +58,10 @@ async def get_handoffs(state: StateDep) -> HandoffService:
     return state.services.handoffs
 
 
+async def get_live(state: StateDep) -> LiveService:
+    return state.services.live
+
+
 async def get_principal(connection: HTTPConnection) -> Principal:
     return principal_of(connection)
 
@@ -73,4 +78,5 @@ ChatDep = Annotated[ChatService, Depends(get_chat)]
 KeysDep = Annotated[KeyService, Depends(get_keys)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 HandoffsDep = Annotated[HandoffService, Depends(get_handoffs)]
+LiveDep = Annotated[LiveService, Depends(get_live)]
 TurnTelemetryDep = Annotated[TurnTelemetry, Depends(get_turn_telemetry)]

@@ -31,6 +31,7 @@ _DOMAIN_STATUS: tuple[tuple[type[domain.DomainError], int, str], ...] = (
     (domain.ContentTooLargeError, 413, "payload_too_large"),
     (domain.RetryLaterError, 429, "rate_limited"),
     (domain.ShuttingDownError, 503, "unavailable"),
+    (domain.TooManyStreamsError, 503, "unavailable"),
     (domain.DatabaseUnavailableError, 503, "unavailable"),
     (domain.TurnInterruptedError, 503, "unavailable"),
     (domain.TurnCrashedError, 500, "internal_error"),
@@ -100,6 +101,8 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, domain.ShuttingDownError | domain.DatabaseUnavailableError):
         # Another replica (or this one, restarted) takes it; a database back in a moment.
         headers = {"Retry-After": "1"}
+    if isinstance(exc, domain.TooManyStreamsError):
+        headers = {"Retry-After": "5"}  # a stream ends now and then; others may take it
     return error_response(
         request, status, error_type, exc.code, exc.message, details=details, headers=headers
     )

@@ -43,6 +43,7 @@ _GUARD_RESPONSES = {
         "content": {"application/json": {"schema": _ERROR_BODY}},
     },
 }
+LIVE_PATHS = ("/v1/conversations/{conversation_id}/events", "/v1/handoffs/events")
 MESSAGES_PATH = "/v1/conversations/{conversation_id}/messages"
 WS_PATH = "/v1/conversations/{conversation_id}/ws"
 DESCRIPTION = """Goal-driven LLM conversations: goals (instructions and an escalation
@@ -51,11 +52,16 @@ on three channels that tell the same turn:
 
 - **HTTP**: `POST .../messages` answers with the whole turn.
 - **SSE**: the same with `"stream": true` (or `Accept: text/event-stream`): the events
-  `accepted` (the user's message, stored), `token`*, then one of `done`, `escalated` or
-  `error`; each event's data is the schema `SseEvent` names for it.
+  `accepted` (the user's message, stored), `token`*, then one of `done`, `escalated`,
+  `handoff` or `error`; each event's data is the schema `SseEvent` names for it.
 - **WebSocket** at `/v1/conversations/{conversation_id}/ws`: the client sends
   `WsClientFrame`s (`message`, `ping`) and receives `WsServerFrame`s (`accepted`,
-  `token`, `done`, `escalated`, `error`, `pong`), JSON text frames; see `x-websocket`.
+  `token`, `done`, `escalated`, `handoff`, `error`, `pong`, and the conversation's live
+  `event`s), JSON text frames; see `x-websocket`.
+
+Live events (`GET /v1/conversations/{conversation_id}/events`, `GET /v1/handoffs/events`):
+SSE streams of `message` and `handoff` events, each event's data a `LiveEvent`, each with
+an SSE id; a client reconnecting with `Last-Event-ID` gets what it missed, nothing twice.
 
 Errors always have the shape `ErrorBody`. Once any API key exists (`parley keys create`,
 `/v1/keys`, or `PARLEY_API_KEYS`), `/v1` needs a key (`Authorization: Bearer KEY` or
@@ -112,6 +118,9 @@ def customise_openapi(app: FastAPI, *, secured_prefix: str = "/v1/") -> None:
             _add_stream_schemas(schemas)
             stream = schema["paths"][MESSAGES_PATH]["post"]["responses"]["200"]["content"]
             stream["text/event-stream"] = {"schema": {"$ref": _REF.format(model="SseEvent")}}
+            for path in LIVE_PATHS:  # each event's data (its id and name: id, event)
+                live = schema["paths"][path]["get"]["responses"]["200"]["content"]
+                live["text/event-stream"] = {"schema": {"$ref": _REF.format(model="LiveEvent")}}
             schema["x-websocket"] = WEBSOCKET
             app.openapi_schema = schema
         return app.openapi_schema

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +26,8 @@ from parley.domain.models import (
     ConversationStatus,
     EscalationReason,
     HandoffState,
+    HandoffStep,
+    LiveEventKind,
     MessageStatus,
 )
 from parley.llm import Role
@@ -180,6 +183,39 @@ class HandoffOut(_Out):
     first_agent_reply_at: datetime | None
     resolved_at: datetime | None
     note: str | None = None
+
+
+class LiveEventOut(_Out):
+    """One event of a live stream (``GET /v1/conversations/{id}/events``,
+    ``GET /v1/handoffs/events``, the conversation's WebSocket)."""
+
+    id: int = Field(
+        description="Its place among every conversation's events (the queue stream's id)"
+    )
+    seq: int = Field(
+        description="Its place in its conversation, from 1 (the conversation stream's id)"
+    )
+    event: LiveEventKind = Field(
+        validation_alias=AliasChoices("kind", "event"),  # the domain's name, the wire's
+        description="message: a message written while the conversation is in a handoff "
+        "(the customer's or the agent's); handoff: a step of its handoff",
+    )
+    conversation_id: uuid.UUID
+    goal_id: str
+    created_at: datetime
+    message: MessageOut | None = Field(default=None, description="A message event's message")
+    step: HandoffStep | None = Field(
+        default=None,
+        description="A handoff event's step: escalated, assigned, transferred, unassigned, "
+        "first_reply, returned_to_bot, completed, abandoned or ended (the customer closed it "
+        "while an agent held it)",
+    )
+    status: ConversationStatus | None = Field(
+        default=None, description="A handoff event: the conversation's status after it"
+    )
+    handoff: HandoffOut | None = Field(
+        default=None, description="A handoff event: the handoff after it"
+    )
 
 
 class EscalationOut(_Out):

@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 
 from parley.api.rate_limits import RateLimits
 from parley.config import Settings
+from parley.observability import LiveMetrics
 from parley.services import Services
 from parley.telemetry import ConversationMetrics, TurnTelemetry
 
@@ -20,6 +21,7 @@ class AppState:
     rate_limits: RateLimits
     turn_telemetry: TurnTelemetry
     conversation_metrics: ConversationMetrics  # the goals labelled, refreshed by the lifespan
+    live_metrics: LiveMetrics
 
 
 def state_of(app: Starlette) -> AppState:

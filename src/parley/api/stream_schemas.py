@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from parley.api.schemas import ErrorDetail, HandoffOut, MessageOut, UsageOut
+from parley.api.schemas import ErrorDetail, HandoffOut, LiveEventOut, MessageOut, UsageOut
 from parley.domain.models import EscalationReason
 
 MAX_FRAME_ID_LENGTH = 255
@@ -138,8 +138,32 @@ class WsPong(_Strict):
     type: Literal["pong"]
 
 
+class WsEvent(LiveEventOut):
+    """A live event of the conversation, pushed between the turns' frames."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["event"]
+
+
+class WsEventsStopped(_Strict):
+    """No more live events on this socket (too many streams, the server draining, the
+    database away); its turns go on. Reconnect with ``?last_event_id=`` to resume."""
+
+    type: Literal["events_stopped"]
+    code: str
+    message: str
+
+
 WsServerFrame = Annotated[
-    WsAccepted | WsToken | WsDone | WsEscalated | WsHandoff | WsError | WsPong,
+    WsAccepted
+    | WsToken
+    | WsDone
+    | WsEscalated
+    | WsHandoff
+    | WsError
+    | WsPong
+    | WsEvent
+    | WsEventsStopped,
     Field(discriminator="type"),
 ]
 
@@ -148,4 +172,5 @@ STREAM_SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "SseEvent": TypeAdapter(SseEvent),
     "WsClientFrame": TypeAdapter(WsClientFrame),
     "WsServerFrame": TypeAdapter(WsServerFrame),
+    "LiveEvent": TypeAdapter(LiveEventOut),
 }

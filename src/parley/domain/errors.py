@@ -150,6 +150,15 @@ class ShuttingDownError(DomainError):
         super().__init__("the server is shutting down and takes no new turns; retry shortly")
 
 
+class TooManyStreamsError(DomainError):
+    """This replica serves as many live streams as it may (PARLEY_LIVE_MAX_STREAMS)."""
+
+    code = "too_many_streams"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"this server already serves {limit} live streams; retry shortly")
+
+
 class DatabaseUnavailableError(DomainError):
     """The database cannot be reached, or cannot take the write, now: retry shortly.
 

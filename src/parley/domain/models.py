@@ -87,6 +87,7 @@ class HandoffState(StrEnum):
     ASSIGNED = "assigned"  # an agent holds it
     RESOLVED = "resolved"  # an agent finished it (back to the bot, or completed)
     ABANDONED = "abandoned"  # the customer left while it waited
+    ENDED = "ended"  # the customer closed it while an agent held it
 
 
 OPEN_HANDOFF = (HandoffState.WAITING, HandoffState.ASSIGNED)
@@ -95,6 +96,7 @@ OPEN_HANDOFF = (HandoffState.WAITING, HandoffState.ASSIGNED)
 class HandoffStep(StrEnum):
     """What just happened to a conversation's handoff (a business event)."""
 
+    ESCALATED = "escalated"  # a new handoff: in the queue
     ASSIGNED = "assigned"  # claimed from the queue
     TRANSFERRED = "transferred"  # handed to another agent
     UNASSIGNED = "unassigned"  # put back in the queue
@@ -102,6 +104,7 @@ class HandoffStep(StrEnum):
     RETURNED_TO_BOT = "returned_to_bot"  # resolved: the bot answers again
     COMPLETED = "completed"  # resolved: the conversation ended
     ABANDONED = "abandoned"  # the customer left while it waited
+    ENDED = "ended"  # the customer closed it while an agent held it
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,29 @@ class Handoff:
         if self.state is HandoffState.ASSIGNED:
             return replace(self, state=HandoffState.RESOLVED, resolved_at=at)
         return self
+
+
+class LiveEventKind(StrEnum):
+    MESSAGE = "message"  # a message written while the conversation is in a handoff
+    HANDOFF = "handoff"  # a step of its handoff
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """What happened in a conversation around its handoff, as subscribers are told it:
+    stored in the same transaction as the change itself, so a subscriber that reconnects
+    reads what it missed."""
+
+    id: int  # among every conversation's events, in commit order (the queue's stream)
+    seq: int  # within its conversation, from 1 (the conversation's stream)
+    conversation_id: uuid.UUID
+    goal_id: str
+    kind: LiveEventKind
+    created_at: datetime
+    message: Message | None = None  # a message event's message
+    step: HandoffStep | None = None  # a handoff event's step, and the state it left
+    status: ConversationStatus | None = None
+    handoff: Handoff | None = None
 
 
 @dataclass(frozen=True, slots=True)

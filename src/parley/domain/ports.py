@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,6 +18,7 @@ from parley.domain.models import (
     EscalationReason,
     Goal,
     HandoffState,
+    LiveEvent,
     Message,
     MessageStatus,
     Page,
@@ -236,6 +238,44 @@ class HandoffStore(Protocol):
     ) -> tuple[Message, Conversation] | None:
         """Store ``agent``'s message in a conversation it holds."""
         ...
+
+
+class EventLog(Protocol):
+    """The live streams' events, as the changes that made them committed."""
+
+    async def conversation_events(
+        self, conversation_id: uuid.UUID, after_seq: int, limit: int
+    ) -> list[LiveEvent]:
+        """One conversation's events after ``after_seq``, in order."""
+        ...
+
+    async def queue_events(self, after_id: int, limit: int) -> list[LiveEvent]:
+        """Every conversation's events after ``after_id``, in commit order."""
+        ...
+
+    async def last_seq(self, conversation_id: uuid.UUID) -> int: ...
+
+    async def last_id(self) -> int: ...
+
+
+class Subscription(Protocol):
+    async def wait(self, heartbeat: float) -> bool | None:
+        """Until something may be new (True) or ``heartbeat`` passed (False); None once
+        the server is draining (the stream ends, its client reconnects elsewhere)."""
+        ...
+
+
+class Wakeups(Protocol):
+    """Tells subscribers that a topic (a conversation's id, or ``QUEUE``) may have new
+    events, on this replica and every other: the events themselves are read from the
+    ``EventLog``, so a wake-up lost costs a delay, never an event."""
+
+    def admit(self) -> None:
+        """Raises if a new stream cannot be served now (too many, or draining): checked
+        before a stream's response starts, so the refusal is a 503, not a broken stream."""
+        ...
+
+    def subscribe(self, topic: str) -> AbstractContextManager[Subscription]: ...
 
 
 class KeyStore(Protocol):

@@ -325,6 +325,40 @@ class LimiterMetrics:
         )
 
 
+LIVE_STREAMS = ("conversation", "queue")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveMetrics:
+    """The live event streams (SSE and the conversation WebSocket's pushed events)."""
+
+    streams_open: Gauge
+    listener_errors: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> LiveMetrics:
+        streams_open = Gauge(
+            "live_streams_open",
+            "Live event streams this process serves now, by stream (conversation: one "
+            "conversation's, on SSE or a WebSocket; queue: the handoff queue's).",
+            ["stream"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        for stream in LIVE_STREAMS:
+            streams_open.labels(stream)
+        return cls(
+            streams_open=streams_open,
+            listener_errors=Counter(
+                "live_listener_errors_total",
+                "Times the PostgreSQL LISTEN connection that carries other replicas' events "
+                "was lost or could not be opened (streams fall back to reading the event log "
+                "at each heartbeat until it is back).",
+                registry=registry,
+            ),
+        )
+
+
 # From seconds to a working day: a handoff is picked up in seconds when agents are free,
 # in hours when they are not.
 HANDOFF_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800)

@@ -19,6 +19,7 @@ from parley.observability.catalogue import (
     HttpMetrics,
     LabelGuardMetrics,
     LimiterMetrics,
+    LiveMetrics,
     LLMMetrics,
     TurnMetrics,
     WebSocketMetrics,
@@ -34,6 +35,7 @@ GROUPS = (
     ("Business", BusinessMetrics),
     ("Turns", TurnMetrics),
     ("Human handoff", HandoffMetrics),
+    ("Live streams", LiveMetrics),
     ("Rate limits", LimiterMetrics),
     ("Label guard", LabelGuardMetrics),
 )

@@ -3,6 +3,7 @@
 
 from parley.store.conversations import ConversationRepository
 from parley.store.database import Database
+from parley.store.events import EventLogRepository
 from parley.store.goals import GoalCache, GoalRepository
 from parley.store.handoffs import HandoffRepository
 from parley.store.keys import KeyRepository
@@ -28,3 +29,4 @@ class Store:
         self.conversations = ConversationRepository(database, goals)
         self.keys = KeyRepository(database)
         self.handoffs = HandoffRepository(database)
+        self.events = EventLogRepository(database)

@@ -19,6 +19,7 @@ from parley.domain.models import (
     ConversationStatus,
     EscalationReason,
     HandoffState,
+    HandoffStep,
     Message,
     Page,
 )
@@ -26,6 +27,7 @@ from parley.domain.paging import decode_cursor, encode_cursor
 from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
 from parley.store import turns
 from parley.store.database import Database
+from parley.store.events import append_handoff
 from parley.store.goals import GoalCache
 from parley.store.rows import CONVERSATION_COLUMNS, to_conversation, to_message
 from parley.store.tables import CONVERSATIONS, MESSAGES, NEW_HANDOFF, UTCDateTime
@@ -260,7 +262,27 @@ def _transition(
         .values(**values)
         .returning(*CONVERSATION_COLUMNS)
     ).one_or_none()
-    return to_conversation(row) if row is not None else None
+    if row is None:
+        return None
+    conversation = to_conversation(row)
+    step = _handoff_step(conversation, reason, now)
+    if step is not None:
+        append_handoff(conn, conversation, step)
+    return conversation
+
+
+def _handoff_step(
+    conversation: Conversation, reason: EscalationReason | None, now: datetime
+) -> HandoffStep | None:
+    """What a transition did to the conversation's handoff, if anything."""
+    handoff = conversation.handoff
+    if handoff is None:
+        return None
+    if reason is not None:
+        return HandoffStep.ESCALATED
+    if handoff.resolved_at != now:  # not ended by this transition
+        return None
+    return HandoffStep.ABANDONED if handoff.state is HandoffState.ABANDONED else HandoffStep.ENDED
 
 
 def _count_active(conn: Connection) -> int:

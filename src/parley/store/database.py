@@ -8,6 +8,7 @@ import asyncio
 import functools
 import os
 import shutil
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -142,6 +143,10 @@ def _room_for_sqlite(url: str) -> bool:
 
 # Told each time the database is found unavailable: (kind, the error) -> None.
 UnavailableListener = Callable[[str, BaseException], None]
+# Key of ``Connection.info`` under which a transaction names the conversations it appended
+# live events for (store.events); told to ``on_published`` once it has committed.
+PUBLISHED = "parley_published"
+PublishedListener = Callable[[set[uuid.UUID]], None]
 
 
 class Database:
@@ -156,6 +161,7 @@ class Database:
         self.options = options or EngineOptions()
         self.engine = create_engine(url, self.options)
         self.on_unavailable = on_unavailable
+        self.on_published: PublishedListener | None = None
         # SQLite's hot-path transactions run whole in a thread of their own: aiosqlite
         # hands every statement to its thread and back four times (cursor, execute,
         # fetch, close), two thirds of a turn's database CPU and a wait on a busy loop.
@@ -182,9 +188,12 @@ class Database:
         ``DatabaseUnavailableError``; every other error is raised as it is."""
         try:
             if self._sqlite_thread is not None:
-                return await self._sqlite_thread.run_transaction(work, *args, **kwargs)
-            async with self.engine.begin() as connection:
-                return await connection.run_sync(work, *args, **kwargs)
+                result, published = await self._sqlite_thread.run_transaction(work, *args, **kwargs)
+            else:
+                async with self.engine.begin() as connection:
+                    connection.info.pop(PUBLISHED, None)  # a rolled-back transaction's
+                    result = await connection.run_sync(work, *args, **kwargs)
+                    published = connection.info.pop(PUBLISHED, None)
         except Exception as error:
             kind = unavailable_kind(error)
             if kind is None:
@@ -192,6 +201,9 @@ class Database:
             if self.on_unavailable is not None:
                 self.on_unavailable(kind, error)
             raise DatabaseUnavailableError(kind) from error
+        if published and self.on_published is not None:
+            self.on_published(published)
+        return result
 
     async def ping(self, timeout_seconds: float = 1.0) -> bool:
         """Whether the database answers within ``timeout_seconds``."""
@@ -234,15 +246,19 @@ class _SQLiteThread:
 
     async def run_transaction(
         self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    ) -> tuple[T, set[uuid.UUID] | None]:
+        """What ``work`` returned, and the conversations it published events for."""
         call = functools.partial(self._in_transaction, work, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def _in_transaction(
         self, work: Callable[Concatenate[Connection, P], T], *args: Any, **kwargs: Any
-    ) -> T:
+    ) -> tuple[T, set[uuid.UUID] | None]:
         with self.engine.begin() as connection:
-            return work(connection, *args, **kwargs)
+            connection.info.pop(PUBLISHED, None)  # a rolled-back transaction's
+            result = work(connection, *args, **kwargs)
+            published: set[uuid.UUID] | None = connection.info.pop(PUBLISHED, None)
+        return result, published
 
     async def dispose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.dispose)

@@ -15,12 +15,14 @@ from parley.domain.models import (
     Conversation,
     ConversationStatus,
     HandoffState,
+    HandoffStep,
     Message,
     Page,
 )
 from parley.domain.paging import decode_cursor, encode_cursor
 from parley.llm.types import Role
 from parley.store.database import Database
+from parley.store.events import append_handoff, append_message
 from parley.store.rows import CONVERSATION_COLUMNS, to_conversation
 from parley.store.tables import CONVERSATIONS
 from parley.store.turns import insert_message
@@ -165,7 +167,7 @@ def _assign(
         handoff_agent=agent,
         handoff_assigned_at=now,
     )
-    return to_conversation(row) if row is not None else None
+    return _recorded(conn, row, HandoffStep.TRANSFERRED if transfer else HandoffStep.ASSIGNED)
 
 
 def _unassign(
@@ -180,7 +182,7 @@ def _unassign(
         handoff_agent=None,
         handoff_assigned_at=None,
     )
-    return to_conversation(row) if row is not None else None
+    return _recorded(conn, row, HandoffStep.UNASSIGNED)
 
 
 def _resolve(
@@ -200,7 +202,17 @@ def _resolve(
     else:
         values |= {"status": ConversationStatus.COMPLETED.value}
     row = _changed(conn, conversation_id, _held_by(holder), **values)
-    return to_conversation(row) if row is not None else None
+    step = HandoffStep.RETURNED_TO_BOT if return_to_bot else HandoffStep.COMPLETED
+    return _recorded(conn, row, step)
+
+
+def _recorded(conn: Connection, row: Any, step: HandoffStep) -> Conversation | None:
+    """The changed conversation (None: no change), its step appended to its events."""
+    if row is None:
+        return None
+    conversation = to_conversation(row)
+    append_handoff(conn, conversation, step)
+    return conversation
 
 
 def _agent_message(
@@ -229,4 +241,5 @@ def _agent_message(
         author=agent,
     )
     insert_message(conn, message)
+    append_message(conn, row.goal_id, message)
     return message, to_conversation(row)

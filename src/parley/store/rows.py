@@ -3,6 +3,8 @@ statements alike."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Row
@@ -18,11 +20,14 @@ from parley.domain.models import (
     Goal,
     Handoff,
     HandoffState,
+    HandoffStep,
+    LiveEvent,
+    LiveEventKind,
     Message,
     MessageStatus,
 )
 from parley.llm.types import Role, Usage
-from parley.store.tables import CONVERSATIONS
+from parley.store.tables import CONVERSATIONS, MESSAGES
 
 # A conversation's columns, "metadata" read as "meta" (a Row's own attribute names are
 # kept clear of it).
@@ -103,7 +108,8 @@ def to_conversation(row: Row[Any], messages: tuple[Message, ...] = ()) -> Conver
     )
 
 
-def to_message(row: Row[Any]) -> Message:
+def to_message(row: Any) -> Message:
+    """From a messages row, or anything with its columns as attributes."""
     usage = None
     if row.total_tokens is not None:
         usage = Usage(
@@ -125,6 +131,49 @@ def to_message(row: Row[Any]) -> Message:
         status=MessageStatus(row.status),
         author=row.author,
     )
+
+
+def to_live_event(row: Row[Any]) -> LiveEvent:
+    """An event row joined with its message (columns ``m_*``), if it has one."""
+    message = None
+    if row.message_id is not None:
+        fields = {c.name: getattr(row, f"m_{c.name}") for c in MESSAGES.c}
+        message = to_message(SimpleNamespace(**fields))
+    status = handoff = None
+    if row.state is not None:
+        status = ConversationStatus(row.state["status"])
+        handoff = _handoff_of(row.state.get("handoff"))
+    return LiveEvent(
+        id=row.id,
+        seq=row.seq,
+        conversation_id=row.conversation_id,
+        goal_id=row.goal_id,
+        kind=LiveEventKind(row.kind),
+        created_at=row.created_at,
+        message=message,
+        step=None if row.step is None else HandoffStep(row.step),
+        status=status,
+        handoff=handoff,
+    )
+
+
+def _handoff_of(state: dict[str, Any] | None) -> Handoff | None:
+    if state is None:
+        return None
+    return Handoff(
+        state=HandoffState(state["state"]),
+        reason=EscalationReason(state["reason"]),
+        escalated_at=_moment(state["escalated_at"]),
+        agent=state["agent"],
+        assigned_at=_moment(state["assigned_at"]),
+        first_agent_reply_at=_moment(state["first_agent_reply_at"]),
+        resolved_at=_moment(state["resolved_at"]),
+        note=state["note"],
+    )
+
+
+def _moment(iso: str | None) -> Any:
+    return None if iso is None else datetime.fromisoformat(iso)
 
 
 def to_key(row: Row[Any]) -> ApiKey:

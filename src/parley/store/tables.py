@@ -139,6 +139,29 @@ MESSAGES = Table(
     Index("ux_messages_idempotency_key", "conversation_id", "idempotency_key", unique=True),
 )
 
+# What happened around a conversation's handoff, for the live streams: appended in the
+# same transaction as the change (see store.events). ``id`` orders every conversation's
+# events as they committed (the queue's stream), ``seq`` one conversation's (its stream).
+CONVERSATION_EVENTS = Table(
+    "conversation_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column(
+        "conversation_id",
+        Uuid,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("seq", Integer, nullable=False),
+    Column("goal_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("step", String(24)),  # a handoff event's step
+    Column("message_id", Uuid, ForeignKey("messages.id", ondelete="CASCADE")),
+    Column("state", JSON),  # a handoff event: the conversation's status and handoff after it
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ux_conversation_events_seq", "conversation_id", "seq", unique=True),
+)
+
 API_KEYS = Table(
     "api_keys",
     metadata,

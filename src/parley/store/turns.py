@@ -47,6 +47,7 @@ from parley.domain.models import (
     Goal,
     Handoff,
     HandoffState,
+    HandoffStep,
     Message,
 )
 from parley.domain.ports import (
@@ -57,6 +58,7 @@ from parley.domain.ports import (
     held_for_agent,
 )
 from parley.llm.types import ChatMessage, Role
+from parley.store.events import append_handoff, append_message
 from parley.store.goals import GoalCache
 from parley.store.rows import CONVERSATION_COLUMNS as _CONVERSATION
 from parley.store.rows import to_conversation, to_goal, to_message
@@ -351,13 +353,15 @@ def _escalate(
     conn: Connection, conversation: Conversation, reason: EscalationReason, at: datetime
 ) -> Conversation:
     conn.execute(_ESCALATE, {"conversation_id": conversation.id, "reason": reason.value, "at": at})
-    return replace(
+    escalated = replace(
         conversation,
         status=ConversationStatus.ESCALATED,
         escalation=Escalation(reason, None, at),
         handoff=Handoff(HandoffState.WAITING, reason, at),
         updated_at=at,
     )
+    append_handoff(conn, escalated, HandoffStep.ESCALATED)
+    return escalated
 
 
 def _conversation(conn: Connection, conversation_id: uuid.UUID) -> Row[Any] | None:
@@ -393,6 +397,7 @@ def _hold_for_agent(
         created_at=row.updated_at,
     )
     insert_message(conn, question, idempotency_key)
+    append_message(conn, row.goal_id, question)
     conversation = to_conversation(row)
     goal = to_goal(conn.execute(_GOAL, {"goal_id": row.goal_id}).one())
     return OpenedTurn(

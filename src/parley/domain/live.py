@@ -1,0 +1,90 @@
+"""The live streams: what happens in one conversation (its handoff's steps and the
+messages written while an agent has it) or in the whole handoff queue, as it happens,
+and, for a subscriber that reconnects, from the event it saw last. Events are read from
+the ``EventLog`` (they are stored with the change that made them), so a subscriber on any
+replica sees each one once, in order; the ``Wakeups`` only say when to look."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable
+
+from parley import defaults
+from parley.domain.errors import ConversationNotFoundError
+from parley.domain.keys import Principal
+from parley.domain.models import LiveEvent
+from parley.domain.ports import ConversationStore, EventLog, Wakeups
+
+# The topic of the whole queue's stream (a conversation's topic is its id).
+QUEUE = "handoffs"
+# Events read at a time: a subscriber far behind catches up in pages.
+BATCH = 100
+
+# A stream's items: an event, or None when nothing happened for a while (a heartbeat the
+# channel may send on, so that proxies keep the connection and a client gone is noticed).
+LiveItem = LiveEvent | None
+
+
+class LiveService:
+    def __init__(
+        self,
+        log: EventLog,
+        conversations: ConversationStore,
+        wakeups: Wakeups,
+        *,
+        heartbeat_seconds: float = defaults.LIVE_HEARTBEAT_SECONDS,
+    ) -> None:
+        self._log = log
+        self._conversations = conversations
+        self._wakeups = wakeups
+        self._heartbeat = heartbeat_seconds
+
+    async def conversation(
+        self, conversation_id: uuid.UUID, caller: Principal, after: int | None
+    ) -> AsyncGenerator[LiveItem, None]:
+        """One conversation's events after its event ``after`` (None: from now on). A
+        client key follows only the conversations it created; not found is raised here,
+        before the stream starts."""
+        self._wakeups.admit()
+        conversation = await self._conversations.get(conversation_id)
+        scope = caller.owner_scope
+        if conversation is None or scope not in (None, conversation.owner):
+            raise ConversationNotFoundError(conversation_id)
+        start = await self._log.last_seq(conversation_id) if after is None else after
+
+        async def read(seq: int) -> list[LiveEvent]:
+            return await self._log.conversation_events(conversation_id, seq, BATCH)
+
+        return self._follow(str(conversation_id), start, read, lambda event: event.seq)
+
+    async def queue(self, after: int | None) -> AsyncGenerator[LiveItem, None]:
+        """Every conversation's handoff events after event ``after`` (None: from now on)."""
+        self._wakeups.admit()
+        start = await self._log.last_id() if after is None else after
+
+        async def read(last: int) -> list[LiveEvent]:
+            return await self._log.queue_events(last, BATCH)
+
+        return self._follow(QUEUE, start, read, lambda event: event.id)
+
+    async def _follow(
+        self,
+        topic: str,
+        cursor: int,
+        read: Callable[[int], Awaitable[list[LiveEvent]]],
+        position: Callable[[LiveEvent], int],
+    ) -> AsyncGenerator[LiveItem, None]:
+        # Subscribed before the first read: an event committed after that read wakes it.
+        with self._wakeups.subscribe(topic) as subscription:
+            while True:
+                events = await read(cursor)
+                for event in events:
+                    yield event
+                    cursor = position(event)
+                if len(events) == BATCH:
+                    continue  # more waiting
+                woken = await subscription.wait(self._heartbeat)
+                if woken is None:
+                    return  # the server drains: the client reconnects elsewhere
+                if not woken:
+                    yield None
