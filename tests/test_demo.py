@@ -11,8 +11,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from parley import demo
+from parley.api.schemas import ConversationDetail
 from parley.app import create_app
 from parley.cli import main
+from parley.client import ParleyClient
+from parley.domain.models import HandoffState
+from parley.llm import Role
 from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
 from tests.support.metrics import value
@@ -54,7 +58,7 @@ def test_demo_drives_whole_sse_and_websocket_turns_and_fails_some_on_request(
     assert table["total"][-1] == progress.turns
     # The conversations it finished, it closed (they no longer stay active forever).
     assert progress.conversations_closed > 0
-    assert closed == progress.conversations_closed
+    assert closed == progress.conversations_closed + progress.handoffs["completed"]
     for channel in ("http", "sse", "ws"):
         assert value(registry, "conversation_turns_total", channel=channel, outcome="ok"), channel
     failed = sum(
@@ -76,6 +80,41 @@ async def _closed_conversations(url: str) -> int:
             if not page["next_cursor"]:
                 return closed
             params["cursor"] = page["next_cursor"]
+
+
+def test_the_demos_agents_clear_the_queue_returning_some_to_the_bot(tmp_path: Path) -> None:
+    with LiveServer(create_app(make_settings(tmp_path))) as server:
+
+        async def play() -> tuple[demo.Progress, list[ConversationDetail]]:
+            async with ParleyClient(server.http_url) as customer:
+                await customer.create_goal("Support", "Help.", goal_id="support")
+                made = [await customer.create_conversation("support") for _ in range(6)]
+                for conversation in made:
+                    await customer.escalate_conversation(conversation.id)
+                progress, stop = demo.Progress(), asyncio.Event()
+                stop.set()  # the customers are done: clear the queue, then stop
+                async with (
+                    ParleyClient(server.http_url, agent="ann") as ann,
+                    ParleyClient(server.http_url, agent="bob") as bob,
+                ):
+                    await asyncio.gather(
+                        demo._agent(ann, "ann", progress, 1, stop),
+                        demo._agent(bob, "bob", progress, 2, stop),
+                    )
+                after = [await customer.get_conversation(c.id) for c in made]
+            return progress, list(after)
+
+        progress, after = asyncio.run(play())
+    handoffs = progress.handoffs
+    assert handoffs["returned_to_bot"] + handoffs["completed"] == 6
+    assert handoffs["returned_to_bot"] > 0
+    assert handoffs["completed"] > 0
+    for conversation in after:
+        assert conversation.handoff is not None
+        assert conversation.handoff.state is HandoffState.RESOLVED
+        assert conversation.handoff.agent in ("ann", "bob")
+    agents_said = [m for c in after for m in c.messages if m.role is Role.AGENT]
+    assert len(agents_said) == 6
 
 
 def test_demo_says_when_nothing_answers() -> None:

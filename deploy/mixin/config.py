@@ -106,3 +106,26 @@ BURN_RATE_ALERTS = (
     ("warning", "6h", "30m", 1.0),
 )
 SLI_WINDOWS = ("5m", "15m", "30m", "6h", SLO_PERIOD)
+
+# The human handoff's service level, as contact centres state it: 80 % of handoffs picked
+# up by an agent within 60 s. A handoff whose customer left while it waited was not picked
+# up (it counts against the level). The target must be a bucket bound of
+# handoff_wait_seconds.
+HANDOFF_PICKUP_TARGET_SECONDS = 60
+HANDOFF_PICKUP = SLO(
+    "handoff_pickup",
+    0.80,
+    f"handoffs picked up by an agent within {HANDOFF_PICKUP_TARGET_SECONDS} s (abandoned "
+    "ones count as not picked up)",
+)
+# With a 20 % budget a burn rate above 5 cannot happen, and the turn SLOs' fast windows
+# see a handful of handoffs: an hour's window pages 60 % of them late (3x), six hours'
+# tickets 30 % late (1.5x). Fewer than this many handoffs in the long window say little.
+HANDOFF_BURN_RATE_ALERTS = (
+    ("critical", "1h", "5m", 3.0),
+    ("warning", "6h", "30m", 1.5),
+)
+HANDOFF_MIN_COUNT = 5
+HANDOFF_SLI_WINDOWS = ("5m", "30m", "1h", "6h", SLO_PERIOD)
+# Containment and abandonment are read over this window.
+HANDOFF_RATIO_WINDOW = "1h"

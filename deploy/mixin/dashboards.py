@@ -458,6 +458,74 @@ ROWS: tuple[RowSpec, ...] = (
         ),
     ),
     RowSpec(
+        "Human handoff",
+        (
+            *_slo_stats(c.HANDOFF_PICKUP, "handoff_late", "Handoffs picked up in time", "in time"),
+            PanelSpec(
+                "Queue by state",
+                "Conversations waiting for an agent and held by one (every replica reads the "
+                "same database: the highest reading per goal, summed).",
+                (
+                    _q(
+                        f"sum by (state) (max by (goal_id, state) (handoff_queue_depth{{{SEL}}}))",
+                        "{{state}}",
+                    ),
+                ),
+                "short",
+                decimals=0,
+            ),
+            PanelSpec(
+                "Longest wait for an agent",
+                f"How long the longest-waiting customer has waited (0: nobody waits); "
+                f"HandoffQueueStalled pages past {c.HANDOFF_STALLED_SECONDS // 60} minutes.",
+                (_q(f"max(handoff_oldest_waiting_seconds{{{SEL}}}) or vector(0)", "oldest"),),
+                "s",
+                thresholds=((None, "green"), (c.HANDOFF_STALLED_SECONDS, "red")),
+            ),
+            PanelSpec(
+                "Pickup time (p50, p90)",
+                "From the escalation to an agent claiming it.",
+                tuple(
+                    _q(
+                        f"histogram_quantile({q}, sum by (le) (rate(handoff_wait_seconds_bucket{{{SEL}}}[{RATE}])))",
+                        f"p{int(q * 100)}",
+                    )
+                    for q in (0.5, 0.9)
+                ),
+                "s",
+                thresholds=((None, "green"), (c.HANDOFF_PICKUP_TARGET_SECONDS, "red")),
+            ),
+            PanelSpec(
+                "First response (p50, p90)",
+                "From the escalation to the agent's first message.",
+                tuple(
+                    _q(
+                        f"histogram_quantile({q}, sum by (le) (rate(handoff_first_response_seconds_bucket{{{SEL}}}[{RATE}])))",
+                        f"p{int(q * 100)}",
+                    )
+                    for q in (0.5, 0.9)
+                ),
+                "s",
+            ),
+            PanelSpec(
+                f"Containment and abandonment ({c.HANDOFF_RATIO_WINDOW})",
+                "Containment: conversations that ended without ever going to a human, of all "
+                "that ended. Abandonment: handoffs whose customer left before an agent came.",
+                (
+                    _q(
+                        f"job:conversation_containment:ratio_rate{c.HANDOFF_RATIO_WINDOW}{{{SCOPE}}}",
+                        "containment",
+                    ),
+                    _q(
+                        f"job:handoff_abandonment:ratio_rate{c.HANDOFF_RATIO_WINDOW}{{{SCOPE}}}",
+                        "abandonment",
+                    ),
+                ),
+                "percentunit",
+            ),
+        ),
+    ),
+    RowSpec(
         "Database",
         (
             PanelSpec(

@@ -42,11 +42,13 @@ SLIS = {
     c.AVAILABILITY: "availability_errors",
     c.LATENCY: "latency_slow",
     c.API_AVAILABILITY: "api_errors",
+    c.HANDOFF_PICKUP: "handoff_late",
 }
 EVENTS = {
     c.AVAILABILITY: "slo_turns",
     c.LATENCY: "slo_turns",
     c.API_AVAILABILITY: "slo_api_requests",
+    c.HANDOFF_PICKUP: "slo_handoffs",
 }
 
 
@@ -152,6 +154,7 @@ def recording_rules() -> list[Rule]:
                 f" / job:slo_api_requests:rate{window}",
             )
         )
+    slo += _handoff_rules()
     for objective, sli in SLIS.items():
         labels = {"slo": objective.name}
         slo += [
@@ -172,6 +175,54 @@ def recording_rules() -> list[Rule]:
             },
         ]
     return http + llm + turn_latency + slo
+
+
+def _handoff_rules() -> list[Rule]:
+    """The handoff's service level (picked up within the target; abandoned ones count as
+    not), containment and abandonment."""
+    rules = []
+    target = f'le="{float(c.HANDOFF_PICKUP_TARGET_SECONDS)}"'  # as prometheus_client writes it
+    for window in c.HANDOFF_SLI_WINDOWS:
+        picked = f"sum by ({BY}) (rate(handoff_wait_seconds_count{{{SELECTOR}}}[{window}]))"
+        abandoned = f"sum by ({BY}) (rate(handoffs_abandoned_total{{{SELECTOR}}}[{window}]))"
+        in_time = (
+            f"sum by ({BY}) (rate(handoff_wait_seconds_bucket{{{SELECTOR}, {target}}}[{window}]))"
+        )
+        rules.append(
+            _record(
+                f"job:slo_handoffs:rate{window}",
+                f"({picked} or 0 * {abandoned}) + ({abandoned} or 0 * {picked})",
+            )
+        )
+        rules.append(
+            _record(
+                f"job:slo_handoff_late:ratio_rate{window}",
+                f"1 - (({in_time}) or 0 * job:slo_handoffs:rate{window})"
+                f" / job:slo_handoffs:rate{window}",
+            )
+        )
+    window = c.HANDOFF_RATIO_WINDOW
+    ended = f"sum by ({BY}) (rate(conversations_ended_total{{{SELECTOR}}}[{window}]))"
+    rules += [
+        _record(
+            f"job:handoff_pickup_within_target:ratio_rate{window}",
+            f"1 - job:slo_handoff_late:ratio_rate{window}",
+        ),
+        # Conversations that ended without ever being handed to a human, of all ended.
+        _record(
+            f"job:conversation_containment:ratio_rate{window}",
+            f'(sum by ({BY}) (rate(conversations_ended_total{{{SELECTOR}, escalated="false"}}[{window}]))'
+            f" or 0 * {ended}) / {ended}",
+        ),
+        # Handoffs whose customer left before an agent came, of handoffs opened.
+        _record(
+            f"job:handoff_abandonment:ratio_rate{window}",
+            f"(sum by ({BY}) (rate(handoffs_abandoned_total{{{SELECTOR}}}[{window}]))"
+            f" or 0 * sum by ({BY}) (rate(handoffs_total{{{SELECTOR}}}[{window}])))"
+            f" / sum by ({BY}) (rate(handoffs_total{{{SELECTOR}}}[{window}]))",
+        ),
+    ]
+    return rules
 
 
 def _alert(
@@ -199,20 +250,33 @@ def _alert(
     }
 
 
-def _burn_rate_alerts(slo: c.SLO, name: str, what: str) -> list[Rule]:
+def _seconds(window: str) -> int:
+    units = {"m": 60, "h": 3600, "d": 86400}
+    return int(window[:-1]) * units[window[-1]]
+
+
+def _burn_rate_alerts(
+    slo: c.SLO,
+    name: str,
+    what: str,
+    windows: tuple[tuple[str, str, str, float], ...] = c.BURN_RATE_ALERTS,
+    guard: str | None = None,
+) -> list[Rule]:
     """One alert per window pair, labelled with its windows (as kubernetes-mixin does), so
-    an on-call sees which pair fired; no alert below the minimum traffic."""
+    an on-call sees which pair fired; no alert below the minimum traffic (``guard``, given
+    the pair's long and short windows; by default events a second in the short one)."""
     sli, events = SLIS[slo], EVENTS[slo]
     alerts = []
-    for severity, long, short, rate in c.BURN_RATE_ALERTS:
+    for severity, long, short, rate in windows:
         threshold = f"({rate} * {slo.error_budget})"
+        # The default guard reads the short window: a long one dilutes young traffic.
+        enough = guard or f"job:{events}:rate{short} > {c.MIN_EVENTS_PER_SECOND}"
         alerts.append(
             _alert(
                 name,
                 f"job:slo_{sli}:ratio_rate{long} > {threshold}"
                 f" and job:slo_{sli}:ratio_rate{short} > {threshold}"
-                # The guard reads the short window: a long one dilutes young traffic.
-                f" and on({BY}) job:{events}:rate{short} > {c.MIN_EVENTS_PER_SECOND}",
+                f" and on({BY}) {enough.format(long=long, short=short, long_seconds=_seconds(long))}",
                 for_="2m" if severity == "critical" else "15m",
                 severity=severity,
                 labels={"long": long, "short": short},
@@ -453,6 +517,14 @@ def alerting_rules() -> list[Rule]:
         *_burn_rate_alerts(c.AVAILABILITY, "TurnAvailabilityBudgetBurn", "turns"),
         *_burn_rate_alerts(c.LATENCY, "TurnLatencyBudgetBurn", "turns"),
         *_burn_rate_alerts(c.API_AVAILABILITY, "ApiAvailabilityBudgetBurn", "API requests"),
+        *_burn_rate_alerts(
+            c.HANDOFF_PICKUP,
+            "HandoffPickupBudgetBurn",
+            "handoffs",
+            c.HANDOFF_BURN_RATE_ALERTS,
+            # Handoffs are few: at least this many in the long window.
+            f"job:slo_handoffs:rate{{long}} * {{long_seconds}} >= {c.HANDOFF_MIN_COUNT}",
+        ),
     ]
 
 

@@ -395,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="an API key, when Parley has PARLEY_API_KEYS set (default PARLEY_DEMO_API_KEY,"
         " which keeps it out of `ps`)",
     )
+    demo.add_argument(
+        "--agent-key",
+        default=os.environ.get("PARLEY_DEMO_AGENT_KEY"),
+        help="with keys on, an agent key the demo's agent answers handoffs with (default"
+        " PARLEY_DEMO_AGENT_KEY); with no key at all, two agents play without one",
+    )
     keys = commands.add_parser(
         "keys",
         help="make, list and revoke API keys",
@@ -454,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.fail,
             args.api_key,
             args.dashboard,
+            args.agent_key,
         )
         try:
             progress = asyncio.run(demo.run(plan))

@@ -195,9 +195,11 @@ class ParleyClient:
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         http: httpx.AsyncClient | None = None,
+        agent: str | None = None,
     ) -> None:
         """``http``: an httpx client of the caller's to send through (its base URL, headers
-        and pool), which ``aclose`` leaves open."""
+        and pool), which ``aclose`` leaves open. ``agent``: in development mode (no key
+        exists), the human agent this client acts as (``X-Parley-Agent``)."""
         self._owns_http = http is None
         if http is not None:
             base_url = str(http.base_url)
@@ -205,6 +207,8 @@ class ParleyClient:
             api_key = authorization.removeprefix("Bearer ") if authorization else api_key
         self.base_url = base_url.rstrip("/")
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        if agent is not None:
+            self._headers["x-parley-agent"] = agent
         self._http = http or httpx.AsyncClient(
             base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
         )

@@ -5,11 +5,17 @@ Creates a few goals, then runs N clients for a bounded time (or number of turns)
 mixing whole, SSE and WebSocket turns, now and then a trigger phrase that escalates its
 conversation; ``--fail`` asks the simulated LLM to fail that share of turns (it fails a
 message that carries its failure marker). A live line shows turns/s, p95 and errors.
+
+Human agents play too: they claim what waits in the handoff queue, answer, and return it
+to the bot or complete it; some customers leave the queue before an agent comes. In
+development mode (no key) the agents are named in a header; with keys, they need an
+agent key (``--agent-key``, PARLEY_DEMO_AGENT_KEY), or no agent plays.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sys
 import time
@@ -19,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from parley.client import Escalated, HeldForAgent, ParleyClient, ParleyError, TurnFailed
+from parley.domain.models import HandoffState
 from parley.llm.simulated import FAIL_MARKER
 
 GOALS = (
@@ -46,6 +53,7 @@ class Progress:
     by_channel: Counter[tuple[str, str]] = field(default_factory=Counter)
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=500))
     conversations_closed: int = 0
+    handoffs: Counter[str] = field(default_factory=Counter)  # returned_to_bot, ...
 
     @property
     def turns(self) -> int:
@@ -67,6 +75,11 @@ class Progress:
             cells = "".join(f"{n:>{width}}" for n in [*counts, sum(counts)])
             lines.append(f"{channel:<7}{cells}")
         lines.append(f"{self.conversations_closed} conversations closed when done")
+        h = self.handoffs
+        lines.append(
+            f"handoffs: {h['returned_to_bot']} returned to the bot, {h['completed']} "
+            f"completed by an agent, {h['abandoned']} abandoned while waiting"
+        )
         return "\n".join(lines)
 
     def line(self) -> str:
@@ -89,6 +102,7 @@ class Plan:
     fail_share: float
     api_key: str | None
     dashboard: str | None = None
+    agent_key: str | None = None  # with keys on: the key the demo's agent works with
 
 
 async def _goals(parley: ParleyClient) -> list[str]:
@@ -110,7 +124,7 @@ async def _goals(parley: ParleyClient) -> list[str]:
 def _content(rng: random.Random, plan: Plan, goal_phrases: list[str]) -> str:
     if rng.random() < plan.fail_share:
         return f"{rng.choice(QUESTIONS)} {FAIL_MARKER}"
-    if rng.random() < 0.03:
+    if rng.random() < 0.05:
         return f"Let me talk to a {goal_phrases[0]}, please."
     return rng.choice(QUESTIONS)
 
@@ -135,12 +149,80 @@ async def _client(
             outcome = await _turn(parley, conversation, content, channel)
             progress.durations.append(time.monotonic() - began)
             progress.count(channel, outcome)
+            if outcome == "escalated":
+                await _wait_or_leave(parley, conversation, rng, progress)
             if outcome in ("escalated", "rejected"):
                 ended = True
                 break
         if not ended:  # a customer who is done: the conversation ends, as it would
             await parley.close_conversation(conversation)
             progress.conversations_closed += 1
+
+
+async def _wait_or_leave(
+    parley: ParleyClient, conversation: uuid.UUID, rng: random.Random, progress: Progress
+) -> None:
+    """A customer handed to a human says one more thing, or now and then leaves first."""
+    try:
+        if rng.random() < 0.25:
+            left = await parley.close_conversation(conversation)
+            progress.conversations_closed += 1
+            if left.handoff is not None and left.handoff.state is HandoffState.ABANDONED:
+                progress.handoffs["abandoned"] += 1
+        else:
+            await parley.send_message(conversation, "Is anyone there?")  # for the agent
+    except ParleyError:
+        pass  # an agent finished it meanwhile
+
+
+# Agents: each looks at the queue this often, and takes this long to pick one up.
+AGENT_POLL_SECONDS = 0.3
+AGENT_PICKUP_SECONDS = (0.1, 1.5)
+
+
+async def _agent(
+    parley: ParleyClient, name: str, progress: Progress, seed: int, stop: asyncio.Event
+) -> None:
+    """Claims the longest-waiting handoff, answers, then returns it to the bot or
+    completes it, until ``stop`` is set and the queue is empty."""
+    rng = random.Random(seed)
+    while True:
+        waiting = (await parley.list_handoffs(limit=5)).items
+        if not waiting:
+            if stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), AGENT_POLL_SECONDS)
+            continue
+        await asyncio.sleep(rng.uniform(*AGENT_PICKUP_SECONDS))
+        conversation = waiting[0].id
+        try:
+            await parley.assign(conversation)
+        except ParleyError:
+            continue  # another agent was quicker, or the customer left
+        try:
+            await parley.send_as_agent(conversation, f"Hi, {name} here: I can help with that.")
+            back = rng.random() < 0.5
+            await parley.resolve(conversation, return_to_bot=back, note="demo")
+            progress.handoffs["returned_to_bot" if back else "completed"] += 1
+        except ParleyError:
+            pass  # the customer closed it meanwhile
+
+
+def _agents(plan: Plan, out: TextIO) -> list[ParleyClient]:
+    """The demo's agents' clients: two named in a header with no keys, one with an agent
+    key, none with only a client or admin key."""
+    if plan.agent_key is not None:
+        return [ParleyClient(plan.url, api_key=plan.agent_key, timeout=60)]
+    if plan.api_key is None:
+        return [ParleyClient(plan.url, agent=name, timeout=60) for name in AGENT_NAMES]
+    out.write("no agent key (--agent-key): handoffs wait for a human of yours\n")
+    return []
+
+
+AGENT_NAMES = ("demo-ann", "demo-bob")
+# Once the customers are done, the agents have this long to clear the queue.
+AGENT_GRACE_SECONDS = 10.0
 
 
 async def _turn(parley: ParleyClient, conversation: uuid.UUID, content: str, kind: str) -> str:
@@ -173,18 +255,36 @@ async def run(plan: Plan, out: TextIO = sys.stderr) -> Progress:
     progress = Progress()
     if plan.dashboard:
         out.write(f"watch it on {plan.dashboard}\n")
+    agents = _agents(plan, out)
     async with ParleyClient(plan.url, api_key=plan.api_key, timeout=60) as parley:
         goals = await _goals(parley)
         clients = [
             asyncio.create_task(_client(plan, parley, goals, progress, seed))
             for seed in range(plan.clients)
         ]
-        while not all(c.done() for c in clients):
-            await asyncio.wait(clients, timeout=1)
-            out.write("\r" + progress.line() + "   ")
-            out.flush()
+        stop = asyncio.Event()
+        working = [
+            asyncio.create_task(_agent(agent, name, progress, seed, stop))
+            for seed, (agent, name) in enumerate(zip(agents, AGENT_NAMES, strict=False))
+        ]
+        try:
+            while not all(c.done() for c in clients):
+                await asyncio.wait(clients, timeout=1)
+                out.write("\r" + progress.line() + "   ")
+                out.flush()
+            stop.set()  # the agents clear the queue, then stop
+            if working:
+                await asyncio.wait(working, timeout=AGENT_GRACE_SECONDS)
+        finally:
+            for task in working:
+                task.cancel()
+            for agent in agents:
+                await agent.aclose()
         for client in clients:
             client.result()  # a client that crashed says why
+        for task in working:
+            if task.done() and not task.cancelled():
+                task.result()
     out.write("\n" + progress.summary() + "\n")
     if plan.dashboard:
         out.write(f"dashboard: {plan.dashboard}\n")

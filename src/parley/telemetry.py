@@ -155,7 +155,13 @@ class ConversationMetrics:
         self.handoff.handoffs.labels(self.goal_label(conversation.goal_id), reason.value).inc()
 
     def conversation_closed(self, conversation: Conversation, previous: ConversationStatus) -> None:
-        return None  # conversations_active is read from the store at scrape time
+        # conversations_active is read from the store at scrape time
+        self._ended(conversation)
+
+    def _ended(self, conversation: Conversation) -> None:
+        escalated = "true" if conversation.escalation is not None else "false"
+        goal = self.goal_label(conversation.goal_id)
+        self.metrics.conversations_ended.labels(goal, escalated).inc()
 
     def handoff_changed(self, conversation: Conversation, step: HandoffStep) -> None:
         handoff, m = conversation.handoff, self.handoff
@@ -170,6 +176,8 @@ class ConversationMetrics:
                 m.first_response.labels(goal).observe(since)
             case HandoffStep.RETURNED_TO_BOT | HandoffStep.COMPLETED:
                 m.resolved.labels(goal, step.value).inc()
+                if step is HandoffStep.COMPLETED:
+                    self._ended(conversation)
                 if handoff.resolved_at is not None:
                     since = _seconds(handoff.escalated_at, handoff.resolved_at)
                     m.resolution.labels(goal).observe(since)
@@ -189,6 +197,10 @@ def handoff_queue_hook(
     """The queue's depth and oldest wait, read from the store at scrape time (one indexed
     query), so they are true across replicas and workers."""
 
+    # A goal's depth once seen stays a series (0 when its queue empties), so a panel and
+    # an alert read 0, not a gap; goals are capped, so these are bounded too.
+    seen: set[tuple[str, str]] = set()
+
     async def refresh_handoff_queue() -> None:
         rows = await store.handoffs.queue_stats()
         now = datetime.now(UTC)
@@ -199,10 +211,10 @@ def handoff_queue_hook(
             depth[goal, state.value] = depth.get((goal, state.value), 0) + count
             if state is HandoffState.WAITING:
                 oldest[goal] = max(oldest.get(goal, 0.0), _seconds(first, now))
-        metrics.queue_depth.clear()
         metrics.oldest_waiting.clear()
-        for (goal, state_name), count in depth.items():
-            metrics.queue_depth.labels(goal, state_name).set(count)
+        seen.update(depth)
+        for goal, state_name in seen:
+            metrics.queue_depth.labels(goal, state_name).set(depth.get((goal, state_name), 0))
         for goal, seconds in oldest.items():
             metrics.oldest_waiting.labels(goal).set(seconds)
 

@@ -196,15 +196,22 @@ def test_a_customer_message_in_a_handoff_is_stored_for_the_agent_on_every_channe
     assert (events[1][1]["state"], events[1][1]["agent"]) == ("assigned", "ann")
     with client.websocket_connect(f"/v1/conversations/{conversation}/ws", headers=customer) as ws:
         ws.send_json({"type": "message", "content": "over ws"})
-        assert ws.receive_json()["type"] == "accepted"
-        frame = ws.receive_json()
-        assert (frame["type"], frame["handoff"]["agent"]) == ("handoff", "ann")
+        turn = [_turn_frame(ws), _turn_frame(ws)]
+        assert [frame["type"] for frame in turn] == ["accepted", "handoff"]
+        assert turn[1]["handoff"]["agent"] == "ann"
     assert len(provider.calls) == calls  # none of them reached the LLM
     detail = client.get(f"/v1/conversations/{conversation}", headers=ann).json()
     said = [m["content"] for m in detail["messages"] if m["role"] == "user"]
     assert said[-3:] == ["still there?", "hi", "over ws"]
     other = _key(client, "other", "client")  # another customer cannot probe it
     assert _post(client, f"{conversation}/messages", other, {"content": "x"}).status_code == 404
+
+
+def _turn_frame(ws: Any) -> Any:
+    """The next frame of a turn: the conversation's live events come between them."""
+    while (frame := ws.receive_json())["type"] == "event":
+        pass
+    return frame
 
 
 def _samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -233,6 +240,8 @@ def test_every_wait_of_the_handoff_is_measured_by_goal(client: TestClient) -> No
     assert _value(samples, "handoffs_total", **reason) == 3
 
     _post(client, f"{worked}/assign", ann)
+    held = _value(_samples(client), "handoff_queue_depth", goal_id="support", state="assigned")
+    assert held == 1
     _post(client, f"{worked}/messages", ann, {"content": "one"})
     _post(client, f"{worked}/messages", ann, {"content": "two"})  # not a first response
     _post(client, f"{worked}/resolve", ann, {"return_to_bot": True})
@@ -246,5 +255,24 @@ def test_every_wait_of_the_handoff_is_measured_by_goal(client: TestClient) -> No
     assert _value(samples, "handoffs_resolved_total", **returned) == 1
     assert _value(samples, "handoffs_abandoned_total", **goal) == 1
     assert _value(samples, "handoff_queue_depth", goal_id="support", state="waiting") == 1
-    assert _value(samples, "handoff_queue_depth", goal_id="support", state="assigned") is None
+    # Emptied, a state seen before reads 0 (a series, not a gap).
+    assert _value(samples, "handoff_queue_depth", goal_id="support", state="assigned") == 0
     assert waiting  # still in the queue: the depth above
+
+
+def test_ended_conversations_are_counted_by_whether_a_human_had_them(
+    client: TestClient,
+) -> None:
+    """Containment's parts: a conversation the customer closes without an escalation, one
+    an agent completes, one whose customer leaves the queue."""
+    customer, ann = _key(client, "shop", "client"), _key(client, "ann", "agent")
+    made = client.post("/v1/conversations/", json={"goal_id": "support"}, headers=customer)
+    _post(client, f"{made.json()['id']}/close", customer)
+    completed, left = _escalated(client, customer), _escalated(client, customer)
+    _post(client, f"{completed}/assign", ann)
+    _post(client, f"{completed}/resolve", ann, {"return_to_bot": False})
+    _post(client, f"{left}/close", customer)
+    samples = _samples(client)
+    ended = "conversations_ended_total"
+    assert _value(samples, ended, goal_id="support", escalated="false") == 1
+    assert _value(samples, ended, goal_id="support", escalated="true") == 2

@@ -92,6 +92,21 @@ async def test_a_subscriber_resuming_after_an_event_gets_the_rest(store: MemoryS
     await queue.aclose()
 
 
+async def test_a_last_event_id_past_the_log_resumes_from_now_not_past_new_events(
+    store: MemoryStore,
+) -> None:
+    live = _live(store, Hub(10))
+    conversation_id = await _escalated(store)  # event 1
+    items = await live.conversation(conversation_id, AGENT, 999)
+    first = asyncio.ensure_future(_next(items))
+    await asyncio.sleep(0)
+    await store.handoffs.assign(conversation_id, "ann", holder=None, transfer=False)
+    event = await first
+    assert isinstance(event, LiveEvent)
+    assert (event.seq, event.step) == (2, HandoffStep.ASSIGNED)
+    await items.aclose()
+
+
 async def test_a_quiet_stream_sends_heartbeats(store: MemoryStore) -> None:
     live = _live(store, Hub(10), heartbeat=0.01)
     items = await live.queue(None)

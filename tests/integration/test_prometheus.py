@@ -106,8 +106,28 @@ async def _session(url: str, run: int) -> None:
         turn = await http.post(
             f"/v1/conversations/{b}/messages", json={"content": "get me a human"}
         )
-        assert turn.json()["escalation_reason"] == "trigger_phrase"
+        assert turn.json()["escalation_reason"] == "trigger_phrase"  # b waits for an agent
         assert (await http.get(f"/v1/conversations/{c}")).status_code == 200
+        await _handoffs(http, run, a)
+        assert (await http.post(f"/v1/conversations/{c}/close")).status_code == 200
+
+
+async def _handoffs(http: httpx.AsyncClient, run: int, escalated: str) -> None:
+    """An agent claims ``escalated`` (a second claim loses), answers and completes it
+    (a second resolve is refused); another customer leaves the queue."""
+    made = await http.post("/v1/keys/", json={"name": f"agent-{run}", "role": "agent"})
+    agent = {"authorization": f"Bearer {made.json()['secret']}"}
+    path = f"/v1/conversations/{escalated}"
+    assert (await http.post(f"{path}/assign", headers=agent)).status_code == 200
+    assert (await http.post(f"{path}/assign", headers=agent)).status_code == 409
+    answer = await http.post(f"{path}/messages", json={"content": "Ann here"}, headers=agent)
+    assert answer.status_code == 201
+    done = {"return_to_bot": False}
+    assert (await http.post(f"{path}/resolve", json=done, headers=agent)).status_code == 200
+    assert (await http.post(f"{path}/resolve", json=done, headers=agent)).status_code == 409
+    left = (await http.post("/v1/conversations/", json={"goal_id": "support"})).json()["id"]
+    assert (await http.post(f"/v1/conversations/{left}/escalate", json={})).status_code == 200
+    assert (await http.post(f"/v1/conversations/{left}/close")).status_code == 200
 
 
 def _samples(registry: CollectorRegistry, name: str, match: dict[str, str]) -> Iterator[Sample]:

@@ -111,6 +111,22 @@ async def _more_traffic(url: str) -> None:
         await http.post(path, json={"content": "again", "stream": True})
         # Errors too, or the error panels have nothing to show.
         await http.get("/v1/conversations/00000000-0000-0000-0000-000000000000")
+        # The handoff row: one worked and completed by an agent (development mode names it
+        # in a header), one left waiting, one abandoned, one closed by its customer.
+        agent = {"x-parley-agent": "ann"}
+        worked, waiting, left = [
+            (await http.post("/v1/conversations/", json={"goal_id": "replicas"})).json()["id"]
+            for _ in range(3)
+        ]
+        for conversation in (worked, waiting, left):
+            await http.post(f"/v1/conversations/{conversation}/escalate", json={})
+        await http.post(f"/v1/conversations/{worked}/assign", headers=agent)
+        reply = {"content": "Ann here"}
+        await http.post(f"/v1/conversations/{worked}/messages", json=reply, headers=agent)
+        done = {"return_to_bot": False}
+        await http.post(f"/v1/conversations/{worked}/resolve", json=done, headers=agent)
+        await http.post(f"/v1/conversations/{left}/close")
+        await http.post(f"/v1/conversations/{answer.json()['id']}/close")
 
 
 def test_concurrent_turns_on_one_conversation_through_every_replica_stay_consistent(

@@ -20,6 +20,7 @@ from parley.llm import LLMErrorKind
 from parley.llm.prices import PRICES
 from parley.observability import OTHER, UNMATCHED
 from parley.observability.catalogue import (
+    ENDED_ESCALATED,
     FAST_BUCKETS,
     HANDOFF_BUCKETS,
     HANDOFF_QUEUE_STATES,
@@ -154,6 +155,7 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
         "state": set(HANDOFF_QUEUE_STATES).__contains__,
         "resolution": set(HANDOFF_RESOLUTIONS).__contains__,
         "stream": set(LIVE_STREAMS).__contains__,
+        "escalated": set(ENDED_ESCALATED).__contains__,
         "goal_id": lambda v: v == OTHER or v == "base" or v.startswith("goal-"),
         "le": _buckets(
             HTTP_DURATION_BUCKETS,

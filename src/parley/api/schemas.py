@@ -196,7 +196,9 @@ class LiveEventOut(_Out):
         description="Its place in its conversation, from 1 (the conversation stream's id)"
     )
     event: LiveEventKind = Field(
-        validation_alias=AliasChoices("kind", "event"),  # the domain's name, the wire's
+        validation_alias=AliasChoices(
+            "event", "kind"
+        ),  # the wire's name (the schema's), the domain's
         description="message: a message written while the conversation is in a handoff "
         "(the customer's or the agent's); handoff: a step of its handoff",
     )

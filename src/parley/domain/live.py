@@ -20,6 +20,14 @@ QUEUE = "handoffs"
 # Events read at a time: a subscriber far behind catches up in pages.
 BATCH = 100
 
+
+def _resumed(after: int | None, last: int) -> int:
+    """Where a stream starts: after the client's last event, or now. An id past the last
+    event (a client confusing streams, a database restored from a backup) starts now,
+    instead of silently skipping what comes until the log reaches it."""
+    return last if after is None else min(after, last)
+
+
 # A stream's items: an event, or None when nothing happened for a while (a heartbeat the
 # channel may send on, so that proxies keep the connection and a client gone is noticed).
 LiveItem = LiveEvent | None
@@ -50,7 +58,7 @@ class LiveService:
         scope = caller.owner_scope
         if conversation is None or scope not in (None, conversation.owner):
             raise ConversationNotFoundError(conversation_id)
-        start = await self._log.last_seq(conversation_id) if after is None else after
+        start = _resumed(after, await self._log.last_seq(conversation_id))
 
         async def read(seq: int) -> list[LiveEvent]:
             return await self._log.conversation_events(conversation_id, seq, BATCH)
@@ -60,7 +68,7 @@ class LiveService:
     async def queue(self, after: int | None) -> AsyncGenerator[LiveItem, None]:
         """Every conversation's handoff events after event ``after`` (None: from now on)."""
         self._wakeups.admit()
-        start = await self._log.last_id() if after is None else after
+        start = _resumed(after, await self._log.last_id())
 
         async def read(last: int) -> list[LiveEvent]:
             return await self._log.queue_events(last, BATCH)

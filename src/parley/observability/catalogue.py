@@ -440,9 +440,13 @@ class HandoffMetrics:
         )
 
 
+ENDED_ESCALATED = ("true", "false")
+
+
 @dataclass(frozen=True, slots=True)
 class BusinessMetrics:
     conversations_created: Counter
+    conversations_ended: Counter
     conversations_active: Gauge
     escalations: Counter
     key_budget: Gauge
@@ -455,6 +459,14 @@ class BusinessMetrics:
                 "conversations_created_total",
                 "Conversations started, by goal (capped; overflow goes to 'other').",
                 ["goal_id"],
+                registry=registry,
+            ),
+            conversations_ended=Counter(
+                "conversations_ended_total",
+                "Conversations that ended (closed by their customer, or completed by an "
+                "agent), by goal and whether they were ever handed to a human (escalated: "
+                "the bot did not contain them).",
+                ["goal_id", "escalated"],
                 registry=registry,
             ),
             conversations_active=Gauge(
