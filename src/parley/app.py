@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from parley import __version__, api
 from parley.api.body_limit import BodySizeLimitMiddleware
+from parley.api.console import serve_console
 from parley.api.docs_pages import serve_docs
 from parley.api.errors import install_error_handlers
 from parley.api.openapi import customise_openapi
@@ -269,6 +270,7 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         redoc_url=None,
     )
     serve_docs(app)
+    serve_console(app)
     install_error_handlers(app)
     app.include_router(api.health.router)
     app.include_router(api.v1)

@@ -46,6 +46,7 @@ EXPECTED_ROLES = {
     ("get", "/v1/keys/"): {"admin"},
     ("get", "/v1/keys/{name}"): {"admin"},
     ("post", "/v1/keys/{name}/revoke"): {"admin"},
+    ("get", "/v1/me"): ALL,
 }
 
 

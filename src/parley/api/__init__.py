@@ -10,6 +10,7 @@ v1.include_router(goals.router)
 v1.include_router(conversations.router)
 v1.include_router(chat_ws.router)
 v1.include_router(keys.router)
+v1.include_router(keys.me)
 v1.include_router(events.queue_events)  # before the queue's /{...} routes, if any come
 v1.include_router(handoffs.queue)
 v1.include_router(events.conversation_events)

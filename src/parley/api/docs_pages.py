@@ -41,6 +41,7 @@ def serve_docs(app: FastAPI) -> None:
             "openapi": openapi_url,
             "api": "/v1",
             "metrics": "/metrics",
+            "agent_console": "/agent/",
             "health": "/healthz",
             "ready": "/readyz",
         }

@@ -8,11 +8,20 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from parley.api.auth import roles
-from parley.api.deps import KeysDep
-from parley.api.schemas import ErrorBody, KeyCreate, KeyCreated, KeyList, KeyOut, SpendOut
+from parley.api.deps import KeysDep, PrincipalDep
+from parley.api.schemas import (
+    CallerOut,
+    ErrorBody,
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyOut,
+    SpendOut,
+)
 from parley.domain.keys import ApiKey, KeyLimits, Role, Spend
 
 router = APIRouter(prefix="/keys", tags=["keys"])
+me = APIRouter(tags=["keys"])
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such key"}
@@ -74,3 +83,9 @@ def _out(key: ApiKey, spend: Spend) -> KeyOut:
             remaining_usd=spend.remaining_usd,
         ),
     )
+
+
+@me.get("/me", **roles(Role.CLIENT, Role.AGENT, Role.ADMIN))
+async def whoami(principal: PrincipalDep) -> CallerOut:
+    """Who the calling key is: its name and role (the agent console starts here)."""
+    return CallerOut(name=principal.name, role=principal.role)

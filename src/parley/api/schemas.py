@@ -333,6 +333,14 @@ class SpendOut(BaseModel):
     remaining_usd: float | None = Field(description="Of the budget; null: no budget")
 
 
+class CallerOut(_Out):
+    name: str | None = Field(
+        description="The calling key's name (an agent's, in development mode, from the "
+        "X-Parley-Agent header); null in development mode without one"
+    )
+    role: KeyRole
+
+
 class KeyOut(_Out):
     name: str
     role: KeyRole
