@@ -129,3 +129,7 @@ HANDOFF_MIN_COUNT = 5
 HANDOFF_SLI_WINDOWS = ("5m", "30m", "1h", "6h", SLO_PERIOD)
 # Containment and abandonment are read over this window.
 HANDOFF_RATIO_WINDOW = "1h"
+
+# Webhooks: a delivery pending this long (its receiver failing, or no replica delivering)
+# raises a ticket (WebhookDeliveryFailing), as does any delivery given up on.
+WEBHOOK_STALE_SECONDS = 900

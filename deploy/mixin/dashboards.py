@@ -523,6 +523,20 @@ ROWS: tuple[RowSpec, ...] = (
                 ),
                 "percentunit",
             ),
+            PanelSpec(
+                "Webhooks",
+                "Deliveries pending in the outbox and the oldest one's age (one database: "
+                "the highest reading), and attempts a second by outcome.",
+                (
+                    _q(f"max(webhook_outbox_pending{{{SEL}}})", "pending"),
+                    _q(f"max(webhook_outbox_oldest_pending_seconds{{{SEL}}})", "oldest (s)"),
+                    _q(
+                        f"sum by (outcome) (rate(webhook_deliveries_total{{{SEL}}}[{RATE}]))",
+                        "{{outcome}} /s",
+                    ),
+                ),
+                "short",
+            ),
         ),
     ),
     RowSpec(

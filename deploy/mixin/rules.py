@@ -514,6 +514,22 @@ def alerting_rules() -> list[Rule]:
             description="Label {{ $labels.label }} of {{ $labels.metric }} folded "
             "{{ $value | humanize }} values into 'other' in the last hour.",
         ),
+        _alert(
+            "WebhookDeliveryFailing",
+            # Every replica reads the same outbox: the max is the cluster's.
+            f"max by ({BY}) (webhook_outbox_oldest_pending_seconds{{{SELECTOR}}}) > {c.WEBHOOK_STALE_SECONDS}"
+            f' or sum by ({BY}) (increase(webhook_deliveries_total{{{SELECTOR}, outcome="failed"}}[1h])) > 0',
+            signals=[
+                f"max by ({BY}) (webhook_outbox_oldest_pending_seconds{{{SELECTOR}}})",
+                f'sum by ({BY}) (increase(webhook_deliveries_total{{{SELECTOR}, outcome="failed"}}[1h]))',
+            ],
+            for_="10m",
+            severity="warning",
+            summary="Webhooks are not getting through",
+            description="A webhook delivery of {{ $labels.job }} has waited more than "
+            f"{c.WEBHOOK_STALE_SECONDS // 60} minutes, or deliveries were given up on in the "
+            "last hour (value: {{ $value | humanize }}); `parley webhooks failed` lists them.",
+        ),
         *_burn_rate_alerts(c.AVAILABILITY, "TurnAvailabilityBudgetBurn", "turns"),
         *_burn_rate_alerts(c.LATENCY, "TurnLatencyBudgetBurn", "turns"),
         *_burn_rate_alerts(c.API_AVAILABILITY, "ApiAvailabilityBudgetBurn", "API requests"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -43,6 +43,7 @@ from parley.observability import (
     LiveMetrics,
     RequestIdMiddleware,
     TurnMetrics,
+    WebhookMetrics,
     configure_logging,
     instrument_app,
 )
@@ -58,8 +59,12 @@ from parley.telemetry import (
     instrument_llm,
     instrument_store,
     key_budgets_hook,
+    label_webhooks,
     live_streams_hook,
+    webhook_attempts,
+    webhook_outbox_hook,
 )
+from parley.webhooks import Dispatcher, Endpoint
 
 OPEN_MODE = "off: no API key exists (development mode; `parley keys create` or PARLEY_API_KEYS)"
 
@@ -211,6 +216,26 @@ def _event_listener(services: Services, on_error: Callable[[], None]) -> Postgre
     return listener
 
 
+def _webhooks(services: Services, settings: Settings, metrics: WebhookMetrics) -> Dispatcher | None:
+    """With endpoints configured, this replica delivers webhooks too (one replica each)."""
+    if not settings.webhooks:
+        return None
+    endpoints = [
+        Endpoint(endpoint.key, endpoint.url, endpoint.secret.get_secret_value())
+        for endpoint in settings.webhooks
+    ]
+    dispatcher = Dispatcher(
+        services.store.outbox,
+        endpoints,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        retry_window=timedelta(hours=settings.webhook_retry_hours),
+        backoff_base_seconds=settings.webhook_backoff_seconds,
+        on_attempt=webhook_attempts(metrics),
+    )
+    dispatcher.start()
+    return dispatcher
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = state_of(app)
@@ -239,6 +264,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     undo_signals = drain_before_exit(drain)
     relabel = asyncio.create_task(_relabel_goals(services, metrics, settings))
     listener = _event_listener(services, state.live_metrics.listener_errors.inc)
+    webhooks = _webhooks(services, settings, state.webhook_metrics)
     try:
         async with event_loop_lag_watched(app.state.instrumentation.http.event_loop_lag):
             yield
@@ -249,6 +275,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await drain()
         if listener is not None:
             await listener.stop()
+        if webhooks is not None:
+            await webhooks.stop()
         await services.gateway.aclose()
         await services.store.database.dispose()
         await services.limiter.aclose()
@@ -283,6 +311,9 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         metrics_port=settings.metrics_port,
     )
     live = LiveMetrics.register(instrumentation.registry)
+    webhooks = WebhookMetrics.register(instrumentation.registry)
+    label_webhooks(webhooks)
+    instrumentation.endpoint.add_hook(webhook_outbox_hook(services.store, webhooks))
     app.state.parley = AppState(
         # The keys live only as digests (services.keys), not in the settings served on.
         settings=settings.model_copy(update={"api_keys": []}),
@@ -291,6 +322,7 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         turn_telemetry=TurnTelemetry(TurnMetrics.register(instrumentation.registry)),
         conversation_metrics=instrument_services(services, instrumentation, settings, live),
         live_metrics=live,
+        webhook_metrics=webhooks,
     )
     app.add_middleware(RequestIdMiddleware)  # added last, so it runs first
     return app

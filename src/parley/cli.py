@@ -119,6 +119,44 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    """``parley webhooks failed|redeliver`` on the configured database (migrated first)."""
+    from datetime import UTC, datetime
+
+    from parley.app import engine_options
+    from parley.store import Database, OutboxRepository
+    from parley.store.startup import DatabaseStartupError, migrate
+
+    async def run() -> tuple[int, list[str]]:
+        database = Database(settings.database_url, engine_options(settings))
+        try:
+            await migrate(database)
+            outbox = OutboxRepository(database)
+            if args.webhooks_command == "redeliver":
+                now = datetime.now(UTC)
+                queued = await outbox.redeliver(args.event_id, args.endpoint, now)
+                if not queued:
+                    return 1, [f"parley webhooks: no failed delivery of event {args.event_id}"]
+                return 0, [f"queued {queued} delivery of event {args.event_id} again"]
+            rows = [
+                f"{d.event.id:>10}  {d.endpoint:<20} {d.type:<24} {d.attempts:>8}  "
+                f"{d.event.conversation_id}  {d.last_error or ''}"
+                for d in await outbox.failed()
+            ]
+            header = f"{'event':>10}  {'endpoint':<20} {'type':<24} {'attempts':>8}  conversation"
+            return 0, [header, *rows] if rows else ["no failed webhook delivery"]
+        finally:
+            await database.dispose()
+
+    try:
+        status, lines = asyncio.run(run())
+    except DatabaseStartupError as unusable:
+        print(f"parley: {environment_variable('database_url')}: {unusable}", file=sys.stderr)
+        return 2
+    print("\n".join(lines), file=sys.stderr if status else sys.stdout)
+    return status
+
+
 _N = TypeVar("_N", int, float)
 
 
@@ -436,6 +474,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke = key_commands.add_parser("revoke", help="stop a key at once, on every replica")
     revoke.add_argument("name")
+    webhooks = commands.add_parser(
+        "webhooks",
+        help="webhook deliveries given up on, and sending them again",
+        description="Webhook deliveries that failed for PARLEY_WEBHOOK_RETRY_HOURS (24) are"
+        " kept as failed: list them, and queue one again once its receiver is back.",
+    )
+    webhook_commands = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    webhook_commands.add_parser(
+        "failed", help="failed deliveries, newest first: event id, endpoint, type, error"
+    )
+    redeliver = webhook_commands.add_parser(
+        "redeliver", help="queue a failed delivery again (its retries start afresh)"
+    )
+    redeliver.add_argument("event_id", type=_positive(int), help="the event id `failed` shows")
+    redeliver.add_argument("--endpoint", help="only to this endpoint (default: every one)")
     commands.add_parser(
         "migrate",
         help="bring the database schema up to date",
@@ -482,6 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "keys":
         return _keys(args, settings)
+    if args.command == "webhooks":
+        return _webhooks(args, settings)
     if args.command == "migrate":
         unusable = _migrate(settings)
         if unusable:

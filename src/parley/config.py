@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
+import hashlib
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -11,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -52,6 +57,34 @@ def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+class WebhookEndpoint(BaseModel):
+    """One receiver of the handoff's webhooks (an item of PARLEY_WEBHOOKS, JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    secret: SecretStr  # whsec_ and base64, as the Standard Webhooks specification has it
+    # Deliveries are kept under it: rename an endpoint and it starts afresh.
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+    @field_validator("secret")
+    @classmethod
+    def _standard_secret(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        key = secret.removeprefix("whsec_")
+        try:
+            decoded = base64.b64decode(key + "==", validate=True) if key else b""
+        except binascii.Error:
+            decoded = b""
+        if not secret.startswith("whsec_") or len(decoded) < 16:
+            raise ValueError("must be whsec_ and at least 16 bytes in base64")
+        return value
+
+    @property
+    def key(self) -> str:
+        """Its name, or one made from its URL (stable while the URL is)."""
+        return self.name or "wh-" + hashlib.sha256(self.url.encode()).hexdigest()[:12]
 
 
 class Settings(BaseSettings):
@@ -114,6 +147,11 @@ class Settings(BaseSettings):
     redis_key_prefix: str = Field(default="parley", min_length=1, max_length=64)
     # Redis unreachable: "open" lets requests through uncounted, "closed" answers 503.
     rate_limit_failure_mode: LimiterFailureMode = LimiterFailureMode.OPEN
+    # Webhook receivers, JSON: [{"url": "https://...", "secret": "whsec_...", "name": "crm"}]
+    webhooks: list[WebhookEndpoint] = Field(default_factory=list)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_hours: float = Field(default=24.0, gt=0)  # then the delivery is failed
+    webhook_backoff_seconds: float = Field(default=1.0, gt=0)  # the first retry's wait
     # The live event streams (parley.defaults): at most this many at once per replica,
     # and a heartbeat on each this often.
     live_max_streams: int = Field(default=defaults.LIVE_MAX_STREAMS, ge=1)
@@ -187,6 +225,14 @@ class Settings(BaseSettings):
                 "needs an async driver: postgresql+asyncpg://user@host/db or"
                 " sqlite+aiosqlite:///path/to/file.db"
             )
+        return value
+
+    @field_validator("webhooks")
+    @classmethod
+    def _distinct_endpoints(cls, value: list[WebhookEndpoint]) -> list[WebhookEndpoint]:
+        names = [endpoint.key for endpoint in value]
+        if len(set(names)) != len(names):
+            raise ValueError("two webhook endpoints have the same name (or URL)")
         return value
 
     @field_validator("log_level")

@@ -57,9 +57,12 @@ from parley.observability import (
     LLMInstrumentation,
     LLMMetrics,
     TurnMetrics,
+    WebhookMetrics,
 )
+from parley.observability.catalogue import WEBHOOK_OUTCOMES
 from parley.observability.sqlalchemy import instrument_engine
 from parley.store import Store
+from parley.webhooks import WEBHOOK_TYPES
 
 LLM_ERROR_TYPES = tuple(kind.value for kind in LLMErrorKind)
 _db_log = structlog.get_logger("parley.store")
@@ -219,6 +222,34 @@ def handoff_queue_hook(
             metrics.oldest_waiting.labels(goal).set(seconds)
 
     return refresh_handoff_queue
+
+
+def webhook_outbox_hook(store: Store, metrics: WebhookMetrics) -> Callable[[], Awaitable[None]]:
+    """The outbox's backlog, from the store: the same on every replica."""
+
+    async def refresh_webhook_outbox() -> None:
+        pending, oldest = await store.outbox.stats()
+        metrics.pending.set(pending)
+        age = 0.0 if oldest is None else _seconds(oldest, datetime.now(UTC))
+        metrics.oldest_pending.set(age)
+
+    return refresh_webhook_outbox
+
+
+def label_webhooks(metrics: WebhookMetrics) -> None:
+    """Every delivery series from the start, webhooks configured or not: a rate of 0
+    (and an alert that can evaluate), not a gap."""
+    for event in WEBHOOK_TYPES:
+        for outcome in WEBHOOK_OUTCOMES:
+            metrics.deliveries.labels(event, outcome)
+
+
+def webhook_attempts(metrics: WebhookMetrics) -> Callable[[str, str, float], None]:
+    def observe(event: str, outcome: str, seconds: float) -> None:
+        metrics.deliveries.labels(event, outcome).inc()
+        metrics.duration.observe(seconds)
+
+    return observe
 
 
 def live_streams_hook(hub: Hub, metrics: LiveMetrics) -> Callable[[], Awaitable[None]]:

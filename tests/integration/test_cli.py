@@ -68,6 +68,7 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
         "Running upgrade 0005 -> 0006",
         "Running upgrade 0006 -> 0007",
         "Running upgrade 0007 -> 0008",
+        "Running upgrade 0008 -> 0009",
     ]
     connection = sqlite3.connect(db)
     try:

@@ -38,11 +38,14 @@ from parley.observability.catalogue import (
     TURN_OUTCOMES,
     TURN_OVERHEAD_BUCKETS,
     TURN_TTFT_BUCKETS,
+    WEBHOOK_BUCKETS,
+    WEBHOOK_OUTCOMES,
     WS_DIRECTIONS,
 )
 from parley.observability.middleware import KNOWN_METHODS
 from parley.observability.routes import walk_templates
 from parley.observability.sqlalchemy import OPERATIONS
+from parley.webhooks import WEBHOOK_TYPES
 from tests.conftest import app_client, make_settings
 
 GOAL_CAP = 5
@@ -144,7 +147,7 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
         "type": set(TOKEN_TYPES).__contains__,
         "direction": set(WS_DIRECTIONS).__contains__,
         "channel": set(TURN_CHANNELS).__contains__,
-        "outcome": set(TURN_OUTCOMES).__contains__,
+        "outcome": (set(TURN_OUTCOMES) | set(WEBHOOK_OUTCOMES)).__contains__,
         "reason": {r.value for r in EscalationReason}.__contains__,
         "kind": set(domain.DATABASE_ERROR_KINDS).__contains__,
         "operation": set(OPERATIONS).__contains__,
@@ -156,6 +159,7 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
         "resolution": set(HANDOFF_RESOLUTIONS).__contains__,
         "stream": set(LIVE_STREAMS).__contains__,
         "escalated": set(ENDED_ESCALATED).__contains__,
+        "event": set(WEBHOOK_TYPES).__contains__,
         "goal_id": lambda v: v == OTHER or v == "base" or v.startswith("goal-"),
         "le": _buckets(
             HTTP_DURATION_BUCKETS,
@@ -167,6 +171,7 @@ def _bounds(app_routes: list[object]) -> dict[str, Callable[[str], bool]]:
             TURN_DURATION_BUCKETS,
             TURN_OVERHEAD_BUCKETS,
             HANDOFF_BUCKETS,
+            WEBHOOK_BUCKETS,
         ).__contains__,
         # The platform and GC collectors: fixed facts about this interpreter.
         "generation": {"0", "1", "2"}.__contains__,

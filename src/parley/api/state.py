@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 
 from parley.api.rate_limits import RateLimits
 from parley.config import Settings
-from parley.observability import LiveMetrics
+from parley.observability import LiveMetrics, WebhookMetrics
 from parley.services import Services
 from parley.telemetry import ConversationMetrics, TurnTelemetry
 
@@ -22,6 +22,7 @@ class AppState:
     turn_telemetry: TurnTelemetry
     conversation_metrics: ConversationMetrics  # the goals labelled, refreshed by the lifespan
     live_metrics: LiveMetrics
+    webhook_metrics: WebhookMetrics
 
 
 def state_of(app: Starlette) -> AppState:

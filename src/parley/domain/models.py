@@ -154,6 +154,19 @@ class LiveEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One event to send to one webhook endpoint, and how it went so far."""
+
+    event: LiveEvent
+    endpoint: str
+    type: str  # conversation.escalated, handoff.assigned, ...
+    attempts: int  # this one included, once claimed
+    created_at: datetime
+    state: str = "pending"  # pending, delivered, failed
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Escalation:
     reason: EscalationReason
     note: str | None

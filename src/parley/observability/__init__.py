@@ -14,6 +14,7 @@ from parley.observability.catalogue import (
     LiveMetrics,
     LLMMetrics,
     TurnMetrics,
+    WebhookMetrics,
     WebSocketMetrics,
     new_registry,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "RouteTemplates",
     "TurnMetrics",
     "WebSocketMetrics",
+    "WebhookMetrics",
     "configure_logging",
     "current_caller",
     "current_request_id",

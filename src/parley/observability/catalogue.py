@@ -325,6 +325,52 @@ class LimiterMetrics:
         )
 
 
+WEBHOOK_OUTCOMES = ("delivered", "retry", "failed")
+# A receiver answers in milliseconds, or times out (10 s by default).
+WEBHOOK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookMetrics:
+    deliveries: Counter
+    duration: Histogram
+    pending: Gauge
+    oldest_pending: Gauge
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> WebhookMetrics:
+        return cls(
+            deliveries=Counter(
+                "webhook_deliveries_total",
+                "Webhook delivery attempts, by event type and outcome (delivered; retry: "
+                "failed, tried again later; failed: given up, listed by parley webhooks failed).",
+                ["event", "outcome"],
+                registry=registry,
+            ),
+            duration=Histogram(
+                "webhook_delivery_duration_seconds",
+                "One delivery attempt, from the request sent to the receiver's answer (or "
+                "the timeout).",
+                buckets=WEBHOOK_BUCKETS,
+                registry=registry,
+            ),
+            pending=Gauge(
+                "webhook_outbox_pending",
+                "Webhook deliveries not yet made (waiting or between retries), read from "
+                "the store at scrape time.",
+                registry=registry,
+                multiprocess_mode="mostrecent",
+            ),
+            oldest_pending=Gauge(
+                "webhook_outbox_oldest_pending_seconds",
+                "How long the oldest pending webhook delivery has been queued (0: none), "
+                "read from the store at scrape time.",
+                registry=registry,
+                multiprocess_mode="mostrecent",
+            ),
+        )
+
+
 LIVE_STREAMS = ("conversation", "queue")
 
 

@@ -22,6 +22,7 @@ from parley.observability.catalogue import (
     LiveMetrics,
     LLMMetrics,
     TurnMetrics,
+    WebhookMetrics,
     WebSocketMetrics,
 )
 
@@ -36,6 +37,7 @@ GROUPS = (
     ("Turns", TurnMetrics),
     ("Human handoff", HandoffMetrics),
     ("Live streams", LiveMetrics),
+    ("Webhooks", WebhookMetrics),
     ("Rate limits", LimiterMetrics),
     ("Label guard", LabelGuardMetrics),
 )

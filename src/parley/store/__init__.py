@@ -8,12 +8,14 @@ from parley.store.goals import GoalCache, GoalRepository
 from parley.store.handoffs import HandoffRepository
 from parley.store.keys import KeyRepository
 from parley.store.migrate import upgrade_to_head
+from parley.store.outbox import OutboxRepository
 
 __all__ = [
     "ConversationRepository",
     "Database",
     "GoalRepository",
     "KeyRepository",
+    "OutboxRepository",
     "Store",
     "upgrade_to_head",
 ]
@@ -30,3 +32,4 @@ class Store:
         self.keys = KeyRepository(database)
         self.handoffs = HandoffRepository(database)
         self.events = EventLogRepository(database)
+        self.outbox = OutboxRepository(database)

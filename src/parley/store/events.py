@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, text
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import Join, Select
 
 from parley.domain.models import (
     Conversation,
@@ -106,10 +106,19 @@ def _iso(moment: Any) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-_READ: Select[Any] = select(
-    CONVERSATION_EVENTS,
+# An event's columns and its message's (``m_*``), as to_live_event reads them.
+EVENT_COLUMNS = (
+    *CONVERSATION_EVENTS.c,
     *(column.label(f"m_{column.name}") for column in MESSAGES.c),
-).outerjoin(MESSAGES, _M.id == _E.message_id)
+)
+
+
+def event_rows() -> Join:
+    """The events joined with their messages, if they have one."""
+    return CONVERSATION_EVENTS.outerjoin(MESSAGES, _M.id == _E.message_id)
+
+
+_READ: Select[Any] = select(*EVENT_COLUMNS).select_from(event_rows())
 
 
 class EventLogRepository:

@@ -162,6 +162,38 @@ CONVERSATION_EVENTS = Table(
     Index("ux_conversation_events_seq", "conversation_id", "seq", unique=True),
 )
 
+# Webhook deliveries: one row per event and endpoint, made from the event log (the
+# outbox: events commit with their change) by whichever replica takes the endpoint's
+# cursor, and claimed by one replica at a time (a lease) until delivered or given up.
+WEBHOOK_CURSORS = Table(
+    "webhook_cursors",
+    metadata,
+    Column("endpoint", String(64), primary_key=True),
+    Column("last_event_id", BigInteger, nullable=False),  # events up to it are queued
+)
+
+WEBHOOK_DELIVERIES = Table(
+    "webhook_deliveries",
+    metadata,
+    Column(
+        "event_id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("conversation_events.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("endpoint", String(64), primary_key=True),
+    Column("conversation_id", Uuid, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("state", String(16), nullable=False),  # pending, delivered, failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),  # or the lease's end
+    Column("created_at", UTCDateTime(), nullable=False),  # retries stop a window after it
+    Column("delivered_at", UTCDateTime()),
+    Column("last_error", String(200)),
+    Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+    Index("ix_webhook_deliveries_order", "endpoint", "conversation_id", "state", "event_id"),
+)
+
 API_KEYS = Table(
     "api_keys",
     metadata,
