@@ -11,7 +11,7 @@ import sys
 import tempfile
 from importlib.metadata import version
 
-from bench import http, inprocess, keys, memory, micro, scrape, turns
+from bench import handoff, http, inprocess, keys, memory, micro, scrape, turns
 from bench.variants import PEERS
 
 
@@ -108,11 +108,48 @@ def main() -> int:
 
     targets += _turn_targets(quick)
     targets += _key_targets(quick)
+    targets += _handoff_targets(quick)
 
     print("Targets" + (" (quick run: sizes too small to mean anything)" if quick else ""))
     for name, met, shown in targets:
         print(f"    {'met   ' if met else 'MISSED'}  {name}: {shown}")
     return 0
+
+
+def _handoff_targets(quick: bool) -> list[tuple[str, bool, str]]:
+    """What the human handoff costs (bench/handoff.py; issue 23's goals)."""
+    result = handoff.run(
+        rounds=2 if quick else 5,
+        turns=20 if quick else 100,
+        subscribers=50 if quick else 1000,
+        messages=3 if quick else 10,
+        queue_size=100 if quick else 1000,
+        postgres_url=os.environ.get("PARLEY_BENCH_POSTGRES_URL"),
+    )
+    print("\n".join(handoff.report(result)), end="\n\n")
+    n = result.subscribers
+    targets = [
+        (
+            "an agent's message costs no more than a bot's whole turn, p50",
+            result.added <= 0,
+            f"{result.added * 1000:+.2f} ms",
+        ),
+        (
+            f"fan-out to {n} SSE subscribers: every event, p99 <= 1 s",
+            result.delivered == result.expected and result.delivery_p99 <= 1.0,
+            f"{result.delivered}/{result.expected}, p99 {result.delivery_p99 * 1000:.0f} ms",
+        ),
+    ]
+    if result.queue_page_p99 is not None and result.scrape_p99 is not None:
+        worst = max(result.queue_page_p99, result.scrape_p99)
+        targets.append(
+            (
+                f"{result.queue_size} waiting on PostgreSQL: queue page and /metrics p99 <= 50 ms",
+                worst <= 0.05,
+                f"{worst * 1000:.1f} ms",
+            )
+        )
+    return targets
 
 
 def _key_targets(quick: bool) -> list[tuple[str, bool, str]]:

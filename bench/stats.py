@@ -21,3 +21,8 @@ def spread(values: Sequence[float]) -> tuple[float, float]:
 def paired_overheads(variant: Sequence[float], baseline: Sequence[float]) -> list[float]:
     """Per round: variant minus baseline, measured back to back in that round."""
     return [v - b for v, b in zip(variant, baseline, strict=True)]
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted values (nearest rank)."""
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]

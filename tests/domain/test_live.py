@@ -137,3 +137,29 @@ async def test_past_the_bound_or_while_draining_no_new_stream_starts(store: Memo
         await waiting  # the open stream ends
     with pytest.raises(HubClosedError):
         await live.queue(None)
+
+
+async def test_streams_woken_together_at_the_same_place_share_one_read(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thousand subscribers of one conversation each read the log on every event: one
+    read for all of them, not one each."""
+    live = _live(store, Hub(100))
+    conversation_id = await _escalated(store)
+    reads: list[int] = []
+    original = store.events.conversation_events
+
+    async def counted(conversation: uuid.UUID, after: int, limit: int) -> list[LiveEvent]:
+        reads.append(after)
+        return await original(conversation, after, limit)
+
+    monkeypatch.setattr(store.events, "conversation_events", counted)
+    streams = [await live.conversation(conversation_id, AGENT, None) for _ in range(50)]
+    firsts = [asyncio.ensure_future(_next(items)) for items in streams]
+    await asyncio.sleep(0)  # each reads the log once (together), then waits for news
+    reads.clear()
+    await store.handoffs.assign(conversation_id, "ann", holder=None, transfer=False)
+    assert {_step(await first) for first in firsts} == {HandoffStep.ASSIGNED}
+    assert reads == [1]  # after event 1 (the escalation): one read, fifty streams
+    for items in streams:
+        await items.aclose()

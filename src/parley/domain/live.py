@@ -6,6 +6,7 @@ replica sees each one once, in order; the ``Wakeups`` only say when to look."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
@@ -46,6 +47,9 @@ class LiveService:
         self._conversations = conversations
         self._wakeups = wakeups
         self._heartbeat = heartbeat_seconds
+        # Reads in flight, by what they read: a thousand streams woken by one event at the
+        # same place share one query (1000 reads of one row took 1.3 s on SQLite).
+        self._reads: dict[tuple[str, int], asyncio.Future[list[LiveEvent]]] = {}
 
     async def conversation(
         self, conversation_id: uuid.UUID, caller: Principal, after: int | None
@@ -60,10 +64,14 @@ class LiveService:
             raise ConversationNotFoundError(conversation_id)
         start = _resumed(after, await self._log.last_seq(conversation_id))
 
-        async def read(seq: int) -> list[LiveEvent]:
-            return await self._log.conversation_events(conversation_id, seq, BATCH)
+        topic = str(conversation_id)
 
-        return self._follow(str(conversation_id), start, read, lambda event: event.seq)
+        async def read(seq: int) -> list[LiveEvent]:
+            return await self._shared(
+                (topic, seq), lambda: self._log.conversation_events(conversation_id, seq, BATCH)
+            )
+
+        return self._follow(topic, start, read, lambda event: event.seq)
 
     async def queue(self, after: int | None) -> AsyncGenerator[LiveItem, None]:
         """Every conversation's handoff events after event ``after`` (None: from now on)."""
@@ -71,9 +79,25 @@ class LiveService:
         start = _resumed(after, await self._log.last_id())
 
         async def read(last: int) -> list[LiveEvent]:
-            return await self._log.queue_events(last, BATCH)
+            return await self._shared((QUEUE, last), lambda: self._log.queue_events(last, BATCH))
 
         return self._follow(QUEUE, start, read, lambda event: event.id)
+
+    async def _shared(
+        self, key: tuple[str, int], read: Callable[[], Awaitable[list[LiveEvent]]]
+    ) -> list[LiveEvent]:
+        pending = self._reads.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(read())
+            self._reads[key] = pending
+            pending.add_done_callback(lambda done: self._read_over(key, done))
+        # Shielded: one stream closing does not cancel the read the others wait on.
+        return await asyncio.shield(pending)
+
+    def _read_over(self, key: tuple[str, int], done: asyncio.Future[list[LiveEvent]]) -> None:
+        self._reads.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # seen here too: every stream waiting on it may have gone
 
     async def _follow(
         self,
