@@ -64,7 +64,7 @@ from parley.telemetry import (
     webhook_attempts,
     webhook_outbox_hook,
 )
-from parley.webhooks import Dispatcher, Endpoint
+from parley.webhooks.dispatcher import Dispatcher, Endpoint
 
 OPEN_MODE = "off: no API key exists (development mode; `parley keys create` or PARLEY_API_KEYS)"
 
