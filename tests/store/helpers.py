@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from parley.domain.models import Conversation, EscalationPolicy, EscalationReason, Goal
@@ -15,6 +18,8 @@ from parley.domain.ports import (
     KeyStore,
     OpenedTurn,
 )
+from parley.store import Database, Store, upgrade_to_head
+from tests.conftest import postgres_url
 
 
 class Ports(Protocol):
@@ -61,3 +66,17 @@ async def open_turn(
     options.setdefault("escalate_when", never)
     options.setdefault("history_limit", 40)
     return await store.conversations.open_turn(conversation_id, content, **options)
+
+
+@asynccontextmanager
+async def database_store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    """The database's store, migrated: ``sqlite`` on a file, or ``postgresql`` (emptied)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/store.db"
+    if kind == "postgresql":
+        url = await postgres_url()
+    database = Database(url)
+    await upgrade_to_head(database.engine)
+    try:
+        yield Store(database)
+    finally:
+        await database.dispose()

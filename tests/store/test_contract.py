@@ -24,10 +24,8 @@ from parley.domain.keys import ApiKey, BudgetPeriod, KeyLimits, Role, digest
 from parley.domain.models import ConversationStatus, EscalationReason
 from parley.domain.ports import ReplyDraft
 from parley.llm import Usage
-from parley.store import Database, Store, upgrade_to_head
 from parley.testing import MemoryStore
-from tests.conftest import postgres_url
-from tests.store.helpers import Ports, open_turn, sample_goal
+from tests.store.helpers import Ports, database_store, open_turn, sample_goal
 
 
 @pytest.fixture(
@@ -41,15 +39,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "memory":
         yield MemoryStore()
         return
-    url = f"sqlite+aiosqlite:///{tmp_path}/store.db"
-    if request.param == "postgresql":
-        url = await postgres_url()
-    database = Database(url)
-    await upgrade_to_head(database.engine)
-    try:
-        yield Store(database)
-    finally:
-        await database.dispose()
+    async with database_store(request.param, tmp_path) as database:
+        yield database
 
 
 async def test_goal_round_trips_with_its_policy(store: Ports) -> None:

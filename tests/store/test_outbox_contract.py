@@ -14,25 +14,17 @@ from pathlib import Path
 import pytest
 
 from parley.domain.models import ConversationStatus, EscalationReason
-from parley.store import Database, Store, upgrade_to_head
+from parley.store import Store
 from parley.webhooks import webhook_type
-from tests.conftest import postgres_url
-from tests.store.helpers import open_turn, sample_goal
+from tests.store.helpers import database_store, open_turn, sample_goal
 
 LEASE = timedelta(seconds=30)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres])])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/store.db"
-    if request.param == "postgresql":
-        url = await postgres_url()
-    database = Database(url)
-    await upgrade_to_head(database.engine)
-    try:
-        yield Store(database)
-    finally:
-        await database.dispose()
+    async with database_store(request.param, tmp_path) as database:
+        yield database
 
 
 async def _escalated(store: Store) -> uuid.UUID:
