@@ -236,6 +236,16 @@ def _webhooks(services: Services, settings: Settings, metrics: WebhookMetrics) -
     return dispatcher
 
 
+async def _end_idle_conversations(services: Services, settings: Settings) -> None:
+    """On every replica: conversations idle past their goal's timeout end (each once)."""
+    while True:
+        await asyncio.sleep(settings.idle_sweep_seconds)
+        try:
+            await services.conversations.end_idle(datetime.now(UTC))
+        except Exception:  # the database away: the next sweep ends them
+            structlog.get_logger("parley").warning("idle_sweep_failed", exc_info=True)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = state_of(app)
@@ -263,6 +273,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     undo_signals = drain_before_exit(drain)
     relabel = asyncio.create_task(_relabel_goals(services, metrics, settings))
+    sweep = asyncio.create_task(_end_idle_conversations(services, settings))
     listener = _event_listener(services, state.live_metrics.listener_errors.inc)
     webhooks = _webhooks(services, settings, state.webhook_metrics)
     try:
@@ -270,6 +281,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
     finally:
         relabel.cancel()
+        sweep.cancel()
         undo_signals()
         # Without a signal (a server stopped from code) the drain happens here.
         await drain()

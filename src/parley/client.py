@@ -255,8 +255,11 @@ class ParleyClient:
         goal_id: str | None = None,
         model: str | None = None,
         escalation: Mapping[str, Any] | None = None,
+        idle_timeout_seconds: int | None = None,
     ) -> GoalOut:
         body: dict[str, Any] = {"name": name, "instructions": instructions, "model": model}
+        if idle_timeout_seconds is not None:
+            body["idle_timeout_seconds"] = idle_timeout_seconds
         if goal_id is not None:
             body["id"] = goal_id
         if escalation is not None:

@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     # and a heartbeat on each this often.
     live_max_streams: int = Field(default=defaults.LIVE_MAX_STREAMS, ge=1)
     live_heartbeat_seconds: float = Field(default=defaults.LIVE_HEARTBEAT_SECONDS, gt=0)
+    # How often each replica ends the conversations idle past their goal's timeout.
+    idle_sweep_seconds: float = Field(default=defaults.IDLE_SWEEP_SECONDS, gt=0)
     # Comma-separated browser origins (https://app.example.com) allowed by CORS and by the
     # WebSocket Origin check; empty: same-origin pages and non-browser clients only.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

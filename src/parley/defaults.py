@@ -65,3 +65,8 @@ ANSWER_LEASE_SECONDS = 10.0
 # new stream is answered 503 with Retry-After.
 LIVE_HEARTBEAT_SECONDS = 15.0
 LIVE_MAX_STREAMS = 1000
+
+# A goal's conversation idle this long (no message, no step by anyone) ends: a customer who
+# left. Waiting for an agent, it is abandoned. Checked every PARLEY_IDLE_SWEEP_SECONDS.
+IDLE_TIMEOUT_SECONDS = 1800
+IDLE_SWEEP_SECONDS = 30.0

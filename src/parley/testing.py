@@ -255,9 +255,12 @@ class MemoryConversations:
         to: ConversationStatus,
         reason: EscalationReason | None = None,
         note: str | None = None,
+        idle_before: datetime | None = None,
     ) -> Conversation | None:
         conversation = self.conversations.get(conversation_id)
         if conversation is None or conversation.status not in allowed_from:
+            return None
+        if idle_before is not None and conversation.updated_at >= idle_before:
             return None
         now = max(_now(), conversation.updated_at)
         escalation = Escalation(reason, note, now) if reason else conversation.escalation
@@ -276,6 +279,17 @@ class MemoryConversations:
                 changed, HandoffStep.ABANDONED if left else HandoffStep.ENDED
             )
         return changed
+
+    async def idle(
+        self, goal_id: str, idle_before: datetime, limit: int
+    ) -> list[tuple[uuid.UUID, ConversationStatus]]:
+        open_ = (ConversationStatus.ACTIVE, ConversationStatus.ESCALATED)
+        found = sorted(
+            (c.updated_at, c.id, c.status)
+            for c in self.conversations.values()
+            if c.goal_id == goal_id and c.status in open_ and c.updated_at < idle_before
+        )
+        return [(ident, status) for _, ident, status in found[:limit]]
 
     async def open_turn(
         self,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -122,3 +123,38 @@ async def test_a_conversation_back_with_the_bot_answers_the_customer_again(
     assert turn.json()["reply"] is not None
     late = await http.post(f"{base}/messages", json={"content": "me again"}, headers=_as("ann"))
     assert (late.status_code, late.json()["error"]["code"]) == (409, "not_in_handoff")
+
+
+async def test_a_customer_idle_past_the_goals_timeout_leaves_the_queue_abandoned(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Every replica sweeps (here, often); the goal waits one second."""
+    settings = make_settings(tmp_path, database_url=database_url, idle_sweep_seconds=0.1)
+    with LiveServer(create_app(settings)) as server:
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+            goal = {
+                "id": "quick",
+                "name": "Quick",
+                "instructions": "Help.",
+                "idle_timeout_seconds": 1,
+            }
+            made = await http.post("/v1/goals/", json=goal)
+            assert made.json()["idle_timeout_seconds"] == 1
+            conversation = (await http.post("/v1/conversations/", json={"goal_id": "quick"})).json()
+            path = f"/v1/conversations/{conversation['id']}"
+            (await http.post(f"{path}/escalate", json={})).raise_for_status()
+
+            async def abandoned() -> dict[str, Any]:
+                while True:
+                    detail: dict[str, Any] = (await http.get(path)).json()
+                    if detail["status"] == "completed":
+                        return detail
+                    await asyncio.sleep(0.1)
+
+            async with asyncio.timeout(30):
+                detail = await abandoned()
+            assert detail["handoff"]["state"] == "abandoned"
+            queue = (await http.get("/v1/handoffs/", params={"state": "abandoned"})).json()
+            assert [item["id"] for item in queue["items"]] == [conversation["id"]]
+            metrics = (await http.get("/metrics")).text
+    assert 'handoffs_abandoned_total{goal_id="quick"} 1.0' in metrics

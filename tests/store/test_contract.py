@@ -422,3 +422,38 @@ async def test_a_key_keeps_its_budget_and_rate_limits(store: Ports) -> None:
     assert await store.keys.add(key)
     assert await store.keys.get("shop") == key
     assert await store.keys.by_digest(digest("s")) == key
+
+
+async def test_idle_lists_a_goals_open_conversations_unchanged_since_and_ends_only_those(
+    store: Ports,
+) -> None:
+    await store.goals.add(sample_goal())
+    await store.goals.add(sample_goal("other"))
+    quiet = await store.conversations.create("support", {})
+    busy = await store.conversations.create("support", {})
+    closed = await store.conversations.create("support", {})
+    await store.conversations.transition(
+        closed.id, allowed_from=[ConversationStatus.ACTIVE], to=ConversationStatus.COMPLETED
+    )
+    await store.conversations.create("other", {})
+    cutoff = datetime.now(UTC)
+    await open_turn(store, busy.id, "still here")  # something happens after the cutoff
+    idle = await store.conversations.idle("support", cutoff, 10)
+    assert idle == [(quiet.id, ConversationStatus.ACTIVE)]
+    # Changed since: never ended as idle, whatever was read before.
+    refused = await store.conversations.transition(
+        busy.id,
+        allowed_from=[ConversationStatus.ACTIVE],
+        to=ConversationStatus.COMPLETED,
+        idle_before=cutoff,
+    )
+    assert refused is None
+    ended = await store.conversations.transition(
+        quiet.id,
+        allowed_from=[ConversationStatus.ACTIVE],
+        to=ConversationStatus.COMPLETED,
+        idle_before=cutoff,
+    )
+    assert ended is not None
+    assert ended.status is ConversationStatus.COMPLETED
+    assert await store.conversations.idle("support", cutoff, 10) == []

@@ -47,6 +47,7 @@ async def create_goal(body: GoalCreate, goals: GoalsDep) -> GoalOut:
                 policy.budget_tokens,
                 policy.budget_usd,
             ),
+            idle_timeout_seconds=body.idle_timeout_seconds,
         )
     )
     return _out(goal)

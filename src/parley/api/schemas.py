@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from parley import defaults
 from parley.domain.bounds import check_text
 from parley.domain.errors import InvalidInputError
 from parley.domain.goals import GOAL_ID_PATTERN
@@ -111,6 +112,13 @@ class GoalCreate(_In):
     instructions: StorableText = Field(min_length=1, max_length=20_000)
     model: ModelName | None = None
     escalation: EscalationPolicyIn = Field(default_factory=EscalationPolicyIn)
+    idle_timeout_seconds: int = Field(
+        default=defaults.IDLE_TIMEOUT_SECONDS,
+        ge=1,
+        le=365 * 86400,
+        description="Its conversations idle this long (no message, no step by anyone) end;"
+        " one waiting for an agent is abandoned",
+    )
 
 
 class GoalUpdate(_In):
@@ -118,8 +126,11 @@ class GoalUpdate(_In):
     instructions: StorableText | None = Field(default=None, min_length=1, max_length=20_000)
     model: ModelName | None = None
     escalation: EscalationPolicyPatch | None = None
+    idle_timeout_seconds: int | None = Field(default=None, ge=1, le=365 * 86400)
 
-    reject_null = field_validator("name", "instructions", "escalation")(_not_null)
+    reject_null = field_validator("name", "instructions", "escalation", "idle_timeout_seconds")(
+        _not_null
+    )
 
 
 class EscalationPolicyOut(_Out):
@@ -137,6 +148,7 @@ class GoalOut(_Out):
     instructions: str
     model: str | None
     escalation: EscalationPolicyOut
+    idle_timeout_seconds: int
     created_at: datetime
     updated_at: datetime
 

@@ -8,6 +8,7 @@ its id cannot be probed."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from parley.domain.bounds import check_metadata
@@ -27,6 +28,9 @@ from parley.domain.models import (
     Page,
 )
 from parley.domain.ports import ConversationStore
+
+# Idle conversations ended per goal in one sweep; the rest at the next.
+IDLE_BATCH = 200
 
 
 class ConversationService:
@@ -87,14 +91,34 @@ class ConversationService:
                 conversation_id, allowed_from=[previous], to=ConversationStatus.COMPLETED
             )
             if closed is not None:
-                self._events.conversation_closed(closed, previous)
-                abandoned = closed.handoff is not None and (
-                    closed.handoff.state is HandoffState.ABANDONED
-                )
-                if abandoned and previous is ConversationStatus.ESCALATED:  # just now
-                    self._events.handoff_changed(closed, HandoffStep.ABANDONED)
+                self._ended(closed, previous)
                 return closed
         return await self.get(conversation_id)
+
+    async def end_idle(self, now: datetime, limit: int = IDLE_BATCH) -> int:
+        """Ends every open conversation idle past its goal's timeout (a customer who left;
+        one waiting for an agent is abandoned); how many. Each is ended once, whichever
+        replica sweeps: the update holds only while nothing has happened in it."""
+        ended = 0
+        for goal in await self._goals.all():
+            cutoff = now - timedelta(seconds=goal.idle_timeout_seconds)
+            for conversation_id, previous in await self._conversations.idle(goal.id, cutoff, limit):
+                closed = await self._conversations.transition(
+                    conversation_id,
+                    allowed_from=[previous],
+                    to=ConversationStatus.COMPLETED,
+                    idle_before=cutoff,
+                )
+                if closed is not None:
+                    self._ended(closed, previous)
+                    ended += 1
+        return ended
+
+    def _ended(self, closed: Conversation, previous: ConversationStatus) -> None:
+        self._events.conversation_closed(closed, previous)
+        abandoned = closed.handoff is not None and closed.handoff.state is HandoffState.ABANDONED
+        if abandoned and previous is ConversationStatus.ESCALATED:  # just now
+            self._events.handoff_changed(closed, HandoffStep.ABANDONED)
 
     async def escalate(
         self,

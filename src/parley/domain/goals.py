@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from parley import defaults
 from parley.domain.errors import GoalNotFoundError, InvalidGoalIdError
 from parley.domain.models import EscalationPolicy, Goal
 from parley.domain.ports import GoalStore
@@ -31,6 +32,7 @@ class GoalDraft:
     id: str | None = None
     model: str | None = None
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
+    idle_timeout_seconds: int = defaults.IDLE_TIMEOUT_SECONDS
 
 
 class GoalService:
@@ -54,6 +56,7 @@ class GoalService:
             escalation=draft.escalation,
             created_at=now,
             updated_at=now,
+            idle_timeout_seconds=draft.idle_timeout_seconds,
         )
         return await self._goals.add(goal)
 

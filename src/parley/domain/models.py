@@ -65,6 +65,8 @@ class Goal:
     escalation: EscalationPolicy
     created_at: datetime
     updated_at: datetime
+    # Idle this long (no message, no step), its conversations end; waiting, abandoned.
+    idle_timeout_seconds: int = defaults.IDLE_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,7 +139,18 @@ class ConversationStore(Protocol):
         to: ConversationStatus,
         reason: EscalationReason | None = None,
         note: str | None = None,
-    ) -> Conversation | None: ...
+        idle_before: datetime | None = None,
+    ) -> Conversation | None:
+        """Move to ``to`` only from a status in ``allowed_from`` (and, with
+        ``idle_before``, only if unchanged since then); ``None`` if not allowed."""
+        ...
+
+    async def idle(
+        self, goal_id: str, idle_before: datetime, limit: int
+    ) -> list[tuple[uuid.UUID, ConversationStatus]]:
+        """A goal's open conversations (active or escalated) unchanged since
+        ``idle_before``, with their status."""
+        ...
 
     async def open_turn(
         self,

@@ -153,11 +153,17 @@ class ConversationRepository:
         to: ConversationStatus,
         reason: EscalationReason | None = None,
         note: str | None = None,
+        idle_before: datetime | None = None,
     ) -> Conversation | None:
         """Move to ``to`` only from a status in ``allowed_from``; ``None`` if not allowed."""
         return await self._db.run_transaction(
-            _transition, conversation_id, allowed_from, to, reason, note
+            _transition, conversation_id, allowed_from, to, reason, note, idle_before
         )
+
+    async def idle(
+        self, goal_id: str, idle_before: datetime, limit: int
+    ) -> list[tuple[uuid.UUID, ConversationStatus]]:
+        return await self._db.run_transaction(_idle, goal_id, idle_before, limit)
 
     async def count_active(self) -> int:
         return await self._db.run_transaction(_count_active)
@@ -237,6 +243,7 @@ def _transition(
     to: ConversationStatus,
     reason: EscalationReason | None,
     note: str | None,
+    idle_before: datetime | None = None,
 ) -> Conversation | None:
     now = _now()
     values: dict[str, object] = {"status": to.value, "updated_at": now}
@@ -256,11 +263,11 @@ def _transition(
                 else_=_C.handoff_resolved_at,
             ),
         }
+    where = [_C.id == conversation_id, _C.status.in_([s.value for s in allowed_from])]
+    if idle_before is not None:  # nothing happened in it since: still idle, as it was read
+        where.append(_C.updated_at < idle_before)
     row = conn.execute(
-        update(CONVERSATIONS)
-        .where(_C.id == conversation_id, _C.status.in_([s.value for s in allowed_from]))
-        .values(**values)
-        .returning(*CONVERSATION_COLUMNS)
+        update(CONVERSATIONS).where(*where).values(**values).returning(*CONVERSATION_COLUMNS)
     ).one_or_none()
     if row is None:
         return None
@@ -283,6 +290,25 @@ def _handoff_step(
     if handoff.resolved_at != now:  # not ended by this transition
         return None
     return HandoffStep.ABANDONED if handoff.state is HandoffState.ABANDONED else HandoffStep.ENDED
+
+
+def _idle(
+    conn: Connection, goal_id: str, idle_before: datetime, limit: int
+) -> list[tuple[uuid.UUID, ConversationStatus]]:
+    query = (
+        select(_C.id, _C.status)
+        .where(
+            _C.goal_id == goal_id,
+            _C.status.in_(OPEN_STATUSES),
+            _C.updated_at < idle_before,
+        )
+        .order_by(_C.updated_at)
+        .limit(limit)
+    )
+    return [(row.id, ConversationStatus(row.status)) for row in conn.execute(query)]
+
+
+OPEN_STATUSES = (ConversationStatus.ACTIVE.value, ConversationStatus.ESCALATED.value)
 
 
 def _count_active(conn: Connection) -> int:

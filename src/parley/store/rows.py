@@ -52,6 +52,7 @@ def to_goal(row: Row[Any]) -> Goal:
         ),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        idle_timeout_seconds=row.idle_timeout_seconds,
     )
 
 
@@ -72,6 +73,7 @@ def goal_values(goal: Goal) -> dict[str, Any]:
         ),
         "created_at": goal.created_at,
         "updated_at": goal.updated_at,
+        "idle_timeout_seconds": goal.idle_timeout_seconds,
     }
 
 

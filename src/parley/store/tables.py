@@ -62,6 +62,7 @@ GOALS = Table(
     # A conversation's budget: reaching either escalates it (reason "budget").
     Column("budget_tokens", Integer),
     Column("budget_nanos", BigInteger),
+    Column("idle_timeout_seconds", Integer, nullable=False, server_default="1800"),
 )
 
 CONVERSATIONS = Table(
