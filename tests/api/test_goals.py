@@ -86,3 +86,20 @@ def test_unknown_goal_is_404(client: TestClient) -> None:
         response = getattr(client, method)("/v1/goals/nope", **kwargs)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "goal_not_found"
+
+
+def test_a_token_budget_past_what_the_column_holds_is_refused_not_a_500(
+    client: TestClient,
+) -> None:
+    """Found by schemathesis on PostgreSQL: budget_tokens 6733254858 overflowed the INTEGER
+    column (500); SQLite took it. Refused up front on both, at creation and in a patch."""
+    goal = {"id": "big", "name": "Big", "instructions": "Help."}
+    too_big = {"budget_tokens": 2**31}
+    made = client.post("/v1/goals/", json={**goal, "escalation": too_big})
+    assert made.status_code == 422
+    assert "budget_tokens" in made.json()["error"]["message"]
+    assert client.post("/v1/goals/", json=goal).status_code == 201
+    patched = client.patch("/v1/goals/big", json={"escalation": too_big})
+    assert patched.status_code == 422
+    largest = {"budget_tokens": 2**31 - 1}
+    assert client.patch("/v1/goals/big", json={"escalation": largest}).status_code == 200

@@ -64,6 +64,10 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# What an INTEGER column holds (PostgreSQL refuses more; SQLite would store it).
+MAX_INT32 = 2**31 - 1
+
+
 class EscalationPolicyIn(_In):
     max_turns: int = Field(default=DEFAULT_ESCALATION.max_turns, ge=1, le=10_000)
     trigger_phrases: list[TriggerPhrase] = Field(
@@ -74,6 +78,7 @@ class EscalationPolicyIn(_In):
     budget_tokens: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_INT32,
         description="Once a conversation's replies used this many tokens, its next message"
         " escalates (reason budget) instead of being answered",
     )
@@ -98,7 +103,7 @@ class EscalationPolicyPatch(_In):
     on_llm_failure: bool | None = None
     max_llm_failures: int | None = Field(default=None, ge=1, le=100)
     # null removes the budget
-    budget_tokens: int | None = Field(default=None, ge=1)
+    budget_tokens: int | None = Field(default=None, ge=1, le=MAX_INT32)
     budget_usd: float | None = Field(default=None, gt=0, le=1_000_000)
 
     reject_null = field_validator(
