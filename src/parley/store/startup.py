@@ -3,6 +3,8 @@ where (host, port and database, or the SQLite file; never the password) and the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy.engine import make_url
 
 from parley.store.database import Database
@@ -14,6 +16,7 @@ class DatabaseStartupError(Exception):
     """The database cannot be used at start-up; the message says where and why."""
 
 
+_NO_FILE_WORDS = "cannot open the file (does its directory exist and may Parley write there?)"
 # The driver's words (lower case) for what an operator must fix, checked in this order.
 _CAUSES = (
     ("password authentication failed", "authentication failed (wrong password)"),
@@ -22,7 +25,7 @@ _CAUSES = (
     ('database "', "unknown database (create it, or fix the name)"),
     (
         "unable to open database file",
-        "cannot open the file (does its directory exist and may Parley write there?)",
+        _NO_FILE_WORDS,
     ),
     ("name or service not known", "unknown host"),
     ("temporary failure in name resolution", "unknown host (name resolution failed)"),
@@ -62,6 +65,10 @@ def cause(error: BaseException) -> str | None:
 async def migrate(database: Database) -> None:
     """Bring the schema up to date; ``DatabaseStartupError`` when the database cannot be
     used."""
+    if _sqlite_directory_missing(database.url):
+        # Refused before aiosqlite's thread starts: failing to open, it could answer a
+        # loop the CLI had already closed (a stray traceback after the one line).
+        raise DatabaseStartupError(f"cannot use {where(database.url)}: {_NO_FILE_WORDS}")
     try:
         await upgrade_to_head(database.engine)
     except Exception as error:
@@ -69,3 +76,10 @@ async def migrate(database: Database) -> None:
         if why is None:
             raise
         raise DatabaseStartupError(f"cannot use {where(database.url)}: {why}") from None
+
+
+def _sqlite_directory_missing(url: str) -> bool:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return False
+    return not Path(parsed.database).resolve().parent.is_dir()
