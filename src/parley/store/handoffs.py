@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, func, select, tuple_, update
@@ -23,7 +23,7 @@ from parley.domain.paging import decode_cursor, encode_cursor
 from parley.llm.types import Role
 from parley.store.database import Database
 from parley.store.events import append_handoff, append_message
-from parley.store.rows import CONVERSATION_COLUMNS, to_conversation
+from parley.store.rows import CONVERSATION_COLUMNS, aggregated_utc, to_conversation
 from parley.store.tables import CONVERSATIONS
 from parley.store.turns import insert_message
 from parley.store.turns import now as _now
@@ -125,16 +125,9 @@ _QUEUE_STATS = (
 
 def _queue_stats(conn: Connection) -> list[tuple[str, HandoffState, int, datetime]]:
     return [
-        (goal_id, HandoffState(state), int(count), _utc(first))
+        (goal_id, HandoffState(state), int(count), aggregated_utc(first))
         for goal_id, state, count, first in conn.execute(_QUEUE_STATS)
     ]
-
-
-def _utc(moment: datetime) -> datetime:
-    # func.min() loses the column's type (and SQLite its zone): read it as UTC again.
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _changed(conn: Connection, conversation_id: uuid.UUID, where: Any, **values: Any) -> Any:

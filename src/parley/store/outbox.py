@@ -9,7 +9,7 @@ delivers it again (at least once)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, exists, func, insert, select, update
@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 from parley.domain.models import LiveEvent, WebhookDelivery
 from parley.store.database import Database
 from parley.store.events import EVENT_COLUMNS, event_rows
-from parley.store.rows import to_live_event
+from parley.store.rows import aggregated_utc, to_live_event
 from parley.store.tables import CONVERSATION_EVENTS, WEBHOOK_CURSORS, WEBHOOK_DELIVERIES
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -213,8 +213,4 @@ def _stats(conn: Connection) -> tuple[int, datetime | None]:
     count, oldest = conn.execute(
         select(func.count(), func.min(_D.created_at)).where(_D.state == PENDING)
     ).one()
-    if isinstance(oldest, str):  # func.min() loses the column's type on SQLite
-        oldest = datetime.fromisoformat(oldest)
-    if oldest is not None and oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)
-    return int(count), oldest
+    return int(count), None if oldest is None else aggregated_utc(oldest)

@@ -3,7 +3,7 @@ statements alike."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -193,3 +193,11 @@ def to_key(row: Row[Any]) -> ApiKey:
             tpm=row.tpm,
         ),
     )
+
+
+def aggregated_utc(moment: datetime | str) -> datetime:
+    """A time out of ``func.min()``/``max()``, which loses the column's type (and SQLite
+    its zone): read as UTC again."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
