@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from parley.api.state import state_of
 from parley.app import create_app
 from parley.client import Done, ParleyClient, ParleyError, TurnFailed
+from parley.store import Database, upgrade_to_head
 from tests.conftest import make_settings, postgres_url
 from tests.support.live_server import LiveServer
 from tests.support.tcp_proxy import TcpProxy
@@ -36,10 +37,18 @@ def proxy() -> Iterator[TcpProxy]:
 @pytest.fixture
 async def served(tmp_path: Path, proxy: TcpProxy) -> AsyncIterator[tuple[LiveServer, FastAPI]]:
     direct = await postgres_url()  # emptied first
+    # Migrated directly: the faults are under a running service, and its tight timeouts
+    # are for them, not for a start-up's DDL on a busy machine (that failed a CI run).
+    database = Database(direct)
+    try:
+        await upgrade_to_head(database.engine)
+    finally:
+        await database.dispose()
     through = direct.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     settings = make_settings(
         tmp_path,
         database_url=through,
+        auto_migrate=False,
         db_connect_timeout_seconds=1,
         db_statement_timeout_seconds=1,
         db_pool_timeout_seconds=1,

@@ -38,7 +38,10 @@ class LiveServer:
         deadline = time.monotonic() + 15
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
+                # Close the bound socket now: left to the garbage collector, its
+                # ResourceWarning would fail whichever test happens to run then.
+                self.stop()
+                raise RuntimeError("uvicorn did not start (its log says why)")
             time.sleep(0.01)
         return self
 
