@@ -115,8 +115,8 @@ async def _reset_postgres(url: str) -> None:
         async with engine.begin() as connection:
             await connection.execute(
                 text(
-                    "DROP TABLE IF EXISTS webhook_deliveries, webhook_cursors, conversation_events,"
-                    " messages, conversations, goals,"
+                    "DROP TABLE IF EXISTS evaluations, webhook_deliveries, webhook_cursors,"
+                    " conversation_events, messages, conversations, goals,"
                     " api_keys, key_spend,"
                     " alembic_version"
                 )

@@ -23,7 +23,7 @@ from parley.api.state import AppState, state_of
 from parley.bus import Hub, PostgresListener
 from parley.config import Environment, LimiterFailureMode, Settings, load_settings
 from parley.domain.chat import ChatLimits, ChatService
-from parley.domain.conversations import ConversationService
+from parley.domain.conversations import DELETE_BATCH, ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
 from parley.domain.goals import GoalService
 from parley.domain.handoff import HandoffService
@@ -41,6 +41,7 @@ from parley.observability import (
     Instrumentation,
     LimiterMetrics,
     LiveMetrics,
+    OutcomeMetrics,
     RequestIdMiddleware,
     TurnMetrics,
     WebhookMetrics,
@@ -138,7 +139,7 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
         rate_limiter=limiter,
     )
     handoffs = HandoffService(
-        store.handoffs, store.conversations, events, settings.max_message_chars
+        store.handoffs, store.conversations, goals, events, settings.max_message_chars
     )
     hub = Hub(settings.live_max_streams)
     store.database.on_published = hub.publish  # a commit with events wakes their streams
@@ -173,6 +174,7 @@ def instrument_services(
         ),
         key_label,
         HandoffMetrics.register(instrumentation.registry),
+        OutcomeMetrics.register(instrumentation.registry),
     )
     services.events.add(conversation_metrics)
     instrumentation.endpoint.add_hook(
@@ -236,14 +238,29 @@ def _webhooks(services: Services, settings: Settings, metrics: WebhookMetrics) -
     return dispatcher
 
 
+# Retention's batches per sweep: a backlog (retention just turned on) drains over a few
+# sweeps instead of holding the database for one long run.
+RETENTION_BATCHES_PER_SWEEP = 10
+
+
 async def _end_idle_conversations(services: Services, settings: Settings) -> None:
-    """On every replica: conversations idle past their goal's timeout end (each once)."""
+    """On every replica: conversations idle past their goal's timeout end (each once);
+    with retention on, those ended past it are deleted."""
     while True:
         await asyncio.sleep(settings.idle_sweep_seconds)
         try:
             await services.conversations.end_idle(datetime.now(UTC))
+            if settings.retention_days is not None:
+                await _delete_expired(services, settings.retention_days)
         except Exception:  # the database away: the next sweep ends them
             structlog.get_logger("parley").warning("idle_sweep_failed", exc_info=True)
+
+
+async def _delete_expired(services: Services, days: int) -> None:
+    for _ in range(RETENTION_BATCHES_PER_SWEEP):
+        batch = DELETE_BATCH
+        if await services.conversations.delete_expired(datetime.now(UTC), days, batch) < batch:
+            return
 
 
 @asynccontextmanager

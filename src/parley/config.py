@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     live_heartbeat_seconds: float = Field(default=defaults.LIVE_HEARTBEAT_SECONDS, gt=0)
     # How often each replica ends the conversations idle past their goal's timeout.
     idle_sweep_seconds: float = Field(default=defaults.IDLE_SWEEP_SECONDS, gt=0)
+    # Ended conversations older than this many days are deleted, messages and all (at each
+    # sweep, in bounded batches, on every replica); unset: kept until deleted one by one.
+    retention_days: int | None = Field(default=None, ge=1, le=36500)
     # Comma-separated browser origins (https://app.example.com) allowed by CORS and by the
     # WebSocket Origin check; empty: same-origin pages and non-browser clients only.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

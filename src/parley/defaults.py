@@ -70,3 +70,12 @@ LIVE_MAX_STREAMS = 1000
 # left. Waiting for an agent, it is abandoned. Checked every PARLEY_IDLE_SWEEP_SECONDS.
 IDLE_TIMEOUT_SECONDS = 1800
 IDLE_SWEEP_SECONDS = 30.0
+
+# Goal outcomes: a goal that judges grades this share of its ended conversations; the
+# judge's queue is worked every PARLEY_JUDGE_POLL_SECONDS, this many at once per replica,
+# an attempt that fails retried with backoff up to PARLEY_JUDGE_MAX_ATTEMPTS in all.
+JUDGE_SAMPLE_RATE = 1.0
+JUDGE_POLL_SECONDS = 2.0
+JUDGE_CONCURRENCY = 4
+JUDGE_MAX_ATTEMPTS = 5
+JUDGE_BACKOFF_SECONDS = 30.0

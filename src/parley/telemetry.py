@@ -25,6 +25,7 @@ from parley.domain.errors import (
     TurnCrashedError,
     TurnInterruptedError,
 )
+from parley.domain.events import DeletionReason
 from parley.domain.keys import KeyService
 from parley.domain.models import (
     Conversation,
@@ -56,6 +57,7 @@ from parley.observability import (
     LLMCall,
     LLMInstrumentation,
     LLMMetrics,
+    OutcomeMetrics,
     TurnMetrics,
     WebhookMetrics,
 )
@@ -131,13 +133,17 @@ class ConversationMetrics:
         goal_label: CappedLabel,
         key_label: CappedLabel,
         handoff: HandoffMetrics,
+        outcomes: OutcomeMetrics,
     ) -> None:
         self.metrics = metrics
         self.goal_label = goal_label
         self.key_label = key_label
         self.handoff = handoff
+        self.outcomes = outcomes
         for reason in EscalationReason:
             metrics.escalations.labels(reason.value)
+        for deletion in DeletionReason:
+            outcomes.deleted.labels(deletion.value)
 
     def label_goals(self, goal_ids: list[str]) -> None:
         """The goals that get a label of their own: the oldest ones, the same on every
@@ -162,9 +168,27 @@ class ConversationMetrics:
         self._ended(conversation)
 
     def _ended(self, conversation: Conversation) -> None:
+        """Counted once, with its final outcome: at its end, or (judged) at the verdict."""
+        ending = conversation.ending
+        if ending is None or ending.source is None or conversation.judging:
+            return
         escalated = "true" if conversation.escalation is not None else "false"
-        goal = self.goal_label(conversation.goal_id)
-        self.metrics.conversations_ended.labels(goal, escalated).inc()
+        goal, outcome = self.goal_label(conversation.goal_id), ending.outcome.value
+        self.metrics.conversations_ended.labels(goal, outcome, ending.source.value, escalated).inc()
+        self.outcomes.turns.labels(goal, outcome).observe(ending.turns)
+        lived = _seconds(conversation.created_at, ending.ended_at)
+        self.outcomes.duration.labels(goal, outcome).observe(lived)
+
+    def conversation_judged(self, conversation: Conversation) -> None:
+        evaluation = conversation.evaluation
+        if evaluation is None:
+            return
+        label = evaluation.label.value if evaluation.label is not None else "error"
+        self.outcomes.evaluations.labels(self.goal_label(conversation.goal_id), label).inc()
+        self._ended(conversation)
+
+    def conversations_deleted(self, count: int, reason: DeletionReason) -> None:
+        self.outcomes.deleted.labels(reason.value).inc(count)
 
     def handoff_changed(self, conversation: Conversation, step: HandoffStep) -> None:
         handoff, m = conversation.handoff, self.handoff
@@ -179,7 +203,7 @@ class ConversationMetrics:
                 m.first_response.labels(goal).observe(since)
             case HandoffStep.RETURNED_TO_BOT | HandoffStep.COMPLETED:
                 m.resolved.labels(goal, step.value).inc()
-                if step is HandoffStep.COMPLETED:
+                if step is HandoffStep.COMPLETED:  # the agent ended it
                     self._ended(conversation)
                 if handoff.resolved_at is not None:
                     since = _seconds(handoff.escalated_at, handoff.resolved_at)

@@ -16,6 +16,7 @@ fake cannot drift from the real thing.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -34,10 +35,14 @@ from parley.domain.errors import (
 from parley.domain.keys import ApiKey, BudgetPeriod
 from parley.domain.models import (
     OPEN_HANDOFF,
+    Closing,
     Conversation,
     ConversationStatus,
+    Ending,
     Escalation,
     EscalationReason,
+    Evaluation,
+    EvaluationState,
     Goal,
     Handoff,
     HandoffState,
@@ -45,8 +50,10 @@ from parley.domain.models import (
     LiveEvent,
     LiveEventKind,
     Message,
+    Outcome,
     Page,
 )
+from parley.domain.outcomes import GoalResults, OutcomeStats
 from parley.domain.paging import decode_cursor, encode_cursor
 from parley.domain.ports import (
     EscalationRule,
@@ -62,6 +69,19 @@ __all__ = ["MemoryConversations", "MemoryGoals", "MemoryStore"]
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+@dataclasses.dataclass(slots=True)
+class _Judgement:
+    """A row of the evaluations table: the verdict (or its place in the queue)."""
+
+    goal_id: str
+    evaluation: Evaluation
+    next_attempt_at: datetime
 
 
 class MemoryGoals:
@@ -106,6 +126,11 @@ class MemoryEventLog:
     def __init__(self) -> None:
         self.events: list[LiveEvent] = []
         self.on_published: Callable[[set[uuid.UUID]], None] | None = None
+        self._last_id = 0  # ids are never reused, as the table's sequence
+
+    def forget(self, conversation_id: uuid.UUID) -> None:
+        """A deleted conversation's events go with it."""
+        self.events = [e for e in self.events if e.conversation_id != conversation_id]
 
     def append_handoff(self, conversation: Conversation, step: HandoffStep) -> None:
         self._append(
@@ -136,7 +161,8 @@ class MemoryEventLog:
         **values: Any,
     ) -> None:
         seq = 1 + sum(1 for e in self.events if e.conversation_id == conversation_id)
-        event = LiveEvent(len(self.events) + 1, seq, conversation_id, goal_id, kind, at, **values)
+        self._last_id += 1
+        event = LiveEvent(self._last_id, seq, conversation_id, goal_id, kind, at, **values)
         self.events.append(event)
         if self.on_published is not None:
             self.on_published({conversation_id})
@@ -154,7 +180,7 @@ class MemoryEventLog:
         return max((e.seq for e in self.events if e.conversation_id == conversation_id), default=0)
 
     async def last_id(self) -> int:
-        return len(self.events)
+        return self.events[-1].id if self.events else 0
 
 
 class MemoryConversations:
@@ -179,6 +205,7 @@ class MemoryConversations:
         self.failures: dict[uuid.UUID, int] = {}
         self.fail_next_write: Exception | None = None
         self.events = MemoryEventLog()
+        self.evaluations: dict[uuid.UUID, _Judgement] = {}  # the evaluations table
 
     async def create(
         self, goal_id: str, metadata: dict[str, Any], owner: str | None = None
@@ -210,7 +237,12 @@ class MemoryConversations:
         messages_before: int | None = None,
     ) -> Conversation | None:
         conversation = self.conversations.get(conversation_id)
-        if conversation is None or not with_messages:
+        if conversation is None:
+            return None
+        judgement = self.evaluations.get(conversation_id)
+        if judgement is not None:
+            conversation = dataclasses.replace(conversation, evaluation=judgement.evaluation)
+        if not with_messages:
             return conversation
         messages = [
             m
@@ -256,6 +288,7 @@ class MemoryConversations:
         reason: EscalationReason | None = None,
         note: str | None = None,
         idle_before: datetime | None = None,
+        closing: Closing | None = None,
     ) -> Conversation | None:
         conversation = self.conversations.get(conversation_id)
         if conversation is None or conversation.status not in allowed_from:
@@ -265,8 +298,12 @@ class MemoryConversations:
         now = max(_now(), conversation.updated_at)
         escalation = Escalation(reason, note, now) if reason else conversation.escalation
         handoff = Handoff(HandoffState.WAITING, reason, now) if reason else conversation.handoff
-        if to is ConversationStatus.COMPLETED and handoff is not None:
-            handoff = handoff.customer_left(now)
+        if to is ConversationStatus.COMPLETED:
+            if closing is None:
+                raise ValueError("a conversation ends with a closing")
+            conversation = self.ended(conversation, closing, now)
+            if handoff is not None:
+                handoff = handoff.customer_left(now)
         changed = dataclasses.replace(
             conversation, status=to, escalation=escalation, handoff=handoff, updated_at=now
         )
@@ -279,6 +316,76 @@ class MemoryConversations:
                 changed, HandoffStep.ABANDONED if left else HandoffStep.ENDED
             )
         return changed
+
+    def ended(self, conversation: Conversation, closing: Closing, now: datetime) -> Conversation:
+        """``conversation`` with the end ``closing`` asks for (as parley.store.endings)."""
+        outcome = closing.outcome
+        if outcome is None:
+            waiting = conversation.handoff and conversation.handoff.state is HandoffState.WAITING
+            outcome = Outcome.ABANDONED if waiting else Outcome.UNKNOWN
+        turns = sum(m.role is Role.USER for m in self.messages[conversation.id])
+        evaluation = None
+        if closing.judged:
+            evaluation = Evaluation(EvaluationState.PENDING, attempts=0, created_at=now)
+            self.evaluations[conversation.id] = _Judgement(conversation.goal_id, evaluation, now)
+        return dataclasses.replace(
+            conversation,
+            ending=Ending(now, outcome, closing.source, turns),
+            evaluation=evaluation,
+        )
+
+    async def delete(self, conversation_id: uuid.UUID) -> bool:
+        conversation = self.conversations.get(conversation_id)
+        if conversation is None or conversation.status is not ConversationStatus.COMPLETED:
+            return False
+        del self.conversations[conversation_id]
+        del self.messages[conversation_id]
+        if all(c.goal_id != conversation.goal_id for c in self.conversations.values()):
+            self._goals.in_use.discard(conversation.goal_id)
+        self.evaluations.pop(conversation_id, None)
+        self.keys = {k: m for k, m in self.keys.items() if k[0] != conversation_id}
+        self.events.forget(conversation_id)
+        return True
+
+    async def delete_ended_before(self, before: datetime, limit: int) -> int:
+        expired = sorted(
+            (c.ending.ended_at, c.id)
+            for c in self.conversations.values()
+            if c.ending is not None and c.ending.ended_at < before
+        )
+        for _, conversation_id in expired[:limit]:
+            await self.delete(conversation_id)
+        return len(expired[:limit])
+
+    async def results(self, goal_id: str, since: datetime) -> GoalResults:
+        ended = [
+            c
+            for c in self.conversations.values()
+            if c.goal_id == goal_id and c.ending is not None and c.ending.ended_at >= since
+        ]
+        final = [c for c in ended if not self._judging(c.id)]
+        by_outcome = {}
+        for outcome in Outcome:
+            mine = [c for c in final if c.ending is not None and c.ending.outcome is outcome]
+            by_outcome[outcome] = OutcomeStats(
+                count=len(mine),
+                median_turns=_median([c.ending.turns for c in mine if c.ending]),
+                median_duration_seconds=_median(
+                    [(c.ending.ended_at - c.created_at).total_seconds() for c in mine if c.ending]
+                ),
+            )
+        return GoalResults(
+            goal_id=goal_id,
+            since=since,
+            ended=len(final),
+            contained=sum(c.escalation is None for c in final),
+            judging=len(ended) - len(final),
+            by_outcome=by_outcome,
+        )
+
+    def _judging(self, conversation_id: uuid.UUID) -> bool:
+        judgement = self.evaluations.get(conversation_id)
+        return judgement is not None and judgement.evaluation.state is EvaluationState.PENDING
 
     async def idle(
         self, goal_id: str, idle_before: datetime, limit: int
@@ -559,15 +666,18 @@ class MemoryHandoffs:
         conversation_id: uuid.UUID,
         *,
         holder: str | None,
-        return_to_bot: bool,
+        closing: Closing | None,
         note: str | None = None,
     ) -> Conversation | None:
         conversation = self._held(conversation_id, holder)
         if conversation is None:
             return None
+        return_to_bot = closing is None
         status = ConversationStatus.ACTIVE if return_to_bot else ConversationStatus.COMPLETED
-        if return_to_bot:
+        if closing is None:
             self._store.failures[conversation_id] = 0
+        else:
+            conversation = self._store.ended(conversation, closing, _now())
         conversation = dataclasses.replace(
             conversation, status=status, turns=0 if return_to_bot else conversation.turns
         )

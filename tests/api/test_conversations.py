@@ -74,15 +74,20 @@ def test_list_rejects_bad_filters_and_cursors(client: TestClient) -> None:
     assert response.json()["error"]["code"] == "invalid_cursor"
 
 
-def test_close_completes_and_is_idempotent(client: TestClient) -> None:
+def test_close_ends_it_once_and_closing_again_is_a_conflict_that_changes_nothing(
+    client: TestClient,
+) -> None:
     make_goal(client)
     conversation_id = make_conversation(client)
     closed = client.post(f"/v1/conversations/{conversation_id}/close")
     assert closed.status_code == 200
     assert closed.json()["status"] == "completed"
-    again = client.post(f"/v1/conversations/{conversation_id}/close")
-    assert again.status_code == 200
-    assert again.json()["status"] == "completed"
+    assert (closed.json()["outcome"], closed.json()["outcome_source"]) == ("unknown", "client")
+    again = client.post(f"/v1/conversations/{conversation_id}/close", json={"outcome": "achieved"})
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "conversation_closed"
+    after = client.get(f"/v1/conversations/{conversation_id}").json()
+    assert (after["outcome"], after["ended_at"]) == ("unknown", closed.json()["ended_at"])
     message = client.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "hi"})
     assert message.status_code == 409
     assert message.json()["error"]["code"] == "conversation_closed"

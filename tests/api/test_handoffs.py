@@ -273,6 +273,10 @@ def test_ended_conversations_are_counted_by_whether_a_human_had_them(
     _post(client, f"{completed}/resolve", ann, {"return_to_bot": False})
     _post(client, f"{left}/close", customer)
     samples = _samples(client)
-    ended = "conversations_ended_total"
-    assert _value(samples, ended, goal_id="support", escalated="false") == 1
-    assert _value(samples, ended, goal_id="support", escalated="true") == 2
+    ended, goal = "conversations_ended_total", {"goal_id": "support"}
+    by_client = {"source": "client", "outcome": "unknown"}
+    assert _value(samples, ended, **goal, **by_client, escalated="false") == 1
+    agent = {"source": "agent", "outcome": "unknown"}
+    assert _value(samples, ended, **goal, **agent, escalated="true") == 1
+    left_queue = {"source": "client", "outcome": "abandoned"}
+    assert _value(samples, ended, **goal, **left_queue, escalated="true") == 1

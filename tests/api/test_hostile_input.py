@@ -220,7 +220,7 @@ def _send(client: TestClient, method: str, url: str, body: object) -> Any:
     [
         ("/v1/goals/support", {"GET", "PATCH", "DELETE"}),
         ("/v1/goals/", {"GET", "POST"}),
-        ("/v1/conversations/00000000-0000-0000-0000-000000000000", {"GET"}),
+        ("/v1/conversations/00000000-0000-0000-0000-000000000000", {"GET", "DELETE"}),
     ],
 )
 def test_405_lists_every_method_the_path_allows(

@@ -17,6 +17,8 @@ from parley.domain.models import (
     EscalationReason,
     HandoffState,
     HandoffStep,
+    Outcome,
+    OutcomeSource,
 )
 from parley.testing import MemoryStore
 from tests.store.helpers import sample_goal
@@ -38,6 +40,10 @@ class Recorded:
 
     def handoff_changed(self, conversation: Conversation, step: HandoffStep) -> None:
         self.steps.append(step)
+
+    def conversation_judged(self, conversation: Conversation) -> None: ...
+
+    def conversations_deleted(self, count: int, reason: Any) -> None: ...
 
 
 async def test_idle_conversations_end_once_waiting_ones_abandoned() -> None:
@@ -69,6 +75,12 @@ async def test_idle_conversations_end_once_waiting_ones_abandoned() -> None:
         "escalated",
     ]
     assert events.steps.count(HandoffStep.ABANDONED) == 1
+    # Nobody gave an outcome: the customer left (abandoned), by the timeout.
+    endings = {after[k].ending for k in (talking.id, waiting.id, held.id)}
+    assert {(e.outcome, e.source) for e in endings if e} == {
+        (Outcome.ABANDONED, OutcomeSource.TIMEOUT)
+    }
+    assert None not in endings
     log = [(e.conversation_id, e.step) for e in store.events.events]
     assert (waiting.id, HandoffStep.ABANDONED) in log
     assert (held.id, HandoffStep.ENDED) in log

@@ -16,7 +16,7 @@ from parley.domain.keys import Principal, Role
 from parley.domain.live import LiveItem, LiveService
 from parley.domain.models import ConversationStatus, EscalationReason, HandoffStep, LiveEvent
 from parley.testing import MemoryStore
-from tests.store.helpers import sample_goal
+from tests.store.helpers import CLOSED, sample_goal
 
 ADMIN = Principal(name="root", role=Role.ADMIN)
 ALICE = Principal(name="alice", role=Role.CLIENT)
@@ -66,7 +66,7 @@ async def test_a_subscriber_sees_new_events_once_in_order_from_now_on(store: Mem
     await store.handoffs.assign(conversation_id, "ann", holder=None, transfer=False)
     assert _step(await first) is HandoffStep.ASSIGNED
     await store.handoffs.agent_message(conversation_id, "ann", "hello")
-    await store.handoffs.resolve(conversation_id, holder="ann", return_to_bot=False)
+    await store.handoffs.resolve(conversation_id, holder="ann", closing=CLOSED)
     message = await _next(items)
     assert isinstance(message, LiveEvent)
     assert message.message is not None

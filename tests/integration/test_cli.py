@@ -70,6 +70,7 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
         "Running upgrade 0007 -> 0008",
         "Running upgrade 0008 -> 0009",
         "Running upgrade 0009 -> 0010",
+        "Running upgrade 0010 -> 0011",
     ]
     connection = sqlite3.connect(db)
     try:

@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from parley.domain.models import Conversation, EscalationPolicy, EscalationReason, Goal
+from parley.domain.models import (
+    Closing,
+    Conversation,
+    EscalationPolicy,
+    EscalationReason,
+    Goal,
+    OutcomeSource,
+)
 from parley.domain.ports import (
     ConversationStore,
     EventLog,
@@ -20,6 +27,9 @@ from parley.domain.ports import (
 )
 from parley.store import Database, Store, upgrade_to_head
 from tests.conftest import postgres_url
+
+# A client's close with no outcome reported, and no judge.
+CLOSED = Closing(outcome=None, source=OutcomeSource.CLIENT)
 
 
 class Ports(Protocol):

@@ -25,7 +25,7 @@ from parley.domain.models import ConversationStatus, EscalationReason
 from parley.domain.ports import ReplyDraft
 from parley.llm import Usage
 from parley.testing import MemoryStore
-from tests.store.helpers import Ports, database_store, open_turn, sample_goal
+from tests.store.helpers import CLOSED, Ports, database_store, open_turn, sample_goal
 
 
 @pytest.fixture(
@@ -110,7 +110,10 @@ async def test_escalated_and_closed_conversations_take_no_message(store: Ports) 
     ]:
         conversation = await store.conversations.create("support", {})
         await store.conversations.transition(
-            conversation.id, allowed_from=[ConversationStatus.ACTIVE], to=to
+            conversation.id,
+            allowed_from=[ConversationStatus.ACTIVE],
+            to=to,
+            closing=CLOSED if to is ConversationStatus.COMPLETED else None,
         )
         with pytest.raises(error):
             await open_turn(store, conversation.id, "hi")
@@ -312,7 +315,10 @@ async def test_only_active_conversations_are_counted_active(store: Ports) -> Non
     await store.goals.add(sample_goal())
     ids = [(await store.conversations.create("support", {})).id for _ in range(3)]
     await store.conversations.transition(
-        ids[0], allowed_from=[ConversationStatus.ACTIVE], to=ConversationStatus.COMPLETED
+        ids[0],
+        allowed_from=[ConversationStatus.ACTIVE],
+        to=ConversationStatus.COMPLETED,
+        closing=CLOSED,
     )
     assert await store.conversations.count_active() == 2
 
@@ -355,7 +361,10 @@ async def test_an_owner_lists_and_answers_only_in_its_own_conversations(store: P
     with pytest.raises(ConversationNotFoundError):  # a used key tells bob nothing either
         await open_turn(store, alice.id, "other", owner="bob", idempotency_key="k")
     await store.conversations.transition(
-        alice.id, allowed_from=[ConversationStatus.ACTIVE], to=ConversationStatus.COMPLETED
+        alice.id,
+        allowed_from=[ConversationStatus.ACTIVE],
+        to=ConversationStatus.COMPLETED,
+        closing=CLOSED,
     )
     with pytest.raises(ConversationNotFoundError):  # not "closed": it is not bob's
         await open_turn(store, alice.id, "late", owner="bob")
@@ -433,7 +442,10 @@ async def test_idle_lists_a_goals_open_conversations_unchanged_since_and_ends_on
     busy = await store.conversations.create("support", {})
     closed = await store.conversations.create("support", {})
     await store.conversations.transition(
-        closed.id, allowed_from=[ConversationStatus.ACTIVE], to=ConversationStatus.COMPLETED
+        closed.id,
+        allowed_from=[ConversationStatus.ACTIVE],
+        to=ConversationStatus.COMPLETED,
+        closing=CLOSED,
     )
     await store.conversations.create("other", {})
     cutoff = datetime.now(UTC)
@@ -445,6 +457,7 @@ async def test_idle_lists_a_goals_open_conversations_unchanged_since_and_ends_on
         busy.id,
         allowed_from=[ConversationStatus.ACTIVE],
         to=ConversationStatus.COMPLETED,
+        closing=CLOSED,
         idle_before=cutoff,
     )
     assert refused is None
@@ -452,6 +465,7 @@ async def test_idle_lists_a_goals_open_conversations_unchanged_since_and_ends_on
         quiet.id,
         allowed_from=[ConversationStatus.ACTIVE],
         to=ConversationStatus.COMPLETED,
+        closing=CLOSED,
         idle_before=cutoff,
     )
     assert ended is not None

@@ -20,7 +20,7 @@ from parley.domain.models import (
 from parley.llm import Role
 from parley.store import Store
 from parley.testing import MemoryStore
-from tests.store.helpers import Ports, open_turn, sample_goal
+from tests.store.helpers import CLOSED, Ports, open_turn, sample_goal
 from tests.store.test_contract import store
 
 __all__ = ["store"]
@@ -61,7 +61,7 @@ async def test_every_step_and_message_of_a_handoff_is_one_event_in_order(store: 
     assert await handoffs.assign(conversation.id, "bob", holder="ann", transfer=True)
     assert await handoffs.unassign(conversation.id, holder="bob")
     assert await handoffs.assign(conversation.id, "cat", holder=None, transfer=False)
-    assert await handoffs.resolve(conversation.id, holder="cat", return_to_bot=True, note="ok")
+    assert await handoffs.resolve(conversation.id, holder="cat", closing=None, note="ok")
 
     events = await store.events.conversation_events(conversation.id, 0, 100)
     assert [_what(e) for e in events] == [
@@ -129,6 +129,7 @@ async def test_the_customer_leaving_is_abandoned_while_it_waits_ended_while_held
             conversation.id,
             allowed_from=[ConversationStatus.ACTIVE, ConversationStatus.ESCALATED],
             to=ConversationStatus.COMPLETED,
+            closing=CLOSED,
         )
         assert closed is not None
         events = await store.events.conversation_events(conversation.id, 0, 100)

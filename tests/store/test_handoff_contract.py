@@ -9,7 +9,7 @@ import uuid
 
 from parley.domain.models import ConversationStatus, EscalationReason, HandoffState
 from parley.llm import Role
-from tests.store.helpers import Ports, open_turn, sample_goal
+from tests.store.helpers import CLOSED, Ports, open_turn, sample_goal
 from tests.store.test_contract import store
 
 __all__ = ["store"]
@@ -93,16 +93,16 @@ async def test_resolving_returns_it_to_the_bot_or_completes_it_once(store: Ports
     back_to_bot, done = await _escalated(store), await _escalated(store)
     for conversation_id in (back_to_bot, done):
         assert await store.handoffs.assign(conversation_id, "ann", holder=None, transfer=False)
-    assert await store.handoffs.resolve(back_to_bot, holder="bob", return_to_bot=True) is None
-    active = await store.handoffs.resolve(back_to_bot, holder="ann", return_to_bot=True)
+    assert await store.handoffs.resolve(back_to_bot, holder="bob", closing=None) is None
+    active = await store.handoffs.resolve(back_to_bot, holder="ann", closing=None)
     assert active is not None
     assert (active.status, active.turns) == (ConversationStatus.ACTIVE, 0)
     assert active.handoff is not None
     assert active.handoff.state is HandoffState.RESOLVED
     assert active.handoff.resolved_at is not None
-    assert await store.handoffs.resolve(back_to_bot, holder="ann", return_to_bot=True) is None
+    assert await store.handoffs.resolve(back_to_bot, holder="ann", closing=None) is None
     await open_turn(store, back_to_bot, "thanks, bot")  # the bot takes messages again
-    completed = await store.handoffs.resolve(done, holder=None, return_to_bot=False)
+    completed = await store.handoffs.resolve(done, holder=None, closing=CLOSED)
     assert completed is not None
     assert completed.status is ConversationStatus.COMPLETED
 
@@ -137,6 +137,7 @@ async def test_a_customer_leaving_a_waiting_handoff_abandons_it(store: Ports) ->
         conversation_id,
         allowed_from=[ConversationStatus.ESCALATED],
         to=ConversationStatus.COMPLETED,
+        closing=CLOSED,
     )
     assert closed is not None
     assert closed.handoff is not None

@@ -25,6 +25,7 @@ from parley.api.deps import (
 from parley.api.errors import error_response
 from parley.api.schemas import (
     AgentMessageOut,
+    CloseBody,
     ConversationCreate,
     ConversationDetail,
     ConversationOut,
@@ -127,13 +128,47 @@ async def get_conversation(
     return detail
 
 
-@router.post("/{conversation_id}/close", responses=_NOT_FOUND, **roles(Role.CLIENT, Role.ADMIN))
+@router.post(
+    "/{conversation_id}/close",
+    responses={
+        **_NOT_FOUND,
+        409: {"model": ErrorBody, "description": "It has already ended (nothing changes)"},
+    },
+    **roles(Role.CLIENT, Role.ADMIN),
+)
 async def close_conversation(
-    conversation_id: uuid.UUID, conversations: ConversationsDep, principal: PrincipalDep
+    conversation_id: uuid.UUID,
+    conversations: ConversationsDep,
+    principal: PrincipalDep,
+    body: CloseBody | None = None,
 ) -> ConversationOut:
-    """Mark a conversation completed."""
-    closed = await conversations.close(conversation_id, scope=principal.owner_scope)
+    """End a conversation (completed), with the outcome the client reports, if any."""
+    closed = await conversations.close(
+        conversation_id,
+        scope=principal.owner_scope,
+        outcome=body.outcome if body is not None else None,
+    )
     return ConversationOut.model_validate(closed)
+
+
+@router.delete(
+    "/{conversation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        **_NOT_FOUND,
+        409: {"model": ErrorBody, "description": "It has not ended: close it first"},
+    },
+    **roles(Role.CLIENT, Role.ADMIN),
+)
+async def delete_conversation(
+    conversation_id: uuid.UUID, conversations: ConversationsDep, principal: PrincipalDep
+) -> Response:
+    """Delete an ended conversation and everything it holds (a privacy request).
+
+    Its messages, events, evaluation and handoff record go with it; its owner or an admin
+    may; its outcome, already counted, stays counted."""
+    await conversations.delete(conversation_id, scope=principal.owner_scope)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from parley.api.auth import roles
-from parley.api.deps import GoalsDep
-from parley.api.schemas import ErrorBody, GoalCreate, GoalList, GoalOut, GoalUpdate
+from parley.api.deps import ConversationsDep, GoalsDep
+from parley.api.schemas import (
+    ErrorBody,
+    GoalCreate,
+    GoalList,
+    GoalOut,
+    GoalOutcomesOut,
+    GoalUpdate,
+    OutcomeStatsOut,
+)
+from parley.domain.errors import InvalidInputError
 from parley.domain.goals import GoalDraft
 from parley.domain.keys import Role
-from parley.domain.models import EscalationPolicy, Goal
+from parley.domain.models import EscalationPolicy, Goal, JudgePolicy
 
 router = APIRouter(prefix="/goals", tags=["goals"])
 
@@ -48,6 +58,8 @@ async def create_goal(body: GoalCreate, goals: GoalsDep) -> GoalOut:
                 policy.budget_usd,
             ),
             idle_timeout_seconds=body.idle_timeout_seconds,
+            success_criteria=body.success_criteria,
+            judge=JudgePolicy(body.judge.enabled, body.judge.sample_rate),
         )
     )
     return _out(goal)
@@ -68,11 +80,43 @@ async def get_goal(goal_id: str, goals: GoalsDep) -> GoalOut:
 @router.patch("/{goal_id}", responses=_NOT_FOUND, **roles(Role.ADMIN))
 async def update_goal(goal_id: str, body: GoalUpdate, goals: GoalsDep) -> GoalOut:
     """Change some of a goal's fields; the others stay as they are."""
-    changes = body.model_dump(exclude_unset=True, exclude={"escalation"})
+    changes = body.model_dump(exclude_unset=True, exclude={"escalation", "judge"})
     escalation = body.escalation.model_dump(exclude_unset=True) if body.escalation else {}
     if "trigger_phrases" in escalation:
         escalation["trigger_phrases"] = tuple(escalation["trigger_phrases"])
-    return _out(await goals.update(goal_id, changes, escalation))
+    judge = body.judge.model_dump(exclude_unset=True) if body.judge else {}
+    return _out(await goals.update(goal_id, changes, escalation, judge))
+
+
+@router.get("/{goal_id}/outcomes", responses=_NOT_FOUND, **roles(Role.AGENT, Role.ADMIN))
+async def goal_outcomes(
+    goal_id: str,
+    conversations: ConversationsDep,
+    since: Annotated[
+        datetime | None,
+        Query(description="From this moment (ISO 8601, with a zone); default: 7 days ago"),
+    ] = None,
+) -> GoalOutcomesOut:
+    """How the goal's conversations ended since a moment, from the database.
+
+    Counts by outcome, success ratio, containment, median turns and duration per outcome."""
+    now = datetime.now(UTC)
+    start = since or now - timedelta(days=7)
+    if start.tzinfo is None:
+        raise InvalidInputError("since needs a time zone (2026-12-01T00:00:00Z)")
+    results = await conversations.results(goal_id, start)
+    return GoalOutcomesOut(
+        goal_id=results.goal_id,
+        since=results.since,
+        ended=results.ended,
+        judging=results.judging,
+        success_ratio=results.success_ratio,
+        containment=results.containment,
+        outcomes={
+            outcome: OutcomeStatsOut.model_validate(stats)
+            for outcome, stats in results.by_outcome.items()
+        },
+    )
 
 
 @router.delete(

@@ -20,6 +20,7 @@ from parley.api.schemas import (
     HandoffPage,
     ResolveBody,
 )
+from parley.domain.errors import InvalidInputError
 from parley.domain.keys import Role
 from parley.domain.models import Conversation, HandoffState
 from parley.domain.paging import MAX_CURSOR_LENGTH
@@ -99,7 +100,13 @@ async def resolve(
     conversation_id: uuid.UUID, body: ResolveBody, handoffs: HandoffsDep, principal: PrincipalDep
 ) -> ConversationOut:
     """End the handoff (the assigned agent or an admin): back to the bot, or completed."""
+    if body.return_to_bot and body.outcome is not None:
+        raise InvalidInputError("an outcome is for ending it: not with return_to_bot")
     resolved = await handoffs.resolve(
-        conversation_id, principal, return_to_bot=body.return_to_bot, note=body.note
+        conversation_id,
+        principal,
+        return_to_bot=body.return_to_bot,
+        note=body.note,
+        outcome=body.outcome,
     )
     return ConversationOut.model_validate(resolved)

@@ -26,10 +26,13 @@ from parley.domain.models import (
     DEFAULT_ESCALATION,
     ConversationStatus,
     EscalationReason,
+    EvaluationState,
     HandoffState,
     HandoffStep,
     LiveEventKind,
     MessageStatus,
+    Outcome,
+    OutcomeSource,
 )
 from parley.llm import Role
 
@@ -111,6 +114,35 @@ class EscalationPolicyPatch(_In):
     )(_not_null)
 
 
+class JudgeIn(_In):
+    enabled: bool = Field(
+        default=False,
+        description="An LLM grades this goal's ended conversations against its "
+        "success_criteria (needs them) when no client or agent reported an outcome",
+    )
+    sample_rate: float = Field(
+        default=defaults.JUDGE_SAMPLE_RATE,
+        ge=0,
+        le=1,
+        description="The share of ended conversations judged (the same ones on every replica)",
+    )
+
+
+class JudgePatch(_In):
+    enabled: bool | None = None
+    sample_rate: float | None = Field(default=None, ge=0, le=1)
+
+    reject_null = field_validator("enabled", "sample_rate")(_not_null)
+
+
+class JudgeOut(_Out):
+    enabled: bool
+    sample_rate: float
+
+
+_CRITERIA = "What must be true at the end for the goal to be achieved (the judge's brief)"
+
+
 class GoalCreate(_In):
     id: GoalId | None = None
     name: StorableText = Field(min_length=1, max_length=200)
@@ -124,6 +156,10 @@ class GoalCreate(_In):
         description="Its conversations idle this long (no message, no step by anyone) end;"
         " one waiting for an agent is abandoned",
     )
+    success_criteria: StorableText | None = Field(
+        default=None, min_length=1, max_length=5000, description=_CRITERIA
+    )
+    judge: JudgeIn = Field(default_factory=JudgeIn)
 
 
 class GoalUpdate(_In):
@@ -132,10 +168,13 @@ class GoalUpdate(_In):
     model: ModelName | None = None
     escalation: EscalationPolicyPatch | None = None
     idle_timeout_seconds: int | None = Field(default=None, ge=1, le=365 * 86400)
+    # null removes the criteria (refused while the goal judges)
+    success_criteria: StorableText | None = Field(default=None, min_length=1, max_length=5000)
+    judge: JudgePatch | None = None
 
-    reject_null = field_validator("name", "instructions", "escalation", "idle_timeout_seconds")(
-        _not_null
-    )
+    reject_null = field_validator(
+        "name", "instructions", "escalation", "idle_timeout_seconds", "judge"
+    )(_not_null)
 
 
 class EscalationPolicyOut(_Out):
@@ -154,6 +193,8 @@ class GoalOut(_Out):
     model: str | None
     escalation: EscalationPolicyOut
     idle_timeout_seconds: int
+    success_criteria: str | None = None
+    judge: JudgeOut
     created_at: datetime
     updated_at: datetime
 
@@ -237,6 +278,20 @@ class LiveEventOut(_Out):
     )
 
 
+class EvaluationOut(_Out):
+    state: EvaluationState = Field(
+        description="pending: in the judge's queue; done: graded; failed: the judge gave up"
+        " (the outcome stays as the end left it)"
+    )
+    label: Outcome | None = Field(default=None, description="achieved or not_achieved")
+    score: float | None = Field(default=None, description="0..1: how well the criteria were met")
+    explanation: str | None = None
+    model: str | None = Field(default=None, description="The judge's model")
+    attempts: int
+    created_at: datetime
+    evaluated_at: datetime | None = None
+
+
 class EscalationOut(_Out):
     reason: EscalationReason
     note: str | None
@@ -259,6 +314,18 @@ class ConversationOut(_Out):
     cost_usd: float = Field(default=0.0, description="Its replies' estimated cost")
     handoff: HandoffOut | None = Field(
         default=None, description="Its current (or last) handoff to a human agent"
+    )
+    ended_at: datetime | None = Field(default=None, description="When it ended; null: open")
+    outcome: Outcome | None = Field(
+        default=None,
+        description="How it ended for its goal: achieved, not_achieved, abandoned (the "
+        "customer left) or unknown; while the judge grades it, the outcome it ended with",
+    )
+    outcome_source: OutcomeSource | None = Field(
+        default=None, description="Who gave the outcome: client, agent, judge or timeout"
+    )
+    evaluation: EvaluationOut | None = Field(
+        default=None, description="The judge's verdict, when its goal judges"
     )
 
 
@@ -320,6 +387,39 @@ class ResolveBody(_In):
         description="true: the bot answers again (active); false: the conversation ends"
     )
     note: StorableText | None = Field(default=None, max_length=2000)
+    outcome: Outcome | None = Field(
+        default=None,
+        description="Ending it: how it ended for its goal (none: unknown, or the judge's"
+        " verdict when its goal judges); refused with return_to_bot",
+    )
+
+
+class CloseBody(_In):
+    outcome: Outcome | None = Field(
+        default=None,
+        description="How it ended for its goal, as the client knows it (none: unknown, "
+        "abandoned if it waited for an agent, or the judge's verdict when its goal judges)",
+    )
+
+
+class OutcomeStatsOut(_Out):
+    count: int
+    median_turns: float | None = Field(description="Customer messages by the end")
+    median_duration_seconds: float | None = Field(description="From its start to its end")
+
+
+class GoalOutcomesOut(BaseModel):
+    goal_id: str
+    since: datetime
+    ended: int = Field(description="Conversations that ended since, their outcome final")
+    judging: int = Field(description="Ended since, awaiting the judge (not counted yet)")
+    success_ratio: float | None = Field(
+        description="Achieved, of those achieved or not_achieved; null before any"
+    )
+    containment: float | None = Field(
+        description="Ended without ever being handed to a human, of those ended"
+    )
+    outcomes: dict[Outcome, OutcomeStatsOut]
 
 
 class AgentMessageOut(BaseModel):

@@ -16,8 +16,9 @@ from parley.domain.errors import (
     ConversationClosedError,
     ConversationEscalatedError,
     ConversationNotFoundError,
+    ConversationOpenError,
 )
-from parley.domain.events import ConversationEvents
+from parley.domain.events import ConversationEvents, DeletionReason
 from parley.domain.goals import GoalService
 from parley.domain.models import (
     Conversation,
@@ -25,12 +26,17 @@ from parley.domain.models import (
     EscalationReason,
     HandoffState,
     HandoffStep,
+    Outcome,
+    OutcomeSource,
     Page,
 )
+from parley.domain.outcomes import GoalResults, closing_for
 from parley.domain.ports import ConversationStore
 
 # Idle conversations ended per goal in one sweep; the rest at the next.
 IDLE_BATCH = 200
+# Expired conversations deleted in one transaction (each with its messages).
+DELETE_BATCH = 100
 
 
 class ConversationService:
@@ -82,18 +88,52 @@ class ConversationService:
             goal_id=goal_id, status=status, limit=limit, cursor=cursor, owner=scope
         )
 
-    async def close(self, conversation_id: uuid.UUID, scope: str | None = None) -> Conversation:
-        """Mark completed. Closing a completed conversation changes nothing."""
-        if scope is not None:
-            await self.get(conversation_id, scope=scope)
+    async def close(
+        self,
+        conversation_id: uuid.UUID,
+        scope: str | None = None,
+        outcome: Outcome | None = None,
+    ) -> Conversation:
+        """End it, with the outcome the client reports (none: unknown, or abandoned if it
+        waited for an agent; its goal's judge may grade it). Once ended, it stays so:
+        closing it again is a conflict that changes nothing."""
+        conversation = await self.get(conversation_id, scope=scope)
+        goal = await self._goals.get(conversation.goal_id)
+        closing = closing_for(goal, conversation_id, OutcomeSource.CLIENT, outcome)
         for previous in (ConversationStatus.ACTIVE, ConversationStatus.ESCALATED):
             closed = await self._conversations.transition(
-                conversation_id, allowed_from=[previous], to=ConversationStatus.COMPLETED
+                conversation_id,
+                allowed_from=[previous],
+                to=ConversationStatus.COMPLETED,
+                closing=closing,
             )
             if closed is not None:
                 self._ended(closed, previous)
                 return closed
-        return await self.get(conversation_id)
+        raise ConversationClosedError("conversation has already ended")
+
+    async def delete(self, conversation_id: uuid.UUID, scope: str | None = None) -> None:
+        """Delete an ended conversation and everything it holds (a privacy request): its
+        counted outcome stays counted."""
+        conversation = await self.get(conversation_id, scope=scope)
+        if conversation.status is not ConversationStatus.COMPLETED:
+            raise ConversationOpenError()
+        if await self._conversations.delete(conversation_id):
+            self._events.conversations_deleted(1, DeletionReason.REQUEST)
+        else:  # deleted meanwhile (another request, the retention sweep)
+            raise ConversationNotFoundError(conversation_id)
+
+    async def delete_expired(self, now: datetime, days: int, batch: int = DELETE_BATCH) -> int:
+        """Deletes one batch of the conversations that ended over ``days`` ago; how many
+        (fewer than ``batch``: none left)."""
+        deleted = await self._conversations.delete_ended_before(now - timedelta(days=days), batch)
+        if deleted:
+            self._events.conversations_deleted(deleted, DeletionReason.RETENTION)
+        return deleted
+
+    async def results(self, goal_id: str, since: datetime) -> GoalResults:
+        await self._goals.get(goal_id)
+        return await self._conversations.results(goal_id, since)
 
     async def end_idle(self, now: datetime, limit: int = IDLE_BATCH) -> int:
         """Ends every open conversation idle past its goal's timeout (a customer who left;
@@ -108,6 +148,10 @@ class ConversationService:
                     allowed_from=[previous],
                     to=ConversationStatus.COMPLETED,
                     idle_before=cutoff,
+                    # The customer left: abandoned, unless the judge finds otherwise.
+                    closing=closing_for(
+                        goal, conversation_id, OutcomeSource.TIMEOUT, Outcome.ABANDONED
+                    ),
                 )
                 if closed is not None:
                     self._ended(closed, previous)

@@ -78,8 +78,15 @@ class ConversationEscalatedError(ConflictError):
 class ConversationClosedError(ConflictError):
     code = "conversation_closed"
 
+    def __init__(self, message: str = "conversation is completed and takes no more messages"):
+        super().__init__(message)
+
+
+class ConversationOpenError(ConflictError):
+    code = "conversation_open"
+
     def __init__(self) -> None:
-        super().__init__("conversation is completed and takes no more messages")
+        super().__init__("only an ended conversation can be deleted: close it first")
 
 
 class NotInHandoffError(ConflictError):

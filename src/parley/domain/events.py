@@ -6,9 +6,15 @@ Listeners (logs now, metrics later) plug in here; the services never import them
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Any, Protocol
 
 from parley.domain.models import Conversation, ConversationStatus, EscalationReason, HandoffStep
+
+
+class DeletionReason(StrEnum):
+    REQUEST = "request"  # DELETE /v1/conversations/{id}: a privacy request, say
+    RETENTION = "retention"  # ended longer ago than PARLEY_RETENTION_DAYS
 
 
 class ConversationEvents(Protocol):
@@ -23,6 +29,12 @@ class ConversationEvents(Protocol):
     ) -> None: ...
 
     def handoff_changed(self, conversation: Conversation, step: HandoffStep) -> None: ...
+
+    def conversation_judged(self, conversation: Conversation) -> None:
+        """The judge's verdict is in (or it gave up): the outcome is final."""
+        ...
+
+    def conversations_deleted(self, count: int, reason: DeletionReason) -> None: ...
 
 
 class EventFanout:
@@ -50,6 +62,14 @@ class EventFanout:
         for listener in self.listeners:
             listener.handoff_changed(conversation, step)
 
+    def conversation_judged(self, conversation: Conversation) -> None:
+        for listener in self.listeners:
+            listener.conversation_judged(conversation)
+
+    def conversations_deleted(self, count: int, reason: DeletionReason) -> None:
+        for listener in self.listeners:
+            listener.conversations_deleted(count, reason)
+
 
 class LoggingEvents:
     """Logs each business event with the ids (ids belong in logs, not in metric labels)."""
@@ -73,12 +93,32 @@ class LoggingEvents:
         )
 
     def conversation_closed(self, conversation: Conversation, previous: ConversationStatus) -> None:
+        ending = conversation.ending
         self._log.info(
             "conversation_closed",
             conversation_id=str(conversation.id),
             goal_id=conversation.goal_id,
             previous_status=previous.value,
+            outcome=ending.outcome.value if ending else None,
+            outcome_source=ending.source.value if ending and ending.source else None,
+            judging=conversation.judging,
         )
+
+    def conversation_judged(self, conversation: Conversation) -> None:
+        evaluation, ending = conversation.evaluation, conversation.ending
+        self._log.info(
+            "conversation_judged",
+            conversation_id=str(conversation.id),
+            goal_id=conversation.goal_id,
+            state=evaluation.state.value if evaluation else None,
+            label=evaluation.label.value if evaluation and evaluation.label else None,
+            score=evaluation.score if evaluation else None,
+            outcome=ending.outcome.value if ending else None,
+            error=evaluation.last_error if evaluation else None,
+        )
+
+    def conversations_deleted(self, count: int, reason: DeletionReason) -> None:
+        self._log.info("conversations_deleted", count=count, reason=reason.value)
 
     def handoff_changed(self, conversation: Conversation, step: HandoffStep) -> None:
         handoff = conversation.handoff

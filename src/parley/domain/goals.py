@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from parley import defaults
-from parley.domain.errors import GoalNotFoundError, InvalidGoalIdError
-from parley.domain.models import EscalationPolicy, Goal
+from parley.domain.errors import GoalNotFoundError, InvalidGoalIdError, InvalidInputError
+from parley.domain.models import EscalationPolicy, Goal, JudgePolicy
 from parley.domain.ports import GoalStore
 
 GOAL_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -33,6 +33,8 @@ class GoalDraft:
     model: str | None = None
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
     idle_timeout_seconds: int = defaults.IDLE_TIMEOUT_SECONDS
+    success_criteria: str | None = None
+    judge: JudgePolicy = field(default_factory=JudgePolicy)
 
 
 class GoalService:
@@ -57,7 +59,10 @@ class GoalService:
             created_at=now,
             updated_at=now,
             idle_timeout_seconds=draft.idle_timeout_seconds,
+            success_criteria=draft.success_criteria,
+            judge=draft.judge,
         )
+        _check_judge(goal)
         return await self._goals.add(goal)
 
     async def get(self, goal_id: str) -> Goal:
@@ -75,14 +80,20 @@ class GoalService:
         return await self._goals.oldest_ids(limit)
 
     async def update(
-        self, goal_id: str, changes: dict[str, Any], escalation_changes: dict[str, Any]
+        self,
+        goal_id: str,
+        changes: dict[str, Any],
+        escalation_changes: dict[str, Any],
+        judge_changes: dict[str, Any] | None = None,
     ) -> Goal:
         """Apply a partial update: only the fields given change."""
         goal = await self.get(goal_id)
         escalation = dataclasses.replace(goal.escalation, **escalation_changes)
+        judge = dataclasses.replace(goal.judge, **(judge_changes or {}))
         updated = dataclasses.replace(
-            goal, **changes, escalation=escalation, updated_at=datetime.now(UTC)
+            goal, **changes, escalation=escalation, judge=judge, updated_at=datetime.now(UTC)
         )
+        _check_judge(updated)
         stored = await self._goals.replace(updated)
         if stored is None:
             raise GoalNotFoundError(goal_id)
@@ -91,3 +102,8 @@ class GoalService:
     async def delete(self, goal_id: str) -> None:
         if not await self._goals.delete(goal_id):
             raise GoalNotFoundError(goal_id)
+
+
+def _check_judge(goal: Goal) -> None:
+    if goal.judge.enabled and not goal.success_criteria:
+        raise InvalidInputError("a goal that judges needs success_criteria to judge against")

@@ -16,8 +16,18 @@ from parley.domain.errors import (
     NotInHandoffError,
 )
 from parley.domain.events import ConversationEvents
+from parley.domain.goals import GoalService
 from parley.domain.keys import Principal, Role
-from parley.domain.models import Conversation, HandoffState, HandoffStep, Message, Page
+from parley.domain.models import (
+    Conversation,
+    HandoffState,
+    HandoffStep,
+    Message,
+    Outcome,
+    OutcomeSource,
+    Page,
+)
+from parley.domain.outcomes import closing_for
 from parley.domain.ports import ConversationStore, HandoffStore
 
 
@@ -26,11 +36,13 @@ class HandoffService:
         self,
         handoffs: HandoffStore,
         conversations: ConversationStore,
+        goals: GoalService,
         events: ConversationEvents,
         max_message_chars: int,
     ) -> None:
         self._handoffs = handoffs
         self._conversations = conversations
+        self._goals = goals
         self._events = events
         self._max_message_chars = max_message_chars
 
@@ -82,9 +94,17 @@ class HandoffService:
         *,
         return_to_bot: bool,
         note: str | None = None,
+        outcome: Outcome | None = None,
     ) -> Conversation:
+        """Back to the bot, or the conversation ends with the outcome the agent reports
+        (none: unknown, unless the goal's judge grades it)."""
+        closing = None
+        if not return_to_bot:
+            current = await self._current(conversation_id)
+            goal = await self._goals.get(current.goal_id)
+            closing = closing_for(goal, conversation_id, OutcomeSource.AGENT, outcome)
         changed = await self._handoffs.resolve(
-            conversation_id, holder=_holder(caller), return_to_bot=return_to_bot, note=note
+            conversation_id, holder=_holder(caller), closing=closing, note=note
         )
         if changed is None:
             await self._current(conversation_id)

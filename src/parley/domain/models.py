@@ -56,6 +56,33 @@ class EscalationPolicy:
 DEFAULT_ESCALATION = EscalationPolicy()
 
 
+class Outcome(StrEnum):
+    """How a conversation ended, for its goal."""
+
+    ACHIEVED = "achieved"
+    NOT_ACHIEVED = "not_achieved"
+    ABANDONED = "abandoned"  # the customer left
+    UNKNOWN = "unknown"
+
+
+class OutcomeSource(StrEnum):
+    """Who gave a conversation its outcome."""
+
+    CLIENT = "client"  # the client that closed it
+    AGENT = "agent"  # the agent that resolved it
+    JUDGE = "judge"  # the LLM judge, against the goal's success criteria
+    TIMEOUT = "timeout"  # nobody: it was idle past its goal's timeout
+
+
+@dataclass(frozen=True, slots=True)
+class JudgePolicy:
+    """Whether an LLM grades a goal's ended conversations against its success criteria:
+    off by default; on, a share of them (the same ones on every replica)."""
+
+    enabled: bool = False
+    sample_rate: float = defaults.JUDGE_SAMPLE_RATE
+
+
 @dataclass(frozen=True, slots=True)
 class Goal:
     id: str
@@ -67,6 +94,9 @@ class Goal:
     updated_at: datetime
     # Idle this long (no message, no step), its conversations end; waiting, abandoned.
     idle_timeout_seconds: int = defaults.IDLE_TIMEOUT_SECONDS
+    # What must be true at the end for the goal to be achieved (the judge's brief).
+    success_criteria: str | None = None
+    judge: JudgePolicy = JudgePolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +206,48 @@ class Escalation:
 
 
 @dataclass(frozen=True, slots=True)
+class Ending:
+    """How a conversation ended."""
+
+    ended_at: datetime
+    outcome: Outcome
+    source: OutcomeSource | None  # None: ended before outcomes were recorded
+    turns: int  # its customer's messages by then
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """An end as asked for: the outcome it ends with (a waiting handoff's customer who
+    left is ``abandoned`` unless one was given), from whom, and whether the judge grades
+    it afterwards (its verdict then becomes the outcome)."""
+
+    outcome: Outcome | None  # None: none given; unknown, or abandoned if it waited
+    source: OutcomeSource
+    judged: bool = False
+
+
+class EvaluationState(StrEnum):
+    PENDING = "pending"  # in the judge's queue
+    DONE = "done"
+    FAILED = "failed"  # retried, given up: the outcome stays as the end left it
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The judge's verdict on an ended conversation (or its place in the queue)."""
+
+    state: EvaluationState
+    attempts: int
+    created_at: datetime
+    evaluated_at: datetime | None = None
+    label: Outcome | None = None  # achieved or not_achieved
+    score: float | None = None  # 0..1, how well the criteria were met
+    explanation: str | None = None
+    model: str | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Conversation:
     id: uuid.UUID
     goal_id: str
@@ -189,7 +261,27 @@ class Conversation:
     tokens_used: int = 0  # by its replies, prompt and completion
     cost_nanos: int = 0  # its replies' cost, in nano-dollars
     handoff: Handoff | None = None
+    ending: Ending | None = None
+    evaluation: Evaluation | None = None
     messages: tuple[Message, ...] = field(default=())
+
+    # An ending's fields, as the API shows them on the conversation.
+    @property
+    def ended_at(self) -> datetime | None:
+        return self.ending.ended_at if self.ending else None
+
+    @property
+    def outcome(self) -> Outcome | None:
+        return self.ending.outcome if self.ending else None
+
+    @property
+    def outcome_source(self) -> OutcomeSource | None:
+        return self.ending.source if self.ending else None
+
+    @property
+    def judging(self) -> bool:
+        """Ended, and its outcome awaits the judge's verdict."""
+        return self.evaluation is not None and self.evaluation.state is EvaluationState.PENDING
 
     @property
     def cost_usd(self) -> float:

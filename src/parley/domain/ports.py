@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from parley.domain.models import (
     OPEN_HANDOFF,
+    Closing,
     Conversation,
     ConversationStatus,
     EscalationReason,
@@ -27,6 +28,7 @@ from parley.llm.types import ChatMessage, ChatRequest, Completion, StreamChunk, 
 
 if TYPE_CHECKING:
     from parley.domain.keys import ApiKey, BudgetPeriod
+    from parley.domain.outcomes import GoalResults
 
 # Decides, inside the transaction that stores a user message, whether the conversation
 # escalates instead of replying: (goal, the conversation with that message) -> reason.
@@ -140,9 +142,25 @@ class ConversationStore(Protocol):
         reason: EscalationReason | None = None,
         note: str | None = None,
         idle_before: datetime | None = None,
+        closing: Closing | None = None,
     ) -> Conversation | None:
         """Move to ``to`` only from a status in ``allowed_from`` (and, with
-        ``idle_before``, only if unchanged since then); ``None`` if not allowed."""
+        ``idle_before``, only if unchanged since then); ``None`` if not allowed. Ending
+        it (completed) records its ``closing``, and queues it for the judge if asked."""
+        ...
+
+    async def delete(self, conversation_id: uuid.UUID) -> bool:
+        """Delete an ended conversation with its messages, events and evaluation; False
+        if it is not (or no longer) an ended one."""
+        ...
+
+    async def delete_ended_before(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the conversations that ended before ``before``, the
+        oldest first; how many. Two callers at once never delete the same ones."""
+        ...
+
+    async def results(self, goal_id: str, since: datetime) -> GoalResults:
+        """The goal's conversations that ended since ``since``."""
         ...
 
     async def idle(
@@ -237,11 +255,11 @@ class HandoffStore(Protocol):
         conversation_id: uuid.UUID,
         *,
         holder: str | None,
-        return_to_bot: bool,
+        closing: Closing | None,
         note: str | None = None,
     ) -> Conversation | None:
-        """End one held by ``holder`` (None: by anyone): active again with its escalation
-        counters at zero, or completed."""
+        """End one held by ``holder`` (None: by anyone): with no ``closing``, active again
+        with its escalation counters at zero; with one, completed (as ``transition``)."""
         ...
 
     async def agent_message(

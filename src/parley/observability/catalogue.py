@@ -487,6 +487,74 @@ class HandoffMetrics:
 
 
 ENDED_ESCALATED = ("true", "false")
+OUTCOMES = ("achieved", "not_achieved", "abandoned", "unknown")
+OUTCOME_SOURCES = ("client", "agent", "judge", "timeout")
+# The judge's verdicts; error: it gave up (malformed answers, timeouts, its provider down).
+EVALUATION_LABELS = ("achieved", "not_achieved", "error")
+DELETION_REASONS = ("request", "retention")
+# A conversation's customer turns, and its life from start to end: minutes to a day.
+CONVERSATION_TURN_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55)
+CONVERSATION_DURATION_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 86400)
+JUDGE_DURATION_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeMetrics:
+    """How conversations end, per goal: observed once each, when its outcome is final."""
+
+    turns: Histogram
+    duration: Histogram
+    evaluations: Counter
+    judge_duration: Histogram
+    evaluations_pending: Gauge
+    deleted: Counter
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> OutcomeMetrics:
+        return cls(
+            # Not "conversation_turns": the counter conversation_turns_total owns that
+            # family name (OpenMetrics, and prometheus_client, refuse a second).
+            turns=Histogram(
+                "conversation_ended_turns",
+                "Customer messages in a conversation by its end, by goal and outcome.",
+                ["goal_id", "outcome"],
+                buckets=CONVERSATION_TURN_BUCKETS,
+                registry=registry,
+            ),
+            duration=Histogram(
+                "conversation_duration_seconds",
+                "From a conversation's start to its end, by goal and outcome.",
+                ["goal_id", "outcome"],
+                buckets=CONVERSATION_DURATION_BUCKETS,
+                registry=registry,
+            ),
+            evaluations=Counter(
+                "goal_evaluations_total",
+                "The LLM judge's verdicts on ended conversations, by goal and label "
+                "(achieved, not_achieved; error: given up after retries).",
+                ["goal_id", "label"],
+                registry=registry,
+            ),
+            judge_duration=Histogram(
+                "goal_judge_duration_seconds",
+                "Duration of one judge attempt (its LLM call and parsing the verdict).",
+                buckets=JUDGE_DURATION_BUCKETS,
+                registry=registry,
+            ),
+            evaluations_pending=Gauge(
+                "goal_evaluations_pending",
+                "Ended conversations waiting for the judge, read from the store at scrape time.",
+                registry=registry,
+                multiprocess_mode="mostrecent",
+            ),
+            deleted=Counter(
+                "conversations_deleted_total",
+                "Conversations deleted, with their messages, by reason (request: "
+                "DELETE /v1/conversations/{id}; retention: PARLEY_RETENTION_DAYS).",
+                ["reason"],
+                registry=registry,
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,10 +577,12 @@ class BusinessMetrics:
             ),
             conversations_ended=Counter(
                 "conversations_ended_total",
-                "Conversations that ended (closed by their customer, or completed by an "
-                "agent), by goal and whether they were ever handed to a human (escalated: "
-                "the bot did not contain them).",
-                ["goal_id", "escalated"],
+                "Conversations that ended (closed by their customer, completed by an agent, "
+                "or idle past their goal's timeout), counted once their outcome is final "
+                "(after the judge's verdict, when their goal judges), by goal, outcome, who "
+                "gave it, and whether they were ever handed to a human (escalated: the bot "
+                "did not contain them).",
+                ["goal_id", "outcome", "source", "escalated"],
                 registry=registry,
             ),
             conversations_active=Gauge(

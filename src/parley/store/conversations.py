@@ -9,12 +9,23 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, func, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from parley import defaults
 from parley.domain.errors import GoalNotFoundError
 from parley.domain.models import (
+    Closing,
     Conversation,
     ConversationStatus,
     EscalationReason,
@@ -23,19 +34,22 @@ from parley.domain.models import (
     Message,
     Page,
 )
+from parley.domain.outcomes import GoalResults
 from parley.domain.paging import decode_cursor, encode_cursor
 from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
 from parley.store import turns
 from parley.store.database import Database
+from parley.store.endings import ending_values, queue_judgement
 from parley.store.events import append_handoff
 from parley.store.goals import GoalCache
-from parley.store.rows import CONVERSATION_COLUMNS, to_conversation, to_message
-from parley.store.tables import CONVERSATIONS, MESSAGES, NEW_HANDOFF, UTCDateTime
+from parley.store.outcomes import goal_results
+from parley.store.rows import CONVERSATION_COLUMNS, to_conversation, to_evaluation, to_message
+from parley.store.tables import CONVERSATIONS, EVALUATIONS, MESSAGES, NEW_HANDOFF, UTCDateTime
 from parley.store.turns import now as _now
 
 OPEN_STATES = (HandoffState.WAITING.value, HandoffState.ASSIGNED.value)
 
-_C, _M = CONVERSATIONS.c, MESSAGES.c
+_C, _M, _EV = CONVERSATIONS.c, MESSAGES.c, EVALUATIONS.c
 # The scrape's count: a range of the status index, so its cost follows the active
 # conversations, not every conversation ever stored.
 COUNT_ACTIVE = (
@@ -154,10 +168,11 @@ class ConversationRepository:
         reason: EscalationReason | None = None,
         note: str | None = None,
         idle_before: datetime | None = None,
+        closing: Closing | None = None,
     ) -> Conversation | None:
         """Move to ``to`` only from a status in ``allowed_from``; ``None`` if not allowed."""
         return await self._db.run_transaction(
-            _transition, conversation_id, allowed_from, to, reason, note, idle_before
+            _transition, conversation_id, allowed_from, to, reason, note, idle_before, closing
         )
 
     async def idle(
@@ -167,6 +182,17 @@ class ConversationRepository:
 
     async def count_active(self) -> int:
         return await self._db.run_transaction(_count_active)
+
+    async def delete(self, conversation_id: uuid.UUID) -> bool:
+        """Delete an ended conversation with everything it holds; False if it is not (or
+        no longer) an ended one."""
+        return await self._db.run_transaction(_delete, conversation_id)
+
+    async def delete_ended_before(self, before: datetime, limit: int) -> int:
+        return await self._db.run_transaction(_delete_ended_before, before, limit)
+
+    async def results(self, goal_id: str, since: datetime) -> GoalResults:
+        return await self._db.run_transaction(goal_results, goal_id, since)
 
 
 def _create(
@@ -203,8 +229,12 @@ def _get(
     row = conn.execute(select(*CONVERSATION_COLUMNS).where(_C.id == conversation_id)).one_or_none()
     if row is None:
         return None
+    evaluation = None
+    if row.ended_at is not None:
+        judged = conn.execute(select(EVALUATIONS).where(_EV.conversation_id == conversation_id))
+        evaluation = next((to_evaluation(e) for e in judged), None)
     if not with_messages:
-        return to_conversation(row)
+        return to_conversation(row, evaluation=evaluation)
     # Newest first, so a limit keeps the latest; returned oldest first.
     query = select(MESSAGES).where(_M.conversation_id == conversation_id).order_by(_M.seq.desc())
     if messages_before is not None:
@@ -212,7 +242,34 @@ def _get(
     if messages_limit is not None:
         query = query.limit(messages_limit)
     messages = tuple(to_message(m) for m in reversed(conn.execute(query).all()))
-    return to_conversation(row, messages)
+    return to_conversation(row, messages, evaluation)
+
+
+def _delete(conn: Connection, conversation_id: uuid.UUID) -> bool:
+    # Its messages, events (and their webhook deliveries) and evaluation go by cascade.
+    result = conn.execute(
+        delete(CONVERSATIONS).where(
+            _C.id == conversation_id, _C.status == ConversationStatus.COMPLETED.value
+        )
+    )
+    return bool(result.rowcount)
+
+
+def _delete_ended_before(conn: Connection, before: datetime, limit: int) -> int:
+    """One batch of the oldest ended before ``before``. On PostgreSQL, rows another
+    replica's batch holds are skipped, so two replicas never delete the same ones."""
+    batch = (
+        select(_C.id)
+        .where(_C.ended_at < before)
+        .order_by(_C.ended_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(conn.scalars(batch))
+    if not ids:
+        return 0
+    result = conn.execute(delete(CONVERSATIONS).where(_C.id.in_(ids), _C.ended_at < before))
+    return int(result.rowcount)
 
 
 def _page(
@@ -244,6 +301,7 @@ def _transition(
     reason: EscalationReason | None,
     note: str | None,
     idle_before: datetime | None = None,
+    closing: Closing | None = None,
 ) -> Conversation | None:
     now = _now()
     values: dict[str, object] = {"status": to.value, "updated_at": now}
@@ -251,6 +309,9 @@ def _transition(
         values |= {"escalation_reason": reason.value, "escalation_note": note, "escalated_at": now}
         values |= NEW_HANDOFF
     if to is ConversationStatus.COMPLETED:
+        if closing is None:
+            raise ValueError("a conversation ends with a closing")
+        values |= ending_values(closing, now)
         # The customer left: a handoff still waiting is abandoned, one an agent held ends.
         values |= {
             "handoff_state": case(
@@ -272,6 +333,8 @@ def _transition(
     if row is None:
         return None
     conversation = to_conversation(row)
+    if closing is not None:
+        conversation = queue_judgement(conn, conversation, closing, now)
     step = _handoff_step(conversation, reason, now)
     if step is not None:
         append_handoff(conn, conversation, step)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, func, select, tuple_, update
 
 from parley.domain.models import (
+    Closing,
     Conversation,
     ConversationStatus,
     HandoffState,
@@ -22,6 +23,7 @@ from parley.domain.models import (
 from parley.domain.paging import decode_cursor, encode_cursor
 from parley.llm.types import Role
 from parley.store.database import Database
+from parley.store.endings import ending_values, queue_judgement
 from parley.store.events import append_handoff, append_message
 from parley.store.rows import CONVERSATION_COLUMNS, aggregated_utc, to_conversation
 from parley.store.tables import CONVERSATIONS
@@ -82,12 +84,10 @@ class HandoffRepository:
         conversation_id: uuid.UUID,
         *,
         holder: str | None,
-        return_to_bot: bool,
+        closing: Closing | None,
         note: str | None = None,
     ) -> Conversation | None:
-        return await self._db.run_transaction(
-            _resolve, conversation_id, holder, return_to_bot, note
-        )
+        return await self._db.run_transaction(_resolve, conversation_id, holder, closing, note)
 
     async def agent_message(
         self, conversation_id: uuid.UUID, agent: str, content: str
@@ -182,21 +182,29 @@ def _resolve(
     conn: Connection,
     conversation_id: uuid.UUID,
     holder: str | None,
-    return_to_bot: bool,
+    closing: Closing | None,
     note: str | None,
 ) -> Conversation | None:
+    """With no closing, back to the bot; with one, the conversation ends."""
+    now = _now()
     values: dict[str, Any] = {
         "handoff_state": HandoffState.RESOLVED.value,
-        "handoff_resolved_at": _now(),
+        "handoff_resolved_at": now,
         "handoff_note": note,
     }
-    if return_to_bot:  # the bot answers again, its escalation counters from zero
+    if closing is None:  # the bot answers again, its escalation counters from zero
         values |= {"status": ConversationStatus.ACTIVE.value, "turns": 0, "llm_failures": 0}
     else:
-        values |= {"status": ConversationStatus.COMPLETED.value}
+        values |= {"status": ConversationStatus.COMPLETED.value} | ending_values(closing, now)
     row = _changed(conn, conversation_id, _held_by(holder), **values)
-    step = HandoffStep.RETURNED_TO_BOT if return_to_bot else HandoffStep.COMPLETED
-    return _recorded(conn, row, step)
+    if row is None:
+        return None
+    conversation = to_conversation(row)
+    if closing is not None:
+        conversation = queue_judgement(conn, conversation, closing, now)
+    step = HandoffStep.RETURNED_TO_BOT if closing is None else HandoffStep.COMPLETED
+    append_handoff(conn, conversation, step)
+    return conversation
 
 
 def _recorded(conn: Connection, row: Any, step: HandoffStep) -> Conversation | None:

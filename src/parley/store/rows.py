@@ -14,17 +14,23 @@ from parley.domain.keys import Role as KeyRole
 from parley.domain.models import (
     Conversation,
     ConversationStatus,
+    Ending,
     Escalation,
     EscalationPolicy,
     EscalationReason,
+    Evaluation,
+    EvaluationState,
     Goal,
     Handoff,
     HandoffState,
     HandoffStep,
+    JudgePolicy,
     LiveEvent,
     LiveEventKind,
     Message,
     MessageStatus,
+    Outcome,
+    OutcomeSource,
 )
 from parley.llm.types import Role, Usage
 from parley.store.tables import CONVERSATIONS, MESSAGES
@@ -53,6 +59,8 @@ def to_goal(row: Row[Any]) -> Goal:
         created_at=row.created_at,
         updated_at=row.updated_at,
         idle_timeout_seconds=row.idle_timeout_seconds,
+        success_criteria=row.success_criteria,
+        judge=JudgePolicy(enabled=row.judge_enabled, sample_rate=row.judge_sample_rate),
     )
 
 
@@ -74,11 +82,16 @@ def goal_values(goal: Goal) -> dict[str, Any]:
         "created_at": goal.created_at,
         "updated_at": goal.updated_at,
         "idle_timeout_seconds": goal.idle_timeout_seconds,
+        "success_criteria": goal.success_criteria,
+        "judge_enabled": goal.judge.enabled,
+        "judge_sample_rate": goal.judge.sample_rate,
     }
 
 
-def to_conversation(row: Row[Any], messages: tuple[Message, ...] = ()) -> Conversation:
-    escalation = handoff = None
+def to_conversation(
+    row: Row[Any], messages: tuple[Message, ...] = (), evaluation: Evaluation | None = None
+) -> Conversation:
+    escalation = handoff = ending = None
     if row.escalation_reason is not None and row.escalated_at is not None:
         reason = EscalationReason(row.escalation_reason)
         escalation = Escalation(reason, row.escalation_note, row.escalated_at)
@@ -93,6 +106,13 @@ def to_conversation(row: Row[Any], messages: tuple[Message, ...] = ()) -> Conver
                 resolved_at=row.handoff_resolved_at,
                 note=row.handoff_note,
             )
+    if row.ended_at is not None:
+        ending = Ending(
+            ended_at=row.ended_at,
+            outcome=Outcome(row.outcome),
+            source=None if row.outcome_source is None else OutcomeSource(row.outcome_source),
+            turns=row.ended_turns or 0,
+        )
     return Conversation(
         id=row.id,
         goal_id=row.goal_id,
@@ -106,7 +126,23 @@ def to_conversation(row: Row[Any], messages: tuple[Message, ...] = ()) -> Conver
         tokens_used=row.tokens_used,
         cost_nanos=row.cost_nanos,
         handoff=handoff,
+        ending=ending,
+        evaluation=evaluation,
         messages=messages,
+    )
+
+
+def to_evaluation(row: Row[Any]) -> Evaluation:
+    return Evaluation(
+        state=EvaluationState(row.state),
+        attempts=row.attempts,
+        created_at=row.created_at,
+        evaluated_at=row.evaluated_at,
+        label=None if row.label is None else Outcome(row.label),
+        score=row.score,
+        explanation=row.explanation,
+        model=row.model,
+        last_error=row.last_error,
     )
 
 

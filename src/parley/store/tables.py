@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    false,
 )
 from sqlalchemy.engine import Dialect
 
@@ -63,6 +65,9 @@ GOALS = Table(
     Column("budget_tokens", Integer),
     Column("budget_nanos", BigInteger),
     Column("idle_timeout_seconds", Integer, nullable=False, server_default="1800"),
+    Column("success_criteria", Text),
+    Column("judge_enabled", Boolean, nullable=False, server_default=false()),
+    Column("judge_sample_rate", Float, nullable=False, server_default="1.0"),
 )
 
 CONVERSATIONS = Table(
@@ -91,11 +96,17 @@ CONVERSATIONS = Table(
     Column("handoff_first_agent_reply_at", UTCDateTime()),
     Column("handoff_resolved_at", UTCDateTime()),
     Column("handoff_note", Text),  # the agent's note when resolving it
+    # Its end: when, the outcome and who gave it, and its user messages by then.
+    Column("ended_at", UTCDateTime()),
+    Column("outcome", String(16)),
+    Column("outcome_source", String(16)),
+    Column("ended_turns", Integer),
     Index("ix_conversations_listing", "created_at", "id"),
     Index("ix_conversations_owner", "owner", "created_at", "id"),
     Index("ix_conversations_goal", "goal_id", "created_at", "id"),
     Index("ix_conversations_status", "status"),
     Index("ix_conversations_handoff", "handoff_state", "escalated_at", "id"),
+    Index("ix_conversations_ended", "goal_id", "ended_at"),
 )
 
 # An escalation opens a new handoff: waiting, held by nobody (the last one's times cleared).
@@ -193,6 +204,32 @@ WEBHOOK_DELIVERIES = Table(
     Column("last_error", String(200)),
     Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
     Index("ix_webhook_deliveries_order", "endpoint", "conversation_id", "state", "event_id"),
+)
+
+# The judge's verdict on an ended conversation, and its queue until then: one row per
+# conversation, pending until a replica (holding it by a lease in next_attempt_at) grades
+# it, retried with backoff, then done or failed.
+EVALUATIONS = Table(
+    "evaluations",
+    metadata,
+    Column(
+        "conversation_id",
+        Uuid,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("goal_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # pending, done, failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),  # or the lease's end
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("evaluated_at", UTCDateTime()),
+    Column("label", String(16)),
+    Column("score", Float),
+    Column("explanation", Text),
+    Column("model", String(200)),
+    Column("last_error", String(200)),
+    Index("ix_evaluations_due", "state", "next_attempt_at"),
 )
 
 API_KEYS = Table(
