@@ -27,6 +27,7 @@ from parley.domain.conversations import DELETE_BATCH, ConversationService
 from parley.domain.events import EventFanout, LoggingEvents
 from parley.domain.goals import GoalService
 from parley.domain.handoff import HandoffService
+from parley.domain.judge import JudgeService, JudgeSettings
 from parley.domain.keys import KeyService
 from parley.domain.live import LiveService
 from parley.lifecycle import drain_before_exit
@@ -59,6 +60,7 @@ from parley.telemetry import (
     handoff_queue_hook,
     instrument_llm,
     instrument_store,
+    judge_queue_hook,
     key_budgets_hook,
     label_webhooks,
     live_streams_hook,
@@ -146,8 +148,32 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
     live = LiveService(
         store.events, store.conversations, hub, heartbeat_seconds=settings.live_heartbeat_seconds
     )
+    judge = JudgeService(
+        store.evaluations,
+        store.conversations,
+        goals,
+        gateway,
+        events,
+        JudgeSettings(
+            model=settings.judge_model or settings.default_model,
+            concurrency=settings.judge_concurrency,
+            max_attempts=settings.judge_max_attempts,
+            backoff_seconds=settings.judge_backoff_seconds,
+        ),
+    )
     return Services(
-        store, gateway, events, goals, conversations, chat, keys, limiter, handoffs, hub, live
+        store,
+        gateway,
+        events,
+        goals,
+        conversations,
+        chat,
+        keys,
+        limiter,
+        handoffs,
+        hub,
+        live,
+        judge,
     )
 
 
@@ -185,6 +211,9 @@ def instrument_services(
     instrumentation.endpoint.add_hook(active_conversations_hook(services.store, business))
     instrumentation.endpoint.add_hook(live_streams_hook(services.hub, live))
     instrumentation.endpoint.add_hook(key_budgets_hook(services.keys, business, key_label))
+    outcomes = conversation_metrics.outcomes
+    services.judge.on_attempt = outcomes.judge_duration.observe
+    instrumentation.endpoint.add_hook(judge_queue_hook(services.store, outcomes))
     instrument_store(services.store, instrumentation)
     return conversation_metrics
 
@@ -256,6 +285,18 @@ async def _end_idle_conversations(services: Services, settings: Settings) -> Non
             structlog.get_logger("parley").warning("idle_sweep_failed", exc_info=True)
 
 
+async def _judge_ended_conversations(services: Services, settings: Settings) -> None:
+    """On every replica: the judge grades what waits in its queue, a few at a time."""
+    while True:
+        try:
+            # A full round: more may be due at once (a backlog after an outage).
+            if await services.judge.run_once() == settings.judge_concurrency:
+                continue
+        except Exception:  # the database away: the queue keeps them for the next round
+            structlog.get_logger("parley").warning("judge_round_failed", exc_info=True)
+        await asyncio.sleep(settings.judge_poll_seconds)
+
+
 async def _delete_expired(services: Services, days: int) -> None:
     for _ in range(RETENTION_BATCHES_PER_SWEEP):
         batch = DELETE_BATCH
@@ -291,6 +332,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     undo_signals = drain_before_exit(drain)
     relabel = asyncio.create_task(_relabel_goals(services, metrics, settings))
     sweep = asyncio.create_task(_end_idle_conversations(services, settings))
+    judging = asyncio.create_task(_judge_ended_conversations(services, settings))
     listener = _event_listener(services, state.live_metrics.listener_errors.inc)
     webhooks = _webhooks(services, settings, state.webhook_metrics)
     try:
@@ -299,6 +341,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         relabel.cancel()
         sweep.cancel()
+        judging.cancel()
         undo_signals()
         # Without a signal (a server stopped from code) the drain happens here.
         await drain()

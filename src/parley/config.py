@@ -161,6 +161,14 @@ class Settings(BaseSettings):
     # Ended conversations older than this many days are deleted, messages and all (at each
     # sweep, in bounded batches, on every replica); unset: kept until deleted one by one.
     retention_days: int | None = Field(default=None, ge=1, le=36500)
+    # The LLM judge (goals with judging on): its model (unset: PARLEY_DEFAULT_MODEL), how
+    # often each replica looks at its queue, how many it grades at once, and the attempts
+    # a malformed answer or a timeout gets (backoff doubling from the first wait).
+    judge_model: str | None = Field(default=None, min_length=1, max_length=200)
+    judge_poll_seconds: float = Field(default=defaults.JUDGE_POLL_SECONDS, gt=0)
+    judge_concurrency: int = Field(default=defaults.JUDGE_CONCURRENCY, ge=1, le=100)
+    judge_max_attempts: int = Field(default=defaults.JUDGE_MAX_ATTEMPTS, ge=1, le=100)
+    judge_backoff_seconds: float = Field(default=defaults.JUDGE_BACKOFF_SECONDS, gt=0)
     # Comma-separated browser origins (https://app.example.com) allowed by CORS and by the
     # WebSocket Origin check; empty: same-origin pages and non-browser clients only.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

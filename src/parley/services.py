@@ -10,6 +10,7 @@ from parley.domain.conversations import ConversationService
 from parley.domain.events import EventFanout
 from parley.domain.goals import GoalService
 from parley.domain.handoff import HandoffService
+from parley.domain.judge import JudgeService
 from parley.domain.keys import KeyService
 from parley.domain.live import LiveService
 from parley.limiter import Limiter
@@ -30,3 +31,4 @@ class Services:
     handoffs: HandoffService
     hub: Hub  # this replica's live-stream subscribers
     live: LiveService
+    judge: JudgeService  # grades ended conversations, off the request path

@@ -79,7 +79,10 @@ class LLMTelemetry:
     def call_started(self, call: LLMCallInfo) -> _CallRecorder:
         return _CallRecorder(
             self.instrumentation.start(
-                call.model, streaming=call.streaming, provider=call.provider
+                call.model,
+                streaming=call.streaming,
+                provider=call.provider,
+                operation=call.operation.value,
             ),
             call,
         )
@@ -246,6 +249,15 @@ def handoff_queue_hook(
             metrics.oldest_waiting.labels(goal).set(seconds)
 
     return refresh_handoff_queue
+
+
+def judge_queue_hook(store: Store, metrics: OutcomeMetrics) -> Callable[[], Awaitable[None]]:
+    """The judge's backlog, from the store: the same on every replica."""
+
+    async def refresh_judge_queue() -> None:
+        metrics.evaluations_pending.set(await store.evaluations.pending())
+
+    return refresh_judge_queue
 
 
 def webhook_outbox_hook(store: Store, metrics: WebhookMetrics) -> Callable[[], Awaitable[None]]:

@@ -47,11 +47,14 @@ from parley.domain.models import (
     Handoff,
     HandoffState,
     HandoffStep,
+    JudgeJob,
     LiveEvent,
     LiveEventKind,
     Message,
     Outcome,
+    OutcomeSource,
     Page,
+    Verdict,
 )
 from parley.domain.outcomes import GoalResults, OutcomeStats
 from parley.domain.paging import decode_cursor, encode_cursor
@@ -64,7 +67,7 @@ from parley.domain.ports import (
 )
 from parley.llm import ChatMessage, Role
 
-__all__ = ["MemoryConversations", "MemoryGoals", "MemoryStore"]
+__all__ = ["MemoryConversations", "MemoryEvaluations", "MemoryGoals", "MemoryStore"]
 
 
 def _now() -> datetime:
@@ -702,6 +705,83 @@ class MemoryHandoffs:
         return message, self._put(conversation, first_agent_reply_at=first)
 
 
+class MemoryEvaluations:
+    """An ``EvaluationStore`` over ``MemoryConversations``' evaluations."""
+
+    def __init__(self, conversations: MemoryConversations) -> None:
+        self._store = conversations
+
+    async def claim(self, now: datetime, lease_seconds: float, limit: int) -> list[JudgeJob]:
+        due = sorted(
+            (row.next_attempt_at, conversation_id)
+            for conversation_id, row in self._store.evaluations.items()
+            if row.evaluation.state is EvaluationState.PENDING and row.next_attempt_at <= now
+        )
+        jobs = []
+        for _, conversation_id in due[:limit]:
+            row = self._store.evaluations[conversation_id]
+            attempts = row.evaluation.attempts + 1
+            row.evaluation = dataclasses.replace(row.evaluation, attempts=attempts)
+            row.next_attempt_at = now + timedelta(seconds=lease_seconds)
+            jobs.append(JudgeJob(conversation_id, row.goal_id, attempts, row.evaluation.created_at))
+        return jobs
+
+    def _pending(self, conversation_id: uuid.UUID) -> _Judgement | None:
+        row = self._store.evaluations.get(conversation_id)
+        if row is None or row.evaluation.state is not EvaluationState.PENDING:
+            return None
+        return row
+
+    async def judged(
+        self, conversation_id: uuid.UUID, verdict: Verdict, model: str, now: datetime
+    ) -> Conversation | None:
+        row = self._pending(conversation_id)
+        if row is None:
+            return None
+        row.evaluation = dataclasses.replace(
+            row.evaluation,
+            state=EvaluationState.DONE,
+            label=verdict.label,
+            score=verdict.score,
+            explanation=verdict.explanation,
+            model=model,
+            evaluated_at=now,
+            last_error=None,
+        )
+        conversation = self._store.conversations[conversation_id]
+        assert conversation.ending is not None
+        ending = dataclasses.replace(
+            conversation.ending, outcome=verdict.label, source=OutcomeSource.JUDGE
+        )
+        judged = dataclasses.replace(conversation, ending=ending, evaluation=row.evaluation)
+        self._store.conversations[conversation_id] = judged
+        return judged
+
+    async def retry(self, conversation_id: uuid.UUID, at: datetime, error: str) -> None:
+        row = self._pending(conversation_id)
+        if row is not None:
+            row.next_attempt_at = at
+            row.evaluation = dataclasses.replace(row.evaluation, last_error=error[:200])
+
+    async def give_up(
+        self, conversation_id: uuid.UUID, error: str, now: datetime
+    ) -> Conversation | None:
+        row = self._pending(conversation_id)
+        if row is None:
+            return None
+        row.evaluation = dataclasses.replace(
+            row.evaluation, state=EvaluationState.FAILED, last_error=error[:200], evaluated_at=now
+        )
+        conversation = self._store.conversations[conversation_id]
+        return dataclasses.replace(conversation, evaluation=row.evaluation)
+
+    async def pending(self) -> int:
+        return sum(
+            row.evaluation.state is EvaluationState.PENDING
+            for row in self._store.evaluations.values()
+        )
+
+
 class MemoryKeys:
     """A ``KeyStore``."""
 
@@ -766,3 +846,4 @@ class MemoryStore:
         self.keys = MemoryKeys(spend)
         self.handoffs = MemoryHandoffs(self.conversations)
         self.events = self.conversations.events
+        self.evaluations = MemoryEvaluations(self.conversations)

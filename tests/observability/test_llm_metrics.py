@@ -109,7 +109,12 @@ async def test_stream_records_latency_ttft_time_per_token_and_tokens_once() -> N
 
     assert (
         value(
-            registry, "llm_requests_total", model=MODEL, stream_mode="streaming", status="success"
+            registry,
+            "llm_requests_total",
+            model=MODEL,
+            stream_mode="streaming",
+            status="success",
+            operation="chat",
         )
         == 1
     )
@@ -128,9 +133,9 @@ async def test_stream_records_latency_ttft_time_per_token_and_tokens_once() -> N
     assert value(registry, "llm_tokens_used_total", model=MODEL, type="prompt") == 10
     assert value(registry, "llm_tokens_used_total", model=MODEL, type="completion") == 5
     assert value(registry, "llm_tokens_used_total", model=MODEL, type="total") == 15
-    assert value(registry, "llm_cost_usd_total", model=MODEL, key_name="") == pytest.approx(
-        estimate_cost(MODEL, Usage(10, 5, 15))
-    )
+    assert value(
+        registry, "llm_cost_usd_total", model=MODEL, key_name="", operation="chat"
+    ) == pytest.approx(estimate_cost(MODEL, Usage(10, 5, 15)))
 
 
 async def test_non_streaming_call_has_latency_but_no_ttft() -> None:
@@ -186,12 +191,18 @@ async def test_errors_and_retries_are_counted_by_type() -> None:
             model=MODEL,
             stream_mode="non_streaming",
             status="success",
+            operation="chat",
         )
         == 1
     )
     assert (
         value(
-            registry, "llm_requests_total", model=MODEL, stream_mode="non_streaming", status="error"
+            registry,
+            "llm_requests_total",
+            model=MODEL,
+            stream_mode="non_streaming",
+            status="error",
+            operation="chat",
         )
         == 1
     )
@@ -207,7 +218,14 @@ async def test_stream_cut_midway_is_its_own_error_and_keeps_what_it_measured() -
         await collect(gateway.stream(REQUEST), [])
     assert value(registry, "llm_errors_total", model=MODEL, error_type="stream_interrupted") == 1
     assert (
-        value(registry, "llm_requests_total", model=MODEL, stream_mode="streaming", status="error")
+        value(
+            registry,
+            "llm_requests_total",
+            model=MODEL,
+            stream_mode="streaming",
+            status="error",
+            operation="chat",
+        )
         == 1
     )
     assert value(registry, "llm_ttft_seconds_sum", model=MODEL) == pytest.approx(0.3)
@@ -250,6 +268,7 @@ async def test_unconfigured_models_are_labelled_other() -> None:
             model="other",
             stream_mode="non_streaming",
             status="success",
+            operation="chat",
         )
         == 2
     )
@@ -307,7 +326,7 @@ def test_the_simulated_provider_costs_nothing(tmp_path: Path) -> None:
         registry = client.app.state.instrumentation.registry  # type: ignore[attr-defined]
         model = client.app.state.parley.settings.default_model  # type: ignore[attr-defined]
         assert value(registry, "llm_tokens_used_total", model=model, type="total")
-        assert not value(registry, "llm_cost_usd_total", model=model, key_name="")
+        assert not value(registry, "llm_cost_usd_total", model=model, key_name="", operation="chat")
 
 
 def test_cached_prompt_tokens_are_priced_at_groqs_cached_rate() -> None:
@@ -369,5 +388,7 @@ def test_stored_usage_metrics_and_cost_agree_with_what_groq_bills(
     price = PRICES[model]
     billed = (952 * 0.075 + 2048 * 0.0375 + 2 * 0.30) / 1_000_000
     assert (price.input_per_million, price.output_per_million) == (0.075, 0.30)
-    assert value(registry, "llm_cost_usd_total", model=model, key_name="") == pytest.approx(billed)
+    assert value(
+        registry, "llm_cost_usd_total", model=model, key_name="", operation="chat"
+    ) == pytest.approx(billed)
     assert estimate_cost(model, Usage(**reply["usage"])) == pytest.approx(billed)

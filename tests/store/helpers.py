@@ -19,6 +19,7 @@ from parley.domain.models import (
 )
 from parley.domain.ports import (
     ConversationStore,
+    EvaluationStore,
     EventLog,
     GoalStore,
     HandoffStore,
@@ -49,6 +50,9 @@ class Ports(Protocol):
 
     @property
     def events(self) -> EventLog: ...
+
+    @property
+    def evaluations(self) -> EvaluationStore: ...
 
 
 def sample_goal(goal_id: str = "support", **changes: object) -> Goal:

@@ -5,6 +5,7 @@ holds; expired ones go in bounded batches; a goal's results agree with what was 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ from parley.domain.models import (
     EvaluationState,
     Outcome,
     OutcomeSource,
+    Verdict,
 )
 from parley.llm import Role
 from tests.store.helpers import Ports, open_turn, sample_goal
@@ -220,3 +222,63 @@ async def test_a_goals_results_agree_with_the_outcomes_stored(store: Ports) -> N
     assert results.containment == 4 / 5
     later = await store.conversations.results("support", datetime.now(UTC) + timedelta(hours=1))
     assert (later.ended, later.success_ratio, later.containment) == (0, None, None)
+
+
+async def _judged_end(store: Ports, customer_says: str = "thanks") -> uuid.UUID:
+    conversation = await store.conversations.create("support", {})
+    await open_turn(store, conversation.id, customer_says)
+    await _end(
+        store, conversation.id, Closing(Outcome.ABANDONED, OutcomeSource.TIMEOUT, judged=True)
+    )
+    return conversation.id
+
+
+async def test_each_judged_end_is_claimed_by_one_holder_until_its_lease_runs_out(
+    store: Ports,
+) -> None:
+    await store.goals.add(sample_goal())
+    ids = {await _judged_end(store) for _ in range(5)}
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    claims = await asyncio.gather(*(store.evaluations.claim(now, 60, 10) for _ in range(3)))
+    claimed = [job.conversation_id for jobs in claims for job in jobs]
+    assert sorted(claimed) == sorted(ids)  # each once, whichever claim took it
+    assert {job.attempts for jobs in claims for job in jobs} == {1}
+    assert await store.evaluations.claim(now + timedelta(seconds=30), 60, 10) == []
+    again = await store.evaluations.claim(now + timedelta(seconds=61), 60, 10)
+    assert {job.conversation_id for job in again} == ids
+    assert {job.attempts for job in again} == {2}
+    assert await store.evaluations.pending() == 5
+
+
+async def test_a_verdict_becomes_the_outcome_once_and_a_give_up_keeps_the_ends(
+    store: Ports,
+) -> None:
+    await store.goals.add(sample_goal())
+    graded, failed = await _judged_end(store), await _judged_end(store)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    await store.evaluations.claim(now, 60, 10)
+    verdict = Verdict(Outcome.ACHIEVED, 0.9, "Answered.")
+    judged = await store.evaluations.judged(graded, verdict, "judge-model", now)
+    assert judged is not None
+    assert judged.ending is not None
+    assert (judged.ending.outcome, judged.ending.source) == (Outcome.ACHIEVED, OutcomeSource.JUDGE)
+    assert judged.evaluation is not None
+    assert (judged.evaluation.state, judged.evaluation.score) == (EvaluationState.DONE, 0.9)
+    assert await store.evaluations.judged(graded, verdict, "judge-model", now) is None
+    await store.evaluations.retry(failed, now + timedelta(minutes=5), "llm_timeout")
+    assert await store.evaluations.claim(now + timedelta(minutes=2), 60, 10) == []
+    given_up = await store.evaluations.give_up(failed, "malformed_verdict: not JSON", now)
+    assert given_up is not None
+    assert given_up.evaluation is not None
+    assert given_up.evaluation.state is EvaluationState.FAILED
+    assert given_up.ending is not None
+    assert given_up.ending.outcome is Outcome.ABANDONED  # as its end left it
+    assert await store.evaluations.give_up(failed, "again", now) is None
+    assert await store.evaluations.pending() == 0
+    loaded = await store.conversations.get(graded)
+    assert loaded is not None
+    assert loaded.evaluation is not None
+    assert loaded.evaluation.explanation == "Answered."
+    results = await store.conversations.results("support", now - timedelta(hours=1))
+    assert (results.ended, results.judging) == (2, 0)
+    assert results.by_outcome[Outcome.ACHIEVED].count == 1

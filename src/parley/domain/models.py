@@ -248,6 +248,25 @@ class Evaluation:
 
 
 @dataclass(frozen=True, slots=True)
+class Verdict:
+    """The judge's structured answer."""
+
+    label: Outcome  # achieved or not_achieved
+    score: float  # 0..1
+    explanation: str
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeJob:
+    """An ended conversation the judge holds (by a lease) to grade."""
+
+    conversation_id: uuid.UUID
+    goal_id: str
+    attempts: int  # this one included
+    created_at: datetime  # when it entered the queue (its end)
+
+
+@dataclass(frozen=True, slots=True)
 class Conversation:
     id: uuid.UUID
     goal_id: str

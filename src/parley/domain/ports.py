@@ -19,10 +19,12 @@ from parley.domain.models import (
     EscalationReason,
     Goal,
     HandoffState,
+    JudgeJob,
     LiveEvent,
     Message,
     MessageStatus,
     Page,
+    Verdict,
 )
 from parley.llm.types import ChatMessage, ChatRequest, Completion, StreamChunk, Usage
 
@@ -215,6 +217,35 @@ class ConversationStore(Protocol):
         ...
 
     async def count_active(self) -> int: ...
+
+
+class EvaluationStore(Protocol):
+    """The judge's queue and its verdicts (the evaluations table)."""
+
+    async def claim(self, now: datetime, lease_seconds: float, limit: int) -> list[JudgeJob]:
+        """Up to ``limit`` due ones, each held until ``now`` + the lease (one holder at a
+        time, across replicas), its attempt counted."""
+        ...
+
+    async def judged(
+        self, conversation_id: uuid.UUID, verdict: Verdict, model: str, now: datetime
+    ) -> Conversation | None:
+        """Store the verdict and make it the conversation's outcome (source judge); None
+        if it is no longer pending (deleted, or graded by another)."""
+        ...
+
+    async def retry(self, conversation_id: uuid.UUID, at: datetime, error: str) -> None: ...
+
+    async def give_up(
+        self, conversation_id: uuid.UUID, error: str, now: datetime
+    ) -> Conversation | None:
+        """Failed: the conversation keeps the outcome its end gave; None if no longer
+        pending."""
+        ...
+
+    async def pending(self) -> int:
+        """How many wait for the judge."""
+        ...
 
 
 class HandoffStore(Protocol):

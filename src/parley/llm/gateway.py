@@ -15,7 +15,7 @@ from parley import defaults
 from parley.llm.errors import LLMError, LLMErrorKind
 from parley.llm.provider import LLMProvider
 from parley.llm.tokens import estimate_usage
-from parley.llm.types import ChatRequest, Completion, RateLimit, StreamChunk, Usage
+from parley.llm.types import ChatRequest, Completion, Operation, RateLimit, StreamChunk, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,7 @@ class LLMCallInfo:
     provider: str
     model: str
     streaming: bool
+    operation: Operation = Operation.CHAT
 
 
 class LLMCallRecorder(Protocol):
@@ -161,7 +162,7 @@ class LLMGateway:
         return start
 
     def _start(self, request: ChatRequest, *, streaming: bool) -> list[LLMCallRecorder]:
-        info = LLMCallInfo(self.provider.name, request.model, streaming)
+        info = LLMCallInfo(self.provider.name, request.model, streaming, request.operation)
         return [observer.call_started(info) for observer in self.observers]
 
     async def _should_retry(

@@ -53,6 +53,8 @@ class GroqProvider:
                 model=request.model,
                 messages=[],
                 max_tokens=request.max_tokens,
+                # Groq's JSON mode: the reply is one JSON object (the judge's verdict).
+                response_format={"type": "json_object"} if request.json_output else groq.omit,
                 extra_body=_history(request),
             )
             completion = await raw.parse()

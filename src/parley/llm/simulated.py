@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import time
 from collections import deque
@@ -18,7 +19,15 @@ from dataclasses import dataclass
 from parley import defaults
 from parley.llm.errors import LLMError, LLMErrorKind
 from parley.llm.tokens import count_prompt_tokens, split_tokens
-from parley.llm.types import ChatRequest, Completion, RateLimit, Role, StreamChunk, Usage
+from parley.llm.types import (
+    ChatRequest,
+    Completion,
+    Operation,
+    RateLimit,
+    Role,
+    StreamChunk,
+    Usage,
+)
 
 _OPENINGS = (
     "Thanks for reaching out.",
@@ -36,6 +45,12 @@ _CLOSINGS = (
 # A user message carrying this makes the simulated LLM fail (every attempt): `parley
 # demo --fail` sends it to make failures, and their alerts, happen on purpose.
 FAIL_MARKER = "[simulate-llm-failure]"
+# In a transcript the judge reads, this makes the simulated judge answer prose, not the
+# JSON verdict (a malformed answer, retried and then given up).
+MALFORMED_VERDICT_MARKER = "[simulate-malformed-verdict]"
+# The simulated judge's rule: achieved when the customer's last message says the goal
+# was met in so many words; not achieved otherwise.
+SATISFIED_WORDS = ("thank", "solved", "great", "perfect", "works")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +161,15 @@ class SimulatedProvider:
         if self.failure_rate and self._random.random() < self.failure_rate:
             raise LLMError(LLMErrorKind.SERVER_ERROR, "simulated provider failure")
         last = next((m for m in reversed(request.messages) if m.role is Role.USER), None)
-        if last is not None and FAIL_MARKER in last.content:
+        chat = request.operation is Operation.CHAT  # a judge reads the marker in a transcript
+        if chat and last is not None and FAIL_MARKER in last.content:
             raise LLMError(LLMErrorKind.SERVER_ERROR, "simulated provider failure (asked for)")
         return rate_limit
 
     @staticmethod
     def _reply_pieces(request: ChatRequest) -> tuple[list[str], str]:
+        if request.operation is Operation.JUDGE:
+            return split_tokens(judge_verdict(request)), "stop"
         pieces = split_tokens(compose_reply(request))
         if request.max_tokens is not None and len(pieces) > request.max_tokens:
             return pieces[: request.max_tokens], "length"
@@ -175,3 +193,24 @@ def compose_reply(request: ChatRequest) -> str:
         sentences.append(f"My brief is: {focus}.")
     sentences.append(_CLOSINGS[digest[1] % len(_CLOSINGS)])
     return " ".join(sentences)
+
+
+def judge_verdict(request: ChatRequest) -> str:
+    """The simulated judge, deterministic and offline: reads the transcript's last
+    ``customer:`` line; achieved (score 0.9) when it holds one of SATISFIED_WORDS, not
+    achieved (0.2) otherwise; prose, not JSON, when the transcript holds
+    MALFORMED_VERDICT_MARKER."""
+    transcript = request.messages[-1].content if request.messages else ""
+    if MALFORMED_VERDICT_MARKER in transcript:
+        return "I think the customer was mostly happy."
+    said = [line for line in transcript.splitlines() if line.startswith("customer:")]
+    last = said[-1].lower() if said else ""
+    if any(word in last for word in SATISFIED_WORDS):
+        verdict = {"label": "achieved", "score": 0.9, "explanation": "The customer says so."}
+    else:
+        verdict = {
+            "label": "not_achieved",
+            "score": 0.2,
+            "explanation": "The customer's last message does not say the goal was met.",
+        }
+    return json.dumps(verdict)

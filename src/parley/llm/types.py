@@ -21,11 +21,21 @@ class ChatMessage:
     content: str
 
 
+class Operation(StrEnum):
+    """What a call is for (a metric label): a turn's reply, or grading an ended one."""
+
+    CHAT = "chat"
+    JUDGE = "judge"
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     model: str
     messages: tuple[ChatMessage, ...]
     max_tokens: int | None = None
+    operation: Operation = Operation.CHAT
+    # Ask for a JSON object (the provider's JSON mode) rather than prose.
+    json_output: bool = False
 
 
 @dataclass(frozen=True, slots=True)

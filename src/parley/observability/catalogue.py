@@ -32,6 +32,8 @@ FAST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 TOKEN_TYPES = ("prompt", "cached_prompt", "completion", "total")
 STREAM_MODES = ("streaming", "non_streaming")
 LLM_STATUSES = ("success", "error")
+# What an LLM call was for: a turn's reply, or the judge grading an ended conversation.
+LLM_OPERATIONS = ("chat", "judge")
 WS_DIRECTIONS = ("inbound", "outbound")
 TURN_CHANNELS = ("http", "sse", "ws")
 TURN_OUTCOMES = (
@@ -174,9 +176,10 @@ class LLMMetrics:
         return cls(
             requests=Counter(
                 "llm_requests_total",
-                "LLM calls (all attempts of one call count once) by model, stream mode "
-                "and outcome.",
-                ["model", "stream_mode", "status"],
+                "LLM calls (all attempts of one call count once) by model, stream mode, "
+                "outcome and operation (chat: a turn's reply; judge: grading an ended "
+                "conversation).",
+                ["model", "stream_mode", "status", "operation"],
                 registry=registry,
             ),
             in_flight=Gauge(
@@ -244,9 +247,9 @@ class LLMMetrics:
             cost=Counter(
                 "llm_cost_usd_total",
                 "Estimated spend in US dollars, from token usage and the price table, by "
-                "model and the API key that caused it (capped; overflow goes to 'other'; "
-                "empty: no key, development mode).",
-                ["model", "key_name"],
+                "model, the API key that caused it (capped; overflow goes to 'other'; "
+                "empty: no key, development mode, or the judge) and operation (chat, judge).",
+                ["model", "key_name", "operation"],
                 registry=registry,
             ),
         )
@@ -257,11 +260,14 @@ class LLMMetrics:
             for mode in STREAM_MODES:
                 self.latency.labels(model, mode)
                 for status in LLM_STATUSES:
-                    self.requests.labels(model, mode, status)
+                    self.requests.labels(model, mode, status, "chat")
+            for status in LLM_STATUSES:  # the judge's calls are whole, never streamed
+                self.requests.labels(model, "non_streaming", status, "judge")
             self.ttft.labels(model)
             self.in_flight.labels(model)
             self.time_per_output_token.labels(model)
-            self.cost.labels(model, "")
+            for operation in LLM_OPERATIONS:
+                self.cost.labels(model, "", operation)
             for token_type in TOKEN_TYPES:
                 self.tokens.labels(model, token_type)
             for error_type in error_types:

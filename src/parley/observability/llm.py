@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from parley.observability.caller import current_caller
-from parley.observability.catalogue import LLMMetrics
+from parley.observability.catalogue import LLM_OPERATIONS, LLMMetrics
 from parley.observability.labels import Allowlist
 from parley.observability.request_id import request_exemplar
 
@@ -38,19 +38,31 @@ class LLMInstrumentation:
         self.clock = clock
         metrics.precreate(tuple(sorted(self.models.values)), tuple(sorted(self.error_types.values)))
 
-    def start(self, model: str, *, streaming: bool, provider: str) -> LLMCall:
-        return LLMCall(self, model, streaming=streaming, provider=provider)
+    def start(
+        self, model: str, *, streaming: bool, provider: str, operation: str = "chat"
+    ) -> LLMCall:
+        return LLMCall(self, model, streaming=streaming, provider=provider, operation=operation)
 
 
 class LLMCall:
     def __init__(
-        self, owner: LLMInstrumentation, model: str, *, streaming: bool, provider: str
+        self,
+        owner: LLMInstrumentation,
+        model: str,
+        *,
+        streaming: bool,
+        provider: str,
+        operation: str = "chat",
     ) -> None:
         self._owner = owner
         self._metrics = owner.metrics
         self.model = owner.models(model)
         self.stream_mode = "streaming" if streaming else "non_streaming"
-        self._log = owner.logger.bind(provider=provider, model=model, stream_mode=self.stream_mode)
+        # chat: a turn's reply; judge: grading an ended conversation (a fixed set).
+        self.operation = operation if operation in LLM_OPERATIONS else "chat"
+        self._log = owner.logger.bind(
+            provider=provider, model=model, stream_mode=self.stream_mode, operation=self.operation
+        )
         self._started = self._owner.clock()
         self._first_token_at: float | None = None
         self._finished = False
@@ -89,7 +101,7 @@ class LLMCall:
         self._metrics.in_flight.labels(self.model).dec()
         latency = self._observe_latency()
         m, model = self._metrics, self.model
-        m.requests.labels(model, self.stream_mode, "success").inc()
+        m.requests.labels(model, self.stream_mode, "success", self.operation).inc()
         self._count_billed(
             prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, cost_usd
         )
@@ -134,7 +146,7 @@ class LLMCall:
         self._metrics.in_flight.labels(self.model).dec()
         error_type = self._owner.error_types(error_type)
         latency = self._observe_latency()
-        self._metrics.requests.labels(self.model, self.stream_mode, "error").inc()
+        self._metrics.requests.labels(self.model, self.stream_mode, "error", self.operation).inc()
         self._metrics.errors.labels(self.model, error_type).inc()
         self._count_billed(
             prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, cost_usd
@@ -169,7 +181,8 @@ class LLMCall:
                 m.tokens.labels(model, token_type).inc(count)
         if cost_usd:
             caller = current_caller()
-            m.cost.labels(model, self._owner.key_names(caller) if caller else "").inc(cost_usd)
+            key_name = self._owner.key_names(caller) if caller else ""
+            m.cost.labels(model, key_name, self.operation).inc(cost_usd)
 
     def _observe_latency(self) -> float:
         latency = self._owner.clock() - self._started

@@ -3,6 +3,7 @@
 
 from parley.store.conversations import ConversationRepository
 from parley.store.database import Database
+from parley.store.evaluations import EvaluationRepository
 from parley.store.events import EventLogRepository
 from parley.store.goals import GoalCache, GoalRepository
 from parley.store.handoffs import HandoffRepository
@@ -13,6 +14,7 @@ from parley.store.outbox import OutboxRepository
 __all__ = [
     "ConversationRepository",
     "Database",
+    "EvaluationRepository",
     "GoalRepository",
     "KeyRepository",
     "OutboxRepository",
@@ -33,3 +35,4 @@ class Store:
         self.handoffs = HandoffRepository(database)
         self.events = EventLogRepository(database)
         self.outbox = OutboxRepository(database)
+        self.evaluations = EvaluationRepository(database)
