@@ -20,6 +20,7 @@ from parley.llm import Role
 from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
 from tests.support.metrics import value
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,11 @@ def test_demo_drives_whole_sse_and_websocket_turns_and_fails_some_on_request(
     tmp_path: Path,
 ) -> None:
     settings = make_settings(
-        tmp_path, sim_ttft_seconds=0, sim_token_delay_seconds=0, llm_max_retries=0
+        tmp_path,
+        sim_ttft_seconds=0,
+        sim_token_delay_seconds=0,
+        llm_max_retries=0,
+        judge_poll_seconds=0.05,
     )
     app = create_app(settings)
     registry: CollectorRegistry = app.state.instrumentation.registry
@@ -37,6 +42,17 @@ def test_demo_drives_whole_sse_and_websocket_turns_and_fails_some_on_request(
         plan = demo.Plan(server.http_url, 3, 120, 40, 0.3, None, "http://dash.example/")
         progress = asyncio.run(demo.run(plan, out))
         closed = asyncio.run(_closed_conversations(server.http_url))
+        wait_until(
+            lambda: (
+                value(registry, "goal_evaluations_total", goal_id="demo-orders", label="achieved")
+                or value(
+                    registry, "goal_evaluations_total", goal_id="demo-orders", label="not_achieved"
+                )
+            ),
+            "the judge's first verdicts",
+        )
+        orders = httpx.get(f"{server.http_url}/v1/goals/demo-orders/outcomes").json()
+        demo_goal = httpx.get(f"{server.http_url}/v1/goals/demo-orders").json()
     assert progress.turns >= 40
     assert progress.outcomes["error"] > 0  # the failures asked for
     assert progress.outcomes["ok"] > 0
@@ -59,6 +75,12 @@ def test_demo_drives_whole_sse_and_websocket_turns_and_fails_some_on_request(
     # The conversations it finished, it closed (they no longer stay active forever).
     assert progress.conversations_closed > 0
     assert closed == progress.conversations_closed + progress.handoffs["completed"]
+    # They ended with outcomes: reported on close, or (the judged goal) by its judge.
+    assert progress.endings["reported"] > 0
+    assert progress.endings["for_judge"] > 0
+    assert "left to the judge" in printed
+    assert demo_goal["judge"]["enabled"]
+    assert orders["ended"] + orders["judging"] > 0
     for channel in ("http", "sse", "ws"):
         assert value(registry, "conversation_turns_total", channel=channel, outcome="ok"), channel
     failed = sum(

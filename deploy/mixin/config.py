@@ -130,6 +130,28 @@ HANDOFF_SLI_WINDOWS = ("5m", "30m", "1h", "6h", SLO_PERIOD)
 # Containment and abandonment are read over this window.
 HANDOFF_RATIO_WINDOW = "1h"
 
+# Goal outcomes: each goal's SLO, as someone accountable for it states it: 80 % of its
+# conversations with a verdict (reported by the client or an agent, or the judge's)
+# achieved it. Goals differ and verdicts are few, so only slow burns alert, as tickets
+# (6 hours at twice the budget's rate, 3 days at its rate), and only with at least
+# GOAL_MIN_VERDICTS verdicts in the long window.
+GOAL_SUCCESS = SLO(
+    "goal_success",
+    0.80,
+    "conversations that achieved their goal, of those with a verdict (reported or judged)",
+)
+GOAL_BURN_RATE_ALERTS = (
+    ("warning", "6h", "30m", 2.0),
+    ("warning", "3d", "6h", 1.0),
+)
+GOAL_MIN_VERDICTS = 10
+GOAL_SLI_WINDOWS = ("30m", "1h", "6h", "3d", "7d", SLO_PERIOD)
+# GoalSuccessRateDropped: the success ratio over the short window below this share of the
+# ratio over the long one (the goal's own normal), with at least GOAL_MIN_VERDICTS.
+GOAL_DROP_WINDOW = "6h"
+GOAL_BASELINE_WINDOW = "7d"
+GOAL_DROP_FACTOR = 0.8
+
 # Webhooks: a delivery pending this long (its receiver failing, or no replica delivering)
 # raises a ticket (WebhookDeliveryFailing), as does any delivery given up on.
 WEBHOOK_STALE_SECONDS = 900

@@ -540,6 +540,113 @@ ROWS: tuple[RowSpec, ...] = (
         ),
     ),
     RowSpec(
+        "Goals",
+        (
+            PanelSpec(
+                f"Goal success, 30 days (SLO {c.GOAL_SUCCESS.objective:.0%}, lowest goal)",
+                "Achieved, of the conversations with a verdict (reported by the client or an "
+                "agent, or the judge's), for the goal doing worst; from the recording rules.",
+                (_q(f"min(job_goal:goal_success:ratio_rate{c.SLO_PERIOD}{{{SCOPE}}})", "success"),),
+                "percentunit",
+                kind="stat",
+                width=6,
+                thresholds=((None, "red"), (c.GOAL_SUCCESS.objective, "green")),
+            ),
+            PanelSpec(
+                "Error budget left: goal_success (lowest goal)",
+                "Share of the 30-day goal_success budget not yet spent, for the goal doing "
+                "worst; GoalSuccessBudgetBurn tickets a slow burn.",
+                (_q(f"min(job_goal:slo_error_budget_remaining:ratio{{{SCOPE}}})", "left"),),
+                "percentunit",
+                kind="stat",
+                width=6,
+                thresholds=SLO_COLORS,
+            ),
+            PanelSpec(
+                "Outcomes per goal",
+                "Conversations ending a second, by goal and outcome (counted once their "
+                "outcome is final: after the judge's verdict when their goal judges).",
+                (
+                    _q(
+                        f"sum by (goal_id, outcome) (rate(conversations_ended_total{{{SEL}}}[{RATE}]))",
+                        "{{goal_id}} {{outcome}}",
+                    ),
+                ),
+                "ops",
+            ),
+            PanelSpec(
+                f"Success ratio per goal ({c.HANDOFF_RATIO_WINDOW}) vs objective",
+                "Achieved, of those with a verdict, per goal; GoalSuccessRateDropped tickets a "
+                f"goal whose {c.GOAL_DROP_WINDOW} ratio falls below {c.GOAL_DROP_FACTOR:.0%} of "
+                f"its {c.GOAL_BASELINE_WINDOW} one.",
+                (
+                    _q(
+                        f"job_goal:goal_success:ratio_rate{c.HANDOFF_RATIO_WINDOW}{{{SCOPE}}}",
+                        "{{goal_id}}",
+                    ),
+                    _q('slo:objective:ratio{slo="goal_success"}', "objective"),
+                ),
+                "percentunit",
+            ),
+            PanelSpec(
+                f"Containment and ends per goal ({c.HANDOFF_RATIO_WINDOW})",
+                "Containment: ended without ever going to a human, of all ended, per goal; "
+                "and conversations ended a second.",
+                (
+                    _q(
+                        f"job_goal:conversation_containment:ratio_rate{c.HANDOFF_RATIO_WINDOW}{{{SCOPE}}}",
+                        "{{goal_id}} contained",
+                    ),
+                    _q(
+                        f"job_goal:conversations_ended:rate{c.HANDOFF_RATIO_WINDOW}{{{SCOPE}}}",
+                        "{{goal_id}} ended /s",
+                    ),
+                ),
+                "short",
+            ),
+            PanelSpec(
+                "Turns to outcome (p50)",
+                "The customer's messages by the end, by outcome.",
+                (
+                    _q(
+                        f"histogram_quantile(0.5, sum by (outcome, le) (rate(conversation_ended_turns_bucket{{{SEL}}}[{RATE}])))",
+                        "{{outcome}}",
+                    ),
+                ),
+                "short",
+            ),
+            PanelSpec(
+                "Time to outcome (p50)",
+                "From a conversation's start to its end, by outcome.",
+                (
+                    _q(
+                        f"histogram_quantile(0.5, sum by (outcome, le) (rate(conversation_duration_seconds_bucket{{{SEL}}}[{RATE}])))",
+                        "{{outcome}}",
+                    ),
+                ),
+                "s",
+            ),
+            PanelSpec(
+                "Judge: verdicts, backlog and cost",
+                "The judge's verdicts a second by label (error: given up), ended "
+                "conversations waiting for it (one database: the highest reading), and what "
+                "its calls cost in US dollars an hour.",
+                (
+                    _q(
+                        f"sum by (label) (rate(goal_evaluations_total{{{SEL}}}[{RATE}]))",
+                        "{{label}} /s",
+                    ),
+                    _q(f"max(goal_evaluations_pending{{{SEL}}})", "pending"),
+                    _q(
+                        f'sum(rate(llm_cost_usd_total{{{SEL}, operation="judge"}}[{RATE}])) * 3600',
+                        "USD/h",
+                    ),
+                ),
+                "short",
+            ),
+        ),
+    ),
+    RowSpec(
         "Database",
         (
             PanelSpec(

@@ -155,6 +155,7 @@ def recording_rules() -> list[Rule]:
             )
         )
     slo += _handoff_rules()
+    slo += _goal_rules()
     for objective, sli in SLIS.items():
         labels = {"slo": objective.name}
         slo += [
@@ -223,6 +224,114 @@ def _handoff_rules() -> list[Rule]:
         ),
     ]
     return rules
+
+
+# A goal's outcomes with a verdict, and the achieved ones, over a window.
+_VERDICTS = 'outcome=~"achieved|not_achieved"'
+
+
+def _goal_rules() -> list[Rule]:
+    """Per goal: verdicts, the success ratio (achieved of verdicts), its SLO's budget left,
+    containment; the SLO's objective and budget as constants for the dashboard."""
+    by = f"{BY}, goal_id"
+    rules = []
+    for window in c.GOAL_SLI_WINDOWS:
+        verdicts = f"job_goal:goal_verdicts:rate{window}"
+        rules += [
+            _record(
+                verdicts,
+                f"sum by ({by}) (rate(conversations_ended_total{{{SELECTOR}, {_VERDICTS}}}[{window}]))",
+            ),
+            _record(
+                f"job_goal:goal_success:ratio_rate{window}",
+                f'(sum by ({by}) (rate(conversations_ended_total{{{SELECTOR}, outcome="achieved"}}[{window}]))'
+                f" or 0 * {verdicts}) / {verdicts}",
+            ),
+        ]
+    window = c.HANDOFF_RATIO_WINDOW
+    ended = f"sum by ({by}) (rate(conversations_ended_total{{{SELECTOR}}}[{window}]))"
+    objective = c.GOAL_SUCCESS
+    labels = {"slo": objective.name}
+    rules += [
+        _record(f"job_goal:conversations_ended:rate{window}", ended),
+        _record(
+            f"job_goal:conversation_containment:ratio_rate{window}",
+            f'(sum by ({by}) (rate(conversations_ended_total{{{SELECTOR}, escalated="false"}}[{window}]))'
+            f" or 0 * {ended}) / {ended}",
+        ),
+        {
+            "record": "slo:objective:ratio",
+            "expr": f"vector({objective.objective})",
+            "labels": labels,
+        },
+        {
+            "record": "slo:error_budget:ratio",
+            "expr": f"vector({objective.error_budget})",
+            "labels": labels,
+        },
+        {
+            "record": "job_goal:slo_error_budget_remaining:ratio",
+            "expr": f"1 - (1 - job_goal:goal_success:ratio_rate{c.SLO_PERIOD})"
+            f" / {objective.error_budget}",
+            "labels": labels,
+        },
+    ]
+    return rules
+
+
+def _goal_alerts() -> list[Rule]:
+    """Tickets: a goal's success burning its budget slowly, or dropping below its own
+    normal. Never pages: a goal's verdicts are business, not an outage."""
+    slo, alerts = c.GOAL_SUCCESS, []
+    for severity, long, short, rate in c.GOAL_BURN_RATE_ALERTS:
+        threshold = f"{rate * slo.error_budget:g}"
+        enough = f"job_goal:goal_verdicts:rate{long} * {_seconds(long)} >= {c.GOAL_MIN_VERDICTS}"
+        alerts.append(
+            _alert(
+                "GoalSuccessBudgetBurn",
+                f"1 - job_goal:goal_success:ratio_rate{long} > {threshold}"
+                f" and 1 - job_goal:goal_success:ratio_rate{short} > {threshold}"
+                f" and {enough}",
+                for_="30m",
+                severity=severity,
+                labels={"long": long, "short": short},
+                signals=[
+                    f"job_goal:goal_success:ratio_rate{long}",
+                    f"job_goal:goal_success:ratio_rate{short}",
+                    f"job_goal:goal_verdicts:rate{long}",
+                ],
+                summary="Goal {{ $labels.goal_id }} is burning its success error budget",
+                description=(
+                    f"{slo.description[0].upper()}{slo.description[1:]}: the SLO is "
+                    f"{slo.objective:.0%}. Over {long} {{{{ $value | humanizePercentage }}}} "
+                    f"of goal {{{{ $labels.goal_id }}}}'s verdicts were not achieved ({rate:g}x "
+                    f"the sustainable rate; over {short} too)."
+                ),
+            )
+        )
+    drop, baseline = c.GOAL_DROP_WINDOW, c.GOAL_BASELINE_WINDOW
+    alerts.append(
+        _alert(
+            "GoalSuccessRateDropped",
+            f"job_goal:goal_success:ratio_rate{drop}"
+            f" < {c.GOAL_DROP_FACTOR} * job_goal:goal_success:ratio_rate{baseline}"
+            f" and job_goal:goal_verdicts:rate{drop} * {_seconds(drop)} >= {c.GOAL_MIN_VERDICTS}",
+            for_="30m",
+            severity="warning",
+            signals=[
+                f"job_goal:goal_success:ratio_rate{drop}",
+                f"job_goal:goal_success:ratio_rate{baseline}",
+            ],
+            summary="Goal {{ $labels.goal_id }} succeeds less often than it used to",
+            description=(
+                f"Over {drop} {{{{ $value | humanizePercentage }}}} of goal "
+                f"{{{{ $labels.goal_id }}}}'s verdicts were achieved: below "
+                f"{c.GOAL_DROP_FACTOR:.0%} of its {baseline} ratio (a prompt, model or "
+                "product change?)."
+            ),
+        )
+    )
+    return alerts
 
 
 def _alert(
@@ -541,6 +650,7 @@ def alerting_rules() -> list[Rule]:
             # Handoffs are few: at least this many in the long window.
             f"job:slo_handoffs:rate{{long}} * {{long_seconds}} >= {c.HANDOFF_MIN_COUNT}",
         ),
+        *_goal_alerts(),
     ]
 
 

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -34,13 +35,14 @@ from parley.api.schemas import (
     ConversationPage,
     GoalList,
     GoalOut,
+    GoalOutcomesOut,
     HandoffOut,
     HandoffPage,
     LiveEventOut,
     MessageOut,
     TurnOut,
 )
-from parley.domain.models import ConversationStatus, EscalationReason, HandoffState
+from parley.domain.models import ConversationStatus, EscalationReason, HandoffState, Outcome
 
 __all__ = [
     "Accepted",
@@ -256,10 +258,17 @@ class ParleyClient:
         model: str | None = None,
         escalation: Mapping[str, Any] | None = None,
         idle_timeout_seconds: int | None = None,
+        success_criteria: str | None = None,
+        judge: Mapping[str, Any] | None = None,
     ) -> GoalOut:
+        """``judge``: ``{"enabled": True, "sample_rate": 0.5}`` (needs success criteria)."""
         body: dict[str, Any] = {"name": name, "instructions": instructions, "model": model}
         if idle_timeout_seconds is not None:
             body["idle_timeout_seconds"] = idle_timeout_seconds
+        if success_criteria is not None:
+            body["success_criteria"] = success_criteria
+        if judge is not None:
+            body["judge"] = dict(judge)
         if goal_id is not None:
             body["id"] = goal_id
         if escalation is not None:
@@ -278,6 +287,14 @@ class ParleyClient:
 
     async def delete_goal(self, goal_id: str) -> None:
         await self._call("DELETE", f"/v1/goals/{goal_id}")
+
+    async def goal_outcomes(
+        self, goal_id: str, *, since: datetime | None = None
+    ) -> GoalOutcomesOut:
+        """How the goal's conversations ended since ``since`` (agent or admin key)."""
+        params = {"since": since.isoformat() if since else None}
+        answer = await self._call("GET", f"/v1/goals/{goal_id}/outcomes", params=params)
+        return GoalOutcomesOut.model_validate(answer)
 
     # -- conversations -----------------------------------------------------------------
 
@@ -311,9 +328,17 @@ class ParleyClient:
         answer = await self._call("GET", "/v1/conversations/", params=params)
         return ConversationPage.model_validate(answer)
 
-    async def close_conversation(self, conversation_id: uuid.UUID | str) -> ConversationOut:
-        answer = await self._call("POST", f"/v1/conversations/{conversation_id}/close")
-        return ConversationOut.model_validate(answer)
+    async def close_conversation(
+        self, conversation_id: uuid.UUID | str, *, outcome: Outcome | None = None
+    ) -> ConversationOut:
+        """End it, with the outcome the caller knows (none: unknown, or the judge's)."""
+        body = {"outcome": outcome.value} if outcome is not None else None
+        path = f"/v1/conversations/{conversation_id}/close"
+        return ConversationOut.model_validate(await self._call("POST", path, json_body=body))
+
+    async def delete_conversation(self, conversation_id: uuid.UUID | str) -> None:
+        """Delete an ended conversation with everything it holds."""
+        await self._call("DELETE", f"/v1/conversations/{conversation_id}")
 
     async def escalate_conversation(
         self,
@@ -394,9 +419,16 @@ class ParleyClient:
         return ConversationOut.model_validate(await self._call("POST", path))
 
     async def resolve(
-        self, conversation_id: uuid.UUID | str, *, return_to_bot: bool, note: str | None = None
+        self,
+        conversation_id: uuid.UUID | str,
+        *,
+        return_to_bot: bool,
+        note: str | None = None,
+        outcome: Outcome | None = None,
     ) -> ConversationOut:
-        body = {"return_to_bot": return_to_bot, "note": note}
+        body: dict[str, Any] = {"return_to_bot": return_to_bot, "note": note}
+        if outcome is not None:
+            body["outcome"] = outcome.value
         path = f"/v1/conversations/{conversation_id}/resolve"
         return ConversationOut.model_validate(await self._call("POST", path, json_body=body))
 

@@ -7,7 +7,9 @@ conversation; ``--fail`` asks the simulated LLM to fail that share of turns (it 
 message that carries its failure marker). A live line shows turns/s, p95 and errors.
 
 Human agents play too: they claim what waits in the handoff queue, answer, and return it
-to the bot or complete it; some customers leave the queue before an agent comes. In
+to the bot or complete it (with an outcome); some customers leave the queue before an
+agent comes. Conversations end every way: closed with an outcome, closed with none for
+the judged goal's judge, left idle for the timeout. In
 development mode (no key) the agents are named in a header; with keys, they need an
 agent key (``--agent-key``, PARLEY_DEMO_AGENT_KEY), or no agent plays.
 """
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from parley.client import Escalated, HeldForAgent, ParleyClient, ParleyError, TurnFailed
-from parley.domain.models import HandoffState
+from parley.domain.models import HandoffState, Outcome
 from parley.llm.simulated import FAIL_MARKER
 
 GOALS = (
@@ -33,6 +35,17 @@ GOALS = (
     ("Onboarding", "Walk new users through setting up their account.", ["agent"]),
     ("Billing", "Answer questions about invoices.", ["lawyer"]),
 )
+# What success is for each demo goal; the first goal's ended conversations are judged
+# (the simulated judge: achieved when the customer's last message thanks or says solved).
+CRITERIA = {
+    "Orders": "The customer knows where their order is or how to change it.",
+    "Onboarding": "The new user's account is set up.",
+    "Billing": "The customer understands their invoice.",
+}
+JUDGED_GOAL = "Orders"
+# Demo conversations left alone end this soon (the sweep ends them as timeouts).
+IDLE_TIMEOUT_SECONDS = 60
+SATISFIED = "Thanks, that solved it."
 QUESTIONS = (
     "Where is my order?",
     "How do I change my address?",
@@ -54,6 +67,9 @@ class Progress:
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=500))
     conversations_closed: int = 0
     handoffs: Counter[str] = field(default_factory=Counter)  # returned_to_bot, ...
+    # How conversations were left: reported (closed with an outcome), for_judge (closed
+    # with none), idle (left to the timeout).
+    endings: Counter[str] = field(default_factory=Counter)
 
     @property
     def turns(self) -> int:
@@ -75,6 +91,11 @@ class Progress:
             cells = "".join(f"{n:>{width}}" for n in [*counts, sum(counts)])
             lines.append(f"{channel:<7}{cells}")
         lines.append(f"{self.conversations_closed} conversations closed when done")
+        e = self.endings
+        lines.append(
+            f"outcomes: {e['reported']} reported on close, {e['for_judge']} left to the judge, "
+            f"{e['idle']} left idle (ended by the timeout)"
+        )
         h = self.handoffs
         lines.append(
             f"handoffs: {h['returned_to_bot']} returned to the bot, {h['completed']} "
@@ -108,16 +129,24 @@ class Plan:
 async def _goals(parley: ParleyClient) -> list[str]:
     ids = []
     for name, instructions, phrases in GOALS:
+        goal_id = f"demo-{name.lower()}"
+        outcomes = {
+            "success_criteria": CRITERIA[name],
+            "judge": {"enabled": name == JUDGED_GOAL, "sample_rate": 1.0},
+            "idle_timeout_seconds": IDLE_TIMEOUT_SECONDS,
+        }
         try:
             await parley.create_goal(
                 f"Demo {name}",
                 instructions,
                 escalation={"max_turns": 12, "trigger_phrases": phrases},
+                **outcomes,  # type: ignore[arg-type]
             )
         except ParleyError as error:
             if error.code != "goal_exists":  # made by an earlier demo
                 raise
-        ids.append(f"demo-{name.lower()}")
+            await parley.update_goal(goal_id, **outcomes)  # one made before outcomes
+        ids.append(goal_id)
     return ids
 
 
@@ -155,8 +184,29 @@ async def _client(
                 ended = True
                 break
         if not ended:  # a customer who is done: the conversation ends, as it would
-            await parley.close_conversation(conversation)
-            progress.conversations_closed += 1
+            await _leave(parley, conversation, GOALS[index][0], rng, progress)
+
+
+async def _leave(
+    parley: ParleyClient, conversation: uuid.UUID, goal: str, rng: random.Random, progress: Progress
+) -> None:
+    """Every way a customer's conversation ends: closed with the outcome the client knows,
+    closed with none (the judged goal: its judge decides, from what the customer said
+    last), or left alone until the goal's idle timeout ends it."""
+    roll = rng.random()
+    if roll < 0.1:
+        progress.endings["idle"] += 1
+        return
+    if goal == JUDGED_GOAL:
+        if rng.random() < 0.6:  # satisfied: the judge finds it achieved
+            await _turn(parley, conversation, SATISFIED, "http")
+        await parley.close_conversation(conversation)
+        progress.endings["for_judge"] += 1
+    else:
+        outcome = Outcome.ACHIEVED if roll < 0.75 else Outcome.NOT_ACHIEVED
+        await parley.close_conversation(conversation, outcome=outcome)
+        progress.endings["reported"] += 1
+    progress.conversations_closed += 1
 
 
 async def _wait_or_leave(
@@ -203,7 +253,8 @@ async def _agent(
         try:
             await parley.send_as_agent(conversation, f"Hi, {name} here: I can help with that.")
             back = rng.random() < 0.5
-            await parley.resolve(conversation, return_to_bot=back, note="demo")
+            outcome = None if back else rng.choice((Outcome.ACHIEVED, Outcome.NOT_ACHIEVED))
+            await parley.resolve(conversation, return_to_bot=back, note="demo", outcome=outcome)
             progress.handoffs["returned_to_bot" if back else "completed"] += 1
         except ParleyError:
             pass  # the customer closed it meanwhile

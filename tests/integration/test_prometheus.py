@@ -54,6 +54,7 @@ def parley(tmp_path: Path) -> Iterator[tuple[LiveServer, SimulatedProvider, Coll
         llm_max_retries=1,
         log_level="CRITICAL",
         api_keys=SECRET,
+        judge_poll_seconds=0.1,
     )
     provider = build_provider(settings)
     assert isinstance(provider, SimulatedProvider)
@@ -69,7 +70,13 @@ def parley(tmp_path: Path) -> Iterator[tuple[LiveServer, SimulatedProvider, Coll
 async def _session(url: str, run: int) -> None:
     """The same requests every run, so every series exists after the first one."""
     async with httpx.AsyncClient(base_url=url, headers=AUTHORIZATION) as http:
-        goal = {"id": "support", "name": "Support", "instructions": "Help with orders."}
+        goal = {
+            "id": "support",
+            "name": "Support",
+            "instructions": "Help with orders.",
+            "success_criteria": "The customer knows where their order is.",
+            "judge": {"enabled": True},
+        }
         assert (await http.post("/v1/goals/", json=goal)).status_code in (201, 409)
         assert (await http.post("/v1/goals/", json=goal)).status_code == 409
         new_goal = {"id": f"extra-{run}", "name": "Extra", "instructions": "Help."}
@@ -109,7 +116,16 @@ async def _session(url: str, run: int) -> None:
         assert turn.json()["escalation_reason"] == "trigger_phrase"  # b waits for an agent
         assert (await http.get(f"/v1/conversations/{c}")).status_code == 200
         await _handoffs(http, run, a)
+        # c ends for the judge (the simulated one: achieved, thanked); others reported.
+        thanks = {"content": "Thanks, that solved it."}
+        assert (await http.post(f"/v1/conversations/{c}/messages", json=thanks)).status_code == 200
         assert (await http.post(f"/v1/conversations/{c}/close")).status_code == 200
+        for outcome in ("achieved", "not_achieved"):
+            made = await http.post("/v1/conversations/", json={"goal_id": "support"})
+            ended = made.json()["id"]
+            closing = {"outcome": outcome}
+            closed = await http.post(f"/v1/conversations/{ended}/close", json=closing)
+            assert closed.status_code == 200
 
 
 async def _handoffs(http: httpx.AsyncClient, run: int, escalated: str) -> None:
@@ -122,7 +138,7 @@ async def _handoffs(http: httpx.AsyncClient, run: int, escalated: str) -> None:
     assert (await http.post(f"{path}/assign", headers=agent)).status_code == 409
     answer = await http.post(f"{path}/messages", json={"content": "Ann here"}, headers=agent)
     assert answer.status_code == 201
-    done = {"return_to_bot": False}
+    done = {"return_to_bot": False, "outcome": "achieved"}
     assert (await http.post(f"{path}/resolve", json=done, headers=agent)).status_code == 200
     assert (await http.post(f"{path}/resolve", json=done, headers=agent)).status_code == 409
     left = (await http.post("/v1/conversations/", json={"goal_id": "support"})).json()["id"]

@@ -32,7 +32,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     with replicas(tmp_path_factory.mktemp("replicas"), POSTGRES_URL) as running:
         created = httpx.post(
             f"{running.balancer_url}/v1/goals/",
-            json={"name": "Replicas", "instructions": "Answer briefly."},
+            json={
+                "name": "Replicas",
+                "instructions": "Answer briefly.",
+                "success_criteria": "The customer says thanks.",
+                "judge": {"enabled": True},
+            },
         )
         assert created.status_code == 201
         yield running
@@ -126,7 +131,13 @@ async def _more_traffic(url: str) -> None:
         done = {"return_to_bot": False}
         await http.post(f"/v1/conversations/{worked}/resolve", json=done, headers=agent)
         await http.post(f"/v1/conversations/{left}/close")
+        # The goals row: outcomes reported (achieved, not achieved) and one for the judge.
         await http.post(f"/v1/conversations/{answer.json()['id']}/close")
+        for outcome in ("achieved", "not_achieved"):
+            ended = (await http.post("/v1/conversations/", json={"goal_id": "replicas"})).json()
+            await http.post(f"/v1/conversations/{ended['id']}/messages", json={"content": "hi"})
+            closing = {"outcome": outcome}
+            await http.post(f"/v1/conversations/{ended['id']}/close", json=closing)
 
 
 def test_concurrent_turns_on_one_conversation_through_every_replica_stay_consistent(
