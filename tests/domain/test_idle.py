@@ -99,3 +99,17 @@ async def test_a_conversation_with_news_since_is_not_idle() -> None:
     store.conversations.conversations[conversation.id] = fresh
     assert await service.end_idle(now + timedelta(minutes=5)) == 0
     assert await service.end_idle(now + timedelta(minutes=11)) == 1
+
+
+async def test_thousands_idle_at_once_end_in_bounded_batches_each_once() -> None:
+    """A sweep ends at most its batch per goal; the next sweeps end the rest, none twice."""
+    store, events = MemoryStore(), Recorded()
+    await store.goals.add(sample_goal(idle_timeout_seconds=60))
+    service = ConversationService(store.conversations, GoalService(store.goals), events)
+    for _ in range(2500):
+        await service.create("support", {})
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    swept = [await service.end_idle(later, limit=1000) for _ in range(4)]
+    assert swept == [1000, 1000, 500, 0]
+    assert len(events.closed) == 2500
+    assert len({conversation.id for conversation, _ in events.closed}) == 2500

@@ -107,6 +107,7 @@ CONVERSATIONS = Table(
     Index("ix_conversations_status", "status"),
     Index("ix_conversations_handoff", "handoff_state", "escalated_at", "id"),
     Index("ix_conversations_ended", "goal_id", "ended_at"),
+    Index("ix_conversations_idle", "goal_id", "status", "updated_at"),
 )
 
 # An escalation opens a new handoff: waiting, held by nobody (the last one's times cleared).

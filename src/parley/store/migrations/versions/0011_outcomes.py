@@ -41,6 +41,9 @@ def upgrade() -> None:
         " WHERE status = 'completed'"
     )
     op.create_index("ix_conversations_ended", "conversations", ["goal_id", "ended_at"])
+    # The idle sweep's lookup: a goal's open conversations, the longest unchanged first,
+    # without reading the goal's ended ones (most of them, in time).
+    op.create_index("ix_conversations_idle", "conversations", ["goal_id", "status", "updated_at"])
     op.create_table(
         "evaluations",
         sa.Column(
@@ -67,6 +70,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_evaluations_due", "evaluations")
     op.drop_table("evaluations")
+    op.drop_index("ix_conversations_idle", "conversations")
     op.drop_index("ix_conversations_ended", "conversations")
     with op.batch_alter_table("conversations") as conversations:
         for column in ("ended_turns", "outcome_source", "outcome", "ended_at"):
