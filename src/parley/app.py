@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import FastAPI
@@ -50,7 +51,17 @@ from parley.observability import (
     instrument_app,
 )
 from parley.observability.loop_lag import event_loop_lag_watched
+from parley.observability.request_id import exemplars_from_traces
+from parley.observability.tracing import (
+    TracingMiddleware,
+    add_trace_ids,
+    start_tracing,
+    trace_exemplar,
+)
 from parley.services import Services
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 from parley.store import Database, Store, upgrade_to_head
 from parley.store.database import EngineOptions
 from parley.telemetry import (
@@ -178,7 +189,11 @@ def build_services(settings: Settings, provider: LLMProvider | None = None) -> S
 
 
 def instrument_services(
-    services: Services, instrumentation: Instrumentation, settings: Settings, live: LiveMetrics
+    services: Services,
+    instrumentation: Instrumentation,
+    settings: Settings,
+    live: LiveMetrics,
+    tracer: Tracer | None = None,
 ) -> ConversationMetrics:
     """Hook metrics into the seams: LLM gateway, business events, store."""
     models = tuple(settings.llm_models) or (settings.default_model, *PRICES)
@@ -188,7 +203,7 @@ def instrument_services(
         limit=settings.metrics_key_label_limit,
         overflow=instrumentation.guard.overflow,
     )
-    services.gateway.add_observer(instrument_llm(instrumentation, models, key_label))
+    services.gateway.add_observer(instrument_llm(instrumentation, models, key_label, tracer))
     business = BusinessMetrics.register(instrumentation.registry)
     conversation_metrics = ConversationMetrics(
         business,
@@ -352,15 +367,23 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await services.gateway.aclose()
         await services.store.database.dispose()
         await services.limiter.aclose()
+        if state.tracing is not None:
+            state.tracing.shutdown()  # what is buffered is exported
 
 
 def create_app(settings: Settings | None = None, *, provider: LLMProvider | None = None) -> FastAPI:
     """The Parley ASGI app. ``provider`` replaces the configured LLM provider (tests, embedding)."""
     settings = settings or load_settings()
+    tracing = start_tracing(__version__)  # None unless the OTEL_* variables ask for traces
+    exemplars_from_traces(trace_exemplar if tracing else None)
     configure_logging(
-        settings.log_level, settings.log_format.value, log_content=settings.log_content
+        settings.log_level,
+        settings.log_format.value,
+        log_content=settings.log_content,
+        trace_ids=add_trace_ids if tracing else None,
     )
     services = build_services(settings, provider)
+    tracer = tracing.tracer if tracing else None
     app = FastAPI(
         title="Parley",
         version=__version__,
@@ -391,11 +414,14 @@ def create_app(settings: Settings | None = None, *, provider: LLMProvider | None
         settings=settings.model_copy(update={"api_keys": []}),
         services=services,
         rate_limits=_rate_limits(settings, services, instrumentation),
-        turn_telemetry=TurnTelemetry(TurnMetrics.register(instrumentation.registry)),
-        conversation_metrics=instrument_services(services, instrumentation, settings, live),
+        turn_telemetry=TurnTelemetry(TurnMetrics.register(instrumentation.registry), tracer=tracer),
+        conversation_metrics=instrument_services(services, instrumentation, settings, live, tracer),
         live_metrics=live,
         webhook_metrics=webhooks,
+        tracing=tracing,
     )
+    if tracing is not None:  # outside the metrics: their exemplars name its trace
+        app.add_middleware(TracingMiddleware, tracing=tracing)
     app.add_middleware(RequestIdMiddleware)  # added last, so it runs first
     return app
 

@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -66,15 +67,20 @@ from parley.observability.sqlalchemy import instrument_engine
 from parley.store import Store
 from parley.webhooks import WEBHOOK_TYPES
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
 LLM_ERROR_TYPES = tuple(kind.value for kind in LLMErrorKind)
 _db_log = structlog.get_logger("parley.store")
 
 
 class LLMTelemetry:
-    """A gateway observer: every provider call is measured and logged here."""
+    """A gateway observer: every provider call is measured and logged here, and, with
+    tracing on, is a GenAI client span (the semantic conventions of SEMCONV_VERSION)."""
 
-    def __init__(self, instrumentation: LLMInstrumentation) -> None:
+    def __init__(self, instrumentation: LLMInstrumentation, tracer: Tracer | None = None) -> None:
         self.instrumentation = instrumentation
+        self.tracer = tracer
 
     def call_started(self, call: LLMCallInfo) -> _CallRecorder:
         return _CallRecorder(
@@ -85,17 +91,50 @@ class LLMTelemetry:
                 operation=call.operation.value,
             ),
             call,
+            None if self.tracer is None else _llm_span(self.tracer, call),
         )
 
 
+def _llm_span(tracer: Tracer, call: LLMCallInfo) -> Span:
+    """The GenAI client span of one logical call (its retries are events on it)."""
+    from opentelemetry.trace import SpanKind
+
+    attributes: dict[str, str | int] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": call.provider,
+        "gen_ai.request.model": call.model,
+        "parley.llm.operation": call.operation.value,  # chat, or the judge's
+    }
+    if call.conversation_id is not None:
+        attributes["gen_ai.conversation.id"] = call.conversation_id
+    if call.max_tokens is not None:
+        attributes["gen_ai.request.max_tokens"] = call.max_tokens
+    return tracer.start_span(f"chat {call.model}", kind=SpanKind.CLIENT, attributes=attributes)
+
+
 class _CallRecorder:
-    def __init__(self, call: LLMCall, info: LLMCallInfo) -> None:
+    def __init__(self, call: LLMCall, info: LLMCallInfo, span: Span | None) -> None:
         self._call = call
         self._info = info
+        self._span = span
+
+    def propagation_headers(self) -> Mapping[str, str]:
+        if self._span is None:
+            return {}
+        from opentelemetry import propagate, trace
+
+        headers: dict[str, str] = {}
+        propagate.inject(headers, context=trace.set_span_in_context(self._span))
+        return headers
 
     def retrying(self, error: LLMError, attempt: int, wait_seconds: float) -> None:
         self._headroom(error.rate_limit)
         self._call.retry(error.kind, attempt, wait_seconds)
+        if self._span is not None:
+            self._span.add_event(
+                "gen_ai.client.retry",
+                {"error.type": error.kind.value, "attempt": attempt, "wait_seconds": wait_seconds},
+            )
 
     def _headroom(self, rate_limit: RateLimit | None) -> None:
         if rate_limit is not None:
@@ -104,7 +143,14 @@ class _CallRecorder:
     def first_token(self) -> None:
         self._call.first_token()
 
-    def succeeded(self, usage: Usage | None, rate_limit: RateLimit | None) -> None:
+    def succeeded(
+        self,
+        usage: Usage | None,
+        rate_limit: RateLimit | None,
+        *,
+        response_model: str | None = None,
+        finish_reason: str | None = None,
+    ) -> None:
         self._call.succeeded(
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
@@ -114,6 +160,15 @@ class _CallRecorder:
             remaining_tokens=rate_limit.remaining_tokens if rate_limit else None,
             cost_usd=estimate_cost(self._info.model, usage, self._info.provider),
         )
+        if self._span is not None:
+            span = self._span
+            span.set_attribute("gen_ai.response.model", response_model or self._info.model)
+            if finish_reason is not None:
+                span.set_attribute("gen_ai.response.finish_reasons", (finish_reason,))
+            if usage is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+            span.end()
 
     def failed(self, error: LLMError, usage: Usage | None = None) -> None:
         self._headroom(error.rate_limit)
@@ -125,6 +180,12 @@ class _CallRecorder:
             cached_prompt_tokens=usage.cached_prompt_tokens if usage else None,
             cost_usd=estimate_cost(self._info.model, usage, self._info.provider),
         )
+        if self._span is not None:
+            from opentelemetry.trace import StatusCode
+
+            self._span.set_attribute("error.type", error.kind.value)
+            self._span.set_status(StatusCode.ERROR, error.kind.value)
+            self._span.end()
 
 
 class ConversationMetrics:
@@ -375,11 +436,17 @@ class DatabaseErrors:
 
 
 def instrument_llm(
-    instrumentation: Instrumentation, models: tuple[str, ...], key_label: CappedLabel
+    instrumentation: Instrumentation,
+    models: tuple[str, ...],
+    key_label: CappedLabel,
+    tracer: Tracer | None = None,
 ) -> LLMTelemetry:
     metrics = LLMMetrics.register(instrumentation.registry)
     return LLMTelemetry(
-        LLMInstrumentation(metrics, models=models, error_types=LLM_ERROR_TYPES, key_names=key_label)
+        LLMInstrumentation(
+            metrics, models=models, error_types=LLM_ERROR_TYPES, key_names=key_label
+        ),
+        tracer,
     )
 
 
@@ -402,34 +469,58 @@ class TurnTelemetry:
     """A turn's events, as a channel sends them, become the turn metrics: the outcome, the
     time to the first token sent and to the last event sent."""
 
-    def __init__(self, metrics: TurnMetrics, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        metrics: TurnMetrics,
+        clock: Callable[[], float] = time.perf_counter,
+        tracer: Tracer | None = None,
+    ):
         self.metrics = metrics
         self.clock = clock
+        self.tracer = tracer
 
-    def rejected(self, channel: str) -> None:
+    def begin(self, channel: str, conversation_id: object) -> TurnTrace | None:
+        """With tracing on: the turn's span, current until ``detach`` (call it once the
+        turn has started: its task, created by then, runs under the span); None when off."""
+        if self.tracer is None:
+            return None
+        return TurnTrace(self.tracer, channel, str(conversation_id))
+
+    def rejected(self, channel: str, trace: TurnTrace | None = None) -> None:
         """The turn was refused as the client's error before its message was stored (409,
         413, 422, 429)."""
         self.metrics.turns.labels(channel, "rejected").inc()
+        if trace is not None:
+            trace.end("rejected")
 
-    def refused(self, channel: str, error: DomainError) -> None:
+    def refused(self, channel: str, error: DomainError, trace: TurnTrace | None = None) -> None:
         """The turn was refused before its message was stored: by the client's error
         (``rejected``), or because the database failed (``db_error``, a failed turn: a 503
         on the messages route is an outage, not the client's doing)."""
         outcome = "db_error" if isinstance(error, DatabaseUnavailableError) else "rejected"
         self.metrics.turns.labels(channel, outcome).inc()
+        if trace is not None:
+            trace.end(outcome, error.code)
 
     async def observe(
-        self, channel: str, events: AsyncIterator[TurnEvent], timings: TurnTimings | None = None
+        self,
+        channel: str,
+        events: AsyncIterator[TurnEvent],
+        timings: TurnTimings | None = None,
+        trace: TurnTrace | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         started: float | None = None
         first_token_sent = False
         self.metrics.in_flight.inc()
         outcome = "cancelled"  # unless an end is seen: the client left, or the request ended
+        error_code: str | None = None
         try:
             async for event in events:
                 match event:
-                    case Accepted():
+                    case Accepted(conversation):
                         started = self.clock()
+                        if trace is not None:
+                            trace.span.set_attribute("parley.goal.id", conversation.goal_id)
                     case Done():
                         outcome = "ok"
                     case Escalated() if outcome == "cancelled":
@@ -438,6 +529,7 @@ class TurnTelemetry:
                         outcome = "handoff"
                     case Failed(error):
                         outcome = failed_outcome(error)
+                        error_code = error.code
                 yield event  # resumed once the channel has sent it
                 if isinstance(event, Token) and not first_token_sent and started is not None:
                     first_token_sent = True
@@ -449,3 +541,42 @@ class TurnTelemetry:
                 self.metrics.duration.labels(channel).observe(self.clock() - started)
             if timings is not None:
                 self.metrics.overhead.labels(channel).observe(timings.overhead())
+            if trace is not None:
+                trace.end(outcome, error_code)
+
+
+# Turn outcomes that are Parley's failure (the span's status is an error).
+_FAILED_OUTCOMES = frozenset({"llm_error", "interrupted", "crashed", "db_error"})
+
+
+class TurnTrace:
+    """A turn's span (tracing on): current from its start until ``detach``, ended with its
+    outcome. The conversation and goal are attributes, never metric labels."""
+
+    __slots__ = ("_token", "span")
+
+    def __init__(self, tracer: Tracer, channel: str, conversation_id: str) -> None:
+        from opentelemetry import context, trace
+
+        self.span = tracer.start_span(
+            "turn",
+            attributes={"parley.turn.channel": channel, "gen_ai.conversation.id": conversation_id},
+        )
+        self._token: object | None = context.attach(trace.set_span_in_context(self.span))
+
+    def detach(self) -> None:
+        from opentelemetry import context
+
+        if self._token is not None:
+            context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+
+    def end(self, outcome: str, error_code: str | None = None) -> None:
+        self.detach()
+        self.span.set_attribute("parley.turn.outcome", outcome)
+        if outcome in _FAILED_OUTCOMES:
+            from opentelemetry.trace import StatusCode
+
+            self.span.set_attribute("error.type", error_code or outcome)
+            self.span.set_status(StatusCode.ERROR, outcome)
+        self.span.end()

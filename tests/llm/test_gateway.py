@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pytest
@@ -33,8 +34,18 @@ class Recorder:
     def first_token(self) -> None:
         self.events.append(("first_token", None))
 
-    def succeeded(self, usage: Usage | None, rate_limit: RateLimit | None) -> None:
+    def succeeded(
+        self,
+        usage: Usage | None,
+        rate_limit: RateLimit | None,
+        *,
+        response_model: str | None = None,
+        finish_reason: str | None = None,
+    ) -> None:
         self.events.append(("succeeded", usage))
+
+    def propagation_headers(self) -> Mapping[str, str]:
+        return {}
 
     def failed(self, error: LLMError, usage: Usage | None = None) -> None:
         self.events.append(("failed", error.kind))

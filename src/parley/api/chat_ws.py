@@ -194,26 +194,33 @@ async def _handle(
             limited.code, limited.message, retry_after=limited.retry_after_seconds
         )
         return
+    trace = telemetry.begin("ws", conversation_id)  # None unless tracing is on
     try:
         turn = await chat.start_turn(
             conversation_id, content, streaming=True, idempotency_key=key, caller=caller
         )
     except RetryLaterError as later:  # the socket stays open: the client may wait
-        telemetry.refused("ws", later)
+        telemetry.refused("ws", later, trace)
         await channel.send_error(later.code, later.message, retry_after=later.retry_after_seconds)
         return
     except LimiterUnavailableError:
+        if trace is not None:
+            trace.end("rejected", "rate_limiter_unavailable")
         await channel.send_error(
             "rate_limiter_unavailable", "the rate limiter is unavailable", retry_after=1
         )
         return
     except DomainError as exc:
-        telemetry.refused("ws", exc)
+        telemetry.refused("ws", exc, trace)
         await channel.send_error(exc.code, exc.message)
         return
+    finally:
+        if trace is not None:
+            trace.detach()
     channel.on_leave = turn.abandon  # the client leaving mid-reply stops the LLM call
     try:
-        async with aclosing(telemetry.observe("ws", turn.events(), turn.timings)) as events:
+        observed = telemetry.observe("ws", turn.events(), turn.timings, trace)
+        async with aclosing(observed) as events:
             async for event in events:
                 await channel.send_frame(ws_frame(event))
     finally:

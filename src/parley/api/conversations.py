@@ -258,6 +258,7 @@ async def post_message(
         return JSONResponse(out.model_dump(mode="json"), status_code=status.HTTP_201_CREATED)
     streaming = body.stream or "text/event-stream" in (accept or "")
     channel = "sse" if streaming else "http"
+    trace = telemetry.begin(channel, conversation_id)  # None unless tracing is on
     try:
         turn = await chat.start_turn(
             conversation_id,
@@ -267,9 +268,12 @@ async def post_message(
             caller=principal,
         )
     except DomainError as refused:
-        telemetry.refused(channel, refused)
+        telemetry.refused(channel, refused, trace)
         raise
-    events = telemetry.observe(channel, turn.events(), turn.timings)
+    finally:
+        if trace is not None:
+            trace.detach()
+    events = telemetry.observe(channel, turn.events(), turn.timings, trace)
     if streaming:
         return EventSourceResponse(_sse_events(turn, events))
     folded = asyncio.ensure_future(_whole(events))

@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from parley.api.rate_limits import RateLimits
 from parley.config import Settings
 from parley.observability import LiveMetrics, WebhookMetrics
+from parley.observability.tracing import Tracing
 from parley.services import Services
 from parley.telemetry import ConversationMetrics, TurnTelemetry
 
@@ -23,6 +24,7 @@ class AppState:
     conversation_metrics: ConversationMetrics  # the goals labelled, refreshed by the lifespan
     live_metrics: LiveMetrics
     webhook_metrics: WebhookMetrics
+    tracing: Tracing | None = None  # None: traces off (the OTEL_* variables say so)
 
 
 def state_of(app: Starlette) -> AppState:

@@ -215,7 +215,7 @@ class ChatService:
         if opened.escalation is not None:
             emit(Escalated(opened.conversation, opened.escalation))
             return
-        request = self._chat_request(opened.goal, opened.history)
+        request = self._chat_request(opened.goal, opened.history, opened.conversation.id)
         parts: list[str] = []
         usage: list[Usage] = []
         timings = turn.timings
@@ -315,11 +315,14 @@ class ChatService:
         limiter, name, tpm = limit
         await limiter.charge(TOKENS, name, tpm, usage.total_tokens)
 
-    def _chat_request(self, goal: Goal, history: tuple[ChatMessage, ...]) -> ChatRequest:
+    def _chat_request(
+        self, goal: Goal, history: tuple[ChatMessage, ...], conversation_id: uuid.UUID
+    ) -> ChatRequest:
         return ChatRequest(
             model=goal.model or self._limits.default_model,
             messages=(ChatMessage(Role.SYSTEM, goal.instructions), *history),
             max_tokens=self._limits.max_reply_tokens,
+            conversation_id=str(conversation_id),
         )
 
     @asynccontextmanager

@@ -71,6 +71,7 @@ def judge_request(goal: Goal, conversation: Conversation, model: str) -> ChatReq
         max_tokens=VERDICT_MAX_TOKENS,
         operation=Operation.JUDGE,
         json_output=True,
+        conversation_id=str(conversation.id),
     )
 
 

@@ -7,7 +7,8 @@ metrics and the structured logs hook in without the providers knowing about eith
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +25,8 @@ class LLMCallInfo:
     model: str
     streaming: bool
     operation: Operation = Operation.CHAT
+    conversation_id: str | None = None
+    max_tokens: int | None = None
 
 
 class LLMCallRecorder(Protocol):
@@ -33,7 +36,18 @@ class LLMCallRecorder(Protocol):
 
     def first_token(self) -> None: ...
 
-    def succeeded(self, usage: Usage | None, rate_limit: RateLimit | None) -> None: ...
+    def succeeded(
+        self,
+        usage: Usage | None,
+        rate_limit: RateLimit | None,
+        *,
+        response_model: str | None = None,
+        finish_reason: str | None = None,
+    ) -> None: ...
+
+    def propagation_headers(self) -> Mapping[str, str]:
+        """Headers the provider request should carry for this call (trace context)."""
+        ...
 
     def failed(self, error: LLMError, usage: Usage | None = None) -> None:
         """``usage``: what the call was billed for although it failed (a stopped stream)."""
@@ -76,6 +90,7 @@ class LLMGateway:
 
     async def complete(self, request: ChatRequest) -> Completion:
         recorders = self._start(request, streaming=False)
+        request = _with_headers(request, recorders)
         attempt = 0
         while True:
             try:
@@ -93,7 +108,12 @@ class LLMGateway:
                 attempt += 1
                 continue
             for recorder in recorders:
-                recorder.succeeded(completion.usage, completion.rate_limit)
+                recorder.succeeded(
+                    completion.usage,
+                    completion.rate_limit,
+                    response_model=completion.model,
+                    finish_reason=completion.finish_reason,
+                )
             return completion
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
@@ -105,12 +125,14 @@ class LLMGateway:
         per-chunk path free of timer bookkeeping.
         """
         recorders = self._start(request, streaming=True)
+        request = _with_headers(request, recorders)
         attempt = 0
         while True:
             seen_content = False
             content_chunks = 0
             usage: Usage | None = None
             rate_limit: RateLimit | None = None
+            finish_reason: str | None = None
             chunks = aiter(self.provider.stream(request))
             try:
                 start = await self._first_content(chunks)
@@ -128,6 +150,7 @@ class LLMGateway:
                     async for chunk in chunks:
                         if chunk.usage is not None:
                             usage = chunk.usage
+                        finish_reason = chunk.finish_reason or finish_reason
                         content_chunks += bool(chunk.content)
                         yield chunk
             except Exception as exc:
@@ -145,7 +168,7 @@ class LLMGateway:
             finally:
                 await _aclose(chunks)
             for recorder in recorders:
-                recorder.succeeded(usage, rate_limit)
+                recorder.succeeded(usage, rate_limit, finish_reason=finish_reason)
             return
 
     async def _first_content(self, chunks: AsyncIterator[StreamChunk]) -> _StreamStart:
@@ -162,7 +185,14 @@ class LLMGateway:
         return start
 
     def _start(self, request: ChatRequest, *, streaming: bool) -> list[LLMCallRecorder]:
-        info = LLMCallInfo(self.provider.name, request.model, streaming, request.operation)
+        info = LLMCallInfo(
+            self.provider.name,
+            request.model,
+            streaming,
+            request.operation,
+            request.conversation_id,
+            request.max_tokens,
+        )
         return [observer.call_started(info) for observer in self.observers]
 
     async def _should_retry(
@@ -178,6 +208,12 @@ class LLMGateway:
 
     async def aclose(self) -> None:
         await self.provider.aclose()
+
+
+def _with_headers(request: ChatRequest, recorders: list[LLMCallRecorder]) -> ChatRequest:
+    """The request with the headers its observers ask for (none: the request as it is)."""
+    headers = [pair for r in recorders for pair in r.propagation_headers().items()]
+    return dataclasses.replace(request, headers=tuple(headers)) if headers else request
 
 
 def _as_llm_error(exc: Exception, *, mid_stream: bool = False) -> LLMError:

@@ -56,6 +56,7 @@ class GroqProvider:
                 # Groq's JSON mode: the reply is one JSON object (the judge's verdict).
                 response_format={"type": "json_object"} if request.json_output else groq.omit,
                 extra_body=_history(request),
+                extra_headers=dict(request.headers) if request.headers else None,
             )
             completion = await raw.parse()
         except Exception as exc:
@@ -80,6 +81,7 @@ class GroqProvider:
             max_tokens=request.max_tokens,
             stream=True,
             extra_body=_history(request),
+            extra_headers=dict(request.headers) if request.headers else None,
         )
         try:
             response = await opening.__aenter__()

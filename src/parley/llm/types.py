@@ -36,6 +36,10 @@ class ChatRequest:
     operation: Operation = Operation.CHAT
     # Ask for a JSON object (the provider's JSON mode) rather than prose.
     json_output: bool = False
+    # The conversation the call is for (traces name it; never sent to the provider).
+    conversation_id: str | None = None
+    # Headers the call carries besides the provider's own (a trace's traceparent).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

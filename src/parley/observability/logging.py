@@ -17,7 +17,11 @@ CONTENT_LOGGERS = ("groq", "openai", "httpcore", "httpx", "aiosqlite")
 
 
 def configure_logging(
-    level: str = "INFO", fmt: LogFormat = "auto", *, log_content: bool = False
+    level: str = "INFO",
+    fmt: LogFormat = "auto",
+    *,
+    log_content: bool = False,
+    trace_ids: Processor | None = None,
 ) -> None:
     """Route structlog and stdlib logging (uvicorn, alembic) through one renderer.
 
@@ -31,6 +35,8 @@ def configure_logging(
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if trace_ids is not None:  # tracing on: each line names its trace and span
+        shared.append(trace_ids)
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 
 import structlog
@@ -21,6 +22,15 @@ _EXEMPLAR_LABELS_LIMIT = 128
 logger = structlog.get_logger("parley.http")
 
 _current: ContextVar[str | None] = ContextVar("request_id", default=None)
+# With tracing on, exemplars name the trace (a panel jumps from a slow bucket to it).
+_trace_exemplar: Callable[[], dict[str, str] | None] | None = None
+
+
+def exemplars_from_traces(source: Callable[[], dict[str, str] | None] | None) -> None:
+    """Exemplars carry what ``source`` gives (the current trace id), the request id where
+    it gives nothing; None: the request id always (tracing off)."""
+    global _trace_exemplar
+    _trace_exemplar = source
 
 
 def current_request_id() -> str | None:
@@ -30,6 +40,10 @@ def current_request_id() -> str | None:
 
 def request_exemplar() -> dict[str, str] | None:
     """The exemplar for an observation in this context; ``None`` where it could not be one."""
+    if _trace_exemplar is not None:
+        traced = _trace_exemplar()
+        if traced is not None:
+            return traced
     request_id = _current.get()
     if not request_id or len("request_id") + len(request_id) > _EXEMPLAR_LABELS_LIMIT:
         return None
