@@ -159,6 +159,7 @@ class _CallRecorder:
             remaining_requests=rate_limit.remaining_requests if rate_limit else None,
             remaining_tokens=rate_limit.remaining_tokens if rate_limit else None,
             cost_usd=estimate_cost(self._info.model, usage, self._info.provider),
+            response_model=response_model,
         )
         if self._span is not None:
             span = self._span

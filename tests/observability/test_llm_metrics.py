@@ -392,3 +392,55 @@ def test_stored_usage_metrics_and_cost_agree_with_what_groq_bills(
         registry, "llm_cost_usd_total", model=model, key_name="", operation="chat"
     ) == pytest.approx(billed)
     assert estimate_cost(model, Usage(**reply["usage"])) == pytest.approx(billed)
+
+
+def _total(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """A sample summed over every series carrying ``labels``."""
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+async def test_the_genai_metrics_move_with_the_llm_ones_call_for_call() -> None:
+    """gen_ai_client_operation_duration_seconds and gen_ai_client_token_usage are the
+    same observations as llm_latency_seconds and llm_tokens_used_total."""
+    clock = FakeClock()
+    provider = TimedProvider(clock, ttft=0.4, gap=0.05, words=5)
+    gateway, registry = _gateway(provider, clock, retries=0)
+    await collect(gateway.stream(REQUEST), [])
+    await gateway.complete(REQUEST)
+    provider.cut_after = 2
+    with pytest.raises(LLMError):
+        await collect(gateway.stream(REQUEST), [])
+
+    calls = _total(registry, "llm_requests_total")
+    assert calls == 3
+    assert _total(registry, "gen_ai_client_operation_duration_seconds_count") == calls
+    assert _total(registry, "gen_ai_client_operation_duration_seconds_sum") == pytest.approx(
+        _total(registry, "llm_latency_seconds_sum")
+    )
+    failed = {"error_type": "stream_interrupted"}
+    assert _total(registry, "gen_ai_client_operation_duration_seconds_count", **failed) == 1
+    labels = {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "other",  # the test's provider: not one Parley has
+        "gen_ai_request_model": MODEL,
+        "gen_ai_response_model": MODEL,
+    }
+    for genai, ours in (("input", "prompt"), ("output", "completion")):
+        used = _total(registry, "gen_ai_client_token_usage_sum", **labels, gen_ai_token_type=genai)
+        assert used == _total(registry, "llm_tokens_used_total", model=MODEL, type=ours), genai
+    # The conventions' boundaries, to 81.92 s.
+    assert (
+        value(
+            registry,
+            "gen_ai_client_operation_duration_seconds_bucket",
+            **labels,
+            error_type="",
+            le="81.92",
+        )
+        == 2
+    )

@@ -22,9 +22,21 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 HTTP_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0)
-LLM_LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+# To the guideline's slow buckets: real models (reasoning ones above all) run to minutes.
+LLM_LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 # Time to first token sits well under a whole call: finer at the low end.
-LLM_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+LLM_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+# The GenAI semantic conventions' recommended boundaries (gen_ai.client.operation.duration
+# and gen_ai.client.token.usage), as they state them.
+GENAI_DURATION_BUCKETS = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+GENAI_TOKEN_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+# gen_ai.provider.name: the providers Parley has (any other reads "other").
+LLM_PROVIDERS = ("groq", "simulated")
+GENAI_TOKEN_TYPES = ("input", "output")
 LLM_TPOT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 FAST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -170,6 +182,8 @@ class LLMMetrics:
     rate_limit_remaining_requests: Gauge
     rate_limit_remaining_tokens: Gauge
     cost: Counter
+    genai_duration: Histogram
+    genai_tokens: Histogram
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> LLMMetrics:
@@ -250,6 +264,37 @@ class LLMMetrics:
                 "model, the API key that caused it (capped; overflow goes to 'other'; "
                 "empty: no key, development mode, or the judge) and operation (chat, judge).",
                 ["model", "key_name", "operation"],
+                registry=registry,
+            ),
+            # The OpenTelemetry GenAI client metrics under their Prometheus names, the
+            # conventions' attributes as labels (semconv 1.41; docs/metrics.md).
+            genai_duration=Histogram(
+                "gen_ai_client_operation_duration_seconds",
+                "GenAI operation duration (OpenTelemetry gen_ai.client.operation.duration): "
+                "the same calls as llm_latency_seconds, by operation, provider, requested and "
+                "answering model, and error type (empty: none).",
+                [
+                    "gen_ai_operation_name",
+                    "gen_ai_provider_name",
+                    "gen_ai_request_model",
+                    "gen_ai_response_model",
+                    "error_type",
+                ],
+                buckets=GENAI_DURATION_BUCKETS,
+                registry=registry,
+            ),
+            genai_tokens=Histogram(
+                "gen_ai_client_token_usage",
+                "Tokens per GenAI operation (OpenTelemetry gen_ai.client.token.usage), input "
+                "and output, as the provider reported them.",
+                [
+                    "gen_ai_operation_name",
+                    "gen_ai_provider_name",
+                    "gen_ai_request_model",
+                    "gen_ai_response_model",
+                    "gen_ai_token_type",
+                ],
+                buckets=GENAI_TOKEN_BUCKETS,
                 registry=registry,
             ),
         )

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from parley.observability.caller import current_caller
-from parley.observability.catalogue import LLM_OPERATIONS, LLMMetrics
+from parley.observability.catalogue import LLM_OPERATIONS, LLM_PROVIDERS, LLMMetrics
 from parley.observability.labels import Allowlist
 from parley.observability.request_id import request_exemplar
 
@@ -58,6 +58,7 @@ class LLMCall:
         self._metrics = owner.metrics
         self.model = owner.models(model)
         self.stream_mode = "streaming" if streaming else "non_streaming"
+        self.provider = provider if provider in LLM_PROVIDERS else "other"
         # chat: a turn's reply; judge: grading an ended conversation (a fixed set).
         self.operation = operation if operation in LLM_OPERATIONS else "chat"
         self._log = owner.logger.bind(
@@ -94,6 +95,7 @@ class LLMCall:
         remaining_requests: int | None = None,
         remaining_tokens: int | None = None,
         cost_usd: float | None = None,
+        response_model: str | None = None,
     ) -> None:
         if self._finished:
             return
@@ -102,6 +104,7 @@ class LLMCall:
         latency = self._observe_latency()
         m, model = self._metrics, self.model
         m.requests.labels(model, self.stream_mode, "success", self.operation).inc()
+        self._genai(latency, "", response_model, prompt_tokens, completion_tokens)
         self._count_billed(
             prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, cost_usd
         )
@@ -148,6 +151,7 @@ class LLMCall:
         latency = self._observe_latency()
         self._metrics.requests.labels(self.model, self.stream_mode, "error", self.operation).inc()
         self._metrics.errors.labels(self.model, error_type).inc()
+        self._genai(latency, error_type, None, prompt_tokens, completion_tokens)
         self._count_billed(
             prompt_tokens, completion_tokens, total_tokens, cached_prompt_tokens, cost_usd
         )
@@ -161,6 +165,27 @@ class LLMCall:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
+
+    def _genai(
+        self,
+        latency: float,
+        error_type: str,
+        response_model: str | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+    ) -> None:
+        """The GenAI conventions' client metrics, from the same observation as llm_*."""
+        m = self._metrics
+        labels = (
+            "chat",  # gen_ai.operation.name: the judge's calls are chat completions too
+            self.provider,
+            self.model,
+            self._owner.models(response_model) if response_model else self.model,
+        )
+        m.genai_duration.labels(*labels, error_type).observe(latency, exemplar=request_exemplar())
+        for token_type, count in (("input", input_tokens), ("output", output_tokens)):
+            if count is not None:
+                m.genai_tokens.labels(*labels, token_type).observe(count)
 
     def _count_billed(
         self,
