@@ -66,6 +66,7 @@ from parley.store import Database, Store, upgrade_to_head
 from parley.store.database import EngineOptions
 from parley.telemetry import (
     ConversationMetrics,
+    OutcomeTraces,
     TurnTelemetry,
     active_conversations_hook,
     handoff_queue_hook,
@@ -218,6 +219,8 @@ def instrument_services(
         OutcomeMetrics.register(instrumentation.registry),
     )
     services.events.add(conversation_metrics)
+    if tracer is not None:
+        services.events.add(OutcomeTraces(tracer))
     instrumentation.endpoint.add_hook(
         handoff_queue_hook(
             services.store, conversation_metrics.handoff, conversation_metrics.goal_label
@@ -229,7 +232,7 @@ def instrument_services(
     outcomes = conversation_metrics.outcomes
     services.judge.on_attempt = outcomes.judge_duration.observe
     instrumentation.endpoint.add_hook(judge_queue_hook(services.store, outcomes))
-    instrument_store(services.store, instrumentation)
+    instrument_store(services.store, instrumentation, tracer)
     return conversation_metrics
 
 

@@ -279,6 +279,60 @@ class ConversationMetrics:
                 pass
 
 
+class OutcomeTraces:
+    """With tracing on: each conversation's final outcome as the GenAI conventions'
+    ``gen_ai.evaluation.result`` event, on a span of its own: under the request that ended
+    it (a close, an agent's resolve), or its own trace (the judge, the idle sweep); the
+    conversation's id is an attribute either way."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+
+    def conversation_created(self, conversation: Conversation) -> None: ...
+
+    def conversation_escalated(
+        self, conversation: Conversation, reason: EscalationReason
+    ) -> None: ...
+
+    def conversation_closed(self, conversation: Conversation, previous: ConversationStatus) -> None:
+        self._evaluated(conversation)
+
+    def handoff_changed(self, conversation: Conversation, step: HandoffStep) -> None:
+        if step is HandoffStep.COMPLETED:
+            self._evaluated(conversation)
+
+    def conversation_judged(self, conversation: Conversation) -> None:
+        self._evaluated(conversation)
+
+    def conversations_deleted(self, count: int, reason: DeletionReason) -> None: ...
+
+    def _evaluated(self, conversation: Conversation) -> None:
+        ending = conversation.ending
+        if ending is None or conversation.judging:
+            return  # the judge's verdict tells it
+        result: dict[str, str | float] = {
+            "gen_ai.evaluation.name": "goal_success",
+            "gen_ai.evaluation.score.label": ending.outcome.value,
+            "parley.outcome.source": ending.source.value if ending.source else "unknown",
+        }
+        evaluation = conversation.evaluation
+        if evaluation is not None and evaluation.score is not None:
+            result["gen_ai.evaluation.score.value"] = evaluation.score
+        if evaluation is not None and evaluation.explanation:
+            result["gen_ai.evaluation.explanation"] = evaluation.explanation
+        if evaluation is not None and evaluation.last_error:
+            result["error.type"] = evaluation.last_error.split(":", 1)[0]
+        span = self.tracer.start_span(
+            "evaluate goal_success",
+            attributes={
+                "gen_ai.conversation.id": str(conversation.id),
+                "parley.goal.id": conversation.goal_id,
+            },
+        )
+        span.add_event("gen_ai.evaluation.result", result)
+        span.end()
+
+
 def _seconds(start: datetime, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds())
 
@@ -393,10 +447,12 @@ def key_budgets_hook(
     return refresh_key_budgets
 
 
-def instrument_store(store: Store, instrumentation: Instrumentation) -> DatabaseMetrics:
+def instrument_store(
+    store: Store, instrumentation: Instrumentation, tracer: Tracer | None = None
+) -> DatabaseMetrics:
     metrics = DatabaseMetrics.register(instrumentation.registry)
     for engine in store.database.engines:
-        instrument_engine(engine, metrics)
+        instrument_engine(engine, metrics, tracer)
     store.database.on_unavailable = DatabaseErrors(metrics).unavailable
     return metrics
 

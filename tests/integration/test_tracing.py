@@ -21,6 +21,7 @@ from tests.conftest import make_settings
 from tests.support.groq_server import GroqTestServer, Reply
 from tests.support.live_server import LiveServer
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -100,12 +101,75 @@ def test_a_streamed_turn_is_one_trace_from_the_callers_to_the_llm_and_its_log_an
         conversation, metrics = _streamed_turn(server.http_url)
     llm = _turn_trace(receiver, conversation, settings.default_model)
     assert llm.attributes["gen_ai.provider.name"] == "simulated"
+    # The turn's statements are client spans in its trace: their SQL, never the values.
+    turn = _one(receiver.named("turn"))
+    statements = [
+        span
+        for span in receiver.spans
+        if "db.query.text" in span.attributes and span.trace_id == CALLER_TRACE
+    ]
+    assert {span.attributes["db.operation.name"] for span in statements} >= {"INSERT", "UPDATE"}
+    assert {span.parent_span_id for span in statements} <= {turn.span_id, llm.parent_span_id}
+    assert all(span.attributes["db.system.name"] == "sqlite" for span in statements)
+    everything = repr([span.attributes for span in receiver.spans])
+    assert "Where is my order?" not in everything  # no parameter, no message content
     logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if "{" in line]
     started = [line for line in logged if line.get("event") == "llm_request_started"]
     assert started
     assert started[-1]["trace_id"] == CALLER_TRACE
     assert started[-1]["span_id"] == llm.parent_span_id  # logged inside the turn's span
     assert f'trace_id="{CALLER_TRACE}"' in metrics  # an exemplar on a latency bucket
+
+
+def test_a_conversations_outcome_is_an_evaluation_result_event(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """A close with a reported outcome, and the judge's verdict: each the conventions'
+    gen_ai.evaluation.result event (the judge's with its score and explanation)."""
+    settings = make_settings(tmp_path, judge_poll_seconds=0.05)
+    with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.http_url) as http:
+        goal = {
+            "id": "support",
+            "name": "Support",
+            "instructions": "Help.",
+            "success_criteria": "The customer says thanks.",
+            "judge": {"enabled": True},
+        }
+        assert http.post("/v1/goals/", json=goal).status_code == 201
+        reported, judged = (
+            http.post("/v1/conversations/", json={"goal_id": "support"}).json()["id"]
+            for _ in range(2)
+        )
+        http.post(f"/v1/conversations/{judged}/messages", json={"content": "Thanks a lot!"})
+        closing = {"outcome": "not_achieved"}
+        assert http.post(f"/v1/conversations/{reported}/close", json=closing).status_code == 200
+        assert http.post(f"/v1/conversations/{judged}/close").status_code == 200
+
+        def verdict() -> bool:
+            detail = http.get(f"/v1/conversations/{judged}").json()
+            return bool(detail["evaluation"]) and detail["evaluation"]["state"] == "done"
+
+        wait_until(verdict, "the judge's verdict")
+    results = {
+        span.attributes["gen_ai.conversation.id"]: dict(span.events)["gen_ai.evaluation.result"]
+        for span in receiver.named("evaluate goal_success")
+    }
+    assert results[reported]["gen_ai.evaluation.score.label"] == "not_achieved"
+    assert results[reported]["parley.outcome.source"] == "client"
+    assert results[judged]["gen_ai.evaluation.name"] == "goal_success"
+    assert results[judged]["gen_ai.evaluation.score.label"] == "achieved"
+    assert results[judged]["gen_ai.evaluation.score.value"] == 0.9
+    assert results[judged]["gen_ai.evaluation.explanation"]
+    reported_span = next(
+        span
+        for span in receiver.named("evaluate goal_success")
+        if span.attributes["gen_ai.conversation.id"] == reported
+    )
+    closes = receiver.named("POST /v1/conversations/{conversation_id}/close")
+    assert reported_span.parent_span_id in {span.span_id for span in closes}  # its request's
+    judge_calls = [s for s in receiver.spans if s.attributes.get("parley.llm.operation") == "judge"]
+    assert judge_calls
+    assert judge_calls[0].attributes["gen_ai.conversation.id"] == judged
 
 
 def test_the_groq_request_carries_the_trace_on(tmp_path: Path, receiver: OtlpReceiver) -> None:
