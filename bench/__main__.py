@@ -11,7 +11,7 @@ import sys
 import tempfile
 from importlib.metadata import version
 
-from bench import handoff, http, inprocess, keys, memory, micro, scrape, turns
+from bench import handoff, http, inprocess, keys, memory, micro, scrape, tracing, turns
 from bench.variants import PEERS
 
 
@@ -109,11 +109,20 @@ def main() -> int:
     targets += _turn_targets(quick)
     targets += _key_targets(quick)
     targets += _handoff_targets(quick)
+    targets += _tracing_targets(quick)
 
     print("Targets" + (" (quick run: sizes too small to mean anything)" if quick else ""))
     for name, met, shown in targets:
         print(f"    {'met   ' if met else 'MISSED'}  {name}: {shown}")
     return 0
+
+
+def _tracing_targets(quick: bool) -> list[tuple[str, bool, str]]:
+    """What traces cost a turn (bench/tracing.py; issue 25's goal)."""
+    results = tracing.run(rounds=1 if quick else 5, seconds=0.5 if quick else 5.0)
+    print("\n".join(tracing.report(results)), end="\n\n")
+    tenth = tracing.added_share(results, tracing.TENTH)
+    return [("tracing at 10 % sampling adds < 5 % of a turn's CPU", tenth < 0.05, f"{tenth:+.1%}")]
 
 
 def _handoff_targets(quick: bool) -> list[tuple[str, bool, str]]:

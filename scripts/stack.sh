@@ -55,7 +55,7 @@ PARLEY_PORT=$PARLEY_PORT PARLEY_DATABASE_URL=${PARLEY_DATABASE_URL:-sqlite+aiosq
     .venv/bin/parley serve --port "$PARLEY_PORT" > "$STACK_DIR/parley.log" 2>&1 &
 pids+=($!)
 prometheus --config.file="$STACK_DIR/prometheus-config/prometheus.yml" \
-    --storage.tsdb.path="$STACK_DIR/prometheus-data" \
+    --storage.tsdb.path="$STACK_DIR/prometheus-data" --enable-feature=exemplar-storage \
     --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" > "$STACK_DIR/prometheus.log" 2>&1 &
 pids+=($!)
 .venv/bin/python scripts/alert_log.py "$WEBHOOK_PORT" "$STACK_DIR/alerts.log" &

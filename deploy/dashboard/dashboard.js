@@ -6,6 +6,11 @@
 
 const params = new URLSearchParams(location.search);
 const PROMETHEUS = params.get("prometheus") || `${location.protocol}//${location.hostname}:9090`;
+// Where a trace id opens (Jaeger's UI by default; ?traces=URL for another, e.g. Grafana's
+// Explore or Tempo): an exemplar's trace_id links to ${TRACES}/trace/<id>.
+const TRACES = params.get("traces") || `${location.protocol}//${location.hostname}:16686`;
+// Exemplars listed under a latency panel: its slowest recent observations.
+const MAX_EXEMPLARS = 3;
 const RANGES = { "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "1d": 86400, "7d": 604800 };
 const REFRESHES = { off: 0, "10s": 10, "30s": 30, "1m": 60 };
 // A fresh stack has minutes of data: an hour drew it as a sliver at the right edge.
@@ -65,6 +70,43 @@ async function queryRange(expr, start, end, step) {
   const body = await answer.json();
   if (body.status !== "success") throw new Error(body.error || answer.statusText);
   return body.data.result;
+}
+
+async function queryExemplars(expr, start, end, step) {
+  const url = new URL("/api/v1/query_exemplars", PROMETHEUS);
+  url.search = new URLSearchParams({ query: substitute(expr, step), start, end });
+  const body = await (await fetch(url)).json();
+  if (body.status !== "success") throw new Error(body.error);
+  return body.data.flatMap(series => series.exemplars);
+}
+
+// The slowest exemplars of a panel's raw histograms: each names its trace (a link to the
+// trace viewer) or, with tracing off, its request id (the logs' request_id).
+async function drawExemplars(spec, element, start, end, step) {
+  const raw = spec.queries.filter(q => q.expr.includes("_bucket{"));
+  element.dataset.exemplars = "0";
+  if (!raw.length) return;
+  const found = (await Promise.all(raw.map(q => queryExemplars(q.expr, start, end, step)))).flat();
+  found.sort((a, b) => Number(b.value) - Number(a.value));
+  const list = document.createElement("div");
+  list.className = "exemplars";
+  for (const exemplar of found.slice(0, MAX_EXEMPLARS)) {
+    const line = document.createElement("div");
+    const value = format(Number(exemplar.value), spec.unit, spec.decimals);
+    const { trace_id: trace, request_id: request } = exemplar.labels;
+    if (trace) {
+      const link = document.createElement("a");
+      link.href = `${TRACES.replace(/\/$/, "")}/trace/${encodeURIComponent(trace)}`;
+      link.target = "_blank";
+      link.textContent = `trace ${trace}`;
+      line.append(`${value}: `, link);
+    } else {
+      line.textContent = `${value}: request ${request || "?"}`;
+    }
+    list.append(line);
+  }
+  element.dataset.exemplars = String(list.childElementCount);
+  if (list.childElementCount) element.querySelector(".body").append(list);
 }
 
 function legendOf(template, labels) {
@@ -148,6 +190,7 @@ async function drawPanel(spec, element) {
     },
   }, [times, ...columns], body);
   if (hidden > 0) body.insertAdjacentHTML("beforeend", `<div class="more">+${hidden} smaller series not shown</div>`);
+  await drawExemplars(spec, element, start, end, step).catch(() => {});
 }
 
 // Alerts pending and firing, from Prometheus: Debian's Alertmanager has no web UI, and

@@ -720,6 +720,9 @@ def _panel(spec: PanelSpec) -> Any:
             .legend_format(query.legend)
             .ref_id(chr(ord("A") + index))
             .datasource(DATASOURCE)
+            # A raw histogram's buckets carry exemplars (a request id, or with tracing
+            # on a trace id, which the data source links to its trace).
+            .exemplar("_bucket{" in query.expr)
         )
     return panel
 

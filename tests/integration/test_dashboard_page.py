@@ -21,8 +21,10 @@ from parley.app import create_app
 from tests.conftest import make_settings
 from tests.support.browser import Browser
 from tests.support.live_server import LiveServer
+from tests.support.otlp import OtlpReceiver
 from tests.support.prometheus import PrometheusServer
 from tests.support.tools import require_tool
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -102,8 +104,14 @@ def test_every_panel_draws_data_after_the_demo(page_server: str, tmp_path: Path)
         picked = browser.evaluate(
             "['range', 'refresh'].map(n => document.querySelector(`select[name=${n}]`).value)"
         )
+        # Latency panels list their slowest exemplars: request ids here (tracing off).
+        exemplars = browser.evaluate(
+            "[...document.querySelectorAll('.exemplars div')].map(line => line.textContent)"
+        )
         shot = browser.screenshot(tmp_path / "dashboard.png")
     assert panels >= 15
+    assert exemplars, "no panel listed an exemplar"
+    assert all(": request " in line for line in exemplars), exemplars
     assert empty == [], f"panels without data: {empty}"
     assert undrawn == [], f"panels with data and no line drawn: {undrawn}"
     assert picked == ["600", "30"]
@@ -111,3 +119,33 @@ def test_every_panel_draws_data_after_the_demo(page_server: str, tmp_path: Path)
     assert "pending since" in alerts or "firing since" in alerts, alerts
     assert shot.stat().st_size > 20_000
     print(f"screenshot: {shot}")
+
+
+def test_with_tracing_on_a_latency_panel_links_its_slowest_exemplars_to_their_traces(
+    page_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = OtlpReceiver()
+    with LiveServer(receiver.app) as otlp:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.http_url)
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+        settings = make_settings(tmp_path, sim_ttft_seconds=0.01, sim_token_delay_seconds=0.001)
+        with (
+            LiveServer(create_app(settings)) as parley,
+            PrometheusServer(tmp_path / "prometheus", f"127.0.0.1:{parley.port}") as prometheus,
+            Browser(tmp_path) as browser,
+        ):
+
+            def links() -> list[str]:
+                asyncio.run(demo.run(demo.Plan(parley.http_url, 2, 30, 10, 0, None), io.StringIO()))
+                viewer = "http://traces.example:16686"
+                browser.open(f"{page_server}/?prometheus={prometheus.url}&traces={viewer}")
+                wait_until(lambda: browser.evaluate("document.body.dataset.ready === 'true'"))
+                found: list[str] = browser.evaluate(
+                    "[...document.querySelectorAll('.exemplars a')].map(a => a.href)"
+                )
+                return found
+
+            hrefs = wait_until(links, "exemplars linked to traces", timeout=120, interval=1)
+    assert all(h.startswith("http://traces.example:16686/trace/") for h in hrefs), hrefs
+    exported = {span.trace_id for span in receiver.spans}
+    assert {h.rsplit("/", 1)[1] for h in hrefs} & exported  # the very traces Parley sent

@@ -52,6 +52,7 @@ class PrometheusServer:
                 f"--config.file={self.workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
+                "--enable-feature=exemplar-storage",  # the dashboard lists them
                 "--log.level=warn",
             ],
             stdout=self._log_file,

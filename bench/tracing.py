@@ -1,0 +1,77 @@
+"""What tracing costs a turn: whole turns on the simulated LLM at zero latency (SQLite,
+one worker), with tracing off, on with every turn sampled, and on at a 10 % ratio, the
+spans exported over OTLP/HTTP to a sink in another process. Rounds interleave the three;
+the server's CPU per turn is read from /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from bench.stats import median
+from bench.turns import Server, _ensure_goal, _spawn, _whole_turns, _zero_latency_parley
+
+OFF, ALL, TENTH = "off", "on, all sampled", "on, 10 % sampled"
+
+
+@dataclass(frozen=True)
+class TracingResult:
+    variant: str
+    cpu_per_turn: list[float]  # per round, seconds
+    turns_per_second: list[float]
+
+
+def _env(sink: str, variant: str) -> dict[str, str]:
+    if variant == OFF:
+        return {}
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
+        "OTEL_SERVICE_NAME": "parley-bench",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "1.0" if variant == ALL else "0.1",
+    }
+
+
+def run(*, rounds: int = 5, seconds: float = 5.0, clients: int = 10) -> list[TracingResult]:
+    sink = _spawn("sink", [sys.executable, "-m", "bench.otlp_sink", "{port}"], "/")
+    cpu: dict[str, list[float]] = {OFF: [], ALL: [], TENTH: []}
+    rate: dict[str, list[float]] = {OFF: [], ALL: [], TENTH: []}
+    try:
+        for _ in range(rounds):
+            for variant in cpu:
+                url = f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/tracing.db"
+                server: Server = _zero_latency_parley(variant, url, _env(sink.url, variant))
+                try:
+                    asyncio.run(_ensure_goal(server.url))
+                    done, spent = asyncio.run(_whole_turns(server, clients, seconds))
+                finally:
+                    server.process.terminate()
+                    server.process.wait(timeout=30)
+                cpu[variant].append(spent / done if done else float("nan"))
+                rate[variant].append(done / seconds)
+    finally:
+        sink.process.terminate()
+        sink.process.wait(timeout=30)
+    return [TracingResult(v, cpu[v], rate[v]) for v in cpu]
+
+
+def added_share(results: list[TracingResult], variant: str) -> float:
+    """The variant's CPU per turn over tracing off's, as a share of off's."""
+    by = {r.variant: median(r.cpu_per_turn) for r in results}
+    return by[variant] / by[OFF] - 1
+
+
+def report(results: list[TracingResult]) -> list[str]:
+    lines = [
+        "Tracing: whole turns, simulated LLM at zero latency, SQLite, one worker"
+        " (spans over OTLP/HTTP to a sink in another process)"
+    ]
+    for r in results:
+        share = "" if r.variant == OFF else f"  {added_share(results, r.variant):+.1%} CPU"
+        lines.append(
+            f"    {r.variant:<18} {median(r.turns_per_second):>7.1f} turns/s  "
+            f"{median(r.cpu_per_turn) * 1000:>5.2f} ms CPU/turn{share}"
+        )
+    return lines
