@@ -119,6 +119,10 @@ def main() -> int:
 
 def _tracing_targets(quick: bool) -> list[tuple[str, bool, str]]:
     """What traces cost a turn (bench/tracing.py; issue 25's goal)."""
+    middlewares = tracing.compare_middlewares(
+        rounds=2 if quick else 15, requests=200 if quick else 2000
+    )
+    print("\n".join(tracing.report_middlewares(middlewares)), end="\n\n")
     results = tracing.run(rounds=1 if quick else 5, seconds=0.5 if quick else 5.0)
     print("\n".join(tracing.report(results)), end="\n\n")
     tenth = tracing.added_share(results, tracing.TENTH)

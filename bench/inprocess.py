@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +97,13 @@ async def _lifespan_ready(app: Any) -> None:
 
 
 async def run(
-    rounds: int = 15, requests: int = 2000, kinds: tuple[str, ...] = tuple(KINDS)
+    rounds: int = 15,
+    requests: int = 2000,
+    kinds: tuple[str, ...] = tuple(KINDS),
+    variants: Mapping[str, Callable[[], ASGIApp]] = VARIANTS,
 ) -> list[Result]:
-    apps = {name: factory() for name, factory in VARIANTS.items()}
+    """Each variant's cost per request; ``variants`` must hold ``bare``."""
+    apps = {name: factory() for name, factory in variants.items()}
     for app in apps.values():
         await _lifespan_ready(app)
     results = []

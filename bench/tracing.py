@@ -9,9 +9,14 @@ import asyncio
 import sys
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
+from fastapi import FastAPI
+
+from bench import inprocess
 from bench.stats import median
 from bench.turns import Server, _ensure_goal, _spawn, _whole_turns, _zero_latency_parley
+from bench.variants import bare, parley
 
 OFF, ALL, TENTH = "off", "on, all sampled", "on, 10 % sampled"
 
@@ -73,5 +78,57 @@ def report(results: list[TracingResult]) -> list[str]:
         lines.append(
             f"    {r.variant:<18} {median(r.turns_per_second):>7.1f} turns/s  "
             f"{median(r.cpu_per_turn) * 1000:>5.2f} ms CPU/turn{share}"
+        )
+    return lines
+
+
+def _discarding_tracing() -> Any:
+    """A tracer provider that batches spans and drops them: the middleware's own cost."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
+    return provider
+
+
+def _ours() -> FastAPI:
+    from parley.observability.tracing import Tracing, TracingMiddleware
+
+    app = parley()
+    app.add_middleware(TracingMiddleware, tracing=Tracing(_discarding_tracing()))
+    return app
+
+
+def _maintained() -> FastAPI:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    app = parley()
+    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=_discarding_tracing())
+    return app
+
+
+MIDDLEWARES = {"bare": bare, "parley": parley, "+ ours": _ours, "+ otel asgi": _maintained}
+
+
+def compare_middlewares(rounds: int, requests: int) -> list[inprocess.Result]:
+    """The server span's cost per request, Parley's middleware against the maintained
+    OpenTelemetry ASGI one (both over Parley's metrics, every request sampled)."""
+    return asyncio.run(
+        inprocess.run(rounds, requests, ("matched", "streaming"), variants=MIDDLEWARES)
+    )
+
+
+def report_middlewares(results: list[inprocess.Result]) -> list[str]:
+    lines = ["Server spans in process, per request (µs): median, overhead vs bare [IQR]"]
+    for r in results:
+        low, high = r.overhead_spread
+        lines.append(
+            f"    {r.kind:<10} {r.variant:<12} {r.per_request_us:8.1f}"
+            f"  +{r.overhead_us:6.1f} [{low:6.1f}, {high:6.1f}]"
         )
     return lines
