@@ -66,7 +66,7 @@ from parley.store import Database, Store, upgrade_to_head
 from parley.store.database import EngineOptions
 from parley.telemetry import (
     ConversationMetrics,
-    OutcomeTraces,
+    ConversationTraces,
     TurnTelemetry,
     active_conversations_hook,
     handoff_queue_hook,
@@ -220,7 +220,7 @@ def instrument_services(
     )
     services.events.add(conversation_metrics)
     if tracer is not None:
-        services.events.add(OutcomeTraces(tracer))
+        services.events.add(ConversationTraces(tracer))
     instrumentation.endpoint.add_hook(
         handoff_queue_hook(
             services.store, conversation_metrics.handoff, conversation_metrics.goal_label

@@ -279,8 +279,9 @@ class ConversationMetrics:
                 pass
 
 
-class OutcomeTraces:
-    """With tracing on: each conversation's final outcome as the GenAI conventions'
+class ConversationTraces:
+    """With tracing on: each step of a handoff as an event on the span of the request
+    that took it, and each conversation's final outcome as the GenAI conventions'
     ``gen_ai.evaluation.result`` event, on a span of its own: under the request that ended
     it (a close, an agent's resolve), or its own trace (the judge, the idle sweep); the
     conversation's id is an attribute either way."""
@@ -298,6 +299,17 @@ class OutcomeTraces:
         self._evaluated(conversation)
 
     def handoff_changed(self, conversation: Conversation, step: HandoffStep) -> None:
+        from opentelemetry import trace
+
+        handoff = conversation.handoff
+        trace.get_current_span().add_event(
+            f"parley.handoff.{step.value}",
+            {
+                "gen_ai.conversation.id": str(conversation.id),
+                "parley.goal.id": conversation.goal_id,
+                "parley.handoff.agent": (handoff.agent if handoff else None) or "",
+            },
+        )
         if step is HandoffStep.COMPLETED:
             self._evaluated(conversation)
 

@@ -150,6 +150,13 @@ def test_a_conversations_outcome_is_an_evaluation_result_event(
             return bool(detail["evaluation"]) and detail["evaluation"]["state"] == "done"
 
         wait_until(verdict, "the judge's verdict")
+        handed = http.post("/v1/conversations/", json={"goal_id": "support"}).json()["id"]
+        agent = {"x-parley-agent": "ann"}
+        assert http.post(f"/v1/conversations/{handed}/escalate", json={}).status_code == 200
+        assert http.post(f"/v1/conversations/{handed}/assign", headers=agent).status_code == 200
+        done = {"return_to_bot": False, "outcome": "achieved"}
+        resolved = http.post(f"/v1/conversations/{handed}/resolve", json=done, headers=agent)
+        assert resolved.status_code == 200
     results = {
         span.attributes["gen_ai.conversation.id"]: dict(span.events)["gen_ai.evaluation.result"]
         for span in receiver.named("evaluate goal_success")
@@ -167,6 +174,14 @@ def test_a_conversations_outcome_is_an_evaluation_result_event(
     )
     closes = receiver.named("POST /v1/conversations/{conversation_id}/close")
     assert reported_span.parent_span_id in {span.span_id for span in closes}  # its request's
+    # A handoff's steps are events on the requests that took them.
+    (assign,) = receiver.named("POST /v1/conversations/{conversation_id}/assign")
+    steps = dict(assign.events)
+    assert steps["parley.handoff.assigned"]["gen_ai.conversation.id"] == handed
+    assert steps["parley.handoff.assigned"]["parley.handoff.agent"] == "ann"
+    (resolve,) = receiver.named("POST /v1/conversations/{conversation_id}/resolve")
+    assert "parley.handoff.completed" in dict(resolve.events)
+    assert results[handed]["parley.outcome.source"] == "agent"
     judge_calls = [s for s in receiver.spans if s.attributes.get("parley.llm.operation") == "judge"]
     assert judge_calls
     assert judge_calls[0].attributes["gen_ai.conversation.id"] == judged
