@@ -76,7 +76,8 @@ def _keys_exist_where_required(settings: Settings) -> bool:
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> int:
-    """``parley keys create|list|revoke`` on the configured database (migrated first)."""
+    """``parley keys create|list|revoke|update`` on the configured database (migrated
+    first)."""
     from datetime import UTC, datetime
 
     from parley.app import engine_options
@@ -102,6 +103,9 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
             if args.keys_command == "revoke":
                 key = await keys.revoke(args.name)
                 return [f"revoked {key.name!r} (at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC)"]
+            if args.keys_command == "update":
+                key = await keys.update_limits(args.name, _limit_changes(args))
+                return _key_table([key], await keys.spends([key]))
             every = await keys.all()
             return _key_table(every, await keys.spends(every))
         finally:
@@ -168,6 +172,21 @@ def _positive(kind: Callable[[str], _N]) -> Callable[[str], _N]:
         return value
 
     return parse
+
+
+def _limit_changes(args: argparse.Namespace) -> dict[str, object]:
+    """The limits ``parley keys update`` was given: a value sets one, --no-X removes it."""
+    changes: dict[str, object] = {}
+    for limit in ("budget_usd", "rpm", "tpm"):
+        if getattr(args, f"no_{limit}"):
+            changes[limit] = None
+        elif getattr(args, limit) is not None:
+            changes[limit] = getattr(args, limit)
+    if args.budget_period is not None:
+        from parley.domain.keys import BudgetPeriod
+
+        changes["budget_period"] = BudgetPeriod(args.budget_period)
+    return changes
 
 
 def _key_table(keys: Sequence[ApiKey], spends: Mapping[str, Spend]) -> list[str]:
@@ -474,6 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke = key_commands.add_parser("revoke", help="stop a key at once, on every replica")
     revoke.add_argument("name")
+    update = key_commands.add_parser(
+        "update", help="change a key's budget or rate limits, on its next request"
+    )
+    update.add_argument("name")
+    update.add_argument("--budget-usd", type=_positive(float), help="a new budget per period")
+    update.add_argument("--budget-period", choices=["day", "week", "month"])
+    update.add_argument("--rpm", type=_positive(int), help="requests a minute")
+    update.add_argument("--tpm", type=_positive(int), help="LLM tokens a minute")
+    for limit, name in (("budget-usd", "budget"), ("rpm", "rpm"), ("tpm", "tpm")):
+        update.add_argument(f"--no-{limit}", action="store_true", help=f"remove the {name}")
     webhooks = commands.add_parser(
         "webhooks",
         help="webhook deliveries given up on, and sending them again",

@@ -32,7 +32,7 @@ from parley.domain.errors import (
     GoalNotFoundError,
     IdempotencyKeyReusedError,
 )
-from parley.domain.keys import ApiKey, BudgetPeriod
+from parley.domain.keys import ApiKey, BudgetPeriod, KeyLimits
 from parley.domain.models import (
     OPEN_HANDOFF,
     Closing,
@@ -808,6 +808,12 @@ class MemoryKeys:
         key = self.keys.get(name)
         if key is not None and key.revoked_at is None:
             key = self.keys[name] = dataclasses.replace(key, revoked_at=when)
+        return key
+
+    async def set_limits(self, name: str, limits: KeyLimits) -> ApiKey | None:
+        key = self.keys.get(name)
+        if key is not None:
+            key = self.keys[name] = dataclasses.replace(key, limits=limits)
         return key
 
     async def touch(self, name: str, when: datetime) -> None:

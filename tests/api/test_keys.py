@@ -47,6 +47,7 @@ EXPECTED_ROLES = {
     ("post", "/v1/keys/"): {"admin"},
     ("get", "/v1/keys/"): {"admin"},
     ("get", "/v1/keys/{name}"): {"admin"},
+    ("patch", "/v1/keys/{name}"): {"admin"},
     ("post", "/v1/keys/{name}/revoke"): {"admin"},
     ("get", "/v1/me"): ALL,
 }
@@ -83,6 +84,7 @@ def _call(client: TestClient, method: str, template: str, headers: dict[str, str
         ("post", "/v1/conversations/{conversation_id}/escalate"): {},
         ("post", "/v1/conversations/{conversation_id}/messages"): {"content": "hi"},
         ("post", "/v1/keys/"): {"name": "made-in-matrix", "role": "client"},
+        ("patch", "/v1/keys/{name}"): {"rpm": 5},
         ("post", "/v1/conversations/{conversation_id}/resolve"): {"return_to_bot": True},
     }
     body = bodies.get((method, template))
@@ -190,6 +192,29 @@ def test_a_revoked_key_stops_at_once_and_its_name_is_never_reused(client: TestCl
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "key_exists"
     assert client.post("/v1/keys/nobody/revoke", headers=ADMIN).status_code == 404
+
+
+def test_a_keys_limits_change_in_place_and_hold_from_its_next_request(
+    client: TestClient,
+) -> None:
+    made = client.post(
+        "/v1/keys/", json={"name": "shop", "role": "client", "rpm": 2}, headers=ADMIN
+    )
+    key = {"Authorization": f"Bearer {made.json()['secret']}"}
+    assert [client.get("/v1/goals/", headers=key).status_code for _ in range(3)] == [
+        200,
+        200,
+        429,
+    ]
+    lifted = client.patch("/v1/keys/shop", json={"rpm": None, "budget_usd": 5}, headers=ADMIN)
+    assert lifted.status_code == 200, lifted.text
+    assert (lifted.json()["rpm"], lifted.json()["budget_usd"]) == (None, 5)
+    assert lifted.json()["budget_period"] == "month"  # left out: unchanged
+    assert all(client.get("/v1/goals/", headers=key).status_code == 200 for _ in range(5))
+    for bad in ({"rpm": 0}, {"budget_period": None}, {"role": "admin"}):
+        assert client.patch("/v1/keys/shop", json=bad, headers=ADMIN).status_code == 422, bad
+    assert client.patch("/v1/keys/nobody", json={"rpm": 5}, headers=ADMIN).status_code == 404
+    assert client.patch("/v1/keys/shop", json={"rpm": 9}, headers=key).status_code == 403
 
 
 @pytest.mark.parametrize("name", ["", "UPPER", "bootstrap-1", "a b", "x" * 64, "-lead"])

@@ -196,6 +196,15 @@ def test_keys_made_and_revoked_from_the_shell_act_on_a_running_server(tmp_path: 
         assert made_limits.status_code == 403  # a client key cannot read keys
         assert row.split()[-1] == "active"
         assert "never" not in row  # used just now
+        # Limits change in place, seen by the running server at the key's next request.
+        raised = _parley(
+            tmp_path, "keys", "update", "shop", "--budget-usd", "50", "--budget-period", "day"
+        )
+        assert raised.returncode == 0, raised.stderr
+        assert raised.stdout.splitlines()[1].split()[-2] == "$50.00/day"
+        unbudgeted = _parley(tmp_path, "keys", "update", "shop", "--no-budget-usd")
+        assert unbudgeted.stdout.splitlines()[1].split()[-2] == "-"
+        assert _parley(tmp_path, "keys", "update", "nobody", "--rpm", "5").returncode == 1
         revoked = _parley(tmp_path, "keys", "revoke", "shop")
         assert revoked.returncode == 0, revoked.stderr
         assert httpx.get(f"{url}/v1/goals/", headers=headers).status_code == 401

@@ -93,9 +93,9 @@ def _turn_trace(receiver: OtlpReceiver, conversation: str, model: str) -> Receiv
 
 
 def test_a_streamed_turn_is_one_trace_from_the_callers_to_the_llm_and_its_log_and_exemplar(
-    tmp_path: Path, receiver: OtlpReceiver, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, receiver: OtlpReceiver, capfd: pytest.CaptureFixture[str], database_url: str
 ) -> None:
-    settings = make_settings(tmp_path, log_level="INFO")
+    settings = make_settings(tmp_path, log_level="INFO", database_url=database_url)
     app = create_app(settings)
     with LiveServer(app) as server:
         conversation, metrics = _streamed_turn(server.http_url)
@@ -110,7 +110,8 @@ def test_a_streamed_turn_is_one_trace_from_the_callers_to_the_llm_and_its_log_an
     ]
     assert {span.attributes["db.operation.name"] for span in statements} >= {"INSERT", "UPDATE"}
     assert {span.parent_span_id for span in statements} <= {turn.span_id, llm.parent_span_id}
-    assert all(span.attributes["db.system.name"] == "sqlite" for span in statements)
+    system = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    assert all(span.attributes["db.system.name"] == system for span in statements)
     everything = repr([span.attributes for span in receiver.spans])
     assert "Where is my order?" not in everything  # no parameter, no message content
     logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if "{" in line]

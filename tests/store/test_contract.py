@@ -433,6 +433,18 @@ async def test_a_key_keeps_its_budget_and_rate_limits(store: Ports) -> None:
     assert await store.keys.by_digest(digest("s")) == key
 
 
+async def test_a_keys_limits_are_replaced_whole_and_read_back(store: Ports) -> None:
+    limits = KeyLimits(budget_usd=12.5, budget_period=BudgetPeriod.WEEK, rpm=60, tpm=10_000)
+    key = ApiKey("shop", Role.CLIENT, digest("s"), created_at=datetime.now(UTC), limits=limits)
+    assert await store.keys.add(key)
+    changed = KeyLimits(budget_usd=None, budget_period=BudgetPeriod.DAY, rpm=120, tpm=None)
+    updated = await store.keys.set_limits("shop", changed)
+    assert updated is not None
+    assert updated.limits == changed
+    assert (await store.keys.by_digest(digest("s"))) == updated
+    assert await store.keys.set_limits("nobody", changed) is None
+
+
 async def test_idle_lists_a_goals_open_conversations_unchanged_since_and_ends_only_those(
     store: Ports,
 ) -> None:

@@ -16,6 +16,7 @@ from parley.api.schemas import (
     KeyCreated,
     KeyList,
     KeyOut,
+    KeyUpdate,
     SpendOut,
 )
 from parley.domain.keys import ApiKey, KeyLimits, Role, Spend
@@ -54,6 +55,16 @@ async def list_keys(keys: KeysDep) -> KeyList:
 async def get_key(name: str, keys: KeysDep) -> KeyOut:
     """One key (never its secret), with its spend this period."""
     key = await keys.get(name)
+    return _out(key, await keys.spend(key))
+
+
+@router.patch("/{name}", responses=_NOT_FOUND, **roles(Role.ADMIN))
+async def update_key(name: str, body: KeyUpdate, keys: KeysDep) -> KeyOut:
+    """Change a key's budget or rate limits; null removes one.
+
+    They hold from the key's next request, on every replica. Keys from PARLEY_API_KEYS
+    have none to change (404)."""
+    key = await keys.update_limits(name, body.model_dump(exclude_unset=True))
     return _out(key, await keys.spend(key))
 
 

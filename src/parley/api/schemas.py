@@ -443,6 +443,17 @@ class KeyCreate(_In):
     tpm: int | None = Field(default=None, ge=1, le=100_000_000, description="LLM tokens a minute")
 
 
+class KeyUpdate(_In):
+    """Limits to change; those left out stay, null removes one."""
+
+    budget_usd: float | None = Field(default=None, gt=0, le=1_000_000)
+    budget_period: BudgetPeriod | None = None
+    rpm: int | None = Field(default=None, ge=1, le=1_000_000)
+    tpm: int | None = Field(default=None, ge=1, le=100_000_000)
+
+    reject_null = field_validator("budget_period")(_not_null)
+
+
 class SpendOut(BaseModel):
     usd: float = Field(description="Spent in the current budget period")
     period_start: datetime

@@ -9,10 +9,11 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from parley.domain.errors import (
     BudgetExceededError,
@@ -217,6 +218,15 @@ class KeyService:
         if key is None:
             raise KeyNotFoundError(name)
         return key
+
+    async def update_limits(self, name: str, changes: Mapping[str, Any]) -> ApiKey:
+        """Change some of a key's limits (None removes one): in effect on its next request,
+        on every replica (each request reads its key)."""
+        key = await self.get(name)
+        updated = await self._keys.set_limits(name, dataclasses.replace(key.limits, **changes))
+        if updated is None:
+            raise KeyNotFoundError(name)
+        return updated
 
     async def revoke(self, name: str) -> ApiKey:
         """Revoked at once for every replica (each request reads its key). Revoking a

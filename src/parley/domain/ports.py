@@ -29,7 +29,7 @@ from parley.domain.models import (
 from parley.llm.types import ChatMessage, ChatRequest, Completion, StreamChunk, Usage
 
 if TYPE_CHECKING:
-    from parley.domain.keys import ApiKey, BudgetPeriod
+    from parley.domain.keys import ApiKey, BudgetPeriod, KeyLimits
     from parley.domain.outcomes import GoalResults
 
 # Decides, inside the transaction that stores a user message, whether the conversation
@@ -360,6 +360,10 @@ class KeyStore(Protocol):
 
     async def revoke(self, name: str, when: datetime) -> ApiKey | None:
         """Revoke (once: a revoked key keeps its first time); None if there is no such key."""
+        ...
+
+    async def set_limits(self, name: str, limits: KeyLimits) -> ApiKey | None:
+        """Replace a key's budget and rate limits; None if there is no such key."""
         ...
 
     async def touch(self, name: str, when: datetime) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Date, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from parley.domain.keys import ApiKey, BudgetPeriod, to_nanos
+from parley.domain.keys import ApiKey, BudgetPeriod, KeyLimits, to_nanos
 from parley.store.database import Database
 from parley.store.rows import to_key
 from parley.store.tables import API_KEYS, KEY_SPEND, UTCDateTime
@@ -84,6 +84,9 @@ class KeyRepository:
     async def revoke(self, name: str, when: datetime) -> ApiKey | None:
         return await self._db.run_transaction(_revoke, name, when)
 
+    async def set_limits(self, name: str, limits: KeyLimits) -> ApiKey | None:
+        return await self._db.run_transaction(_set_limits, name, limits)
+
     async def touch(self, name: str, when: datetime) -> None:
         await self._db.run_transaction(_touch, name, when)
 
@@ -142,6 +145,21 @@ def _all(conn: Connection) -> list[ApiKey]:
 def _revoke(conn: Connection, name: str, when: datetime) -> ApiKey | None:
     conn.execute(_REVOKE, {"key_name": name, "when": when})
     return _one(conn, _BY_NAME, {"name": name})
+
+
+def _set_limits(conn: Connection, name: str, limits: KeyLimits) -> ApiKey | None:
+    row = conn.execute(
+        update(API_KEYS)
+        .where(_K.name == name)
+        .values(
+            budget_nanos=None if limits.budget_usd is None else to_nanos(limits.budget_usd),
+            budget_period=limits.budget_period.value,
+            rpm=limits.rpm,
+            tpm=limits.tpm,
+        )
+        .returning(API_KEYS)
+    ).one_or_none()
+    return None if row is None else to_key(row)
 
 
 def _touch(conn: Connection, name: str, when: datetime) -> None:
