@@ -25,6 +25,8 @@ import pytest
 import yaml
 from websockets.asyncio.client import connect
 
+from tests.support.live_server import LiveServer
+from tests.support.otlp import OtlpReceiver
 from tests.support.ports import free_port
 from tests.support.processes import shell_in_background
 from tests.support.readme import readme_block, readme_blocks
@@ -45,6 +47,7 @@ EXAMPLES = (
     "make stack",
     ".venv/bin/parley demo",
     "kubectl create secret",
+    "OTEL_EXPORTER_OTLP_ENDPOINT=",
 )
 
 pytestmark = pytest.mark.integration
@@ -230,6 +233,51 @@ def test_the_quick_start_serves_as_written(tmp_path: Path) -> None:
     assert code in (0, -signal.SIGINT), output
     assert "Traceback" not in output, output
     assert "make: ***" not in output, output
+
+
+def test_the_traces_example_exports_a_turns_spans_as_written(tmp_path: Path) -> None:
+    """``make run`` with the README's OTEL_* variables (its endpoint on a receiver here):
+    a request the caller sampled is traced, with the service name it set."""
+    receiver = OtlpReceiver()
+    with LiveServer(receiver.app) as otlp:
+        # As written, but for the endpoint: this test's receiver, not a collector on 4318.
+        command = readme_block("OTEL_EXPORTER_OTLP_ENDPOINT=").replace(
+            "http://127.0.0.1:4318", otlp.http_url
+        )
+        port = free_port()
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("PARLEY_", "GROQ_", "PROMETHEUS_MULTIPROC", "OTEL_"))
+        }
+        database = f"sqlite+aiosqlite:///{tmp_path / 'traced.db'}"
+        env |= {"PARLEY_PORT": str(port), "PARLEY_DATABASE_URL": database}
+        with (tmp_path / "make-run.log").open("wb") as out:
+            served = subprocess.Popen(
+                ["bash", "-c", command],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        url = f"http://127.0.0.1:{port}"
+        sampled = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+        try:
+            wait_until(
+                lambda: httpx.get(f"{url}/readyz").status_code == 200,
+                "make run",
+                timeout=120,
+                ignoring=(httpx.TransportError,),
+            )
+            goal = {"name": "Traced", "instructions": "Help."}
+            assert httpx.post(f"{url}/v1/goals/", json=goal, headers=sampled).status_code == 201
+        finally:
+            _interrupt(served)  # the spans are flushed as it stops
+        wait_until(lambda: receiver.named("POST /v1/goals/"), "the request's span")
+    (span,) = receiver.named("POST /v1/goals/")
+    assert span.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span.resource["service.name"] == "parley"
 
 
 def test_the_metrics_example_works_as_written(server: str) -> None:
