@@ -45,7 +45,6 @@ def _scope(method: str, path: str) -> dict[str, Any]:
 
 
 _REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
-_NEVER = asyncio.Event()
 
 
 def _receiver() -> Any:
@@ -57,7 +56,9 @@ def _receiver() -> Any:
         if not sent:
             sent = True
             return _REQUEST
-        await _NEVER.wait()
+        # A future nothing completes, on this run's loop (a module-level Event bound
+        # itself to the first run's and failed the next asyncio.run).
+        await asyncio.get_running_loop().create_future()
         return {"type": "http.disconnect"}
 
     return receive

@@ -64,6 +64,7 @@ from parley.observability import (
 )
 from parley.observability.catalogue import WEBHOOK_OUTCOMES
 from parley.observability.sqlalchemy import instrument_engine
+from parley.observability.tracing import unsampled_parent
 from parley.store import Store
 from parley.webhooks import WEBHOOK_TYPES
 
@@ -91,7 +92,7 @@ class LLMTelemetry:
                 operation=call.operation.value,
             ),
             call,
-            None if self.tracer is None else _llm_span(self.tracer, call),
+            None if self.tracer is None or unsampled_parent() else _llm_span(self.tracer, call),
         )
 
 
@@ -551,7 +552,7 @@ class TurnTelemetry:
     def begin(self, channel: str, conversation_id: object) -> TurnTrace | None:
         """With tracing on: the turn's span, current until ``detach`` (call it once the
         turn has started: its task, created by then, runs under the span); None when off."""
-        if self.tracer is None:
+        if self.tracer is None or unsampled_parent():
             return None
         return TurnTrace(self.tracer, channel, str(conversation_id))
 

@@ -241,3 +241,28 @@ print("REQUEST_EXEMPLAR:", "request_id=" in exposed)
     assert "SDK: []" in done.stdout
     assert "TRACE_EXEMPLAR: False" in done.stdout
     assert "REQUEST_EXEMPLAR: True" in done.stdout  # today's behaviour stays
+
+
+def test_a_turn_the_caller_did_not_sample_makes_no_span_and_keeps_request_exemplars(
+    tmp_path: Path, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A traceparent with the sampled flag off, under the SDK's default parent-based
+    sampler: nothing below the server span is made, nothing exported, and the exemplars
+    name the request, not a trace nobody kept."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    unsampled = f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"
+    app = create_app(make_settings(tmp_path))
+    with LiveServer(app) as server, httpx.Client(base_url=server.http_url, timeout=30) as http:
+        goal = {"id": "support", "name": "Support", "instructions": "Help."}
+        assert http.post("/v1/goals/", json=goal).status_code == 201
+        made = http.post("/v1/conversations/", json={"goal_id": "support"})
+        streamed = http.post(
+            f"/v1/conversations/{made.json()['id']}/messages",
+            json={"content": "Where is my order?", "stream": True},
+            headers={"traceparent": unsampled},
+        )
+        assert "event: done" in streamed.text
+        metrics = http.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert [span for span in receiver.spans if span.trace_id == CALLER_TRACE] == []
+    assert f'trace_id="{CALLER_TRACE}"' not in metrics.text
+    assert 'request_id="' in metrics.text

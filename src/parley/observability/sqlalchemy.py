@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.observability.catalogue import DatabaseMetrics
+from parley.observability.tracing import unsampled_parent
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -45,7 +46,9 @@ def instrument_engine(
     def _before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         conn.info.setdefault(_STACK, []).append(time.perf_counter())
         if tracer is not None:
-            conn.info.setdefault(_SPANS, []).append(_span(tracer, system, statement))
+            # None: no span (an unsampled trace's statements): the stack stays paired.
+            span = None if unsampled_parent() else _span(tracer, system, statement)
+            conn.info.setdefault(_SPANS, []).append(span)
 
     @event.listens_for(sync_engine, "after_cursor_execute")
     def _after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -93,6 +96,8 @@ def _end_span(conn: Any, error_type: str | None) -> None:
     if not spans:
         return
     span = spans.pop()
+    if span is None:
+        return
     if error_type is not None:
         from opentelemetry.trace import StatusCode
 

@@ -27,6 +27,14 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
 
+
+def get_current_span() -> Span:
+    """The API's current span (imported on first use: never with tracing off)."""
+    from opentelemetry import trace
+
+    return trace.get_current_span()
+
+
 SEMCONV_VERSION = "1.41.0"
 SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
 TRACER_NAME = "parley"
@@ -76,13 +84,19 @@ def start_tracing(service_version: str, environ: Mapping[str, str] = os.environ)
 
 
 def current_trace_ids() -> tuple[str, str] | None:
-    """The current span's trace and span ids (hex), if one is being recorded."""
-    from opentelemetry import trace
-
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
+    """The current span's trace and span ids (hex), if it is sampled: an id nobody
+    exported leads nowhere."""
+    context = get_current_span().get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def unsampled_parent() -> bool:
+    """Inside a span that is not recorded (its trace was not sampled): a child would not
+    be either, so the caller skips making one (at a 10 % ratio, nine turns in ten)."""
+    span = get_current_span()
+    return span.get_span_context().is_valid and not span.is_recording()
 
 
 def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
