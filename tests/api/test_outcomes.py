@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
 from tests.conftest import app_client, make_settings
-from tests.support.metrics import value
+from tests.support.metrics import registry_of, total, value
 
 BOOTSTRAP = "bootstrap-secret"
 ADMIN = {"Authorization": f"Bearer {BOOTSTRAP}"}
@@ -156,7 +155,7 @@ def test_an_ended_conversation_is_deleted_by_its_owner_or_an_admin_only(
     assert client.delete(f"/v1/conversations/{second}", headers=ADMIN).status_code == 204
     listed = client.get("/v1/conversations/", headers=shop).json()["items"]
     assert listed == []
-    metrics = _registry(client)
+    metrics = registry_of(client)
     assert value(metrics, "conversations_deleted_total", reason="request") == 2
     assert value(metrics, "conversations_deleted_total", reason="retention") == 0
     # What was counted as it ended stays counted.
@@ -190,12 +189,9 @@ def test_a_goals_results_come_from_the_database_and_agree_with_the_metrics(
     assert body["outcomes"]["achieved"]["median_turns"] == 1
     assert body["outcomes"]["not_achieved"]["median_turns"] == 2
 
-    metrics = _registry(client)
+    metrics = registry_of(client)
     for outcome, count in counts.items():
-        counted = sum(
-            value(metrics, "conversations_ended_total", **labels) or 0
-            for labels in _label_sets(outcome)
-        )
+        counted = total(metrics, "conversations_ended_total", goal_id="support", outcome=outcome)
         assert counted == count, outcome
         turns = value(metrics, "conversation_ended_turns_count", goal_id="support", outcome=outcome)
         assert turns == count, outcome
@@ -210,16 +206,3 @@ def test_a_goals_results_come_from_the_database_and_agree_with_the_metrics(
         "/v1/goals/support/outcomes", params={"since": "2026-01-01T00:00:00"}, headers=ann
     )
     assert naive.status_code == 422
-
-
-def _registry(client: TestClient) -> CollectorRegistry:
-    registry: CollectorRegistry = client.app.state.instrumentation.registry  # type: ignore[attr-defined]
-    return registry
-
-
-def _label_sets(outcome: str) -> list[dict[str, str]]:
-    return [
-        {"goal_id": "support", "outcome": outcome, "source": source, "escalated": escalated}
-        for source in ("client", "agent", "judge", "timeout")
-        for escalated in ("true", "false")
-    ]

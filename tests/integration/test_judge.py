@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
 from parley.llm.prices import PRICES
 from parley.llm.simulated import MALFORMED_VERDICT_MARKER
 from tests.conftest import app_client, make_settings
 from tests.support.groq_server import GroqTestServer, Reply
 from tests.support.live_server import LiveServer
-from tests.support.metrics import value
+from tests.support.metrics import registry_of, total, value
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -53,11 +52,6 @@ def _settled(client: TestClient, conversation: str) -> dict[str, Any]:
     return settled
 
 
-def _registry(client: TestClient) -> CollectorRegistry:
-    registry: CollectorRegistry = client.app.state.instrumentation.registry  # type: ignore[attr-defined]
-    return registry
-
-
 def test_the_simulated_judge_grades_by_its_rule_and_every_count_agrees(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, judge_max_attempts=2, **FAST)
     with app_client(settings) as client:
@@ -68,7 +62,7 @@ def test_the_simulated_judge_grades_by_its_rule_and_every_count_agrees(tmp_path:
         reported = _ended(client, "All good.", outcome="not_achieved")
 
         verdicts = {c: _settled(client, c) for c in (solved, unsolved, garbled, reported)}
-        registry = _registry(client)
+        registry = registry_of(client)
         results = client.get("/v1/goals/support/outcomes").json()
         assert client.get("/metrics").status_code == 200  # the queue's gauge, read now
 
@@ -106,10 +100,7 @@ def test_the_simulated_judge_grades_by_its_rule_and_every_count_agrees(tmp_path:
     counts = {outcome: stats["count"] for outcome, stats in results["outcomes"].items()}
     assert counts == {"achieved": 1, "not_achieved": 2, "abandoned": 0, "unknown": 1}
     for outcome, count in counts.items():
-        counted = sum(
-            value(registry, "conversations_ended_total", **labels) or 0
-            for labels in _label_sets(outcome)
-        )
+        counted = total(registry, "conversations_ended_total", goal_id="support", outcome=outcome)
         assert counted == count, outcome
 
 
@@ -134,7 +125,7 @@ def test_a_groq_judge_gets_json_mode_and_its_verdict_and_cost_are_its_own(
             assert client.post("/v1/goals/", json=GOAL).status_code == 201
             conversation = _ended(client, "Where is my order?")
             judged = _settled(client, conversation)
-            registry = _registry(client)
+            registry = registry_of(client)
     chat, judge = (request["body"] for request in fake.requests)
     assert "response_format" not in chat
     assert judge["response_format"] == {"type": "json_object"}
@@ -152,11 +143,3 @@ def test_a_groq_judge_gets_json_mode_and_its_verdict_and_cost_are_its_own(
         registry, "llm_cost_usd_total", model=judge_model, key_name="", operation="chat"
     )
     assert chat_cost == 0
-
-
-def _label_sets(outcome: str) -> list[dict[str, str]]:
-    return [
-        {"goal_id": "support", "outcome": outcome, "source": source, "escalated": escalated}
-        for source in ("client", "agent", "judge", "timeout")
-        for escalated in ("true", "false")
-    ]

@@ -30,7 +30,7 @@ from tests.api.helpers import make_conversation, make_goal
 from tests.conftest import app_client, make_settings
 from tests.support.groq_server import GroqTestServer, Reply
 from tests.support.live_server import LiveServer
-from tests.support.metrics import FakeClock, value
+from tests.support.metrics import FakeClock, total, value
 from tests.support.providers import ScriptedProvider, collect
 
 MODEL = "llama-3.1-8b-instant"
@@ -394,16 +394,6 @@ def test_stored_usage_metrics_and_cost_agree_with_what_groq_bills(
     assert estimate_cost(model, Usage(**reply["usage"])) == pytest.approx(billed)
 
 
-def _total(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """A sample summed over every series carrying ``labels``."""
-    return sum(
-        sample.value
-        for metric in registry.collect()
-        for sample in metric.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
-
-
 async def test_the_genai_metrics_move_with_the_llm_ones_call_for_call() -> None:
     """gen_ai_client_operation_duration_seconds and gen_ai_client_token_usage are the
     same observations as llm_latency_seconds and llm_tokens_used_total."""
@@ -416,14 +406,14 @@ async def test_the_genai_metrics_move_with_the_llm_ones_call_for_call() -> None:
     with pytest.raises(LLMError):
         await collect(gateway.stream(REQUEST), [])
 
-    calls = _total(registry, "llm_requests_total")
+    calls = total(registry, "llm_requests_total")
     assert calls == 3
-    assert _total(registry, "gen_ai_client_operation_duration_seconds_count") == calls
-    assert _total(registry, "gen_ai_client_operation_duration_seconds_sum") == pytest.approx(
-        _total(registry, "llm_latency_seconds_sum")
+    assert total(registry, "gen_ai_client_operation_duration_seconds_count") == calls
+    assert total(registry, "gen_ai_client_operation_duration_seconds_sum") == pytest.approx(
+        total(registry, "llm_latency_seconds_sum")
     )
     failed = {"error_type": "stream_interrupted"}
-    assert _total(registry, "gen_ai_client_operation_duration_seconds_count", **failed) == 1
+    assert total(registry, "gen_ai_client_operation_duration_seconds_count", **failed) == 1
     labels = {
         "gen_ai_operation_name": "chat",
         "gen_ai_provider_name": "other",  # the test's provider: not one Parley has
@@ -431,8 +421,8 @@ async def test_the_genai_metrics_move_with_the_llm_ones_call_for_call() -> None:
         "gen_ai_response_model": MODEL,
     }
     for genai, ours in (("input", "prompt"), ("output", "completion")):
-        used = _total(registry, "gen_ai_client_token_usage_sum", **labels, gen_ai_token_type=genai)
-        assert used == _total(registry, "llm_tokens_used_total", model=MODEL, type=ours), genai
+        used = total(registry, "gen_ai_client_token_usage_sum", **labels, gen_ai_token_type=genai)
+        assert used == total(registry, "llm_tokens_used_total", model=MODEL, type=ours), genai
     # The conventions' boundaries, to 81.92 s.
     assert (
         value(

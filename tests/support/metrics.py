@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -32,3 +33,19 @@ def series(registry: CollectorRegistry, family: str) -> list[dict[str, str]]:
         if metric.name == family:
             return [dict(sample.labels) for sample in metric.samples]
     return []
+
+
+def total(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """A sample summed over every series that carries ``labels`` (0 when none does)."""
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def registry_of(client: Any) -> CollectorRegistry:
+    """The registry of the app a ``TestClient`` drives."""
+    registry: CollectorRegistry = client.app.state.instrumentation.registry
+    return registry
