@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -33,6 +32,7 @@ from parley.domain.outcomes import judges
 from parley.llm import LLMError, LLMErrorKind, Operation
 from parley.testing import MemoryStore
 from tests.store.helpers import open_turn, sample_goal
+from tests.support.clock import Clock
 from tests.support.providers import ScriptedProvider
 
 ACHIEVED = json.dumps({"label": "achieved", "score": 0.8, "explanation": "Answered."})
@@ -50,17 +50,6 @@ class Judged:
 
     def __getattr__(self, event: str) -> Any:
         return lambda *args: None
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC) + timedelta(seconds=5)  # past the ends to come
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 class Setup:

@@ -2,7 +2,8 @@
 receiver verifies with the reference library), every event delivered in order per
 conversation through a receiver that answers 500 and times out before it recovers, and a
 delivery given up on is listed by `parley webhooks failed` and sent again by
-`parley webhooks redeliver`."""
+`parley webhooks redeliver`; a replica killed while it delivers leaves the event to
+another replica once its lease runs out (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from parley.app import create_app
 from parley.cli import main
 from tests.conftest import make_settings
 from tests.support.live_server import LiveServer
+from tests.support.serve import serve_process
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -49,6 +51,8 @@ class Receiver:
             self.answered.append(action)
         if action == "timeout":
             await asyncio.sleep(3)  # past Parley's timeout: never recorded as received
+        if action == "hang":
+            await asyncio.sleep(120)  # its sender is killed meanwhile
         if action != "ok":
             return Response(status_code=500)
         payload = Webhook(SECRET).verify(body, dict(request.headers))  # raises if forged
@@ -170,3 +174,27 @@ def test_a_bad_webhook_secret_stops_the_start_with_a_clear_error(
     assert "PARLEY_WEBHOOKS" in err
     assert "whsec_" in err
     assert "hunter2" not in err
+
+
+def test_a_replica_killed_mid_delivery_leaves_the_event_to_another(
+    tmp_path: Path, database_url: str
+) -> None:
+    hooks = Receiver(["hang"])
+    with LiveServer(hooks.app) as hook_server:
+        endpoint = {"url": f"{hook_server.http_url}/hook", "secret": SECRET, "name": "crm"}
+        env = {"PARLEY_DATABASE_URL": database_url, "PARLEY_WEBHOOKS": json.dumps([endpoint])}
+        with serve_process(tmp_path, env=env) as first:
+            with httpx.Client(base_url=first.url, timeout=30) as http:
+                conversation = _handoff(http)
+            wait_until(lambda: hooks.answered == ["hang"], "the first replica delivering")
+            # The second replica starts while the first holds the delivery's lease.
+            with serve_process(tmp_path, env=env):
+                first.process.kill()  # kill -9, mid-delivery
+                first.process.wait()
+                wait_until(lambda: hooks.received, "the delivery by the second", timeout=120)
+    assert hooks.answered == ["hang", "ok"]  # once more, by the replica left
+    (delivered,) = hooks.received
+    assert (delivered["type"], delivered["data"]["conversation_id"]) == (
+        "conversation.escalated",
+        conversation,
+    )

@@ -499,7 +499,8 @@ class HandoffMetrics:
             ),
             wait=Histogram(
                 "handoff_wait_seconds",
-                "From the escalation to an agent claiming it, by goal.",
+                "From the escalation to an agent claiming it from the queue, by goal (one "
+                "put back and claimed again is observed again, still from its escalation).",
                 ["goal_id"],
                 buckets=HANDOFF_BUCKETS,
                 registry=registry,

@@ -62,6 +62,7 @@ class Dispatcher:
         backoff_base_seconds: float,
         on_attempt: AttemptObserver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._outbox = outbox
         self._endpoints = {endpoint.name: endpoint for endpoint in endpoints}
@@ -71,6 +72,7 @@ class Dispatcher:
         self._lease = timedelta(seconds=max(30.0, 2 * timeout_seconds + 5))
         self._on_attempt = on_attempt
         self._rng = random.Random()
+        self._clock = clock
         self._http = httpx.AsyncClient(
             timeout=timeout_seconds, follow_redirects=False, transport=transport
         )
@@ -100,7 +102,7 @@ class Dispatcher:
 
     async def deliver_due(self) -> bool:
         """One round: queue new events, deliver what is due; whether there was any."""
-        now = datetime.now(UTC)
+        now = self._clock()
         await self._outbox.queue_new(list(self._endpoints), webhook_type, now)
         batch = await self._outbox.claim(now, self._lease, CONCURRENCY)
         batch = [d for d in batch if d.endpoint in self._endpoints]  # one removed meanwhile
@@ -110,7 +112,7 @@ class Dispatcher:
     async def _deliver(self, delivery: WebhookDelivery) -> None:
         endpoint = self._endpoints[delivery.endpoint]
         message_id = f"evt_{delivery.event.id}"  # the same on every retry: receivers dedupe
-        sent_at = datetime.now(UTC)
+        sent_at = self._clock()
         body = json.dumps(
             {
                 "type": delivery.type,
@@ -133,7 +135,7 @@ class Dispatcher:
         except httpx.HTTPError as failed:
             error = type(failed).__name__  # never the URL's query or the body
         elapsed = time.perf_counter() - began
-        now = datetime.now(UTC)
+        now = self._clock()
         if error is None:
             await self._outbox.delivered(delivery, now)
             outcome = "delivered"
