@@ -132,8 +132,10 @@ class MemoryEventLog:
         self._last_id = 0  # ids are never reused, as the table's sequence
 
     def forget(self, conversation_id: uuid.UUID) -> None:
-        """A deleted conversation's events go with it."""
+        """A deleted conversation's events go with it; its streams are woken to see it."""
         self.events = [e for e in self.events if e.conversation_id != conversation_id]
+        if self.on_published is not None:
+            self.on_published({conversation_id})
 
     def append_handoff(self, conversation: Conversation, step: HandoffStep) -> None:
         self._append(

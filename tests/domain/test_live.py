@@ -163,3 +163,19 @@ async def test_streams_woken_together_at_the_same_place_share_one_read(
     assert reads == [1]  # after event 1 (the escalation): one read, fifty streams
     for items in streams:
         await items.aclose()
+
+
+async def test_a_followed_conversation_that_is_deleted_ends_its_stream_not_found(
+    store: MemoryStore,
+) -> None:
+    live = _live(store, Hub(10))
+    conversation_id = await _escalated(store)
+    await store.handoffs.assign(conversation_id, "ann", holder=None, transfer=False)
+    await store.handoffs.resolve(conversation_id, holder="ann", closing=CLOSED)
+    items = await live.conversation(conversation_id, AGENT, None)
+    following = asyncio.ensure_future(_next(items))
+    await asyncio.sleep(0)  # it waits for news
+    assert await store.conversations.delete(conversation_id)
+    with pytest.raises(ConversationNotFoundError):
+        await following
+    await items.aclose()

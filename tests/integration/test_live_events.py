@@ -1,18 +1,21 @@
 """The live streams over SSE, on a real server: the customer and the agents follow a
 handoff as it happens, a reconnect with Last-Event-ID gets what was missed and nothing
-twice, the bound answers 503, and (PostgreSQL) an event made on one replica reaches a
+twice, the bound answers 503, a conversation deleted ends its streams (SSE and WebSocket)
+as not found, and (PostgreSQL) an event made on one replica, or a deletion, reaches a
 subscriber on another through LISTEN/NOTIFY, not the heartbeat's look."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from parley.api.schemas import LiveEventOut
 from parley.app import create_app
@@ -196,3 +199,54 @@ async def test_an_event_on_one_replica_reaches_a_subscriber_on_another(tmp_path:
             expected = ["escalated", "assigned", "agent:Ann here"]
             assert [_what(e) for e in await customer] == expected
             assert [_what(e) for e in await queue] == expected
+            # Deleted on one replica: a stream on the other ends at once.
+            await ann_on_a.resolve(conversation.id, return_to_bot=False)
+            await _subscribed(b, "conversation", 0)  # the customer's first stream closed
+            following = asyncio.create_task(
+                _stream_ends_not_found(alice_on_b, str(conversation.id))
+            )
+            await _subscribed(b, "conversation")
+            await alice_on_a.delete_conversation(conversation.id)
+            ended = await following
+            assert (ended.status, ended.code) == (404, "conversation_not_found")
+
+
+async def _completed(url: str, keys: dict[str, str]) -> str:
+    """A conversation of alice's that ann took and completed: it may be deleted."""
+    async with _client(url, keys["alice"]) as alice, _client(url, keys["ann"]) as ann:
+        conversation = await alice.create_conversation("support")
+        await alice.send_message(conversation.id, "a human please")
+        await ann.assign(conversation.id)
+        await ann.resolve(conversation.id, return_to_bot=False)
+    return str(conversation.id)
+
+
+async def _stream_ends_not_found(parley: ParleyClient, conversation: str) -> ParleyError:
+    with pytest.raises(ParleyError) as ended:
+        await _take(parley.follow_conversation(conversation), 1)
+    return ended.value
+
+
+async def test_a_deleted_conversation_ends_its_streams_as_not_found(server: LiveServer) -> None:
+    keys = await _keys(server.http_url)
+    conversation = await _completed(server.http_url, keys)
+    async with (
+        _client(server.http_url, keys["alice"]) as alice,
+        _client(server.http_url, keys["ann"]) as ann,
+        connect(
+            f"{server.ws_url}/v1/conversations/{conversation}/ws",
+            additional_headers=_bearer(keys["alice"]),
+        ) as socket,
+    ):
+        customer = asyncio.create_task(_stream_ends_not_found(alice, conversation))
+        agent = asyncio.create_task(_stream_ends_not_found(ann, conversation))
+        await _subscribed(server, "conversation", 3)  # both SSE streams and the socket's
+        await alice.delete_conversation(conversation)
+        for ended in await asyncio.gather(customer, agent):
+            assert (ended.status, ended.code) == (404, "conversation_not_found")
+        async with asyncio.timeout(20):
+            frame = json.loads(await socket.recv())
+        assert (frame["type"], frame["code"]) == ("events_stopped", "conversation_not_found")
+        with pytest.raises(ParleyError) as again:  # reconnecting: the usual 404
+            await _take(alice.follow_conversation(conversation, last_event_id=1), 1)
+        assert again.value.status == 404

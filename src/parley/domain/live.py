@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from parley import defaults
 from parley.domain.errors import ConversationNotFoundError
@@ -20,6 +21,10 @@ from parley.domain.ports import ConversationStore, EventLog, Wakeups
 QUEUE = "handoffs"
 # Events read at a time: a subscriber far behind catches up in pages.
 BATCH = 100
+# The shared read of whether a conversation still exists (event seqs start at 1).
+_EXISTS = -1
+
+T = TypeVar("T")
 
 
 def _resumed(after: int | None, last: int) -> int:
@@ -49,7 +54,7 @@ class LiveService:
         self._heartbeat = heartbeat_seconds
         # Reads in flight, by what they read: a thousand streams woken by one event at the
         # same place share one query (1000 reads of one row took 1.3 s on SQLite).
-        self._reads: dict[tuple[str, int], asyncio.Future[list[LiveEvent]]] = {}
+        self._reads: dict[tuple[str, int], asyncio.Future[Any]] = {}
 
     async def conversation(
         self, conversation_id: uuid.UUID, caller: Principal, after: int | None
@@ -71,7 +76,16 @@ class LiveService:
                 (topic, seq), lambda: self._log.conversation_events(conversation_id, seq, BATCH)
             )
 
-        return self._follow(topic, start, read, lambda event: event.seq)
+        async def still_there() -> None:
+            """Woken with nothing new: its deletion wakes it too (its events went with
+            it), and then the stream ends as the conversation's other routes answer."""
+            if not await self._shared((topic, _EXISTS), exists):
+                raise ConversationNotFoundError(conversation_id)
+
+        async def exists() -> bool:
+            return await self._conversations.get(conversation_id) is not None
+
+        return self._follow(topic, start, read, lambda event: event.seq, still_there)
 
     async def queue(self, after: int | None) -> AsyncGenerator[LiveItem, None]:
         """Every conversation's handoff events after event ``after`` (None: from now on)."""
@@ -83,9 +97,7 @@ class LiveService:
 
         return self._follow(QUEUE, start, read, lambda event: event.id)
 
-    async def _shared(
-        self, key: tuple[str, int], read: Callable[[], Awaitable[list[LiveEvent]]]
-    ) -> list[LiveEvent]:
+    async def _shared(self, key: tuple[str, int], read: Callable[[], Awaitable[T]]) -> T:
         pending = self._reads.get(key)
         if pending is None:
             pending = asyncio.ensure_future(read())
@@ -94,7 +106,7 @@ class LiveService:
         # Shielded: one stream closing does not cancel the read the others wait on.
         return await asyncio.shield(pending)
 
-    def _read_over(self, key: tuple[str, int], done: asyncio.Future[list[LiveEvent]]) -> None:
+    def _read_over(self, key: tuple[str, int], done: asyncio.Future[Any]) -> None:
         self._reads.pop(key, None)
         if not done.cancelled():
             done.exception()  # seen here too: every stream waiting on it may have gone
@@ -105,9 +117,11 @@ class LiveService:
         cursor: int,
         read: Callable[[int], Awaitable[list[LiveEvent]]],
         position: Callable[[LiveEvent], int],
+        still_there: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[LiveItem, None]:
         # Subscribed before the first read: an event committed after that read wakes it.
         with self._wakeups.subscribe(topic) as subscription:
+            woken: bool | None = False
             while True:
                 events = await read(cursor)
                 for event in events:
@@ -115,6 +129,8 @@ class LiveService:
                     cursor = position(event)
                 if len(events) == BATCH:
                     continue  # more waiting
+                if woken and not events and still_there is not None:
+                    await still_there()
                 woken = await subscription.wait(self._heartbeat)
                 if woken is None:
                     return  # the server drains: the client reconnects elsewhere

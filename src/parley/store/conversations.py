@@ -40,7 +40,7 @@ from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
 from parley.store import turns
 from parley.store.database import Database
 from parley.store.endings import ending_values, queue_judgement
-from parley.store.events import append_handoff
+from parley.store.events import append_handoff, publish
 from parley.store.goals import GoalCache
 from parley.store.outcomes import goal_results
 from parley.store.rows import CONVERSATION_COLUMNS, to_conversation, to_evaluation, to_message
@@ -252,6 +252,8 @@ def _delete(conn: Connection, conversation_id: uuid.UUID) -> bool:
             _C.id == conversation_id, _C.status == ConversationStatus.COMPLETED.value
         )
     )
+    if result.rowcount:
+        publish(conn, [conversation_id])  # its open streams end
     return bool(result.rowcount)
 
 
@@ -268,8 +270,11 @@ def _delete_ended_before(conn: Connection, before: datetime, limit: int) -> int:
     ids = list(conn.scalars(batch))
     if not ids:
         return 0
-    result = conn.execute(delete(CONVERSATIONS).where(_C.id.in_(ids), _C.ended_at < before))
-    return int(result.rowcount)
+    deleted = conn.scalars(
+        delete(CONVERSATIONS).where(_C.id.in_(ids), _C.ended_at < before).returning(_C.id)
+    ).all()
+    publish(conn, deleted)  # their open streams end
+    return len(deleted)
 
 
 def _page(

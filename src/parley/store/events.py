@@ -2,9 +2,10 @@
 agent has a conversation, appended inside the transaction that made the change, and read
 back by the streams (a conversation's after a ``seq``, the queue's after an ``id``).
 
-Appending also names the conversation for the commit's wake-up (``PUBLISHED``, read by
-``Database.run_transaction`` once committed) and, on PostgreSQL, notifies every replica
-(``NOTIFY`` is delivered only if the transaction commits)."""
+Appending (or deleting a conversation) also names the conversation for the commit's
+wake-up (``PUBLISHED``, read by ``Database.run_transaction`` once committed) and, on
+PostgreSQL, notifies every replica (``NOTIFY`` is delivered only if the transaction
+commits)."""
 
 from __future__ import annotations
 
@@ -94,12 +95,20 @@ def _append(
             conversation_id=conversation_id, seq=seq, goal_id=goal_id, kind=kind.value, **values
         )
     )
-    if postgres:
-        conn.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": CHANNEL, "payload": str(conversation_id)},
-        )
-    conn.info.setdefault(PUBLISHED, set()).add(conversation_id)
+    publish(conn, [conversation_id])
+
+
+_NOTIFY_EACH = text("SELECT pg_notify(:channel, id) FROM unnest(CAST(:ids AS text[])) AS id")
+
+
+def publish(conn: Connection, conversation_ids: Sequence[uuid.UUID]) -> None:
+    """Wakes these conversations' streams once the transaction commits: on this replica
+    (``PUBLISHED``) and, on PostgreSQL, every other (a deletion too: its streams end)."""
+    if not conversation_ids:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NOTIFY_EACH, {"channel": CHANNEL, "ids": [str(i) for i in conversation_ids]})
+    conn.info.setdefault(PUBLISHED, set()).update(conversation_ids)
 
 
 def _iso(moment: Any) -> str | None:
