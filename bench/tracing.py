@@ -1,7 +1,7 @@
 """What tracing costs a turn: whole turns on the simulated LLM at zero latency (SQLite,
 one worker), with tracing off, on with every turn sampled, and on at a 10 % ratio, the
-spans exported over OTLP/HTTP to a sink in another process. Rounds interleave the three;
-the server's CPU per turn is read from /proc."""
+spans exported over OTLP/HTTP to a sink in another process. Each round runs the three
+side by side; the servers' CPU per turn is read from /proc."""
 
 from __future__ import annotations
 
@@ -40,26 +40,42 @@ def _env(sink: str, variant: str) -> dict[str, str]:
 
 
 def run(*, rounds: int = 5, seconds: float = 5.0, clients: int = 10) -> list[TracingResult]:
+    """Each round runs the three servers side by side, each with its own clients: they
+    share the machine's state of the moment (this one drifts by more than the difference
+    between them when the variants take turns)."""
     sink = _spawn("sink", [sys.executable, "-m", "bench.otlp_sink", "{port}"], "/")
     cpu: dict[str, list[float]] = {OFF: [], ALL: [], TENTH: []}
     rate: dict[str, list[float]] = {OFF: [], ALL: [], TENTH: []}
     try:
         for _ in range(rounds):
-            for variant in cpu:
-                url = f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/tracing.db"
-                server: Server = _zero_latency_parley(variant, url, _env(sink.url, variant))
-                try:
-                    asyncio.run(_ensure_goal(server.url))
-                    done, spent = asyncio.run(_whole_turns(server, clients, seconds))
-                finally:
-                    server.process.terminate()
-                    server.process.wait(timeout=30)
+            for variant, (done, spent) in _side_by_side(list(cpu), sink, clients, seconds):
                 cpu[variant].append(spent / done if done else float("nan"))
                 rate[variant].append(done / seconds)
     finally:
         sink.process.terminate()
         sink.process.wait(timeout=30)
     return [TracingResult(v, cpu[v], rate[v]) for v in cpu]
+
+
+def _side_by_side(
+    variants: list[str], sink: Server, clients: int, seconds: float
+) -> list[tuple[str, tuple[int, float]]]:
+    servers: dict[str, Server] = {}
+    try:
+        for variant in variants:
+            url = f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/tracing.db"
+            servers[variant] = _zero_latency_parley(variant, url, _env(sink.url, variant))
+            asyncio.run(_ensure_goal(servers[variant].url))
+
+        async def together() -> list[tuple[int, float]]:
+            runs = (_whole_turns(server, clients, seconds) for server in servers.values())
+            return await asyncio.gather(*runs)
+
+        return list(zip(servers, asyncio.run(together()), strict=True))
+    finally:
+        for server in servers.values():
+            server.process.terminate()
+            server.process.wait(timeout=30)
 
 
 def added_share(results: list[TracingResult], variant: str) -> float:
@@ -83,26 +99,31 @@ def report(results: list[TracingResult]) -> list[str]:
     return lines
 
 
-def _discarding_tracing() -> Any:
+def _discarding_tracing(ratio: float = 1.0) -> Any:
     """A tracer provider that batches spans and drops them: the middleware's own cost."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 
     class Discard(SpanExporter):
         def export(self, spans: Any) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(ratio))
     provider.add_span_processor(BatchSpanProcessor(Discard()))
     return provider
 
 
-def _ours() -> FastAPI:
+def _ours(ratio: float = 1.0) -> FastAPI:
     from parley.observability.tracing import Tracing, TracingMiddleware
 
     app = parley()
-    app.add_middleware(TracingMiddleware, tracing=Tracing(_discarding_tracing()))
+    app.add_middleware(TracingMiddleware, tracing=Tracing(_discarding_tracing(ratio)))
     return app
+
+
+def _ours_at_a_tenth() -> FastAPI:
+    return _ours(0.1)
 
 
 def _maintained() -> FastAPI:
@@ -113,7 +134,13 @@ def _maintained() -> FastAPI:
     return app
 
 
-MIDDLEWARES = {"bare": bare, "parley": parley, "+ ours": _ours, "+ otel asgi": _maintained}
+MIDDLEWARES = {
+    "bare": bare,
+    "parley": parley,
+    "+ ours": _ours,
+    "+ ours, 10 %": _ours_at_a_tenth,
+    "+ otel asgi": _maintained,
+}
 
 
 def compare_middlewares(rounds: int, requests: int) -> list[inprocess.Result]:

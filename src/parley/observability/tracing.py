@@ -139,13 +139,14 @@ class TracingMiddleware:
     def __init__(
         self, app: ASGIApp, tracing: Tracing, templates: RouteTemplates | None = None
     ) -> None:
-        from opentelemetry import propagate, trace
+        from opentelemetry import context, propagate, trace
 
         self.app = app
         self.tracer = tracing.tracer
         self.templates = templates or RouteTemplates(app)
         self._extract = propagate.extract
-        self._use_span = trace.use_span
+        self._in_context = trace.set_span_in_context
+        self._attach, self._detach = context.attach, context.detach
         self._getter = _header_getter()
         self._server = trace.SpanKind.SERVER
         self._error = trace.StatusCode.ERROR
@@ -162,7 +163,19 @@ class TracingMiddleware:
             attributes={"http.request.method": method, "url.path": scope["path"]},
             start_time=time.time_ns(),
         )
-        status = 500
+        # Current while the app runs, sampled or not: an unsampled span tells its children
+        # not to record either (unsampled_parent), and nothing more is done with it.
+        token = self._attach(self._in_context(span))
+        try:
+            if not span.is_recording():
+                await self.app(scope, receive, send)
+                return
+            await self._traced(span, scope, receive, send)
+        finally:
+            self._detach(token)
+
+    async def _traced(self, span: Span, scope: Scope, receive: Receive, send: Send) -> None:
+        method, status = scope["method"], 500
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -171,8 +184,7 @@ class TracingMiddleware:
             await send(message)
 
         try:
-            with self._use_span(span, end_on_exit=False, record_exception=False):
-                await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send_status)
         except BaseException as exc:
             span.set_attribute("error.type", type(exc).__qualname__)
             raise
