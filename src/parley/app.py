@@ -204,7 +204,11 @@ def instrument_services(
         limit=settings.metrics_key_label_limit,
         overflow=instrumentation.guard.overflow,
     )
-    services.gateway.add_observer(instrument_llm(instrumentation, models, key_label, tracer))
+    services.gateway.add_observer(
+        instrument_llm(
+            instrumentation, models, key_label, tracer, capture_content=settings.log_content
+        )
+    )
     business = BusinessMetrics.register(instrumentation.registry)
     conversation_metrics = ConversationMetrics(
         business,

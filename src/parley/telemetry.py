@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -45,7 +46,7 @@ from parley.domain.turns import (
     TurnEvent,
     TurnTimings,
 )
-from parley.llm import LLMCallInfo, LLMError, LLMErrorKind, RateLimit, Usage
+from parley.llm import ChatMessage, LLMCallInfo, LLMError, LLMErrorKind, RateLimit, Role, Usage
 from parley.llm.prices import estimate_cost
 from parley.observability import (
     OTHER,
@@ -77,13 +78,25 @@ _db_log = structlog.get_logger("parley.store")
 
 class LLMTelemetry:
     """A gateway observer: every provider call is measured and logged here, and, with
-    tracing on, is a GenAI client span (the semantic conventions of SEMCONV_VERSION)."""
+    tracing on, is a GenAI client span (the semantic conventions of SEMCONV_VERSION). With
+    ``capture_content`` (PARLEY_LOG_CONTENT, the conventions' opt-in) the span also holds
+    the messages sent and the reply."""
 
-    def __init__(self, instrumentation: LLMInstrumentation, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        instrumentation: LLMInstrumentation,
+        tracer: Tracer | None = None,
+        *,
+        capture_content: bool = False,
+    ) -> None:
         self.instrumentation = instrumentation
         self.tracer = tracer
+        self.capture_content = capture_content
 
     def call_started(self, call: LLMCallInfo) -> _CallRecorder:
+        span = None if self.tracer is None or unsampled_parent() else _llm_span(self.tracer, call)
+        if span is not None and self.capture_content:
+            span.set_attributes(input_messages(call.messages))
         return _CallRecorder(
             self.instrumentation.start(
                 call.model,
@@ -92,8 +105,34 @@ class LLMTelemetry:
                 operation=call.operation.value,
             ),
             call,
-            None if self.tracer is None or unsampled_parent() else _llm_span(self.tracer, call),
+            span,
+            wants_content=span is not None and self.capture_content,
         )
+
+
+def input_messages(messages: tuple[ChatMessage, ...]) -> dict[str, str]:
+    """``gen_ai.system_instructions`` and ``gen_ai.input.messages``, as the conventions
+    give them: JSON, each message a role and its parts."""
+    system = [_text(m.content) for m in messages if m.role is Role.SYSTEM]
+    sent = [
+        {"role": m.role.value, "parts": [_text(m.content)]}
+        for m in messages
+        if m.role is not Role.SYSTEM
+    ]
+    attributes = {"gen_ai.input.messages": json.dumps(sent, ensure_ascii=False)}
+    if system:
+        attributes["gen_ai.system_instructions"] = json.dumps(system, ensure_ascii=False)
+    return attributes
+
+
+def output_messages(content: str, finish_reason: str | None) -> str:
+    """``gen_ai.output.messages``: the reply, as the conventions give it."""
+    reply = {"role": "assistant", "parts": [_text(content)], "finish_reason": finish_reason}
+    return json.dumps([reply], ensure_ascii=False)
+
+
+def _text(content: str) -> dict[str, str]:
+    return {"type": "text", "content": content}
 
 
 def _llm_span(tracer: Tracer, call: LLMCallInfo) -> Span:
@@ -114,10 +153,13 @@ def _llm_span(tracer: Tracer, call: LLMCallInfo) -> Span:
 
 
 class _CallRecorder:
-    def __init__(self, call: LLMCall, info: LLMCallInfo, span: Span | None) -> None:
+    def __init__(
+        self, call: LLMCall, info: LLMCallInfo, span: Span | None, *, wants_content: bool
+    ) -> None:
         self._call = call
         self._info = info
         self._span = span
+        self.wants_content = wants_content
 
     def propagation_headers(self) -> Mapping[str, str]:
         if self._span is None:
@@ -151,6 +193,7 @@ class _CallRecorder:
         *,
         response_model: str | None = None,
         finish_reason: str | None = None,
+        content: str | None = None,
     ) -> None:
         self._call.succeeded(
             prompt_tokens=usage.prompt_tokens if usage else None,
@@ -170,6 +213,10 @@ class _CallRecorder:
             if usage is not None:
                 span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
                 span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+            if content is not None and self.wants_content:
+                span.set_attribute(
+                    "gen_ai.output.messages", output_messages(content, finish_reason)
+                )
             span.end()
 
     def failed(self, error: LLMError, usage: Usage | None = None) -> None:
@@ -510,6 +557,8 @@ def instrument_llm(
     models: tuple[str, ...],
     key_label: CappedLabel,
     tracer: Tracer | None = None,
+    *,
+    capture_content: bool = False,
 ) -> LLMTelemetry:
     metrics = LLMMetrics.register(instrumentation.registry)
     return LLMTelemetry(
@@ -517,6 +566,7 @@ def instrument_llm(
             metrics, models=models, error_types=LLM_ERROR_TYPES, key_names=key_label
         ),
         tracer,
+        capture_content=capture_content,
     )
 
 

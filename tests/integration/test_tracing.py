@@ -206,6 +206,44 @@ def test_the_groq_request_carries_the_trace_on(tmp_path: Path, receiver: OtlpRec
     assert request["headers"]["traceparent"] == f"00-{CALLER_TRACE}-{llm.span_id}-01"
 
 
+def test_with_content_logging_on_the_llm_span_holds_the_messages_and_the_reply(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """PARLEY_LOG_CONTENT is the conventions' opt-in: the messages sent, the system
+    instructions and the streamed reply, as JSON; the statements still carry no values."""
+    groq = GroqTestServer()
+    groq.then(Reply("Your order ships today."))
+    with LiveServer(groq.app) as fake:
+        settings = make_settings(
+            tmp_path,
+            llm_provider="groq",
+            groq_api_key="gsk_test",
+            groq_base_url=fake.http_url,
+            log_content=True,
+        )
+        with LiveServer(create_app(settings)) as server:
+            conversation, _ = _streamed_turn(server.http_url)
+    attributes = _turn_trace(receiver, conversation, settings.default_model).attributes
+    assert json.loads(str(attributes["gen_ai.system_instructions"])) == [
+        {"type": "text", "content": "Help."}
+    ]
+    sent = json.loads(str(attributes["gen_ai.input.messages"]))
+    assert sent[-1] == {
+        "role": "user",
+        "parts": [{"type": "text", "content": "Where is my order?"}],
+    }
+    assert json.loads(str(attributes["gen_ai.output.messages"])) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "Your order ships today."}],
+            "finish_reason": "stop",
+        }
+    ]
+    statements = [span for span in receiver.spans if "db.query.text" in span.attributes]
+    assert statements
+    assert "Where is my order?" not in repr([span.attributes for span in statements])
+
+
 def test_with_tracing_off_no_span_is_made_and_the_sdk_is_never_imported(
     tmp_path: Path,
 ) -> None:

@@ -27,6 +27,8 @@ NO_WAIT = RetryPolicy(max_retries=2, backoff_seconds=0.0)
 @dataclass
 class Recorder:
     events: list[tuple[str, object]] = field(default_factory=list)
+    wants_content: bool = False
+    content: str | None = None
 
     def retrying(self, error: LLMError, attempt: int, wait_seconds: float) -> None:
         self.events.append(("retrying", (error.kind, attempt, wait_seconds)))
@@ -41,8 +43,10 @@ class Recorder:
         *,
         response_model: str | None = None,
         finish_reason: str | None = None,
+        content: str | None = None,
     ) -> None:
         self.events.append(("succeeded", usage))
+        self.content = content
 
     def propagation_headers(self) -> Mapping[str, str]:
         return {}
@@ -54,9 +58,10 @@ class Recorder:
 @dataclass
 class Observer:
     calls: list[tuple[LLMCallInfo, Recorder]] = field(default_factory=list)
+    wants_content: bool = False
 
     def call_started(self, call: LLMCallInfo) -> Recorder:
-        recorder = Recorder()
+        recorder = Recorder(wants_content=self.wants_content)
         self.calls.append((call, recorder))
         return recorder
 
@@ -209,3 +214,18 @@ async def test_a_slow_consumer_is_not_timed_out_by_the_stream_start_timeout() ->
         await asyncio.sleep(0.1)  # longer than the timeout, on every chunk
         received.append(chunk.content)
     assert "".join(received) == "hello world"
+
+
+async def test_only_an_observer_that_wants_the_content_is_given_the_reply_and_the_messages() -> (
+    None
+):
+    """The whole reply and a stream's, across a retry that started over; the messages
+    sent come with the call's description."""
+    provider = ScriptedProvider(["a whole reply", _error(LLMErrorKind.CONNECTION), "a stream"])
+    capturing, plain = Observer(wants_content=True), Observer()
+    gateway = LLMGateway(provider, retry=NO_WAIT, observers=[capturing, plain])
+    await gateway.complete(REQUEST)
+    assert [chunk.content async for chunk in gateway.stream(REQUEST)] != []
+    assert [recorder.content for _, recorder in capturing.calls] == ["a whole reply", "a stream"]
+    assert [recorder.content for _, recorder in plain.calls] == [None, None]
+    assert capturing.calls[0][0].messages == REQUEST.messages

@@ -16,7 +16,15 @@ from parley import defaults
 from parley.llm.errors import LLMError, LLMErrorKind
 from parley.llm.provider import LLMProvider
 from parley.llm.tokens import estimate_usage
-from parley.llm.types import ChatRequest, Completion, Operation, RateLimit, StreamChunk, Usage
+from parley.llm.types import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    Operation,
+    RateLimit,
+    StreamChunk,
+    Usage,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +35,15 @@ class LLMCallInfo:
     operation: Operation = Operation.CHAT
     conversation_id: str | None = None
     max_tokens: int | None = None
+    messages: tuple[ChatMessage, ...] = ()  # what the provider is sent
 
 
 class LLMCallRecorder(Protocol):
-    """Told what happens during one logical call (all its attempts)."""
+    """Told what happens during one logical call (all its attempts). ``wants_content``:
+    ``succeeded`` is given the reply's text (content capture is on); else it never is,
+    and a stream's chunks are not collected for it."""
+
+    wants_content: bool
 
     def retrying(self, error: LLMError, attempt: int, wait_seconds: float) -> None: ...
 
@@ -43,6 +56,7 @@ class LLMCallRecorder(Protocol):
         *,
         response_model: str | None = None,
         finish_reason: str | None = None,
+        content: str | None = None,
     ) -> None: ...
 
     def propagation_headers(self) -> Mapping[str, str]:
@@ -113,6 +127,7 @@ class LLMGateway:
                     completion.rate_limit,
                     response_model=completion.model,
                     finish_reason=completion.finish_reason,
+                    content=completion.content if recorder.wants_content else None,
                 )
             return completion
 
@@ -127,7 +142,9 @@ class LLMGateway:
         recorders = self._start(request, streaming=True)
         request = _with_headers(request, recorders)
         attempt = 0
+        capture = any(recorder.wants_content for recorder in recorders)
         while True:
+            texts: list[str] | None = [] if capture else None
             seen_content = False
             content_chunks = 0
             usage: Usage | None = None
@@ -146,12 +163,16 @@ class LLMGateway:
                     for recorder in recorders:
                         recorder.first_token()
                     content_chunks = 1
+                    if texts is not None:
+                        texts.append(start.first.content)
                     yield start.first
                     async for chunk in chunks:
                         if chunk.usage is not None:
                             usage = chunk.usage
                         finish_reason = chunk.finish_reason or finish_reason
                         content_chunks += bool(chunk.content)
+                        if texts is not None:
+                            texts.append(chunk.content)
                         yield chunk
             except Exception as exc:
                 error = _as_llm_error(exc, mid_stream=seen_content)
@@ -167,8 +188,10 @@ class LLMGateway:
                 raise
             finally:
                 await _aclose(chunks)
+            content = "".join(texts) if texts is not None else None
             for recorder in recorders:
-                recorder.succeeded(usage, rate_limit, finish_reason=finish_reason)
+                wanted = content if recorder.wants_content else None
+                recorder.succeeded(usage, rate_limit, finish_reason=finish_reason, content=wanted)
             return
 
     async def _first_content(self, chunks: AsyncIterator[StreamChunk]) -> _StreamStart:
@@ -192,6 +215,7 @@ class LLMGateway:
             request.operation,
             request.conversation_id,
             request.max_tokens,
+            request.messages,
         )
         return [observer.call_started(info) for observer in self.observers]
 
