@@ -55,6 +55,7 @@ from parley.observability.request_id import exemplars_from_traces
 from parley.observability.tracing import (
     TracingMiddleware,
     add_trace_ids,
+    current_traceparent,
     start_tracing,
     trace_exemplar,
 )
@@ -225,6 +226,8 @@ def instrument_services(
     services.events.add(conversation_metrics)
     if tracer is not None:
         services.events.add(ConversationTraces(tracer))
+        # A judged end keeps its request's trace: the verdict's span links to it.
+        services.store.database.trace_context = current_traceparent
     instrumentation.endpoint.add_hook(
         handoff_queue_hook(
             services.store, conversation_metrics.handoff, conversation_metrics.goal_label

@@ -65,7 +65,7 @@ from parley.observability import (
 )
 from parley.observability.catalogue import WEBHOOK_OUTCOMES
 from parley.observability.sqlalchemy import instrument_engine
-from parley.observability.tracing import unsampled_parent
+from parley.observability.tracing import span_link, unsampled_parent
 from parley.store import Store
 from parley.webhooks import WEBHOOK_TYPES
 
@@ -382,12 +382,17 @@ class ConversationTraces:
             result["gen_ai.evaluation.explanation"] = evaluation.explanation
         if evaluation is not None and evaluation.last_error:
             result["error.type"] = evaluation.last_error.split(":", 1)[0]
+        # The judge's verdict comes in a trace of its own, linked to the request's that
+        # ended the conversation (when that one was sampled).
+        origin = evaluation.origin_trace if evaluation is not None else None
+        link = span_link(origin) if origin is not None else None
         span = self.tracer.start_span(
             "evaluate goal_success",
             attributes={
                 "gen_ai.conversation.id": str(conversation.id),
                 "parley.goal.id": conversation.goal_id,
             },
+            links=[link] if link is not None else None,
         )
         span.add_event("gen_ai.evaluation.result", result)
         span.end()

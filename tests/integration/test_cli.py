@@ -72,6 +72,7 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
         "Running upgrade 0008 -> 0009",
         "Running upgrade 0009 -> 0010",
         "Running upgrade 0010 -> 0011",
+        "Running upgrade 0011 -> 0012",
     ]
     connection = sqlite3.connect(db)
     try:

@@ -126,7 +126,8 @@ def test_a_conversations_outcome_is_an_evaluation_result_event(
     tmp_path: Path, receiver: OtlpReceiver
 ) -> None:
     """A close with a reported outcome, and the judge's verdict: each the conventions'
-    gen_ai.evaluation.result event (the judge's with its score and explanation)."""
+    gen_ai.evaluation.result event (the judge's with its score and explanation, in a trace
+    of its own linked to the close that queued it)."""
     settings = make_settings(tmp_path, judge_poll_seconds=0.05)
     with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.http_url) as http:
         goal = {
@@ -175,6 +176,13 @@ def test_a_conversations_outcome_is_an_evaluation_result_event(
     )
     closes = receiver.named("POST /v1/conversations/{conversation_id}/close")
     assert reported_span.parent_span_id in {span.span_id for span in closes}  # its request's
+    (judged_span,) = (
+        span
+        for span in receiver.named("evaluate goal_success")
+        if span.attributes["gen_ai.conversation.id"] == judged
+    )
+    assert judged_span.parent_span_id == ""  # the judge's own trace, linked to its close
+    assert judged_span.links[0] in {(span.trace_id, span.span_id) for span in closes}
     # A handoff's steps are events on the requests that took them.
     (assign,) = receiver.named("POST /v1/conversations/{conversation_id}/assign")
     steps = dict(assign.events)

@@ -29,6 +29,7 @@ class ReceivedSpan:
     events: list[tuple[str, dict[str, Any]]]
     status_code: int  # 2: error
     resource: dict[str, Any] = field(default_factory=dict)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (trace id, span id)
 
 
 def _value(value: AnyValue) -> Any:
@@ -67,6 +68,7 @@ class OtlpReceiver:
                             ],
                             status_code=span.status.code,
                             resource=resource,
+                            links=[(k.trace_id.hex(), k.span_id.hex()) for k in span.links],
                         )
                     )
         return Response(

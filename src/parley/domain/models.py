@@ -245,6 +245,9 @@ class Evaluation:
     explanation: str | None = None
     model: str | None = None
     last_error: str | None = None
+    # Opaque to the domain: the trace of the request that ended it, if one was recorded
+    # (a W3C traceparent), for the verdict's span to link to.
+    origin_trace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,25 @@ def current_trace_ids() -> tuple[str, str] | None:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
+def current_traceparent() -> str | None:
+    """The current span as a W3C ``traceparent``, if it is sampled (else None)."""
+    ids = current_trace_ids()
+    return None if ids is None else f"00-{ids[0]}-{ids[1]}-01"
+
+
+def span_link(traceparent: str) -> Any:
+    """An OpenTelemetry link to the span a ``traceparent`` names (None if malformed)."""
+    from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+    parts = traceparent.split("-")
+    try:
+        trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
+    except (IndexError, ValueError):
+        return None
+    context = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(1))
+    return Link(context) if context.is_valid else None
+
+
 def unsampled_parent() -> bool:
     """Inside a span that is not recorded (its trace was not sampled): a child would not
     be either, so the caller skips making one (at a 10 % ratio, nine turns in ten)."""

@@ -171,8 +171,17 @@ class ConversationRepository:
         closing: Closing | None = None,
     ) -> Conversation | None:
         """Move to ``to`` only from a status in ``allowed_from``; ``None`` if not allowed."""
+        origin = self._db.trace_context() if closing is not None and closing.judged else None
         return await self._db.run_transaction(
-            _transition, conversation_id, allowed_from, to, reason, note, idle_before, closing
+            _transition,
+            conversation_id,
+            allowed_from,
+            to,
+            reason,
+            note,
+            idle_before,
+            closing,
+            origin,
         )
 
     async def idle(
@@ -307,6 +316,7 @@ def _transition(
     note: str | None,
     idle_before: datetime | None = None,
     closing: Closing | None = None,
+    origin_trace: str | None = None,
 ) -> Conversation | None:
     now = _now()
     values: dict[str, object] = {"status": to.value, "updated_at": now}
@@ -339,7 +349,7 @@ def _transition(
         return None
     conversation = to_conversation(row)
     if closing is not None:
-        conversation = queue_judgement(conn, conversation, closing, now)
+        conversation = queue_judgement(conn, conversation, closing, now, origin_trace)
     step = _handoff_step(conversation, reason, now)
     if step is not None:
         append_handoff(conn, conversation, step)

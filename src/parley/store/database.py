@@ -150,6 +150,10 @@ PUBLISHED = "parley_published"
 PublishedListener = Callable[[set[uuid.UUID]], None]
 
 
+def _no_trace() -> str | None:
+    return None
+
+
 class Database:
     def __init__(
         self,
@@ -163,6 +167,9 @@ class Database:
         self.engine = create_engine(url, self.options)
         self.on_unavailable = on_unavailable
         self.on_published: PublishedListener | None = None
+        # The current trace as a W3C traceparent, or None (tracing off, or not sampled):
+        # set by the app with tracing on; kept with a judged end for its verdict's span.
+        self.trace_context: Callable[[], str | None] = _no_trace
         # SQLite's hot-path transactions run whole in a thread of their own: aiosqlite
         # hands every statement to its thread and back four times (cursor, execute,
         # fetch, close), two thirds of a turn's database CPU and a wait on a busy loop.

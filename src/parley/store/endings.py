@@ -50,9 +50,14 @@ def ending_values(closing: Closing, now: datetime) -> dict[str, Any]:
 
 
 def queue_judgement(
-    conn: Connection, conversation: Conversation, closing: Closing, now: datetime
+    conn: Connection,
+    conversation: Conversation,
+    closing: Closing,
+    now: datetime,
+    origin_trace: str | None = None,
 ) -> Conversation:
-    """The ended conversation, in the judge's queue if its closing asks for a verdict."""
+    """The ended conversation, in the judge's queue if its closing asks for a verdict
+    (``origin_trace``: the trace of the request ending it, kept for the verdict's span)."""
     if not closing.judged:
         return conversation
     conn.execute(
@@ -63,7 +68,10 @@ def queue_judgement(
             attempts=0,
             next_attempt_at=now,
             created_at=now,
+            origin_trace=origin_trace,
         )
     )
-    pending = Evaluation(state=EvaluationState.PENDING, attempts=0, created_at=now)
+    pending = Evaluation(
+        state=EvaluationState.PENDING, attempts=0, created_at=now, origin_trace=origin_trace
+    )
     return dataclasses.replace(conversation, evaluation=pending)

@@ -87,7 +87,10 @@ class HandoffRepository:
         closing: Closing | None,
         note: str | None = None,
     ) -> Conversation | None:
-        return await self._db.run_transaction(_resolve, conversation_id, holder, closing, note)
+        origin = self._db.trace_context() if closing is not None and closing.judged else None
+        return await self._db.run_transaction(
+            _resolve, conversation_id, holder, closing, note, origin
+        )
 
     async def agent_message(
         self, conversation_id: uuid.UUID, agent: str, content: str
@@ -184,6 +187,7 @@ def _resolve(
     holder: str | None,
     closing: Closing | None,
     note: str | None,
+    origin_trace: str | None = None,
 ) -> Conversation | None:
     """With no closing, back to the bot; with one, the conversation ends."""
     now = _now()
@@ -201,7 +205,7 @@ def _resolve(
         return None
     conversation = to_conversation(row)
     if closing is not None:
-        conversation = queue_judgement(conn, conversation, closing, now)
+        conversation = queue_judgement(conn, conversation, closing, now, origin_trace)
     step = HandoffStep.RETURNED_TO_BOT if closing is None else HandoffStep.COMPLETED
     append_handoff(conn, conversation, step)
     return conversation

@@ -143,6 +143,7 @@ def to_evaluation(row: Row[Any]) -> Evaluation:
         explanation=row.explanation,
         model=row.model,
         last_error=row.last_error,
+        origin_trace=row.origin_trace,
     )
 
 

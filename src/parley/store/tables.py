@@ -230,6 +230,9 @@ EVALUATIONS = Table(
     Column("explanation", Text),
     Column("model", String(200)),
     Column("last_error", String(200)),
+    # The W3C traceparent of the request that ended it (tracing on, sampled): the verdict's
+    # span links to it.
+    Column("origin_trace", String(55)),
     Index("ix_evaluations_due", "state", "next_attempt_at"),
 )
 
