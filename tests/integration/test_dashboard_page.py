@@ -21,7 +21,7 @@ from parley.app import create_app
 from tests.conftest import make_settings
 from tests.support.browser import Browser
 from tests.support.live_server import LiveServer
-from tests.support.otlp import OtlpReceiver
+from tests.support.otlp import receiving_traces
 from tests.support.prometheus import PrometheusServer
 from tests.support.tools import require_tool
 from tests.support.waiting import wait_until
@@ -129,10 +129,7 @@ def test_every_panel_draws_data_after_the_demo(page_server: str, tmp_path: Path)
 def test_with_tracing_on_a_latency_panel_links_its_slowest_exemplars_to_their_traces(
     page_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    receiver = OtlpReceiver()
-    with LiveServer(receiver.app) as otlp:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.http_url)
-        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    with receiving_traces(monkeypatch) as receiver:
         settings = make_settings(tmp_path, sim_ttft_seconds=0.01, sim_token_delay_seconds=0.001)
         with (
             LiveServer(create_app(settings)) as parley,

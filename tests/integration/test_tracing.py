@@ -20,7 +20,7 @@ from parley.app import create_app
 from tests.conftest import make_settings
 from tests.support.groq_server import GroqTestServer, Reply
 from tests.support.live_server import LiveServer
-from tests.support.otlp import OtlpReceiver, ReceivedSpan
+from tests.support.otlp import OtlpReceiver, ReceivedSpan, receiving_traces
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -33,12 +33,8 @@ MESSAGES_ROUTE = "POST /v1/conversations/{conversation_id}/messages"
 
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
-    otlp = OtlpReceiver()
-    with LiveServer(otlp.app) as server:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", server.http_url)
-        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    with receiving_traces(monkeypatch) as otlp:
         monkeypatch.setenv("OTEL_SERVICE_NAME", "parley-under-test")
-        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
         yield otlp
 
 
