@@ -76,6 +76,20 @@ def test_promtool_rule_unit_tests_pass() -> None:
 TEST_FILES = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
 
 
+def test_every_rule_test_file_evaluates_the_recording_rules_before_the_alerts() -> None:
+    """Left to promtool, the groups' order is random: the alerts could read the recorded
+    ratios one evaluation old (past the lookback at 10 minutes: no value at all)."""
+    groups = [
+        group["name"]
+        for rules in sorted((PROMETHEUS / "rules").glob("*.yml"))
+        for group in yaml.safe_load(rules.read_text())["groups"]
+    ]
+    for path in TEST_FILES:
+        order = yaml.safe_load(path.read_text()).get("group_eval_order")
+        assert order == ["parley.recording", "parley.alerts"], path.name
+        assert sorted(order) == sorted(groups)
+
+
 def test_every_alert_has_a_firing_and_a_silent_test_case() -> None:
     tests = [case for path in TEST_FILES for case in yaml.safe_load(path.read_text())["tests"]]
     fires: set[str] = set()
