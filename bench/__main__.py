@@ -176,6 +176,11 @@ def _key_targets(quick: bool) -> list[tuple[str, bool, str]]:
     ]
 
 
+# Issue 20: a whole turn in 2.5 ms of server CPU, on a machine where the bare app (FastAPI
+# on the same stack, nothing behind it) took 0.12 ms a request.
+TURN_CPU_BARE_RATIO = 2.5 / 0.12
+
+
 def _turn_targets(quick: bool) -> list[tuple[str, bool, str]]:
     """The turn benchmark (bench/turns.py) and issue 11's goals."""
     upstream = turns.Upstream()
@@ -253,11 +258,15 @@ def _turn_targets(quick: bool) -> list[tuple[str, bool, str]]:
                 f"{result.turns_per_second:.0f}/s",
             )
         )
+        # Issue 20's 2.5 ms, read against the bare app as the issue measured it beside
+        # (0.12 ms): this machine's speed drifts by half within a day, the ratio does not.
+        ratio = result.cpu_per_turn / bare.cpu_per_turn
         targets.append(
             (
-                f"whole turn CPU <= 2.5 ms, {result.database}",
-                result.cpu_per_turn <= 0.0025,
-                f"{result.cpu_per_turn * 1000:.2f} ms"
+                f"whole turn CPU <= 2.5 ms at issue 20's speed"
+                f" (<= {TURN_CPU_BARE_RATIO:.1f}x the bare app's), {result.database}",
+                ratio <= TURN_CPU_BARE_RATIO,
+                f"x{ratio:.1f}: {result.cpu_per_turn * 1000:.2f} ms"
                 f" (bare app: {bare.cpu_per_turn * 1000:.2f} ms a request)",
             )
         )
