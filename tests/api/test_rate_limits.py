@@ -6,7 +6,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from parley.limiter import TokenBuckets
+import pytest
+
+from parley.api.rate_limits import CheckedAddresses, RateLimitedError, RateLimits
+from parley.limiter import LocalLimiter, TokenBuckets
 from tests.conftest import app_client, make_settings
 from tests.support.metrics import FakeClock
 
@@ -27,6 +30,37 @@ def test_wrong_keys_from_one_address_are_refused_after_the_budget(tmp_path: Path
         assert client.get("/healthz").status_code == 200
         scrape = client.get("/metrics").text
     assert 'error_code="too_many_auth_failures"' in scrape
+
+
+class CountingLimiter(LocalLimiter):
+    """In process, counting the failed-key checks it is asked (each one a Redis round
+    trip with Redis)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.checks = 0
+
+    async def wait(self, name: str, identity: str, per_minute: int) -> float:
+        self.checks += 1
+        return await super().wait(name, identity, per_minute)
+
+
+async def test_an_address_checked_lately_is_not_asked_again_until_a_key_from_it_fails() -> None:
+    clock = FakeClock()
+    limiter = CountingLimiter(clock)
+    limits = RateLimits(limiter, 0, 3, CheckedAddresses(clock))
+    for _ in range(5):  # a busy client with a good key: asked once a second
+        await limits.check_address("10.0.0.1")
+    assert limiter.checks == 1
+    clock.advance(1.5)
+    await limits.check_address("10.0.0.1")
+    assert limiter.checks == 2
+    for _ in range(3):  # a guesser from the same address: asked at every try
+        await limits.check_address("10.0.0.1")
+        await limits.failed_key("10.0.0.1")
+    assert limiter.checks == 4
+    with pytest.raises(RateLimitedError):  # and refused once its tries are spent
+        await limits.check_address("10.0.0.1")
 
 
 def test_each_key_has_its_own_request_budget(tmp_path: Path) -> None:
