@@ -14,9 +14,9 @@ from parley.bus import Hub, HubClosedError
 from parley.domain.errors import ConversationNotFoundError, TooManyStreamsError
 from parley.domain.keys import Principal, Role
 from parley.domain.live import LiveItem, LiveService
-from parley.domain.models import ConversationStatus, EscalationReason, HandoffStep, LiveEvent
+from parley.domain.models import HandoffStep, LiveEvent
 from parley.testing import MemoryStore
-from tests.store.helpers import CLOSED, sample_goal
+from tests.store.helpers import CLOSED, escalated, sample_goal
 
 ADMIN = Principal(name="root", role=Role.ADMIN)
 ALICE = Principal(name="alice", role=Role.CLIENT)
@@ -36,14 +36,7 @@ def _live(store: MemoryStore, hub: Hub, heartbeat: float = 60.0) -> LiveService:
 
 
 async def _escalated(store: MemoryStore, owner: str = "alice") -> uuid.UUID:
-    conversation = await store.conversations.create("support", {}, owner=owner)
-    await store.conversations.transition(
-        conversation.id,
-        allowed_from=[ConversationStatus.ACTIVE],
-        to=ConversationStatus.ESCALATED,
-        reason=EscalationReason.MANUAL,
-    )
-    return conversation.id
+    return await escalated(store, owner=owner)
 
 
 async def _next(items: AsyncIterator[LiveItem]) -> LiveItem:

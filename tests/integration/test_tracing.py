@@ -12,11 +12,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from parley.app import create_app
+from parley.config import Settings
 from tests.conftest import make_settings
 from tests.support.groq_server import GroqTestServer, Reply
 from tests.support.live_server import LiveServer
@@ -192,16 +194,18 @@ def test_a_conversations_outcome_is_an_evaluation_result_event(
     assert judge_calls[0].attributes["gen_ai.conversation.id"] == judged
 
 
+def _on_groq(tmp_path: Path, url: str, **overrides: Any) -> Settings:
+    """Parley on the official Groq SDK, its requests to the test server at ``url``."""
+    return make_settings(
+        tmp_path, llm_provider="groq", groq_api_key="gsk_test", groq_base_url=url, **overrides
+    )
+
+
 def test_the_groq_request_carries_the_trace_on(tmp_path: Path, receiver: OtlpReceiver) -> None:
     groq = GroqTestServer()
     groq.then(Reply("Your order ships today."))
     with LiveServer(groq.app) as fake:
-        settings = make_settings(
-            tmp_path,
-            llm_provider="groq",
-            groq_api_key="gsk_test",
-            groq_base_url=fake.http_url,
-        )
+        settings = _on_groq(tmp_path, fake.http_url)
         with LiveServer(create_app(settings)) as server:
             conversation, _ = _streamed_turn(server.http_url)
     llm = _turn_trace(receiver, conversation, settings.default_model)
@@ -218,13 +222,7 @@ def test_with_content_logging_on_the_llm_span_holds_the_messages_and_the_reply(
     groq = GroqTestServer()
     groq.then(Reply("Your order ships today."))
     with LiveServer(groq.app) as fake:
-        settings = make_settings(
-            tmp_path,
-            llm_provider="groq",
-            groq_api_key="gsk_test",
-            groq_base_url=fake.http_url,
-            log_content=True,
-        )
+        settings = _on_groq(tmp_path, fake.http_url, log_content=True)
         with LiveServer(create_app(settings)) as server:
             conversation, _ = _streamed_turn(server.http_url)
     attributes = _turn_trace(receiver, conversation, settings.default_model).attributes
@@ -255,8 +253,10 @@ def test_with_tracing_off_no_span_is_made_and_the_sdk_is_never_imported(
 import sys
 from fastapi.testclient import TestClient
 from parley.app import create_app
+from parley.config import Settings
 from tests.conftest import make_settings
 from pathlib import Path
+from typing import Any
 settings = make_settings(Path(sys.argv[1]), sim_ttft_seconds=0, sim_token_delay_seconds=0)
 with TestClient(create_app(settings)) as client:
     client.post("/v1/goals/", json={"id": "g", "name": "G", "instructions": "Help."})

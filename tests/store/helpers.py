@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from parley.domain.models import (
     Closing,
     Conversation,
+    ConversationStatus,
     EscalationPolicy,
     EscalationReason,
     Goal,
@@ -53,6 +54,20 @@ class Ports(Protocol):
 
     @property
     def evaluations(self) -> EvaluationStore: ...
+
+
+async def escalated(
+    store: Ports, *, owner: str | None = None, goal_id: str = "support"
+) -> uuid.UUID:
+    """A new conversation of ``goal_id``'s, escalated by hand: its handoff waits."""
+    conversation = await store.conversations.create(goal_id, {}, owner=owner)
+    await store.conversations.transition(
+        conversation.id,
+        allowed_from=[ConversationStatus.ACTIVE],
+        to=ConversationStatus.ESCALATED,
+        reason=EscalationReason.MANUAL,
+    )
+    return conversation.id
 
 
 def sample_goal(goal_id: str = "support", **changes: object) -> Goal:

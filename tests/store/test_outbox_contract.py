@@ -6,17 +6,15 @@ failed ones are listed and queued again."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from parley.domain.models import ConversationStatus, EscalationReason
 from parley.store import Store
 from parley.webhooks import webhook_type
-from tests.store.helpers import database_store, open_turn, sample_goal
+from tests.store.helpers import database_store, escalated, open_turn, sample_goal
 
 LEASE = timedelta(seconds=30)
 
@@ -27,26 +25,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield database
 
 
-async def _escalated(store: Store) -> uuid.UUID:
-    conversation = await store.conversations.create("support", {})
-    await store.conversations.transition(
-        conversation.id,
-        allowed_from=[ConversationStatus.ACTIVE],
-        to=ConversationStatus.ESCALATED,
-        reason=EscalationReason.MANUAL,
-    )
-    return conversation.id
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 async def test_a_new_endpoint_gets_events_from_now_on_each_once(store: Store) -> None:
     await store.goals.add(sample_goal())
-    await _escalated(store)  # before the endpoint existed: not sent
+    await escalated(store)  # before the endpoint existed: not sent
     assert await store.outbox.queue_new(["crm"], webhook_type, _now()) == 0
-    conversation = await _escalated(store)
+    conversation = await escalated(store)
     await open_turn(store, conversation, "hello?")  # handoff.message
     await store.handoffs.assign(conversation, "ann", holder=None, transfer=False)
     await store.handoffs.unassign(conversation, holder="ann")  # not sent
@@ -60,7 +47,7 @@ async def test_a_new_endpoint_gets_events_from_now_on_each_once(store: Store) ->
 async def test_a_conversations_deliveries_go_one_at_a_time_in_order(store: Store) -> None:
     await store.goals.add(sample_goal())
     await store.outbox.queue_new(["crm"], webhook_type, _now())
-    first, second = await _escalated(store), await _escalated(store)
+    first, second = await escalated(store), await escalated(store)
     await store.handoffs.assign(first, "ann", holder=None, transfer=False)
     await store.outbox.queue_new(["crm"], webhook_type, _now())
     batch = await store.outbox.claim(_now(), LEASE, 10)
@@ -77,7 +64,7 @@ async def test_a_conversations_deliveries_go_one_at_a_time_in_order(store: Store
 async def test_a_claim_dying_is_delivered_again_after_its_lease(store: Store) -> None:
     await store.goals.add(sample_goal())
     await store.outbox.queue_new(["crm"], webhook_type, _now())
-    await _escalated(store)
+    await escalated(store)
     await store.outbox.queue_new(["crm"], webhook_type, _now())
     (taken,) = await store.outbox.claim(_now(), LEASE, 10)  # its replica dies here
     assert taken.attempts == 1
@@ -90,7 +77,7 @@ async def test_claimers_at_once_never_share_a_delivery(store: Store) -> None:
     await store.goals.add(sample_goal())
     await store.outbox.queue_new(["crm"], webhook_type, _now())
     for _ in range(12):
-        await _escalated(store)
+        await escalated(store)
     await store.outbox.queue_new(["crm"], webhook_type, _now())
     batches = await asyncio.gather(*(store.outbox.claim(_now(), LEASE, 4) for _ in range(5)))
     taken = [d.event.id for batch in batches for d in batch]
@@ -100,7 +87,7 @@ async def test_claimers_at_once_never_share_a_delivery(store: Store) -> None:
 async def test_failed_deliveries_are_listed_and_queued_again(store: Store) -> None:
     await store.goals.add(sample_goal())
     await store.outbox.queue_new(["crm"], webhook_type, _now())
-    conversation = await _escalated(store)
+    conversation = await escalated(store)
     await store.handoffs.assign(conversation, "ann", holder=None, transfer=False)
     await store.outbox.queue_new(["crm"], webhook_type, _now())
     (dead,) = await store.outbox.claim(_now(), LEASE, 10)

@@ -7,17 +7,15 @@ than a day, each delivery is tried for 24 hours, then failed and listed (for
 from __future__ import annotations
 
 import json
-import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 from itertools import pairwise
 
 import httpx
 
-from parley.domain.models import ConversationStatus, EscalationReason
 from parley.store import Store
 from parley.webhooks.dispatcher import MAX_BACKOFF_SECONDS, Dispatcher, Endpoint
-from tests.store.helpers import open_turn, sample_goal
+from tests.store.helpers import escalated, open_turn, sample_goal
 from tests.support.clock import Clock
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -65,7 +63,7 @@ async def _handoffs(store: Store, dispatcher: Dispatcher) -> dict[str, list[str]
     """Two handoffs' events, after the endpoint started; what each conversation sends."""
     await store.goals.add(sample_goal())
     await dispatcher.deliver_due()  # the endpoint's cursor: events from now on
-    worked, waiting = await _escalate(store), await _escalate(store)
+    worked, waiting = await escalated(store), await escalated(store)
     await open_turn(store, worked, "hello?")  # held for the agent
     await store.handoffs.assign(worked, "ann", holder=None, transfer=False)
     await store.handoffs.resolve(worked, holder="ann", closing=None)
@@ -90,17 +88,6 @@ async def _run(dispatcher: Dispatcher, clock: Clock, hours: float, step: timedel
 
 def _largest_gap(times: list[datetime]) -> timedelta:
     return max((b - a for a, b in pairwise(times)), default=timedelta())
-
-
-async def _escalate(store: Store) -> uuid.UUID:
-    conversation = await store.conversations.create("support", {})
-    await store.conversations.transition(
-        conversation.id,
-        allowed_from=[ConversationStatus.ACTIVE],
-        to=ConversationStatus.ESCALATED,
-        reason=EscalationReason.MANUAL,
-    )
-    return conversation.id
 
 
 async def test_a_receiver_down_for_an_hour_gets_every_event_once_in_order(store: Store) -> None:
