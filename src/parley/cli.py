@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from parley import __version__
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from parley.domain.keys import ApiKey, Spend
+    from parley.store import Database
 
 # The rest is imported where it is used. A `--workers` worker is spawned: it imports
 # this module again (the `parley` script's) before it can answer uvicorn's health check,
@@ -30,25 +32,49 @@ if TYPE_CHECKING:
 # CPU, which a saturated machine stretched past the check's deadline.
 
 
+_T = TypeVar("_T")
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings, *, migrated: bool = True) -> AsyncIterator[Database]:
+    """The configured database for one command, its schema brought up to date first
+    (``migrated``), closed after."""
+    from parley.app import engine_options
+    from parley.store import Database
+    from parley.store.startup import migrate
+
+    database = Database(settings.database_url, engine_options(settings))
+    try:
+        if migrated:
+            await migrate(database)
+        yield database
+    finally:
+        await database.dispose()
+
+
+def _on_database(settings: Settings, work: Callable[[Database], Awaitable[_T]]) -> _T | str:
+    """``work`` on the migrated database; what is wrong with the database, in one line,
+    if it cannot be used."""
+    from parley.store.startup import DatabaseStartupError
+
+    async def run() -> _T:
+        async with _database(settings) as database:
+            return await work(database)
+
+    try:
+        return asyncio.run(run())
+    except DatabaseStartupError as unusable:
+        return f"{environment_variable('database_url')}: {unusable}"
+
+
 def _migrate(settings: Settings) -> str | None:
     """Bring the database's schema up to date: what is wrong with the database, in one
     line, or None."""
-    from parley.app import engine_options
-    from parley.store import Database
-    from parley.store.startup import DatabaseStartupError, migrate
 
-    async def prepare() -> None:
-        database = Database(settings.database_url, engine_options(settings))
-        try:
-            await migrate(database)
-        finally:
-            await database.dispose()
+    async def nothing_more(_: Database) -> None:
+        return None
 
-    try:
-        asyncio.run(prepare())
-    except DatabaseStartupError as unusable:
-        return f"{environment_variable('database_url')}: {unusable}"
-    return None
+    return _on_database(settings, nothing_more)
 
 
 def _keys_exist_where_required(settings: Settings) -> bool:
@@ -57,17 +83,12 @@ def _keys_exist_where_required(settings: Settings) -> bool:
 
     if settings.env is not Environment.PRODUCTION or settings.api_keys:
         return True
-    from parley.app import engine_options
-    from parley.store import Database, KeyRepository
+    from parley.domain.errors import DatabaseUnavailableError
+    from parley.store import KeyRepository
 
     async def any_key() -> bool:
-        database = Database(settings.database_url, engine_options(settings))
-        try:
+        async with _database(settings, migrated=False) as database:
             return await KeyRepository(database).any_exist()
-        finally:
-            await database.dispose()
-
-    from parley.domain.errors import DatabaseUnavailableError
 
     try:
         return asyncio.run(any_key())
@@ -75,50 +96,44 @@ def _keys_exist_where_required(settings: Settings) -> bool:
         return True
 
 
+def _unusable(problem: str) -> int:
+    print(f"parley: {problem}", file=sys.stderr)
+    return 2
+
+
 def _keys(args: argparse.Namespace, settings: Settings) -> int:
     """``parley keys create|list|revoke|update`` on the configured database (migrated
     first)."""
     from datetime import UTC, datetime
 
-    from parley.app import engine_options
     from parley.domain.errors import DomainError
     from parley.domain.keys import BudgetPeriod, KeyLimits, KeyService, Role
-    from parley.store import Database, KeyRepository
-    from parley.store.startup import DatabaseStartupError, migrate
+    from parley.store import KeyRepository
 
-    async def run() -> list[str]:
-        database = Database(settings.database_url, engine_options(settings))
-        try:
-            await migrate(database)
-            keys = KeyService(KeyRepository(database), lambda: datetime.now(UTC))
-            if args.keys_command == "create":
-                limits = KeyLimits(
-                    args.budget_usd, BudgetPeriod(args.budget_period), args.rpm, args.tpm
-                )
-                key, secret = await keys.create(args.name, Role(args.role), limits)
-                return [
-                    f"created {key.role} key {key.name!r}; its secret, shown this once:",
-                    secret,
-                ]
-            if args.keys_command == "revoke":
-                key = await keys.revoke(args.name)
-                return [f"revoked {key.name!r} (at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC)"]
-            if args.keys_command == "update":
-                key = await keys.update_limits(args.name, _limit_changes(args))
-                return _key_table([key], await keys.spends([key]))
-            every = await keys.all()
-            return _key_table(every, await keys.spends(every))
-        finally:
-            await database.dispose()
+    async def run(database: Database) -> list[str]:
+        keys = KeyService(KeyRepository(database), lambda: datetime.now(UTC))
+        if args.keys_command == "create":
+            limits = KeyLimits(
+                args.budget_usd, BudgetPeriod(args.budget_period), args.rpm, args.tpm
+            )
+            key, secret = await keys.create(args.name, Role(args.role), limits)
+            return [f"created {key.role} key {key.name!r}; its secret, shown this once:", secret]
+        if args.keys_command == "revoke":
+            key = await keys.revoke(args.name)
+            return [f"revoked {key.name!r} (at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC)"]
+        if args.keys_command == "update":
+            key = await keys.update_limits(args.name, _limit_changes(args))
+            return _key_table([key], await keys.spends([key]))
+        every = await keys.all()
+        return _key_table(every, await keys.spends(every))
 
     try:
-        lines = asyncio.run(run())
-    except DatabaseStartupError as unusable:
-        print(f"parley: {environment_variable('database_url')}: {unusable}", file=sys.stderr)
-        return 2
+        lines = _on_database(settings, run)
     except DomainError as refused:
         print(f"parley keys: {refused.message}", file=sys.stderr)
         return 1
+    if isinstance(lines, str):
+        return _unusable(lines)
     print("\n".join(lines))
     return 0
 
@@ -127,36 +142,28 @@ def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
     """``parley webhooks failed|redeliver`` on the configured database (migrated first)."""
     from datetime import UTC, datetime
 
-    from parley.app import engine_options
-    from parley.store import Database, OutboxRepository
-    from parley.store.startup import DatabaseStartupError, migrate
+    from parley.store import OutboxRepository
 
-    async def run() -> tuple[int, list[str]]:
-        database = Database(settings.database_url, engine_options(settings))
-        try:
-            await migrate(database)
-            outbox = OutboxRepository(database)
-            if args.webhooks_command == "redeliver":
-                now = datetime.now(UTC)
-                queued = await outbox.redeliver(args.event_id, args.endpoint, now)
-                if not queued:
-                    return 1, [f"parley webhooks: no failed delivery of event {args.event_id}"]
-                return 0, [f"queued {queued} delivery of event {args.event_id} again"]
-            rows = [
-                f"{d.event.id:>10}  {d.endpoint:<20} {d.type:<24} {d.attempts:>8}  "
-                f"{d.event.conversation_id}  {d.last_error or ''}"
-                for d in await outbox.failed()
-            ]
-            header = f"{'event':>10}  {'endpoint':<20} {'type':<24} {'attempts':>8}  conversation"
-            return 0, [header, *rows] if rows else ["no failed webhook delivery"]
-        finally:
-            await database.dispose()
+    async def run(database: Database) -> tuple[int, list[str]]:
+        outbox = OutboxRepository(database)
+        if args.webhooks_command == "redeliver":
+            now = datetime.now(UTC)
+            queued = await outbox.redeliver(args.event_id, args.endpoint, now)
+            if not queued:
+                return 1, [f"parley webhooks: no failed delivery of event {args.event_id}"]
+            return 0, [f"queued {queued} delivery of event {args.event_id} again"]
+        rows = [
+            f"{d.event.id:>10}  {d.endpoint:<20} {d.type:<24} {d.attempts:>8}  "
+            f"{d.event.conversation_id}  {d.last_error or ''}"
+            for d in await outbox.failed()
+        ]
+        header = f"{'event':>10}  {'endpoint':<20} {'type':<24} {'attempts':>8}  conversation"
+        return 0, [header, *rows] if rows else ["no failed webhook delivery"]
 
-    try:
-        status, lines = asyncio.run(run())
-    except DatabaseStartupError as unusable:
-        print(f"parley: {environment_variable('database_url')}: {unusable}", file=sys.stderr)
-        return 2
+    answer = _on_database(settings, run)
+    if isinstance(answer, str):
+        return _unusable(answer)
+    status, lines = answer
     print("\n".join(lines), file=sys.stderr if status else sys.stdout)
     return status
 
