@@ -34,10 +34,14 @@ run: $(RUNTIME)
 	$(BIN)/parley serve
 
 # Every test, the slowest twenty named, and the coverage of src/parley against its floor
-# (fail_under in pyproject.toml).
+# (fail_under in pyproject.toml). In TEST_PROCESSES processes (pytest-xdist): on two
+# cores, three, since most of a test's time is a server, a browser or Prometheus at work
+# in another process. A module whose fixture starts something stays in one process, and
+# the PostgreSQL tests run in one, one at a time (xdist_group marks, tests/conftest.py).
+TEST_PROCESSES ?= 3
 test: $(STAMP)
 	scripts/prepare-tests.sh
-	$(BIN)/pytest --durations=20 --cov --cov-report=term
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadgroup --durations=20 --cov --cov-report=term
 
 # Parley + Prometheus + Alertmanager from Debian's packages (see scripts/stack.sh).
 stack: $(STAMP)

@@ -20,19 +20,25 @@ from parley.config import Settings
 from parley.llm.provider import LLMProvider
 from parley.store import Database, Store, upgrade_to_head
 from tests.support.live_server import LiveServer
+from tests.support.postgres import ensure_database, process_database_url
 
-POSTGRES_URL = os.environ.get(
-    "PARLEY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
+# This test process's database on the PostgreSQL server (one per pytest-xdist worker).
+POSTGRES_URL = process_database_url()
 
 
 TIERS = ("integration", "slow")
+POSTGRES_GROUP = "postgresql"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("postgres"):  # a server: never in make check
             item.add_marker(pytest.mark.integration)
+            # `make test` runs the suite in parallel processes (pytest-xdist, --dist
+            # loadgroup): the PostgreSQL tests all run in one of them, one at a time, as
+            # the server's 100 connections allow (a pool of 50 here, three replicas there;
+            # spread over four processes they ran out).
+            item.add_marker(pytest.mark.xdist_group(POSTGRES_GROUP))
 
 
 @pytest.fixture(autouse=True)
@@ -138,10 +144,16 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return await postgres_url()
 
 
+_created: list[str] = []  # this process's database, once it exists
+
+
 async def postgres_url() -> str:
-    """The PostgreSQL server's URL, its tables dropped first; skipped (failed under CI)
-    when it cannot be reached."""
+    """This process's database on the PostgreSQL server (created the first time), its
+    tables dropped first; skipped (failed under CI) when the server cannot be reached."""
     try:
+        if not _created:
+            await ensure_database(POSTGRES_URL)
+            _created.append(POSTGRES_URL)
         await _reset_postgres(POSTGRES_URL)
     except OSError as exc:
         if os.environ.get("CI"):

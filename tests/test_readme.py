@@ -50,7 +50,8 @@ EXAMPLES = (
     "OTEL_EXPORTER_OTLP_ENDPOINT=",
 )
 
-pytestmark = pytest.mark.integration
+# One test process for the module (make test runs several): its fixture starts once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("readme")]
 
 
 def test_every_shell_example_in_the_readme_is_run_by_a_test() -> None:

@@ -22,6 +22,9 @@ KUBERNETES = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.32.0"
 CUSTOM = {"monitoring.coreos.com/v1"}  # Prometheus Operator's CRDs: checked below
 
+# One test process for the module (make test runs several): kustomize builds once.
+pytestmark = pytest.mark.xdist_group("kubernetes")
+
 
 @pytest.fixture(scope="module")
 def objects() -> dict[str, dict[str, Any]]:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -65,15 +66,37 @@ def test_promtool_accepts_the_config_and_rules() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.integration
-def test_promtool_rule_unit_tests_pass() -> None:
-    result = _promtool("test", "rules", *(f"tests/{path.name}" for path in TEST_FILES))
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 # alerts.test.yml, and goals.test.yml for the alerts that compare a week (evaluated every
 # 10 minutes there, so a simulated week takes seconds).
 TEST_FILES = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
+
+
+def _rule_test_cases() -> list[Any]:
+    """Each test case of each rule test file, by name: promtool runs a file's cases one
+    after another (alerts.test.yml took a minute), and as tests of their own they spread
+    over make test's processes."""
+    return [
+        pytest.param(
+            path, index, id=f"{path.stem}:{re.sub(r'[^a-z0-9]+', '-', case['name'].lower())}"
+        )
+        for path in TEST_FILES
+        for index, case in enumerate(yaml.safe_load(path.read_text())["tests"])
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("path", "index"), _rule_test_cases())
+def test_promtool_rule_unit_test_passes(path: Path, index: int, tmp_path: Path) -> None:
+    """The file's settings (rules, interval, group order) with this one case."""
+    document = yaml.safe_load(path.read_text())
+    document["rule_files"] = [
+        str((path.parent / rules).resolve()) for rules in document["rule_files"]
+    ]
+    document["tests"] = [document["tests"][index]]
+    case = tmp_path / path.name
+    case.write_text(yaml.safe_dump(document, sort_keys=False))
+    result = _promtool("test", "rules", str(case))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_rule_test_file_evaluates_the_recording_rules_before_the_alerts() -> None:

@@ -26,7 +26,8 @@ from tests.support.prometheus import PrometheusServer
 from tests.support.tools import require_tool
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
+# One test process for the module (make test runs several): its fixture starts once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("dashboard_page")]
 
 PAGE = Path(__file__).parents[2] / "deploy" / "dashboard"
 # Chart panels that have data but whose chart cannot show it: no chart, a scale that is

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from mixin.dashboards import all_queries
-from tests.conftest import POSTGRES_URL, _reset_postgres
+from tests.conftest import postgres_url
 from tests.support.prometheus import with_everything_selected
 from tests.support.replicas import EXTERNAL_LABELS, Replicas, replicas
 from tests.support.waiting import wait_until
@@ -25,11 +25,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
-    try:
-        asyncio.run(_reset_postgres(POSTGRES_URL))
-    except OSError as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    with replicas(tmp_path_factory.mktemp("replicas"), POSTGRES_URL) as running:
+    database_url = asyncio.run(postgres_url())  # emptied first
+    with replicas(tmp_path_factory.mktemp("replicas"), database_url) as running:
         created = httpx.post(
             f"{running.balancer_url}/v1/goals/",
             json={

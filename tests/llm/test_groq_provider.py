@@ -36,7 +36,8 @@ REQUEST = ChatRequest(
     max_tokens=64,
 )
 
-pytestmark = pytest.mark.integration
+# One test process for the module (make test runs several): its fixture starts once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("groq_provider")]
 
 
 @pytest.fixture(scope="module")

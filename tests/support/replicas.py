@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -27,10 +26,10 @@ from typing import IO
 
 import httpx
 import yaml
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import make_url
 
 from tests.support.ports import free_port
+from tests.support.postgres import ensure_database
 from tests.support.processes import stop
 from tests.support.tools import require_tool
 
@@ -274,24 +273,6 @@ def replicas(
 REPLICAS_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/parley_replicas"
 
 
-async def _ensure_database(url: str) -> None:
-    """Create the URL's database when missing (on the server's `postgres` database)."""
-    target = make_url(url)
-    name = target.database or ""
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-        raise SystemExit(f"make replicas: database name {name!r}: use [a-z0-9_]")
-    engine = create_async_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            exists = await connection.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
-            )
-            if not exists:
-                await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await engine.dispose()
-
-
 def _dashboard(stack: Replicas) -> str:
     """The dashboard page on Prometheus, served like `make stack` does, if npm is here."""
     page = ROOT / "deploy" / "dashboard"
@@ -327,7 +308,10 @@ def main() -> int:
     # only): dying without stopping them would leave them running.
     signal.signal(signal.SIGTERM, _interrupt)
     database_url = os.environ.get("PARLEY_DATABASE_URL", REPLICAS_DATABASE_URL)
-    asyncio.run(_ensure_database(database_url))
+    try:
+        asyncio.run(ensure_database(database_url))
+    except ValueError as error:
+        raise SystemExit(f"make replicas: {error}") from error
     workdir = Path(tempfile.mkdtemp(prefix="parley-replicas-"))
     shown = make_url(database_url).render_as_string(hide_password=True)
     print(f"starting 3 replicas of parley serve on {shown} (PARLEY_DATABASE_URL picks another)")
