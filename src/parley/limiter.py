@@ -60,10 +60,12 @@ class TokenBuckets:
         self._store(identity, tokens)
         return (min(cost, self.burst) - tokens) / self.rate
 
-    def spend(self, identity: str, cost: int) -> None:
+    def spend(self, identity: str, cost: int) -> bool:
         """Take ``cost`` tokens already spent, into debt if need be: refilled before the
-        next ``take`` succeeds."""
-        self._store(identity, self._tokens(identity) - cost)
+        next ``take`` succeeds. Whether there were as many."""
+        tokens = self._tokens(identity)
+        self._store(identity, tokens - cost)
+        return tokens >= cost
 
     def wait(self, identity: str) -> float:
         """Seconds until a token is there, without taking one."""
@@ -109,9 +111,10 @@ class Limiter(Protocol):
         else the seconds until it would be (nothing counted then)."""
         ...
 
-    async def charge(self, name: str, identity: str, per_minute: int, cost: int) -> None:
+    async def charge(self, name: str, identity: str, per_minute: int, cost: int) -> bool:
         """Count ``cost`` that was already spent (tokens a reply used), within the limit
-        or not: the next ``hit`` waits for it."""
+        or not: the next ``hit`` waits for it. Whether it fitted within the limit (True
+        when that cannot be told: the limiter unreachable)."""
         ...
 
     async def wait(self, name: str, identity: str, per_minute: int) -> float:
@@ -149,8 +152,8 @@ class LocalLimiter:
     async def hit(self, name: str, identity: str, per_minute: int, cost: int = 1) -> float:
         return self._bucket(name, per_minute).take(identity, cost)
 
-    async def charge(self, name: str, identity: str, per_minute: int, cost: int) -> None:
-        self._bucket(name, per_minute).spend(identity, cost)
+    async def charge(self, name: str, identity: str, per_minute: int, cost: int) -> bool:
+        return self._bucket(name, per_minute).spend(identity, cost)
 
     async def wait(self, name: str, identity: str, per_minute: int) -> float:
         return self._bucket(name, per_minute).wait(identity)
@@ -211,18 +214,21 @@ class RedisLimiter:
             return self._failed(error)
         return _wait_until(stats.reset_time)
 
-    async def charge(self, name: str, identity: str, per_minute: int, cost: int) -> None:
+    async def charge(self, name: str, identity: str, per_minute: int, cost: int) -> bool:
         item = RateLimitItemPerMinute(per_minute)
         if not self._up():
-            return
+            return True
         try:
-            if not await self._strategy.hit(item, name, identity, cost=cost):
-                # Over the limit already: fill what is left, so the next hit waits.
-                stats = await self._strategy.get_window_stats(item, name, identity)
-                if stats.remaining:
-                    await self._strategy.hit(item, name, identity, cost=stats.remaining)
+            if await self._strategy.hit(item, name, identity, cost=cost):
+                return True
+            # Over the limit: fill what is left, so the next hit waits.
+            stats = await self._strategy.get_window_stats(item, name, identity)
+            if stats.remaining:
+                await self._strategy.hit(item, name, identity, cost=stats.remaining)
         except StorageError as error:
             self._failed(error, raising=False)
+            return True
+        return False
 
     async def wait(self, name: str, identity: str, per_minute: int) -> float:
         item = RateLimitItemPerMinute(per_minute)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from parley.api.rate_limits import CheckedAddresses, RateLimitedError, RateLimits
+from parley.api.rate_limits import RateLimitedError, RateLimits
+from parley.domain.recent_checks import RecentChecks
 from parley.limiter import LocalLimiter, TokenBuckets
 from tests.conftest import app_client, make_settings
 from tests.support.metrics import FakeClock
@@ -48,7 +49,7 @@ class CountingLimiter(LocalLimiter):
 async def test_an_address_checked_lately_is_not_asked_again_until_a_key_from_it_fails() -> None:
     clock = FakeClock()
     limiter = CountingLimiter(clock)
-    limits = RateLimits(limiter, 0, 3, CheckedAddresses(clock))
+    limits = RateLimits(limiter, 0, 3, RecentChecks(clock=clock))
     for _ in range(5):  # a busy client with a good key: asked once a second
         await limits.check_address("10.0.0.1")
     assert limiter.checks == 1

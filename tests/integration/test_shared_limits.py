@@ -80,9 +80,10 @@ async def test_two_replicas_share_one_limit_in_redis() -> None:
         assert await one.wait("requests", "key:shop", 10) > 0
         assert await two.hit("requests", "key:other", 10) == 0  # per identity
         # Tokens already spent are charged past the limit: the next check waits.
-        await one.charge("tokens", "key:shop", 1000, 800)
+        # A charge says whether it fitted (a caller forgets a key it had found within).
+        assert await one.charge("tokens", "key:shop", 1000, 800) is True
         assert await two.wait("tokens", "key:shop", 1000) == 0
-        await two.charge("tokens", "key:shop", 1000, 800)
+        assert await two.charge("tokens", "key:shop", 1000, 800) is False
         assert await one.wait("tokens", "key:shop", 1000) > 0
     finally:
         await one.reset()

@@ -9,42 +9,13 @@ times the limit), or in Redis with ``PARLEY_REDIS_URL``, once for the whole depl
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from parley.domain.recent_checks import RecentChecks
 from parley.limiter import Limiter
 
 REQUESTS = "requests"
 AUTH_FAILURES = "auth_failures"
-
-# An address found within its failed-key budget is not asked about again for this long
-# (with Redis, a round trip saved on each of a busy client's requests). A failed key from
-# it forgets it at once, so a guesser is asked about on every try: what the limit can miss
-# is one try per replica while a good key from the same address was checked in the last
-# second, and the tries in flight.
-CHECKED_SECONDS = 1.0
-MAX_CHECKED_ADDRESSES = 10_000
-
-
-class CheckedAddresses:
-    """Addresses whose failed-key budget was checked lately and not spent."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._until: dict[str, float] = {}
-        self._clock = clock
-
-    def fresh(self, address: str) -> bool:
-        until = self._until.get(address)
-        return until is not None and until > self._clock()
-
-    def remember(self, address: str) -> None:
-        if len(self._until) >= MAX_CHECKED_ADDRESSES:
-            self._until.clear()  # bounded; forgetting costs only a check each
-        self._until[address] = self._clock() + CHECKED_SECONDS
-
-    def forget(self, address: str) -> None:
-        self._until.pop(address, None)
 
 
 class RateLimitedError(Exception):
@@ -60,7 +31,12 @@ class RateLimits:
     limiter: Limiter
     per_minute: int  # requests per identity; 0: no limit (but a key's own rpm)
     auth_failures_per_minute: int  # 0: no limit
-    checked: CheckedAddresses = field(default_factory=CheckedAddresses)
+    # Addresses found within their failed-key budget lately, not asked about again for a
+    # second (with Redis, a round trip saved on each of a busy client's requests). A failed
+    # key from one forgets it at once, so a guesser is asked about on every try: what the
+    # limit can miss is one try per replica while a good key from the same address was
+    # checked in the last second, and the tries in flight.
+    checked: RecentChecks = field(default_factory=RecentChecks)
 
     async def check_address(self, address: str) -> None:
         """Refuse an address that spent its budget of failed keys, key or no key."""

@@ -23,6 +23,7 @@ from parley.domain.events import ConversationEvents
 from parley.domain.keys import DEVELOPMENT, KeyService, Principal, to_nanos
 from parley.domain.models import EscalationReason, Goal, MessageStatus
 from parley.domain.ports import LLM, ConversationStore, OpenedTurn, RateLimiter, ReplyDraft
+from parley.domain.recent_checks import RecentChecks
 from parley.domain.turns import (
     Abandoned,
     Accepted,
@@ -73,6 +74,7 @@ class ChatService:
         pricing: Pricing = free,
         budgets: KeyService | None = None,
         rate_limiter: RateLimiter | None = None,
+        tokens_checked: RecentChecks | None = None,
     ) -> None:
         self._conversations = conversations
         self._llm = llm
@@ -81,6 +83,9 @@ class ChatService:
         self._pricing = pricing
         self._budgets = budgets
         self._rate_limiter = rate_limiter
+        # Keys found within their tokens a minute lately (by name and limit: a changed
+        # limit is asked about at once).
+        self._tokens_checked = RecentChecks() if tokens_checked is None else tokens_checked
         self.in_flight = in_flight or InFlightTurns()
         # Keyed turns asking the LLM now, so that a retry of one waits for its reply
         # instead of asking again (bounded by the turns in flight).
@@ -302,18 +307,24 @@ class ChatService:
 
     async def _check_tokens(self, caller: Principal) -> None:
         """Refuse a key that used its LLM tokens a minute (counted after each reply: the
-        turns under way finish, so the overshoot is bounded by them)."""
+        turns under way finish, so the overshoot is bounded by them). A key found within
+        it is not asked about again for a second, unless a reply's charge goes over
+        (with Redis, a round trip saved on each of a busy key's turns)."""
         if (limit := self._tokens_limit(caller)) is None:
             return
         limiter, name, tpm = limit
+        if self._tokens_checked.fresh(f"{name}:{tpm}"):
+            return
         if wait := await limiter.wait(TOKENS, name, tpm):
             raise TooManyTokensError(tpm, wait)
+        self._tokens_checked.remember(f"{name}:{tpm}")
 
     async def _charge_tokens(self, caller: Principal, usage: Usage | None) -> None:
         if (limit := self._tokens_limit(caller)) is None or usage is None:
             return
         limiter, name, tpm = limit
-        await limiter.charge(TOKENS, name, tpm, usage.total_tokens)
+        if not await limiter.charge(TOKENS, name, tpm, usage.total_tokens):
+            self._tokens_checked.forget(f"{name}:{tpm}")
 
     def _chat_request(
         self, goal: Goal, history: tuple[ChatMessage, ...], conversation_id: uuid.UUID

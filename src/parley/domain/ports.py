@@ -391,8 +391,8 @@ class RateLimiter(Protocol):
         """Seconds until one more unit fits (0.0: now)."""
         ...
 
-    async def charge(self, name: str, identity: str, per_minute: int, cost: int) -> None:
-        """Count ``cost`` units already spent."""
+    async def charge(self, name: str, identity: str, per_minute: int, cost: int) -> bool:
+        """Count ``cost`` units already spent; whether they fitted within the limit."""
         ...
 
 
