@@ -10,8 +10,9 @@ import pytest
 
 from parley.api.rate_limits import RateLimitedError, RateLimits
 from parley.domain.recent_checks import RecentChecks
-from parley.limiter import LocalLimiter, TokenBuckets
+from parley.limiter import TokenBuckets
 from tests.conftest import app_client, make_settings
+from tests.support.limiters import CountingLimiter
 from tests.support.metrics import FakeClock
 
 
@@ -31,19 +32,6 @@ def test_wrong_keys_from_one_address_are_refused_after_the_budget(tmp_path: Path
         assert client.get("/healthz").status_code == 200
         scrape = client.get("/metrics").text
     assert 'error_code="too_many_auth_failures"' in scrape
-
-
-class CountingLimiter(LocalLimiter):
-    """In process, counting the failed-key checks it is asked (each one a Redis round
-    trip with Redis)."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__(clock=clock)
-        self.checks = 0
-
-    async def wait(self, name: str, identity: str, per_minute: int) -> float:
-        self.checks += 1
-        return await super().wait(name, identity, per_minute)
 
 
 async def test_an_address_checked_lately_is_not_asked_again_until_a_key_from_it_fails() -> None:

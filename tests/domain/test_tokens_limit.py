@@ -19,25 +19,13 @@ from parley.domain.keys import KeyLimits, Principal, Role
 from parley.domain.models import EscalationPolicy, Goal
 from parley.domain.recent_checks import RecentChecks
 from parley.domain.turns import Done, TurnEvent
-from parley.limiter import LocalLimiter
 from parley.testing import MemoryConversations, MemoryGoals
+from tests.support.limiters import CountingLimiter
 from tests.support.metrics import FakeClock
 from tests.support.providers import ScriptedProvider
 
 # ScriptedProvider's "ok reply" uses 7 tokens (5 prompt, 2 completion).
 SHOP = Principal("shop", Role.CLIENT, KeyLimits(tpm=20))
-
-
-class CountingLimiter(LocalLimiter):
-    """In process, counting the checks it is asked (each a round trip with Redis)."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__(clock=clock)
-        self.checks = 0
-
-    async def wait(self, name: str, identity: str, per_minute: int) -> float:
-        self.checks += 1
-        return await super().wait(name, identity, per_minute)
 
 
 class Keyed:
