@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime
-# The turn benchmark's PostgreSQL (this machine kind's server; empty: SQLite only).
+# The turn benchmark's PostgreSQL (this machine kind's server; empty: SQLite only). The
+# benchmark drops Parley's tables there before it starts.
 BENCH_POSTGRES_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 STAMP := $(VENV)/.installed
 

@@ -11,7 +11,18 @@ import sys
 import tempfile
 from importlib.metadata import version
 
-from bench import handoff, http, inprocess, keys, memory, micro, scrape, tracing, turns
+from bench import (
+    handoff,
+    http,
+    inprocess,
+    keys,
+    memory,
+    micro,
+    postgres,
+    scrape,
+    tracing,
+    turns,
+)
 from bench.variants import PEERS
 
 
@@ -137,7 +148,7 @@ def _handoff_targets(quick: bool) -> list[tuple[str, bool, str]]:
         subscribers=50 if quick else 1000,
         messages=3 if quick else 10,
         queue_size=100 if quick else 1000,
-        postgres_url=os.environ.get("PARLEY_BENCH_POSTGRES_URL"),
+        postgres_url=_postgres_url(),
     )
     print("\n".join(handoff.report(result)), end="\n\n")
     n = result.subscribers
@@ -176,6 +187,12 @@ def _key_targets(quick: bool) -> list[tuple[str, bool, str]]:
     ]
 
 
+def _postgres_url() -> str | None:
+    """PARLEY_BENCH_POSTGRES_URL's database, emptied of Parley's tables; None: unset."""
+    url = os.environ.get("PARLEY_BENCH_POSTGRES_URL")
+    return postgres.emptied(url) if url else None
+
+
 # Issue 20: a whole turn in 2.5 ms of server CPU, on a machine where the bare app (FastAPI
 # on the same stack, nothing behind it) took 0.12 ms a request.
 TURN_CPU_BARE_RATIO = 2.5 / 0.12
@@ -192,8 +209,8 @@ def _turn_targets(quick: bool) -> list[tuple[str, bool, str]]:
     )
     print("\n".join(turns.report_streams(streams, upstream)), end="\n\n")
     database_urls = {"sqlite": f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/whole.db"}
-    if os.environ.get("PARLEY_BENCH_POSTGRES_URL"):
-        database_urls["postgresql"] = os.environ["PARLEY_BENCH_POSTGRES_URL"]
+    if (postgres_url := _postgres_url()) is not None:
+        database_urls["postgresql"] = postgres_url
     whole = turns.run_whole(
         database_urls, seconds=1.0 if quick else 10.0, conversations=1 if quick else 10
     )
