@@ -313,11 +313,11 @@ class ChatService:
         if (limit := self._tokens_limit(caller)) is None:
             return
         limiter, name, tpm = limit
-        if self._tokens_checked.fresh(f"{name}:{tpm}"):
+        if self._tokens_checked.fresh(checked := f"{name}:{tpm}"):
             return
         if wait := await limiter.wait(TOKENS, name, tpm):
             raise TooManyTokensError(tpm, wait)
-        self._tokens_checked.remember(f"{name}:{tpm}")
+        self._tokens_checked.remember(checked)
 
     async def _charge_tokens(self, caller: Principal, usage: Usage | None) -> None:
         if (limit := self._tokens_limit(caller)) is None or usage is None:
