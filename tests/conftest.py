@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -24,6 +25,17 @@ from tests.support.postgres import ensure_database, process_database_url
 
 # This test process's database on the PostgreSQL server (one per pytest-xdist worker).
 POSTGRES_URL = process_database_url()
+
+# The tests' own HTTP requests wait up to 30 s, not httpx's 5 s: with make test's three
+# processes on two cores, a plain request (a key made, a /metrics poll) has taken longer
+# than 5 s, twice in five fresh-clone runs. Every wait in these tests has a deadline of
+# its own; a test of a timeout sets its timeout, and Parley's clients set theirs.
+TEST_HTTP_TIMEOUT = httpx.Timeout(30.0)
+for _function in (httpx.Client.__init__, httpx.AsyncClient.__init__, httpx.request,
+                  httpx.get, httpx.options, httpx.head, httpx.post, httpx.put,
+                  httpx.patch, httpx.delete):  # fmt: skip
+    assert _function.__kwdefaults__ is not None
+    _function.__kwdefaults__["timeout"] = TEST_HTTP_TIMEOUT
 
 
 TIERS = ("integration", "slow")
