@@ -84,11 +84,7 @@ def _what(event: LiveEventOut) -> str:
 async def _subscribed(server: LiveServer, stream: str, count: int = 1) -> None:
     """Until the server counts ``count`` streams open (a new one reads the log from then
     on; a stream whose client left is closed)."""
-    # Each scrape bounded by the deadline alone: httpx's 5 s timed one out on a busy machine.
-    async with (
-        asyncio.timeout(20),
-        httpx.AsyncClient(base_url=server.http_url, timeout=None) as http,
-    ):
+    async with asyncio.timeout(20), httpx.AsyncClient(base_url=server.http_url) as http:
         while True:
             text = (await http.get("/metrics")).text
             if f'live_streams_open{{stream="{stream}"}} {count:.1f}' in text:
