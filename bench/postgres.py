@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from parley.store.tables import metadata
 
 
-async def _empty(url: str) -> None:
+async def drop_parley_tables(url: str) -> None:
+    """Drop every table Parley's migrations make (and their record) from ``url``'s
+    database; the tests empty theirs so too."""
     tables = ", ".join([*metadata.tables, "alembic_version"])
     engine = create_async_engine(url)
     try:
@@ -24,5 +26,5 @@ async def _empty(url: str) -> None:
 
 def emptied(url: str) -> str:
     """``url``, once Parley's tables (and their migration record) are dropped from it."""
-    asyncio.run(_empty(url))
+    asyncio.run(drop_parley_tables(url))
     return url

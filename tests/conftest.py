@@ -11,10 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench.postgres import drop_parley_tables
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from parley.app import create_app
 from parley.config import Settings
@@ -127,22 +126,6 @@ def app_client(settings: Settings, provider: LLMProvider | None = None) -> TestC
     return TestClient(create_app(settings, provider=provider))
 
 
-async def _reset_postgres(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                text(
-                    "DROP TABLE IF EXISTS evaluations, webhook_deliveries, webhook_cursors,"
-                    " conversation_events, messages, conversations, goals,"
-                    " api_keys, key_spend,"
-                    " alembic_version"
-                )
-            )
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(
     params=[
         "sqlite",
@@ -166,7 +149,7 @@ async def postgres_url() -> str:
         if not _created:
             await ensure_database(POSTGRES_URL)
             _created.append(POSTGRES_URL)
-        await _reset_postgres(POSTGRES_URL)
+        await drop_parley_tables(POSTGRES_URL)
     except OSError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required in CI and is not reachable: {exc}")
