@@ -5,15 +5,19 @@ included, is tests/store/test_contract.py."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 
+from parley.domain.keys import ApiKey, _period_starts, digest, new_secret
+from parley.domain.keys import Role as KeyRole
 from parley.domain.models import Conversation, ConversationStatus, EscalationReason, Goal
 from parley.domain.ports import OpenedTurn, ReplyDraft
 from parley.llm import ChatMessage, Role
@@ -169,6 +173,89 @@ async def test_sqlite_runs_each_turn_transaction_whole_in_a_worker_thread(
         assert all(name.startswith("parley-sqlite") for name in threads), threads
     else:
         assert set(threads) == {threading.current_thread().name}
+
+
+def _one_transaction(connection: Connection) -> bool:
+    """PostgreSQL: whether two statements run in one transaction (a BEGIN sent before
+    them), not each in its own (autocommit)."""
+    first, second = (connection.scalar(text("SELECT txid_current()")) for _ in range(2))
+    return bool(first == second)
+
+
+async def test_a_key_is_read_on_the_event_loop_on_sqlite_and_alone_on_postgresql(
+    database_url: str,
+) -> None:
+    """Every request reads its key (so a revoked key stops at once): on SQLite on the event
+    loop, where the hand-off to the worker thread and back cost three times the read; on
+    PostgreSQL in autocommit, one round trip instead of BEGIN, SELECT and COMMIT. The read
+    sees a revocation committed a moment before."""
+    database = Database(database_url)
+    await upgrade_to_head(database.engine)
+    store = Store(database)
+    threads: list[str] = []
+
+    def _thread(*_args: Any) -> None:
+        threads.append(threading.current_thread().name)
+
+    now = datetime.now(UTC)
+    secret = new_secret()
+    key = ApiKey("reader", KeyRole.CLIENT, digest(secret), created_at=now)
+    try:
+        await store.keys.add(key)
+        await store.keys.revoke("reader", now)
+        _on_each_statement(database, _thread)
+        found = await store.keys.by_digest_with_spend(key.digest, _period_starts(now))
+        assert found is not None
+        assert found[0].revoked_at is not None
+        assert threads == [threading.current_thread().name]
+        if database.engine.dialect.name == "postgresql":
+            assert not await database.run_read(_one_transaction)
+            assert await database.run_transaction(_one_transaction)
+    finally:
+        await database.dispose()
+
+
+async def test_a_key_read_sqlite_answers_busy_waits_on_the_worker_thread_not_the_loop(
+    tmp_path: Path,
+) -> None:
+    """A reader never waits on the event loop: with the file locked even to readers
+    (another process holding it exclusively), the read goes to the worker thread, which
+    waits for the lock, and the loop keeps serving meanwhile."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    setup = Database(url)
+    await upgrade_to_head(setup.engine)
+    now = datetime.now(UTC)
+    key = ApiKey("reader", KeyRole.CLIENT, digest(new_secret()), created_at=now)
+    await Store(setup).keys.add(key)
+    await setup.dispose()  # WAL: an exclusive lock waits for every connection to close
+    holder = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE api_keys SET rpm = 7")
+    database = Database(url, EngineOptions(statement_timeout=20))
+    threads: list[str] = []
+    _on_each_statement(database, lambda *_: threads.append(threading.current_thread().name))
+    try:
+        read = asyncio.create_task(
+            Store(database).keys.by_digest_with_spend(key.digest, _period_starts(now))
+        )
+        ticks = 0
+        # A read that waited on the loop would hold it for SQLite's busy timeout (pysqlite's
+        # default is 5 s), and this deadline would be past when the loop came back.
+        async with asyncio.timeout(4):
+            while ticks < 20:  # the loop runs while the read waits
+                await asyncio.sleep(0.01)
+                ticks += 1
+        assert not read.done()
+        holder.execute("COMMIT")
+        holder.close()  # gives the lock up (in WAL, an exclusive mode lasts the connection)
+        found = await asyncio.wait_for(read, 10)
+        assert found is not None
+        assert found[0].limits.rpm == 7
+        assert threads[-1].startswith("parley-sqlite"), threads
+    finally:
+        holder.close()
+        await database.dispose()
 
 
 async def test_the_history_reads_only_what_the_llm_is_sent(database_url: str) -> None:

@@ -1,6 +1,7 @@
 """The database: SQLite (embedded default) or PostgreSQL, and the store's one way to it,
-``run_transaction`` (a whole transaction of Core statements as plain calls), which also
-turns the database being unavailable into ``DatabaseUnavailableError`` (a 503)."""
+``run_transaction`` (a whole transaction of Core statements as plain calls; ``run_read``
+for a hot read of one statement), which also turns the database being unavailable into
+``DatabaseUnavailableError`` (a 503)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 from parley import defaults
 from parley.domain.errors import DatabaseUnavailableError
@@ -90,6 +92,26 @@ def _threaded_sqlite_engine(url: str, options: EngineOptions) -> Engine:
         max_overflow=0,
     )
     _configure_sqlite(engine, options)
+    return engine
+
+
+def _sqlite_reader_engine(url: str) -> Engine:
+    """The same file through the standard library's driver, for ``run_read`` on the event
+    loop: one connection that only reads and never waits for a lock (busy at once)."""
+    sync_url = make_url(url).set(drivername="sqlite+pysqlite")
+    # One connection, used only from the event loop (a new loop, as in tests, may run in
+    # another thread: the calls never overlap).
+    engine = create_sync_engine(
+        sync_url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.execute("PRAGMA busy_timeout=0")
+        cursor.close()
+
     return engine
 
 
@@ -176,12 +198,21 @@ class Database:
         self._sqlite_thread = (
             _SQLiteThread(url, self.options) if self.engine.dialect.name == "sqlite" else None
         )
+        self._sqlite_reader = (
+            _sqlite_reader_engine(url) if self._sqlite_thread is not None else None
+        )
+        # PostgreSQL reads of one statement: no BEGIN and COMMIT round trips around it.
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def engines(self) -> tuple[Engine, ...]:
         """Every engine statements run on, for event listeners (metrics, tests)."""
-        threaded = (self._sqlite_thread.engine,) if self._sqlite_thread is not None else ()
-        return (self.engine.sync_engine, *threaded)
+        sqlite = (
+            (self._sqlite_thread.engine, self._sqlite_reader)
+            if self._sqlite_thread is not None and self._sqlite_reader is not None
+            else ()
+        )
+        return (self.engine.sync_engine, *sqlite)
 
     async def run_transaction(
         self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -203,15 +234,38 @@ class Database:
                     result = await connection.run_sync(work, *args, **kwargs)
                     published = connection.info.pop(PUBLISHED, None)
         except Exception as error:
-            kind = unavailable_kind(error)
-            if kind is None:
+            unavailable = self._unavailable(error)
+            if unavailable is None:
                 raise
-            if self.on_unavailable is not None:
-                self.on_unavailable(kind, error)
-            raise DatabaseUnavailableError(kind) from error
+            raise unavailable from error
         if published and self.on_published is not None:
             self.on_published(published)
         return result
+
+    async def run_read(
+        self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``work(connection, ...)``, which runs one read statement (a key by its digest,
+        on every request): on SQLite at once on the event loop, through a connection of
+        its own (about 70 us, against 270 us handed to the worker thread and back); on
+        PostgreSQL alone in autocommit, one round trip instead of three. A reader never
+        waits for SQLite's write lock (WAL); should SQLite answer busy all the same, the
+        read goes to the worker thread as ``run_transaction``, rather than block the
+        loop. Errors as ``run_transaction``'s."""
+        if self._sqlite_reader is not None:
+            try:
+                with self._sqlite_reader.begin() as connection:
+                    return work(connection, *args, **kwargs)
+            except OperationalError:  # busy, or worse: the worker thread waits and tells
+                return await self.run_transaction(work, *args, **kwargs)
+        try:
+            async with self._autocommit.connect() as connection:
+                return await connection.run_sync(work, *args, **kwargs)
+        except Exception as error:
+            unavailable = self._unavailable(error)
+            if unavailable is None:
+                raise
+            raise unavailable from error
 
     async def ping(self, timeout_seconds: float = 1.0) -> bool:
         """Whether the database answers within ``timeout_seconds``."""
@@ -238,8 +292,20 @@ class Database:
         except Exception:
             return False
 
+    def _unavailable(self, error: Exception) -> DatabaseUnavailableError | None:
+        """What to raise for ``error`` when it means the database is unavailable (told to
+        ``on_unavailable``); None: ``error`` keeps its own meaning."""
+        kind = unavailable_kind(error)
+        if kind is None:
+            return None
+        if self.on_unavailable is not None:
+            self.on_unavailable(kind, error)
+        return DatabaseUnavailableError(kind)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._sqlite_reader is not None:
+            self._sqlite_reader.dispose()
         if self._sqlite_thread is not None:
             await self._sqlite_thread.dispose()
 

@@ -71,12 +71,13 @@ class KeyRepository:
         return await self._db.run_transaction(_one, _BY_NAME, {"name": name})
 
     async def by_digest(self, digest: str) -> ApiKey | None:
-        return await self._db.run_transaction(_one, _BY_DIGEST, {"digest": digest})
+        return await self._db.run_read(_one, _BY_DIGEST, {"digest": digest})
 
     async def by_digest_with_spend(
         self, digest: str, period_starts: Mapping[BudgetPeriod, date]
     ) -> tuple[ApiKey, int] | None:
-        return await self._db.run_transaction(_with_spend, digest, period_starts)
+        # Every request's read: on the event loop on SQLite, alone on PostgreSQL.
+        return await self._db.run_read(_with_spend, digest, period_starts)
 
     async def all(self) -> list[ApiKey]:
         return await self._db.run_transaction(_all)
@@ -91,7 +92,7 @@ class KeyRepository:
         await self._db.run_transaction(_touch, name, when)
 
     async def any_exist(self) -> bool:
-        return await self._db.run_transaction(_any)
+        return await self._db.run_read(_any)
 
     async def spent(self, name: str, since: date) -> int:
         return await self._db.run_transaction(_spent, name, since)
