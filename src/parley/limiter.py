@@ -12,6 +12,7 @@ failed connection a second, not one per request, and limits resume when Redis is
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import OrderedDict
@@ -178,11 +179,13 @@ class RedisLimiter:
         from limits.aio.strategies import SlidingWindowCounterRateLimiter
         from redis.asyncio import ConnectionPool
 
-        # Our own pool, so that closing the limiter closes its connections.
+        # Our own pool, so that closing the limiter closes its connections. No socket
+        # timeout: each call is bounded whole (asyncio.timeout, below), where redis-py's
+        # own bounds each write with asyncio.wait_for, a task per command (a fifth of a
+        # call's CPU). A call given up on closes its connection (redis-py does so when a
+        # read is cancelled), so no late answer is read as the next one.
         self._pool = ConnectionPool.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            url, socket_timeout=None, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
         )
         scheme, _, rest = url.partition("://")
         self._storage = RedisStorage(
@@ -207,10 +210,11 @@ class RedisLimiter:
         if not self._up():
             return self._unavailable()
         try:
-            if await self._strategy.hit(item, name, identity, cost=cost):
-                return 0.0
-            stats = await self._strategy.get_window_stats(item, name, identity)
-        except StorageError as error:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                if await self._strategy.hit(item, name, identity, cost=cost):
+                    return 0.0
+                stats = await self._strategy.get_window_stats(item, name, identity)
+        except (StorageError, TimeoutError) as error:
             return self._failed(error)
         return _wait_until(stats.reset_time)
 
@@ -219,13 +223,14 @@ class RedisLimiter:
         if not self._up():
             return True
         try:
-            if await self._strategy.hit(item, name, identity, cost=cost):
-                return True
-            # Over the limit: fill what is left, so the next hit waits.
-            stats = await self._strategy.get_window_stats(item, name, identity)
-            if stats.remaining:
-                await self._strategy.hit(item, name, identity, cost=stats.remaining)
-        except StorageError as error:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                if await self._strategy.hit(item, name, identity, cost=cost):
+                    return True
+                # Over the limit: fill what is left, so the next hit waits.
+                stats = await self._strategy.get_window_stats(item, name, identity)
+                if stats.remaining:
+                    await self._strategy.hit(item, name, identity, cost=stats.remaining)
+        except (StorageError, TimeoutError) as error:
             self._failed(error, raising=False)
             return True
         return False
@@ -235,17 +240,19 @@ class RedisLimiter:
         if not self._up():
             return self._unavailable()
         try:
-            if await self._strategy.test(item, name, identity):
-                return 0.0
-            stats = await self._strategy.get_window_stats(item, name, identity)
-        except StorageError as error:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                if await self._strategy.test(item, name, identity):
+                    return 0.0
+                stats = await self._strategy.get_window_stats(item, name, identity)
+        except (StorageError, TimeoutError) as error:
             return self._failed(error)
         return _wait_until(stats.reset_time)
 
     async def ping(self) -> bool:
         try:
-            return await self._storage.check()
-        except StorageError:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                return await self._storage.check()
+        except (StorageError, TimeoutError):
             return False
 
     async def reset(self) -> None:
@@ -262,7 +269,7 @@ class RedisLimiter:
             return 0.0
         raise LimiterUnavailableError()
 
-    def _failed(self, error: StorageError, *, raising: bool = True) -> float:
+    def _failed(self, error: StorageError | TimeoutError, *, raising: bool = True) -> float:
         self._down_until = self._clock() + REDIS_RETRY_SECONDS
         self.on_error()
         now = self._clock()
@@ -270,7 +277,9 @@ class RedisLimiter:
             self._logged_at = now
             self._log.warning(
                 "rate_limiter_unavailable",
-                error_type=type(error.storage_error).__name__,
+                error_type=type(
+                    error.storage_error if isinstance(error, StorageError) else error
+                ).__name__,
                 failing="open" if self.fail_open else "closed",
             )
         return self._unavailable() if raising else 0.0

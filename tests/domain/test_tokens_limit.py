@@ -29,9 +29,9 @@ SHOP = Principal("shop", Role.CLIENT, KeyLimits(tpm=20))
 
 
 class Keyed:
-    def __init__(self) -> None:
+    def __init__(self, limiter: type[CountingLimiter] = CountingLimiter) -> None:
         self.clock = FakeClock()
-        self.limiter = CountingLimiter(self.clock)
+        self.limiter = limiter(self.clock)
         now = datetime.now(UTC)
         goals = MemoryGoals(
             Goal("support", "Support", "Help.", None, EscalationPolicy(max_turns=50), now, now)
@@ -77,3 +77,41 @@ async def test_a_changed_limit_is_asked_about_at_once() -> None:
     turn = await keyed.chat.start_turn(conversation, "hi", streaming=False, caller=lowered)
     await turn.wait()
     assert keyed.limiter.checks == 2
+
+
+class SlowChargeLimiter(CountingLimiter):
+    """A charge that waits until the test lets it through (a Redis round trip)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.charging = asyncio.Event()
+        self.let_through = asyncio.Event()
+        self.charged = 0
+
+    async def charge(self, name: str, identity: str, per_minute: int, cost: int) -> bool:
+        self.charging.set()
+        await self.let_through.wait()
+        self.charged += cost
+        return await super().charge(name, identity, per_minute, cost)
+
+
+async def test_the_reply_is_out_before_its_tokens_are_counted_and_the_turn_ends_after() -> None:
+    """The reply does not wait on the charge (with Redis, a round trip), but the turn
+    stays in flight until its tokens are counted: shutdown's drain waits for it."""
+    keyed = Keyed(SlowChargeLimiter)
+    limiter = keyed.limiter
+    assert isinstance(limiter, SlowChargeLimiter)
+    conversation = (await keyed.conversations.create("support", {}, owner="shop")).id
+    turn = await keyed.chat.start_turn(conversation, "hi", streaming=False, caller=SHOP)
+    events = turn.events()
+    async with asyncio.timeout(10):
+        while not isinstance(await anext(events), Done):
+            pass
+        await limiter.charging.wait()
+    assert limiter.charged == 0
+    assert not turn.done
+    limiter.let_through.set()
+    async with asyncio.timeout(10):
+        assert [event async for event in events] == []
+        await turn.wait()
+    assert limiter.charged == 7

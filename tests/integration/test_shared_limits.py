@@ -4,6 +4,8 @@ fast, counted; Redis back, the limits hold again."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -136,6 +138,39 @@ async def _fail_and_recover(
     assert await open_limiter.hit("requests", "key:shop", 3) > 0  # limits hold again
     assert await closed.wait("requests", "key:shop", 3) > 0
     assert errors == [1]
+
+
+async def test_a_hung_redis_is_given_up_on_after_the_timeout_not_waited_for(
+    own_redis: OwnRedis,
+) -> None:
+    """Redis that takes the connection but never answers (the process stopped, a network
+    black hole): each call is given up after ``REDIS_TIMEOUT_SECONDS``, counted as a
+    failure, answered as configured; once Redis answers again, so do the limits."""
+    errors: list[int] = []
+    now = [0.0]
+    limiter = RedisLimiter(
+        own_redis.url, key_prefix=_prefix(), on_error=lambda: errors.append(1),
+        clock=lambda: now[0],
+    )  # fmt: skip
+    process = own_redis.process
+    assert process is not None
+    try:
+        assert await limiter.hit("requests", "key:shop", 2) == 0  # connected
+        process.send_signal(signal.SIGSTOP)
+        try:
+            # A hang here would last until the deadline; the limiter gives up long before.
+            async with asyncio.timeout(20):
+                assert await limiter.charge("tokens", "key:shop", 100, 5) is True
+            assert errors == [1]
+        finally:
+            process.send_signal(signal.SIGCONT)
+        now[0] += 2.0
+        async with asyncio.timeout(20):
+            assert await limiter.hit("requests", "key:shop", 2) == 0
+            assert await limiter.hit("requests", "key:shop", 2) > 0  # the count held
+        assert errors == [1]
+    finally:
+        await limiter.aclose()
 
 
 @pytest.mark.parametrize("mode", ["open", "closed"])

@@ -252,18 +252,18 @@ class ChatService:
                 emit(Failed(abandoned.error))
             return
         used = usage[-1] if usage else None
-        stored = self._conversations.store_reply(
-            opened.question, self._draft(request, parts, used, caller)
+        reply, after = await timings.measure(
+            "db",
+            self._conversations.store_reply(
+                opened.question, self._draft(request, parts, used, caller)
+            ),
         )
-        if self._counts_tokens(caller) and used is not None:
-            # Counted while the reply is stored (the tokens were used either way), and
-            # before Done: the caller's next message sees them counted.
-            (reply, after), _ = await timings.measure(
-                "db", asyncio.gather(stored, self._charge_tokens(caller, used))
-            )
-        else:
-            reply, after = await timings.measure("db", stored)
         emit(Done(after, reply))
+        # Counted once the reply is out (its tokens were used either way), so that with
+        # Redis the round trip is not the caller's wait. The turn is in flight until it is
+        # counted (shutdown waits for it); a next message sent meanwhile is one of the
+        # turns in flight the tokens limit's overshoot is bounded by.
+        await self._charge_tokens(caller, used)
 
     async def _read_stream(
         self, request: ChatRequest, parts: list[str], usage: list[Usage], emit: Emit
@@ -301,9 +301,6 @@ class ChatService:
         if tpm is None or name is None or limiter is None:
             return None
         return limiter, name, tpm
-
-    def _counts_tokens(self, caller: Principal) -> bool:
-        return self._tokens_limit(caller) is not None
 
     async def _check_tokens(self, caller: Principal) -> None:
         """Refuse a key that used its LLM tokens a minute (counted after each reply: the
