@@ -612,6 +612,20 @@ def alerting_rules() -> list[Rule]:
             "budget its turns get 429 budget_exceeded until the period resets.",
         ),
         _alert(
+            "RateLimiterUnavailable",
+            # Counted at most once a second per replica (Redis is tried again a second
+            # after a failure): any increase over minutes means it stays unreachable.
+            f"sum by ({BY}) (increase(rate_limiter_errors_total{{{SELECTOR}}}[5m])) > 0",
+            signals=[f"sum by ({BY}) (increase(rate_limiter_errors_total{{{SELECTOR}}}[5m]))"],
+            for_="5m",
+            severity="warning",
+            summary="The shared rate limiter (Redis) cannot be reached",
+            description="{{ $value | humanize }} rate-limit checks of {{ $labels.job }} "
+            "could not reach Redis in the last 5 minutes: the limits are not counted "
+            "(requests let through) or requests are refused with 503, as "
+            "PARLEY_RATE_LIMIT_FAILURE_MODE says.",
+        ),
+        _alert(
             "MetricLabelCapReached",
             f"sum by ({BY}, metric, label) (increase(metric_label_overflow_total{{{SELECTOR}}}[1h])) > 0",
             signals=[
