@@ -6,7 +6,8 @@ the simulated LLM at zero latency and SQLite, for
 - ``key, in Redis``: the same, counted in Redis (``PARLEY_REDIS_URL``, this machine's).
 
 Each variant is its own ``parley serve``; rounds interleave them, and the added latency
-is paired with ``no key`` per round.
+is paired with ``no key`` per round. The server's CPU a turn (from /proc) is shown beside
+it: what the key costs Parley, steadier than latency on a busy machine.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ LIMITS = {"budget_usd": 1_000_000, "rpm": 1_000_000, "tpm": 100_000_000}
 class KeysResult:
     variant: str
     p50: list[float]  # per round, seconds
+    cpu: list[float]  # per round, the server's CPU seconds a turn
 
 
 def _made_key(server: Server) -> dict[str, str]:
@@ -75,14 +77,17 @@ def run(*, rounds: int = 7, turns: int = 200) -> list[KeysResult]:
                 asyncio.run(_ensure_goal(servers[variant].url))
                 headers[variant] = {} if variant == NO_KEY else _made_key(servers[variant])
             p50s: dict[str, list[float]] = {variant: [] for variant in servers}
+            cpus: dict[str, list[float]] = {variant: [] for variant in servers}
             for _ in range(rounds):
                 for variant, server in servers.items():
+                    began = server.cpu_seconds()
                     p50s[variant].append(asyncio.run(_p50(server, headers[variant], turns)))
+                    cpus[variant].append((server.cpu_seconds() - began) / turns)
         finally:
             for server in servers.values():
                 server.process.terminate()
                 server.process.wait(timeout=30)
-    return [KeysResult(variant, p50) for variant, p50 in p50s.items()]
+    return [KeysResult(variant, p50s[variant], cpus[variant]) for variant in p50s]
 
 
 def added(results: list[KeysResult], variant: str) -> float:
@@ -93,15 +98,18 @@ def added(results: list[KeysResult], variant: str) -> float:
 
 def report(results: list[KeysResult]) -> list[str]:
     lines = [
-        "Keys and limits, a whole turn's p50, one client, SQLite"
+        "Keys and limits, a whole turn's p50 and the server's CPU a turn, one client, SQLite"
         " (added: paired with no key per round, median [IQR])"
     ]
-    by = {r.variant: r.p50 for r in results}
+    p50s = {r.variant: r.p50 for r in results}
+    cpus = {r.variant: r.cpu for r in results}
     for r in results:
-        overheads = paired_overheads(r.p50, by[NO_KEY])
+        overheads = paired_overheads(r.p50, p50s[NO_KEY])
         low, high = spread(overheads)
+        cpu_added = median(paired_overheads(r.cpu, cpus[NO_KEY]))
         lines.append(
             f"    {r.variant:<18} {median(r.p50) * 1000:6.2f} ms"
             f"  + {median(overheads) * 1000:5.2f} [{low * 1000:5.2f}, {high * 1000:5.2f}] ms"
+            f"   CPU {median(r.cpu) * 1000:5.2f} ms + {cpu_added * 1000:5.2f} ms"
         )
     return lines

@@ -220,7 +220,8 @@ async def test_a_key_read_sqlite_answers_busy_waits_on_the_worker_thread_not_the
 ) -> None:
     """A reader never waits on the event loop: with the file locked even to readers
     (another process holding it exclusively), the read goes to the worker thread, which
-    waits for the lock, and the loop keeps serving meanwhile."""
+    waits for the lock, and the loop keeps serving meanwhile; then reads are back on the
+    loop."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     setup = Database(url)
     await upgrade_to_head(setup.engine)
@@ -253,6 +254,10 @@ async def test_a_key_read_sqlite_answers_busy_waits_on_the_worker_thread_not_the
         assert found is not None
         assert found[0].limits.rpm == 7
         assert threads[-1].startswith("parley-sqlite"), threads
+        # The lock gone, the next read is on the loop again (a connection of its own).
+        threads.clear()
+        assert await Store(database).keys.by_digest(key.digest) is not None
+        assert threads == [threading.current_thread().name]
     finally:
         holder.close()
         await database.dispose()
