@@ -178,13 +178,28 @@ def _handoff_targets(quick: bool) -> list[tuple[str, bool, str]]:
 
 def _key_targets(quick: bool) -> list[tuple[str, bool, str]]:
     """What keys and their limits add to a turn (bench/keys.py; issue 22's goal)."""
-    results = keys.run(rounds=2 if quick else 9, turns=20 if quick else 300)
-    print("\n".join(keys.report(results)), end="\n\n")
-    local, redis = keys.added(results, keys.IN_PROCESS), keys.added(results, keys.IN_REDIS)
-    return [
-        ("a key's checks add <= 0.5 ms p50, in process", local <= 0.0005, f"{local * 1000:.2f} ms"),
-        ("a key's checks add <= 1 ms p50, in Redis", redis <= 0.001, f"{redis * 1000:.2f} ms"),
-    ]
+    rounds, turns = (2, 20) if quick else (9, 300)
+    databases = {"SQLite": None, "PostgreSQL": _postgres_url()}
+    targets = []
+    for database, postgres_url in databases.items():
+        if database == "PostgreSQL" and postgres_url is None:
+            continue
+        results = keys.run(rounds=rounds, turns=turns, postgres_url=postgres_url)
+        print("\n".join(keys.report(results, database)), end="\n\n")
+        local, redis = keys.added(results, keys.IN_PROCESS), keys.added(results, keys.IN_REDIS)
+        targets += [
+            (
+                f"a key's checks add <= 0.5 ms p50, in process, {database}",
+                local <= 0.0005,
+                f"{local * 1000:.2f} ms",
+            ),
+            (
+                f"a key's checks add <= 1 ms p50, in Redis, {database}",
+                redis <= 0.001,
+                f"{redis * 1000:.2f} ms",
+            ),
+        ]
+    return targets
 
 
 def _postgres_url() -> str | None:

@@ -1,5 +1,5 @@
 """What keys and limits add to a turn: a whole turn's latency, one client at a time, on
-the simulated LLM at zero latency and SQLite, for
+the simulated LLM at zero latency and SQLite (or PostgreSQL: ``postgres_url``), for
 
 - ``no key``: development mode (no key exists: nothing to look up);
 - ``key, in process``: a made key with a budget, rpm and tpm, counted in this process;
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.postgres import emptied_beside
 from bench.stats import median, paired_overheads, spread
 from bench.turns import Server, _ensure_goal, _zero_latency_parley
 
@@ -58,13 +59,19 @@ async def _p50(server: Server, headers: dict[str, str], turns: int) -> float:
     return median(latencies)
 
 
-def run(*, rounds: int = 7, turns: int = 200) -> list[KeysResult]:
+def run(*, rounds: int = 7, turns: int = 200, postgres_url: str | None = None) -> list[KeysResult]:
+    """``postgres_url``: each variant on a database of its own beside that one (``no key``
+    needs one where no key exists), instead of SQLite files."""
     with tempfile.TemporaryDirectory() as workdir:
         servers: dict[str, Server] = {}
         headers: dict[str, dict[str, str]] = {}
         try:
-            for variant in (NO_KEY, IN_PROCESS, IN_REDIS):
-                url = f"sqlite+aiosqlite:///{Path(workdir) / uuid.uuid4().hex}.db"
+            for number, variant in enumerate((NO_KEY, IN_PROCESS, IN_REDIS)):
+                url = (
+                    f"sqlite+aiosqlite:///{Path(workdir) / uuid.uuid4().hex}.db"
+                    if postgres_url is None
+                    else emptied_beside(postgres_url, f"keys{number}")
+                )
                 env = (
                     {
                         "PARLEY_REDIS_URL": REDIS_URL,
@@ -96,9 +103,9 @@ def added(results: list[KeysResult], variant: str) -> float:
     return median(paired_overheads(by[variant], by[NO_KEY]))
 
 
-def report(results: list[KeysResult]) -> list[str]:
+def report(results: list[KeysResult], database: str = "SQLite") -> list[str]:
     lines = [
-        "Keys and limits, a whole turn's p50 and the server's CPU a turn, one client, SQLite"
+        f"Keys and limits, a whole turn's p50 and the server's CPU a turn, one client, {database}"
         " (added: paired with no key per round, median [IQR])"
     ]
     p50s = {r.variant: r.p50 for r in results}
