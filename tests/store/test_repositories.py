@@ -263,6 +263,27 @@ async def test_a_key_read_sqlite_answers_busy_waits_on_the_worker_thread_not_the
         await database.dispose()
 
 
+async def test_the_sqlite_reader_holds_no_snapshot_between_reads(tmp_path: Path) -> None:
+    """The reader's connection stays open between reads but inside no transaction: a
+    snapshot held would keep every later write in the WAL (no checkpoint could finish,
+    the file would grow without bound)."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    await upgrade_to_head(database.engine)
+    store = Store(database)
+    now = datetime.now(UTC)
+    key = ApiKey("reader", KeyRole.CLIENT, digest(new_secret()), created_at=now)
+    checkpointer = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+    try:
+        await store.keys.add(key)
+        assert await store.keys.by_digest_with_spend(key.digest, _period_starts(now))
+        await store.keys.touch("reader", now)  # a write after the read
+        busy, _frames, _done = checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
+    finally:
+        checkpointer.close()
+        await database.dispose()
+
+
 async def test_the_history_reads_only_what_the_llm_is_sent(database_url: str) -> None:
     """Role and content, oldest first: a turn's history is 40 rows, and building whole
     messages of them (ids, times, statuses) was the largest part of its fixed CPU."""
