@@ -15,6 +15,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, event, text
+from sqlalchemy.exc import ProgrammingError
 
 from parley.domain.keys import ApiKey, _period_starts, digest, new_secret
 from parley.domain.keys import Role as KeyRole
@@ -261,6 +262,36 @@ async def test_a_key_read_sqlite_answers_busy_waits_on_the_worker_thread_not_the
     finally:
         holder.close()
         await database.dispose()
+
+
+def _refused(connection: Connection) -> object:
+    """A read the driver refuses after its value is bound: SQLite, for the value's type
+    (a list); PostgreSQL, for an unknown column (asyncpg's own message for a bad value
+    would quote the value itself)."""
+    value: object = "parley_secret"
+    statement = "SELECT nope FROM api_keys WHERE digest = :digest"
+    if connection.dialect.name == "sqlite":
+        value, statement = [value], statement.replace("nope", "name")
+    return connection.execute(text(statement), {"digest": value}).all()
+
+
+async def test_a_failed_read_shows_no_bound_value_in_its_error(database_url: str) -> None:
+    """Bound values are user content and key digests: the read's own engines (SQLite's
+    reader on the loop, PostgreSQL's autocommit) hide them from errors, as the others do."""
+    database = Database(database_url)
+    await upgrade_to_head(database.engine)
+    try:
+        with pytest.raises(ProgrammingError) as raised:
+            await database.run_read(_refused)
+    finally:
+        await database.dispose()
+    chain: list[str] = []
+    error: BaseException | None = raised.value
+    while error is not None:
+        chain.append(str(error))
+        error = error.__cause__ or error.__context__
+    assert any("parameters hidden" in text for text in chain), chain
+    assert not any("parley_secret" in text for text in chain), chain
 
 
 async def test_the_sqlite_reader_holds_no_snapshot_between_reads(tmp_path: Path) -> None:

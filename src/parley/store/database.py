@@ -100,12 +100,15 @@ class _SQLiteReader:
     standard library's driver, kept open (a pool checkout per read cost a third of it),
     that only reads and never waits for a lock (busy at once)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, options: EngineOptions) -> None:
         sync_url = make_url(url).set(drivername="sqlite+pysqlite")
         # Used only from the event loop (a new loop, as in tests, may run in another
         # thread: the calls never overlap).
         self.engine = create_sync_engine(
-            sync_url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            sync_url,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+            hide_parameters=options.hide_parameters,
         )
         event.listen(self.engine, "connect", _read_only_never_waiting)
         self._connection: Connection | None = None
@@ -226,7 +229,9 @@ class Database:
         self._sqlite_thread = (
             _SQLiteThread(url, self.options) if self.engine.dialect.name == "sqlite" else None
         )
-        self._sqlite_reader = _SQLiteReader(url) if self._sqlite_thread is not None else None
+        self._sqlite_reader = (
+            _SQLiteReader(url, self.options) if self._sqlite_thread is not None else None
+        )
         # PostgreSQL reads of one statement: no BEGIN and COMMIT round trips around it.
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
