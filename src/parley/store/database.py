@@ -11,8 +11,9 @@ import functools
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -256,7 +257,7 @@ class Database:
 
         The database unavailable (refused, reset, timed out, full, read-only) raises
         ``DatabaseUnavailableError``; every other error is raised as it is."""
-        try:
+        with self._unavailable_as_such():
             if self._sqlite_thread is not None:
                 result, published = await self._sqlite_thread.run_transaction(work, *args, **kwargs)
             else:
@@ -264,11 +265,6 @@ class Database:
                     connection.info.pop(PUBLISHED, None)  # a rolled-back transaction's
                     result = await connection.run_sync(work, *args, **kwargs)
                     published = connection.info.pop(PUBLISHED, None)
-        except Exception as error:
-            unavailable = self._unavailable(error)
-            if unavailable is None:
-                raise
-            raise unavailable from error
         if published and self.on_published is not None:
             self.on_published(published)
         return result
@@ -288,14 +284,9 @@ class Database:
                 return self._sqlite_reader.run(work, *args, **kwargs)
             except OperationalError:  # busy, or worse: the worker thread waits and tells
                 return await self.run_transaction(work, *args, **kwargs)
-        try:
+        with self._unavailable_as_such():
             async with self._autocommit.connect() as connection:
                 return await connection.run_sync(work, *args, **kwargs)
-        except Exception as error:
-            unavailable = self._unavailable(error)
-            if unavailable is None:
-                raise
-            raise unavailable from error
 
     async def ping(self, timeout_seconds: float = 1.0) -> bool:
         """Whether the database answers within ``timeout_seconds``."""
@@ -322,15 +313,19 @@ class Database:
         except Exception:
             return False
 
-    def _unavailable(self, error: Exception) -> DatabaseUnavailableError | None:
-        """What to raise for ``error`` when it means the database is unavailable (told to
-        ``on_unavailable``); None: ``error`` keeps its own meaning."""
-        kind = unavailable_kind(error)
-        if kind is None:
-            return None
-        if self.on_unavailable is not None:
-            self.on_unavailable(kind, error)
-        return DatabaseUnavailableError(kind)
+    @contextmanager
+    def _unavailable_as_such(self) -> Iterator[None]:
+        """An error that means the database is unavailable raised as
+        ``DatabaseUnavailableError`` (and told to ``on_unavailable``); any other as it is."""
+        try:
+            yield
+        except Exception as error:
+            kind = unavailable_kind(error)
+            if kind is None:
+                raise
+            if self.on_unavailable is not None:
+                self.on_unavailable(kind, error)
+            raise DatabaseUnavailableError(kind) from error
 
     async def dispose(self) -> None:
         await self.engine.dispose()
