@@ -30,7 +30,7 @@ from tests.support.otlp import OtlpReceiver
 from tests.support.ports import free_port
 from tests.support.processes import shell_in_background
 from tests.support.readme import readme_block, readme_blocks
-from tests.support.serve import serve
+from tests.support.serve import serve_process
 from tests.support.tools import require_tool
 from tests.support.waiting import wait_until
 
@@ -73,8 +73,14 @@ def _commands(block: str) -> list[str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {"PARLEY_SIM_TTFT_SECONDS": "0.01", "PARLEY_SIM_TOKEN_DELAY_SECONDS": "0.001"}
-    with serve(tmp_path_factory.mktemp("readme"), env=env) as url:
-        yield url
+    with serve_process(tmp_path_factory.mktemp("readme"), env=env) as served:
+        _SERVER_LOGS[served.url] = served.log
+        yield served.url
+
+
+# Each server's log, shown when an example fails against it (the example's own output
+# is often a pipe's last command only).
+_SERVER_LOGS: dict[str, Path] = {}
 
 
 def _run(script: str, url: str) -> list[str]:
@@ -90,7 +96,10 @@ def _run(script: str, url: str) -> list[str]:
         cwd=ROOT,
         timeout=60,
     )
-    assert done.returncode == 0, done.stderr
+    if done.returncode != 0:
+        log = _SERVER_LOGS.get(url)
+        tail = log.read_text().splitlines()[-30:] if log is not None else []
+        pytest.fail("\n".join([done.stderr, "stdout:", done.stdout, "server log:", *tail]))
     return [part.strip() for part in done.stdout.split("@@@")[:-1]]
 
 
