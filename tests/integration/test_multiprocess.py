@@ -136,6 +136,38 @@ def test_a_dead_workers_connections_leave_the_gauge(tmp_path: Path) -> None:
     assert gauge == {"before": 1, "after": 0}
 
 
+def _alive(pid: int) -> bool:
+    """Running, not ended (an orphan's zombie may wait long to be reaped here)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_server_whose_supervisor_dies_leaves_no_worker_running(tmp_path: Path) -> None:
+    """A fresh-clone run found a worker of this module's server still running, an orphan,
+    twenty minutes after its test: the workers of a server a test started end with it,
+    even when its supervisor does not stop them (here it is killed)."""
+    with serve_process(tmp_path, "--workers", "2") as served:
+        deadline = time.monotonic() + 120
+        while served.log.read_text().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, "the second worker never started"
+            time.sleep(0.2)
+        pid = served.process.pid
+        workers = [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+        assert len(workers) >= 2, workers
+        served.process.kill()  # the supervisor dies; its workers would live on
+        served.process.wait()
+        assert any(_alive(worker) for worker in workers)  # orphans, until the block ends
+    deadline = time.monotonic() + 30
+    while any(_alive(worker) for worker in workers):
+        assert time.monotonic() < deadline, "a worker outlived its server"
+        time.sleep(0.1)
+
+
 def test_clean_dead_workers_removes_only_dead_live_gauges(tmp_path: Path) -> None:
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],

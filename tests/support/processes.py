@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 from collections.abc import Mapping
@@ -19,6 +21,15 @@ def stop(
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def kill_what_is_left(process: subprocess.Popen[bytes]) -> None:
+    """Kill whatever is left in the process group of ``process`` (one started in a session
+    of its own), once ``process`` itself has ended: the workers of a ``--workers``
+    server whose supervisor did not stop them (it was killed, or it exited while it was
+    starting one). They would otherwise run on beside the next tests."""
+    with contextlib.suppress(ProcessLookupError):  # nothing left
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def shell_in_background(

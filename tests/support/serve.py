@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.support.ports import free_port
-from tests.support.processes import stop
+from tests.support.processes import kill_what_is_left, stop
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ def serve_process(
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its workers too can be found, and stopped, as a group
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -76,4 +77,5 @@ def serve_process(
         yield Served(url, process, tmp_path / log.name)
     finally:
         stop(process, signal.SIGINT)
+        kill_what_is_left(process)
         log.close()
