@@ -179,11 +179,11 @@ def _handoff_targets(quick: bool) -> list[tuple[str, bool, str]]:
 def _key_targets(quick: bool) -> list[tuple[str, bool, str]]:
     """What keys and their limits add to a turn (bench/keys.py; issue 22's goal)."""
     rounds, turns = (2, 20) if quick else (9, 300)
-    databases = {"SQLite": None, "PostgreSQL": _postgres_url()}
+    databases: list[tuple[str, str | None]] = [("SQLite", None)]
+    if (url := _postgres_url()) is not None:
+        databases.append(("PostgreSQL", url))
     targets = []
-    for database, postgres_url in databases.items():
-        if database == "PostgreSQL" and postgres_url is None:
-            continue
+    for database, postgres_url in databases:
         results = keys.run(rounds=rounds, turns=turns, postgres_url=postgres_url)
         print("\n".join(keys.report(results, database)), end="\n\n")
         local, redis = keys.added(results, keys.IN_PROCESS), keys.added(results, keys.IN_REDIS)

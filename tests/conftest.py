@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bench.postgres import drop_parley_tables
+from bench.postgres import drop_parley_tables, ensure_database
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -20,7 +20,7 @@ from parley.config import Settings
 from parley.llm.provider import LLMProvider
 from parley.store import Database, Store, upgrade_to_head
 from tests.support.live_server import LiveServer
-from tests.support.postgres import ensure_database, process_database_url
+from tests.support.postgres import process_database_url
 
 # This test process's database on the PostgreSQL server (one per pytest-xdist worker).
 POSTGRES_URL = process_database_url()

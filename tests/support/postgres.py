@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import os
 
-from bench.postgres import ensure_database
 from sqlalchemy import make_url
-
-__all__ = ["SERVER_URL", "ensure_database", "process_database_url"]
 
 SERVER_URL = os.environ.get(
     "PARLEY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

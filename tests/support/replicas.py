@@ -26,10 +26,10 @@ from typing import IO
 
 import httpx
 import yaml
+from bench.postgres import ensure_database
 from sqlalchemy import make_url
 
 from tests.support.ports import free_port
-from tests.support.postgres import ensure_database
 from tests.support.processes import stop
 from tests.support.tools import require_tool
 
