@@ -263,7 +263,8 @@ async def _relabel_goals(
 
 
 def _event_listener(services: Services, on_error: Callable[[], None]) -> PostgresListener | None:
-    """On PostgreSQL, events committed on other replicas wake this one's streams."""
+    """On PostgreSQL, events committed on other replicas wake this one's streams, and key
+    changes drop the keys it keeps."""
     database = services.store.database
     if database.engine.dialect.name != "postgresql":
         return None  # SQLite: one process, woken in process
@@ -359,6 +360,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     sweep = asyncio.create_task(_end_idle_conversations(services, settings))
     judging = asyncio.create_task(_judge_ended_conversations(services, settings))
     listener = _event_listener(services, state.live_metrics.listener_errors.inc)
+    # Keys read once are kept while a key change would be seen: told by the listener
+    # (PostgreSQL), or read in the key epoch's row on each request (SQLite).
+    key_epoch = services.store.keys.epoch_reader()
+    services.keys.follow(listener if listener is not None else key_epoch)
     webhooks = _webhooks(services, settings, state.webhook_metrics)
     try:
         async with event_loop_lag_watched(app.state.instrumentation.http.event_loop_lag):
@@ -370,6 +375,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         undo_signals()
         # Without a signal (a server stopped from code) the drain happens here.
         await drain()
+        services.keys.follow(None)
+        if key_epoch is not None:
+            key_epoch.close()
         if listener is not None:
             await listener.stop()
         if webhooks is not None:

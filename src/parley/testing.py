@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -32,7 +32,7 @@ from parley.domain.errors import (
     GoalNotFoundError,
     IdempotencyKeyReusedError,
 )
-from parley.domain.keys import ApiKey, BudgetPeriod, KeyLimits
+from parley.domain.keys import ApiKey, KeyLimits
 from parley.domain.models import (
     OPEN_HANDOFF,
     Closing,
@@ -62,6 +62,7 @@ from parley.domain.ports import (
     EscalationRule,
     OpenedTurn,
     ReplyDraft,
+    SpendCap,
     escalated_by,
     held_for_agent,
 )
@@ -412,6 +413,7 @@ class MemoryConversations:
         history_limit: int,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        spend_cap: SpendCap | None = None,
     ) -> OpenedTurn:
         conversation = self.conversations.get(conversation_id)
         if conversation is None or owner not in (None, conversation.owner):
@@ -450,6 +452,9 @@ class MemoryConversations:
             raise ConversationEscalatedError()
         if conversation.status is ConversationStatus.COMPLETED:
             raise ConversationClosedError()
+        if spend_cap is not None:
+            days = self.spend.get(spend_cap.key_name, {}).items()
+            spend_cap.check(sum(cost for day, cost in days if day >= spend_cap.since), _now())
         question = self._append(conversation_id, Role.USER, content)
         conversation = dataclasses.replace(
             conversation, turns=conversation.turns + 1, updated_at=question.created_at
@@ -824,14 +829,6 @@ class MemoryKeys:
 
     async def any_exist(self) -> bool:
         return bool(self.keys)
-
-    async def by_digest_with_spend(
-        self, digest: str, period_starts: Mapping[BudgetPeriod, date]
-    ) -> tuple[ApiKey, int] | None:
-        key = await self.by_digest(digest)
-        if key is None:
-            return None
-        return key, await self.spent(key.name, period_starts[key.limits.budget_period])
 
     async def spent(self, name: str, since: date) -> int:
         return sum(cost for day, cost in self.spend.get(name, {}).items() if day >= since)

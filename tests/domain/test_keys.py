@@ -7,7 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from parley.domain.errors import BudgetExceededError
-from parley.domain.keys import DEVELOPMENT, BudgetPeriod, KeyLimits, KeyService, Principal, Role
+from parley.domain.keys import (
+    DEVELOPMENT,
+    ApiKey,
+    BudgetPeriod,
+    KeyLimits,
+    KeyService,
+    Principal,
+    Role,
+)
 from parley.testing import MemoryKeys
 
 
@@ -53,7 +61,7 @@ async def test_last_used_is_written_at_most_once_a_minute() -> None:
 
     store.touch = counted  # type: ignore[method-assign]
     for _ in range(5):
-        assert await keys.authenticate(secret) == Principal("shop", Role.CLIENT, spent_nanos=0)
+        assert await keys.authenticate(secret) == Principal("shop", Role.CLIENT)
         clock.advance(10)
     assert writes == 1
     clock.advance(60)
@@ -116,9 +124,126 @@ async def test_spend_counts_only_the_days_of_the_current_period() -> None:
     spends = await keys.spends([key, monthly])
     assert spends["shop"] == spend
     assert spends["monthly"].usd == pytest.approx(1.1)
-    await keys.check_budget(key.principal)
-    store.spend["shop"][today] = 1_000_000_000
+    cap = keys.spend_cap(key.principal)
+    assert cap is not None
+    assert (cap.key_name, cap.since, cap.limit_nanos) == ("shop", today, 1_000_000_000)
+    cap.check(999_999_999, clock.now())
     with pytest.raises(BudgetExceededError) as refused:
-        await keys.check_budget(key.principal)
+        cap.check(1_000_000_000, clock.now())
     assert refused.value.resets_at == datetime(2026, 12, 6, tzinfo=UTC)
     assert refused.value.retry_after_seconds == 86_400
+    assert keys.spend_cap(monthly.principal) is None  # no budget: nothing to check
+
+
+class Changes:
+    """A change feed: its epoch moves when told of a change; None: it cannot vouch."""
+
+    def __init__(self) -> None:
+        self.current: int | None = 0
+
+    def epoch(self) -> int | None:
+        return self.current
+
+
+class CountedKeys(MemoryKeys):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.during_read: list[object] = []  # run once, in the next read
+
+    async def by_digest(self, digest: str) -> ApiKey | None:
+        self.reads += 1
+        for action in self.during_read:
+            action()  # type: ignore[operator]
+        self.during_read.clear()
+        return await super().by_digest(digest)
+
+
+async def test_a_kept_key_is_read_again_only_once_the_feed_tells_of_a_change() -> None:
+    store, clock, changes = CountedKeys(), Clock(), Changes()
+    keys = _service(store, clock)
+    keys.follow(changes)
+    _, secret = await keys.create("shop", Role.CLIENT, KeyLimits(rpm=60))
+    for _ in range(3):
+        assert await keys.authenticate(secret) == Principal("shop", Role.CLIENT, KeyLimits(rpm=60))
+    assert store.reads == 1
+    # Changed on another replica (the store shared): kept until the feed tells.
+    await _service(store, clock).update_limits("shop", {"rpm": 5})
+    changes.current = 1
+    principal = await keys.authenticate(secret)
+    assert principal is not None
+    assert principal.limits.rpm == 5
+    assert store.reads == 2
+    await _service(store, clock).revoke("shop")
+    changes.current = 2
+    assert await keys.authenticate(secret) is None
+
+
+async def test_keys_are_read_on_every_request_while_the_feed_cannot_vouch() -> None:
+    store, clock, changes = CountedKeys(), Clock(), Changes()
+    keys = _service(store, clock)
+    keys.follow(changes)
+    _, secret = await keys.create("shop", Role.CLIENT)
+    await keys.authenticate(secret)
+    changes.current = None  # the listener lost its connection, or its ping is late
+    await keys.authenticate(secret)
+    await keys.authenticate(secret)
+    assert store.reads == 3
+    await _service(store, clock).revoke("shop")  # told to no one
+    assert await keys.authenticate(secret) is None
+    changes.current = 0  # back, with no change told since: what was kept is not trusted
+    assert await keys.authenticate(secret) is None
+
+
+async def test_a_key_changed_here_is_read_again_before_the_feed_tells() -> None:
+    store, clock, changes = CountedKeys(), Clock(), Changes()
+    keys = _service(store, clock)
+    keys.follow(changes)
+    _, secret = await keys.create("shop", Role.CLIENT)
+    assert await keys.authenticate(secret) is not None
+    await keys.revoke("shop")
+    assert await keys.authenticate(secret) is None  # the feed's epoch unchanged
+
+
+async def test_a_key_read_while_a_change_is_told_is_not_kept() -> None:
+    """The read may have seen the key from before the change: kept, it would outlive it."""
+    store, clock, changes = CountedKeys(), Clock(), Changes()
+    keys = _service(store, clock)
+    keys.follow(changes)
+    _, secret = await keys.create("shop", Role.CLIENT)
+
+    def told() -> None:
+        changes.current = 1
+
+    store.during_read.append(told)
+    await keys.authenticate(secret)
+    await keys.authenticate(secret)
+    assert store.reads == 2
+
+
+async def test_unknown_secrets_are_never_kept() -> None:
+    store, clock, changes = CountedKeys(), Clock(), Changes()
+    keys = _service(store, clock)
+    keys.follow(changes)
+    await keys.create("shop", Role.CLIENT)
+    for attempt in range(3):
+        assert await keys.authenticate(f"parley_guess{attempt}") is None
+    assert await keys.authenticate("parley_guess0") is None
+    assert store.reads == 4
+    _, later = await keys.create("later", Role.CLIENT)  # made after a miss: found at once
+    assert await keys.authenticate(later) is not None
+
+
+async def test_a_kept_key_records_its_last_use_at_most_once_a_minute() -> None:
+    store, clock, changes = CountedKeys(), Clock(), Changes()
+    keys = _service(store, clock)
+    keys.follow(changes)
+    _, secret = await keys.create("shop", Role.CLIENT)
+    for _ in range(5):
+        await keys.authenticate(secret)
+        clock.advance(10)
+    assert store.keys["shop"].last_used_at == datetime(2026, 12, 5, tzinfo=UTC)
+    clock.advance(20)
+    await keys.authenticate(secret)
+    assert store.keys["shop"].last_used_at == clock.now()
+    assert store.reads == 1

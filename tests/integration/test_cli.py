@@ -73,6 +73,7 @@ def test_migrate_command_creates_the_schema(tmp_path: Path) -> None:
         "Running upgrade 0009 -> 0010",
         "Running upgrade 0010 -> 0011",
         "Running upgrade 0011 -> 0012",
+        "Running upgrade 0012 -> 0013",
     ]
     connection = sqlite3.connect(db)
     try:

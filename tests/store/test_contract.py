@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from parley.domain.errors import (
+    BudgetExceededError,
     ConversationClosedError,
     ConversationEscalatedError,
     ConversationNotFoundError,
@@ -22,7 +23,7 @@ from parley.domain.errors import (
 )
 from parley.domain.keys import ApiKey, BudgetPeriod, KeyLimits, Role, digest
 from parley.domain.models import ConversationStatus, EscalationReason
-from parley.domain.ports import ReplyDraft
+from parley.domain.ports import ReplyDraft, SpendCap
 from parley.llm import Usage
 from parley.testing import MemoryStore
 from tests.store.helpers import CLOSED, Ports, database_store, open_turn, sample_goal
@@ -400,29 +401,40 @@ async def test_a_reply_charges_its_cost_to_the_payer_and_its_conversation_once(
     assert await store.keys.spent_daily(today - timedelta(days=40)) == {"shop": {today: 2_469_134}}
 
 
-async def test_a_key_is_read_with_what_it_spent_in_its_own_budget_period(store: Ports) -> None:
-    """One read per request: the key, and its spend since its period's first day."""
-    made = datetime.now(UTC)
-    for name, period in (("daily", BudgetPeriod.DAY), ("monthly", BudgetPeriod.MONTH)):
-        limits = KeyLimits(budget_usd=1.0, budget_period=period)
-        key = ApiKey(name, Role.CLIENT, digest(name), created_at=made, limits=limits)
-        assert await store.keys.add(key)
+async def test_a_turn_is_refused_in_its_opening_transaction_once_its_budget_is_spent(
+    store: Ports,
+) -> None:
+    """The budget is checked where the turn opens, counting only the period's days: a
+    refused message is not stored, and a message for the human agent needs no budget."""
     await store.goals.add(sample_goal())
     conversation = await store.conversations.create("support", {})
-    for payer in ("daily", "monthly"):
-        opened = await open_turn(store, conversation.id, payer)
-        draft = ReplyDraft("r", "m", None, cost_nanos=500, payer=payer)
-        await store.conversations.store_reply(opened.question, draft)
-    today = made.date()
-    tomorrow = today + timedelta(days=1)
-    starts = {BudgetPeriod.DAY: tomorrow, BudgetPeriod.WEEK: today, BudgetPeriod.MONTH: today}
-    daily = await store.keys.by_digest_with_spend(digest("daily"), starts)
-    monthly = await store.keys.by_digest_with_spend(digest("monthly"), starts)
-    assert daily is not None
-    assert (daily[0].name, daily[1]) == ("daily", 0)  # its period starts "tomorrow" here
-    assert monthly is not None
-    assert (monthly[0].name, monthly[1]) == ("monthly", 500)
-    assert await store.keys.by_digest_with_spend(digest("nobody"), starts) is None
+    opened = await open_turn(store, conversation.id, "first")
+    draft = ReplyDraft("r", "m", None, cost_nanos=500, payer="shop")
+    await store.conversations.store_reply(opened.question, draft)
+    today = datetime.now(UTC).date()
+    resets = datetime.now(UTC) + timedelta(days=1)
+    tomorrow = SpendCap("shop", today + timedelta(days=1), 500, resets)  # yesterday's spend
+    assert (await open_turn(store, conversation.id, "second", spend_cap=tomorrow)).question
+    other = SpendCap("other", today, 1, resets)
+    assert (await open_turn(store, conversation.id, "third", spend_cap=other)).question
+    below = SpendCap("shop", today, 501, resets)
+    assert (await open_turn(store, conversation.id, "fourth", spend_cap=below)).question
+    before = await store.conversations.get(conversation.id, with_messages=True)
+    assert before is not None
+    spent = SpendCap("shop", today, 500, resets)
+    with pytest.raises(BudgetExceededError) as refused:
+        await open_turn(store, conversation.id, "fifth", spend_cap=spent, idempotency_key="k")
+    assert refused.value.resets_at == resets
+    after = await store.conversations.get(conversation.id, with_messages=True)
+    assert after == before
+    # The same key again, once the budget allows: stored as new, not a repeat.
+    again = await open_turn(store, conversation.id, "fifth", spend_cap=below, idempotency_key="k")
+    assert not again.repeated
+    # Escalated, the conversation's messages go to the human agent: no LLM, no budget.
+    await open_turn(
+        store, conversation.id, "a human", escalate_when=lambda *_: EscalationReason.USER_REQUEST
+    )
+    assert (await open_turn(store, conversation.id, "still there?", spend_cap=spent)).held
 
 
 async def test_a_key_keeps_its_budget_and_rate_limits(store: Ports) -> None:

@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import ProgrammingError
 
-from parley.domain.keys import ApiKey, _period_starts, digest, new_secret
+from parley.domain.keys import ApiKey, KeyService, digest, new_secret
 from parley.domain.keys import Role as KeyRole
 from parley.domain.models import Conversation, ConversationStatus, EscalationReason, Goal
 from parley.domain.ports import OpenedTurn, ReplyDraft
@@ -186,7 +186,7 @@ def _one_transaction(connection: Connection) -> bool:
 async def test_a_key_is_read_on_the_event_loop_on_sqlite_and_alone_on_postgresql(
     database_url: str,
 ) -> None:
-    """Every request reads its key (so a revoked key stops at once): on SQLite on the event
+    """A request reads its key unless its replica keeps it: on SQLite on the event
     loop, where the hand-off to the worker thread and back cost three times the read; on
     PostgreSQL in autocommit, one round trip instead of BEGIN, SELECT and COMMIT. The read
     sees a revocation committed a moment before."""
@@ -205,9 +205,9 @@ async def test_a_key_is_read_on_the_event_loop_on_sqlite_and_alone_on_postgresql
         await store.keys.add(key)
         await store.keys.revoke("reader", now)
         _on_each_statement(database, _thread)
-        found = await store.keys.by_digest_with_spend(key.digest, _period_starts(now))
+        found = await store.keys.by_digest(key.digest)
         assert found is not None
-        assert found[0].revoked_at is not None
+        assert found.revoked_at is not None
         assert threads == [threading.current_thread().name]
         if database.engine.dialect.name == "postgresql":
             assert not await database.run_read(_one_transaction)
@@ -238,9 +238,7 @@ async def test_a_key_read_sqlite_answers_busy_waits_on_the_worker_thread_not_the
     threads: list[str] = []
     _on_each_statement(database, lambda *_: threads.append(threading.current_thread().name))
     try:
-        read = asyncio.create_task(
-            Store(database).keys.by_digest_with_spend(key.digest, _period_starts(now))
-        )
+        read = asyncio.create_task(Store(database).keys.by_digest(key.digest))
         ticks = 0
         # A read that waited on the loop would hold it for SQLite's busy timeout (pysqlite's
         # default is 5 s), and this deadline would be past when the loop came back.
@@ -253,7 +251,7 @@ async def test_a_key_read_sqlite_answers_busy_waits_on_the_worker_thread_not_the
         holder.close()  # gives the lock up (in WAL, an exclusive mode lasts the connection)
         found = await asyncio.wait_for(read, 10)
         assert found is not None
-        assert found[0].limits.rpm == 7
+        assert found.limits.rpm == 7
         assert threads[-1].startswith("parley-sqlite"), threads
         # The lock gone, the next read is on the loop again (a connection of its own).
         threads.clear()
@@ -306,7 +304,7 @@ async def test_the_sqlite_reader_holds_no_snapshot_between_reads(tmp_path: Path)
     checkpointer = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
     try:
         await store.keys.add(key)
-        assert await store.keys.by_digest_with_spend(key.digest, _period_starts(now))
+        assert await store.keys.by_digest(key.digest)
         await store.keys.touch("reader", now)  # a write after the read
         busy, _frames, _done = checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         assert busy == 0
@@ -419,3 +417,69 @@ async def test_sqlite_durability_is_the_setting_on_both_of_its_engines(
             assert await connection.run_sync(synchronous) == level
     finally:
         await database.dispose()
+
+
+async def test_a_kept_key_costs_sqlite_no_statement_until_a_key_changes(
+    tmp_path: Path,
+) -> None:
+    """On SQLite a replica reads the key epoch's row (the standard library's driver)
+    instead of the key: a revocation or a limit change moves it in the same transaction,
+    so the next request reads the key again, at once, in this process or any other."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    database, elsewhere = Database(url), Database(url)
+    await upgrade_to_head(database.engine)
+    statements: list[str] = []
+    _on_each_statement(database, lambda *args: statements.append(args[2]))
+    epoch = Store(database).keys.epoch_reader()
+    assert epoch is not None
+    keys = KeyService(Store(database).keys, lambda: datetime.now(UTC))
+    keys.follow(epoch)
+    other = KeyService(Store(elsewhere).keys, lambda: datetime.now(UTC))
+    try:
+        _, secret = await other.create("shop", KeyRole.CLIENT)
+        assert await keys.authenticate(secret) is not None
+        statements.clear()
+        for _ in range(3):
+            assert await keys.authenticate(secret) is not None
+        assert statements == []
+        before = epoch.epoch()
+        await other.update_limits("shop", {"rpm": 9})
+        assert epoch.epoch() == (before or 0) + 1
+        principal = await keys.authenticate(secret)
+        assert principal is not None
+        assert principal.limits.rpm == 9
+        await other.revoke("shop")
+        assert await keys.authenticate(secret) is None
+    finally:
+        epoch.close()
+        await database.dispose()
+        await elsewhere.dispose()
+
+
+async def test_the_key_epoch_vouches_for_nothing_it_cannot_read(tmp_path: Path) -> None:
+    """No such table (not migrated), or the file locked even to readers: None, so the
+    key is read (and never waited for on the loop); no file is made where there is none;
+    and no snapshot is held between reads (a checkpoint completes)."""
+    path = tmp_path / "store.db"
+    database = Database(f"sqlite+aiosqlite:///{path}")
+    epoch = Store(database).keys.epoch_reader()
+    assert epoch is not None
+    assert epoch.epoch() is None
+    assert not path.exists()
+    await upgrade_to_head(database.engine)
+    await database.dispose()
+    assert epoch.epoch() == 0
+    checkpointer = sqlite3.connect(path, isolation_level=None)
+    try:
+        busy, _frames, _done = checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
+        epoch.close()  # WAL: an exclusive lock waits for every connection to close
+        checkpointer.execute("PRAGMA locking_mode=EXCLUSIVE")
+        checkpointer.execute("BEGIN EXCLUSIVE")
+        checkpointer.execute("UPDATE key_epoch SET epoch = 5")
+        assert epoch.epoch() is None
+        checkpointer.execute("COMMIT")
+    finally:
+        checkpointer.close()
+    assert epoch.epoch() == 5
+    epoch.close()

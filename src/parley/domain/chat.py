@@ -105,13 +105,13 @@ class ChatService:
         The message is stored, in the same transaction as the status check and the
         escalation policy, before any LLM call, so it survives whatever happens next.
         Errors before that (unknown conversation, escalated, too long, the caller's budget
-        spent) are raised here. The reply's cost is charged to the caller.
+        spent: checked in that transaction) are raised here. The reply's cost is charged
+        to the caller.
         """
         if len(content) > self._limits.max_message_chars:
             raise ContentTooLargeError(len(content), self._limits.max_message_chars)
         check_content(content)
-        if self._budgets is not None:
-            await self._budgets.check_budget(caller)
+        spend_cap = None if self._budgets is None else self._budgets.spend_cap(caller)
         await self._check_tokens(caller)
         while True:
             timings = TurnTimings()
@@ -127,6 +127,7 @@ class ChatService:
                         history_limit=self._limits.history_messages,
                         idempotency_key=idempotency_key,
                         owner=caller.owner_scope,
+                        spend_cap=spend_cap,
                     ),
                 )
                 original = (

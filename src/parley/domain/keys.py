@@ -11,19 +11,18 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from parley.domain.errors import (
-    BudgetExceededError,
     DatabaseUnavailableError,
     InvalidKeyNameError,
     KeyExistsError,
     KeyNotFoundError,
 )
 from parley.domain.models import NANOS_PER_USD
-from parley.domain.ports import KeyStore
+from parley.domain.ports import KeyChanges, KeyStore, SpendCap
 
 # What every secret starts with: scanners (and people) can tell a Parley key on sight.
 SECRET_PREFIX = "parley_"
@@ -32,6 +31,9 @@ NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 # "Last used" is written at most this often per key: a write per request costs more than
 # the precision is worth.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Keys kept in memory per replica, at most (then dropped all together and read again):
+# more than any deployment has, few enough that the memory is bounded.
+MAX_CACHED_KEYS = 10_000
 # The names the keys from PARLEY_API_KEYS act under: the first is bootstrap-1, and so on
 # (names made with ``create`` cannot take this form).
 BOOTSTRAP_PREFIX = "bootstrap-"
@@ -97,9 +99,6 @@ class Principal:
     name: str | None  # the key's name; None in development mode (no keys at all)
     role: Role
     limits: KeyLimits = field(default=NO_LIMITS)
-    # What the key had spent in its budget period when the request began (read with the
-    # key, in the same statement); None: not read.
-    spent_nanos: int | None = None
 
     @property
     def owner_scope(self) -> str | None:
@@ -138,10 +137,6 @@ class Spend:
     @property
     def remaining_usd(self) -> float | None:
         return None if self.budget_usd is None else max(0.0, self.budget_usd - self.usd)
-
-
-def _period_starts(now: datetime) -> dict[BudgetPeriod, date]:
-    return {period: period.start(now).date() for period in BudgetPeriod}
 
 
 def digest(secret: str) -> str:
@@ -185,6 +180,11 @@ class KeyService:
         # not open it to everyone.
         self._closed = bool(self._bootstrap) or not open_allowed
         self._open_checked_at: float | None = None
+        # Keys kept by digest while the change feed vouches for them (``follow``).
+        self._changes: KeyChanges | None = None
+        self._cached: dict[str, ApiKey] = {}
+        self._cached_stamp: tuple[int, int] | None = None
+        self._changed_here = 0
 
     async def create(
         self, name: str, role: Role, limits: KeyLimits = NO_LIMITS
@@ -221,17 +221,20 @@ class KeyService:
 
     async def update_limits(self, name: str, changes: Mapping[str, Any]) -> ApiKey:
         """Change some of a key's limits (None removes one): in effect on its next request,
-        on every replica (each request reads its key)."""
+        on every replica (see ``revoke``)."""
         key = await self.get(name)
         updated = await self._keys.set_limits(name, dataclasses.replace(key.limits, **changes))
+        self._forget_kept_keys()
         if updated is None:
             raise KeyNotFoundError(name)
         return updated
 
     async def revoke(self, name: str) -> ApiKey:
-        """Revoked at once for every replica (each request reads its key). Revoking a
-        revoked key changes nothing."""
+        """Revoked at once on this replica; on the others at their next request on SQLite
+        (the key epoch moves with it), and once told on PostgreSQL (a NOTIFY, milliseconds;
+        see ``follow``). Revoking a revoked key changes nothing."""
         key = await self._keys.revoke(name, self._now())
+        self._forget_kept_keys()
         if key is None:
             raise KeyNotFoundError(name)
         return key
@@ -259,18 +262,16 @@ class KeyService:
             spends[key.name] = Spend(to_usd(nanos), start, period.end(now), key.limits.budget_usd)
         return spends
 
-    async def check_budget(self, principal: Principal) -> None:
-        """Refuse a principal whose budget for this period is spent (before any LLM call:
-        turns already under way finish, so the overshoot is bounded by them)."""
+    def spend_cap(self, principal: Principal) -> SpendCap | None:
+        """The principal's budget for this period, for the transaction that opens its turn
+        to check (before any LLM call: turns already under way finish, so the overshoot
+        is bounded by them); None: no budget."""
         budget = principal.limits.budget_usd
-        if budget is None:
-            return
+        if budget is None or principal.name is None:
+            return None
         now = self._now()
-        spent = principal.spent_nanos
-        if spent is None:  # not read with the key: read it now
-            spent = to_nanos((await self.spend(principal)).usd)
-        if spent >= to_nanos(budget):
-            raise BudgetExceededError(budget, principal.limits.budget_period.end(now), now)
+        period = principal.limits.budget_period
+        return SpendCap(principal.name, period.start(now).date(), to_nanos(budget), period.end(now))
 
     async def any_exist(self) -> bool:
         """Whether any key exists or existed: one from PARLEY_API_KEYS or one made."""
@@ -301,15 +302,50 @@ class KeyService:
         matched = [hmac.compare_digest(presented, known) for known in self._bootstrap]
         if any(matched):
             return Principal(name=f"{BOOTSTRAP_PREFIX}{matched.index(True) + 1}", role=Role.ADMIN)
-        now = self._now()
-        found = await self._keys.by_digest_with_spend(presented, _period_starts(now))
-        if found is None:
-            return None
-        key, spent = found
-        if key.revoked_at is not None:
+        key = await self._key(presented)
+        if key is None or key.revoked_at is not None:
             return None
         if not hmac.compare_digest(presented, key.digest):  # the store's match, re-checked
             return None
+        now = self._now()
         if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
             await self._keys.touch(key.name, now)
-        return dataclasses.replace(key.principal, spent_nanos=spent)
+            if presented in self._cached:
+                self._cached[presented] = dataclasses.replace(key, last_used_at=now)
+        return key.principal
+
+    def follow(self, changes: KeyChanges | None) -> None:
+        """Keep keys read while ``changes`` vouches that none changed (None: read every
+        request's key)."""
+        self._changes = changes
+        self._cached.clear()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        epoch = None if self._changes is None else self._changes.epoch()
+        return None if epoch is None else (epoch, self._changed_here)
+
+    async def _key(self, presented: str) -> ApiKey | None:
+        """The key by its digest: kept from an earlier request while no key has changed
+        since (on any replica, as far as the change feed can tell), read otherwise. Only
+        keys found are kept: unknown secrets cannot fill the cache."""
+        stamp = self._stamp()
+        if stamp != self._cached_stamp:  # a change, or a lapse: nothing kept is trusted
+            self._cached.clear()
+            self._cached_stamp = stamp
+        if stamp is not None:
+            cached = self._cached.get(presented)
+            if cached is not None:
+                return cached
+        key = await self._keys.by_digest(presented)
+        # Kept only if nothing changed during the read: it may predate the change.
+        if key is not None and stamp is not None and self._stamp() == stamp:
+            if len(self._cached) >= MAX_CACHED_KEYS:
+                self._cached.clear()
+            self._cached[presented] = key
+        return key
+
+    def _forget_kept_keys(self) -> None:
+        """A key changed here: every kept key is read again at once (other replicas drop
+        theirs when the change feed tells them)."""
+        self._changed_here += 1
+        self._cached.clear()

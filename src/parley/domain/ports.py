@@ -5,13 +5,15 @@ LLM gateway implement them, ``app.py`` wires them, and unit tests use in-memory 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from parley.domain.errors import BudgetExceededError
 from parley.domain.models import (
+    NANOS_PER_USD,
     OPEN_HANDOFF,
     Closing,
     Conversation,
@@ -29,7 +31,7 @@ from parley.domain.models import (
 from parley.llm.types import ChatMessage, ChatRequest, Completion, StreamChunk, Usage
 
 if TYPE_CHECKING:
-    from parley.domain.keys import ApiKey, BudgetPeriod, KeyLimits
+    from parley.domain.keys import ApiKey, KeyLimits
     from parley.domain.outcomes import GoalResults
 
 # Decides, inside the transaction that stores a user message, whether the conversation
@@ -55,6 +57,22 @@ class OpenedTurn:
     answering_until: datetime | None = None
     # The conversation is in a handoff: the message waits for the human agent.
     held: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SpendCap:
+    """A key's budget for its current period, checked inside the transaction that opens
+    the key's turn: what the key spent is read there, with no round trip of its own."""
+
+    key_name: str
+    since: date  # the period's first UTC day
+    limit_nanos: int
+    resets_at: datetime
+
+    def check(self, spent_nanos: int, now: datetime) -> None:
+        """Raise ``BudgetExceededError`` (rolling the transaction back) once it is spent."""
+        if spent_nanos >= self.limit_nanos:
+            raise BudgetExceededError(self.limit_nanos / NANOS_PER_USD, self.resets_at, now)
 
 
 def held_for_agent(conversation: Conversation, message_at: datetime) -> bool:
@@ -181,11 +199,13 @@ class ConversationStore(Protocol):
         history_limit: int,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        spend_cap: SpendCap | None = None,
     ) -> OpenedTurn:
         """In one transaction: check the conversation is active (and, with an ``owner``,
         that owner's: another's is not found), store the user message, apply
         ``escalate_when`` and read the history. With a key already used, store nothing and
-        return that turn (``repeated``). Raises the domain's not-found and conflict errors.
+        return that turn (``repeated``). Raises the domain's not-found and conflict errors,
+        and, for a message the LLM would answer, ``spend_cap``'s refusal (storing nothing).
 
         A keyed message is stored with an answer lease (``answering_until``): a repeated
         turn without a reply carries it while it lasts, so the caller can wait for the reply
@@ -338,6 +358,16 @@ class Wakeups(Protocol):
     def subscribe(self, topic: str) -> AbstractContextManager[Subscription]: ...
 
 
+class KeyChanges(Protocol):
+    """Tells a replica when any key may have changed on any replica."""
+
+    def epoch(self) -> int | None:
+        """A number that changes whenever a key may have changed (revoked, its limits
+        changed, or the feed lost touch and came back); None while the feed cannot vouch
+        for that (down, or its heartbeat late): keys are then read on every request."""
+        ...
+
+
 class KeyStore(Protocol):
     async def add(self, key: ApiKey) -> bool:
         """False if a key by that name exists or existed (names are never reused)."""
@@ -346,13 +376,6 @@ class KeyStore(Protocol):
     async def get(self, name: str) -> ApiKey | None: ...
 
     async def by_digest(self, digest: str) -> ApiKey | None: ...
-
-    async def by_digest_with_spend(
-        self, digest: str, period_starts: Mapping[BudgetPeriod, date]
-    ) -> tuple[ApiKey, int] | None:
-        """The key and what it spent (nano-dollars) since the start of its budget
-        period (``period_starts``: each period's first UTC day), in one read."""
-        ...
 
     async def all(self) -> list[ApiKey]:
         """Every key, revoked ones too, by name."""

@@ -449,8 +449,9 @@ class LiveMetrics:
             listener_errors=Counter(
                 "live_listener_errors_total",
                 "Times the PostgreSQL LISTEN connection that carries other replicas' events "
-                "was lost or could not be opened (streams fall back to reading the event log "
-                "at each heartbeat until it is back).",
+                "and key changes was lost or could not be opened (streams fall back to "
+                "reading the event log at each heartbeat, and every request reads its key, "
+                "until it is back).",
                 registry=registry,
             ),
         )

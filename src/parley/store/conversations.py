@@ -36,7 +36,7 @@ from parley.domain.models import (
 )
 from parley.domain.outcomes import GoalResults
 from parley.domain.paging import decode_cursor, encode_cursor
-from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft
+from parley.domain.ports import EscalationRule, OpenedTurn, ReplyDraft, SpendCap
 from parley.store import turns
 from parley.store.database import Database
 from parley.store.endings import ending_values, queue_judgement
@@ -121,6 +121,7 @@ class ConversationRepository:
         history_limit: int,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        spend_cap: SpendCap | None = None,
     ) -> OpenedTurn:
         try:
             return await self._db.run_transaction(
@@ -133,6 +134,7 @@ class ConversationRepository:
                 owner=owner,
                 goals=self._goals,
                 answer_lease=self._answer_lease,
+                spend_cap=spend_cap,
             )
         except turns.Repeated as repeated:  # rolled back this transaction's counters
             return repeated.turn

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -250,6 +251,17 @@ API_KEYS = Table(
     Column("rpm", Integer),
     Column("tpm", Integer),
     Index("ux_api_keys_digest", "digest", unique=True),
+)
+
+# How many times a key changed (revoked, its limits changed): one row, moved in the same
+# transaction. A replica on SQLite reads it on each request to know whether the keys it
+# keeps still hold (on PostgreSQL, NOTIFY tells instead: parley.bus).
+KEY_EPOCH = Table(
+    "key_epoch",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="ck_key_epoch_one_row"),
 )
 
 # What each key spent per UTC day, in nano-dollars: updated in the transaction that stores

@@ -21,10 +21,12 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    Date,
     Integer,
     Row,
     bindparam,
     case,
+    func,
     insert,
     select,
     update,
@@ -54,6 +56,7 @@ from parley.domain.ports import (
     EscalationRule,
     OpenedTurn,
     ReplyDraft,
+    SpendCap,
     escalated_by,
     held_for_agent,
 )
@@ -108,6 +111,15 @@ _OPEN = (
     )
     .returning(*_CONVERSATION)
 )
+# The same, for a key with a budget: what the key spent since its period's first day
+# comes back with the row (the primary key's range of key_spend), not in a read of its own.
+_S = KEY_SPEND.c
+_OPEN_WITH_SPEND = _OPEN.returning(
+    select(func.coalesce(func.sum(_S.cost_nanos), 0))
+    .where(_S.key_name == bindparam("payer"), _S.day >= bindparam("since", type_=Date))
+    .scalar_subquery()
+    .label("spent_nanos")
+)
 _NEXT_SEQ = (
     update(CONVERSATIONS)
     .where(_C.id == bindparam("conversation_id"))
@@ -122,7 +134,6 @@ _NEXT_SEQ = (
 )
 # The key's spend of the day: one row per key and UTC day, added to (both dialects spell
 # the upsert the same way; the row lock is held only until the reply commits).
-_S = KEY_SPEND.c
 _SPEND = {
     name: dialect_insert(KEY_SPEND).on_conflict_do_update(
         index_elements=[_S.key_name, _S.day],
@@ -196,9 +207,11 @@ def open_turn(
     owner: str | None,
     goals: GoalCache,
     answer_lease: timedelta,
+    spend_cap: SpendCap | None = None,
 ) -> OpenedTurn:
     """Inside the caller's transaction; raises ``Repeated`` to roll it back. With an
-    ``owner``, another owner's conversation is not found (and nothing is stored)."""
+    ``owner``, another owner's conversation is not found (and nothing is stored); with a
+    ``spend_cap`` that is reached, the budget's error is raised (and nothing is stored)."""
     if idempotency_key is not None:
         repeated = _repeated_turn(
             conn, conversation_id, content, idempotency_key, history_limit, owner
@@ -208,7 +221,12 @@ def open_turn(
     # The conditional UPDATE is the status check and the lock in one step: a concurrent
     # turn on the same conversation waits here until this one commits, then sees its
     # outcome (PostgreSQL row lock; SQLite's write lock).
-    row = conn.execute(_OPEN, {"conversation_id": conversation_id, "now": now()}).one_or_none()
+    parameters: dict[str, Any] = {"conversation_id": conversation_id, "now": now()}
+    if spend_cap is None:
+        row = conn.execute(_OPEN, parameters).one_or_none()
+    else:
+        parameters.update(payer=spend_cap.key_name, since=spend_cap.since)
+        row = conn.execute(_OPEN_WITH_SPEND, parameters).one_or_none()
     if row is None:
         held = _hold_for_agent(conn, conversation_id, content, idempotency_key, owner)
         if held is not None:
@@ -225,6 +243,8 @@ def open_turn(
         )
         if repeated is not None:
             raise Repeated(repeated)
+    if spend_cap is not None:  # raised: the UPDATE is rolled back
+        spend_cap.check(int(row.spent_nanos), parameters["now"])
     goal = goals.get(row.goal_id) or goals.put(_goal(conn, row.goal_id))
     conversation = to_conversation(row)
     reason = escalate_when(goal, conversation)
