@@ -78,6 +78,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield served.url
 
 
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[str]:
+    """A server of the test's own: an example that follows another in the README (and
+    uses what that one made) runs after it there, whatever order the tests run in."""
+    env = {"PARLEY_SIM_TTFT_SECONDS": "0.01", "PARLEY_SIM_TOKEN_DELAY_SECONDS": "0.001"}
+    with serve_process(tmp_path, env=env) as served:
+        _SERVER_LOGS[served.url] = served.log
+        yield served.url
+
+
 # Each server's log, shown when an example fails against it (the example's own output
 # is often a pipe's last command only).
 _SERVER_LOGS: dict[str, Path] = {}
@@ -133,9 +143,14 @@ def _frames(block: str) -> tuple[list[str], list[tuple[str, str]]]:
     return shell, session
 
 
-def test_the_websocket_example_works_as_written(server: str) -> None:
+def test_the_websocket_example_works_as_written(own_server: str) -> None:
+    """It follows the shell example, whose goal it uses: that goal is made first (run
+    before the shell example, against their shared server, it answered 404)."""
+    server = own_server
     shell, session = _frames(readme_block("CID2="))
     assert shell[-1].startswith(".venv/bin/python -m websockets ws://127.0.0.1:8000/")
+    made_goal = _commands(readme_block("# a goal"))[0]
+    assert json.loads(_run(made_goal, server)[0])["id"] == "support"
     # Its conversation is made as written; then the client's session is played.
     (cid,) = _run("\n".join([*shell[:-1], 'echo "$CID2"']), server)[-1:]
     url = shell[-1].split()[-1].replace("$CID2", cid.strip())
