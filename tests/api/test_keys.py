@@ -274,3 +274,34 @@ def test_production_refuses_to_start_with_no_key(tmp_path: Path) -> None:
     with app_client(make_settings(tmp_path, env="production", api_keys=BOOTSTRAP)) as client:
         assert client.get("/v1/goals/").status_code == 401
         assert client.get("/v1/goals/", headers=ADMIN).status_code == 200
+
+
+def test_an_open_websocket_takes_no_turn_once_its_key_is_revoked(client: TestClient) -> None:
+    """The key is checked again at each message frame, not only at the handshake: a
+    socket opened before the revocation gets an ``unauthorized`` error and is closed
+    (1008), and nothing is stored; a changed limit holds on it from its next frame."""
+    _setup(client)
+    shop = _make_key(client, "shop", "client")
+    made = client.post("/v1/conversations/", json={"goal_id": "support"}, headers=shop)
+    conversation = made.json()["id"]
+    with client.websocket_connect(f"/v1/conversations/{conversation}/ws", headers=shop) as ws:
+        ws.send_json({"type": "message", "content": "first"})
+        while ws.receive_json()["type"] != "done":
+            pass
+        assert client.patch("/v1/keys/shop", json={"rpm": 1}, headers=ADMIN).status_code == 200
+        ws.send_json({"type": "message", "content": "within the new limit"})
+        while ws.receive_json()["type"] != "done":
+            pass
+        ws.send_json({"type": "message", "content": "over the new limit"})
+        limited = ws.receive_json()
+        assert (limited["type"], limited["code"]) == ("error", "too_many_requests")
+        assert client.post("/v1/keys/shop/revoke", headers=ADMIN).status_code == 200
+        ws.send_json({"type": "message", "content": "after the revocation"})
+        refused = ws.receive_json()
+        assert (refused["type"], refused["code"]) == ("error", "unauthorized")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1008
+    stored = client.get(f"/v1/conversations/{conversation}", headers=ADMIN).json()
+    user_messages = [m["content"] for m in stored["messages"] if m["role"] == "user"]
+    assert user_messages == ["first", "within the new limit"]

@@ -250,3 +250,45 @@ async def test_a_deleted_conversation_ends_its_streams_as_not_found(server: Live
         with pytest.raises(ParleyError) as again:  # reconnecting: the usual 404
             await _take(alice.follow_conversation(conversation, last_event_id=1), 1)
         assert again.value.status == 404
+
+
+async def test_open_streams_end_once_their_key_is_revoked(server: LiveServer) -> None:
+    """Opened before the revocation, a conversation's stream, the queue's and a
+    WebSocket's pushed events each end at their next event (401 ``unauthorized``; the
+    socket closed 1008) instead of serving the revoked key on; another key's stream goes
+    on."""
+    keys = await _keys(server.http_url)
+    async with (
+        _client(server.http_url, keys["alice"]) as alice,
+        _client(server.http_url, keys["ann"]) as ann,
+        _client(server.http_url, keys["bob"]) as bob,
+        httpx.AsyncClient(base_url=server.http_url, headers=_bearer(BOOTSTRAP)) as admin,
+    ):
+        conversation = await alice.create_conversation("support")
+        customer = asyncio.create_task(_stream_ends(alice.follow_conversation(conversation.id)))
+        queue = asyncio.create_task(_stream_ends(ann.follow_handoffs()))
+        kept = asyncio.create_task(_take(bob.follow_handoffs(), 1))
+        async with connect(
+            f"{server.ws_url}/v1/conversations/{conversation.id}/ws",
+            additional_headers=_bearer(keys["alice"]),
+        ) as socket:
+            await _subscribed(server, "conversation", 2)
+            await _subscribed(server, "queue", 2)
+            for name in ("alice", "ann"):
+                (await admin.post(f"/v1/keys/{name}/revoke")).raise_for_status()
+            escalated = await admin.post(f"/v1/conversations/{conversation.id}/escalate", json={})
+            escalated.raise_for_status()
+            for ended in await asyncio.gather(customer, queue):
+                assert (ended.status, ended.code) == (401, "unauthorized")
+            assert [_what(event) for event in await kept] == ["escalated"]
+            async with asyncio.timeout(20):
+                frame = json.loads(await socket.recv())
+                assert (frame["type"], frame["code"]) == ("error", "unauthorized")
+                await socket.wait_closed()
+            assert socket.close_code == 1008
+
+
+async def _stream_ends(events: AsyncGenerator[LiveEventOut, None]) -> ParleyError:
+    with pytest.raises(ParleyError) as ended:
+        await _take(events, 1)
+    return ended.value

@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 
 from parley.api.rate_limits import RateLimitedError
 from parley.api.state import state_of
-from parley.domain.errors import DatabaseUnavailableError, InvalidKeyNameError
+from parley.domain.errors import DatabaseUnavailableError, InvalidKeyNameError, KeyRevokedError
 from parley.domain.keys import DEVELOPMENT, KeyService, Principal, Role, check_name
 from parley.limiter import LimiterUnavailableError
 from parley.observability import set_caller
@@ -110,6 +110,21 @@ def principal_of(connection: HTTPConnection) -> Principal:
     """The principal ``authenticate`` admitted this connection as."""
     principal: Principal = connection.state.principal
     return principal
+
+
+async def readmit(connection: HTTPConnection) -> Principal:
+    """For a long-lived connection (a WebSocket's turns, a live stream's events): the
+    principal its key stands for now, with its limits as they are now. Raises
+    ``KeyRevokedError`` once the key was revoked. Cheap: the replica keeps its keys
+    (parley.domain.keys). Development mode and its agents stand as admitted."""
+    admitted = principal_of(connection)
+    presented = _presented_key(connection)
+    if admitted.name is None or presented is None:
+        return admitted
+    current = await state_of(connection.app).services.keys.authenticate(presented)
+    if current is None:
+        raise KeyRevokedError()
+    return current
 
 
 def rate_identity(connection: HTTPConnection) -> str:

@@ -19,7 +19,13 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
-from parley.api.auth import principal_of, rate_identity, require_allowed_origin, roles
+from parley.api.auth import (
+    principal_of,
+    rate_identity,
+    readmit,
+    require_allowed_origin,
+    roles,
+)
 from parley.api.channel import ChatChannel, InvalidFrame
 from parley.api.deps import ChatDep, ConversationsDep, StateDep, TurnTelemetryDep
 from parley.api.events import live_payload
@@ -30,6 +36,7 @@ from parley.domain.chat import ChatService
 from parley.domain.errors import (
     DatabaseUnavailableError,
     DomainError,
+    KeyRevokedError,
     NotFoundError,
     RetryLaterError,
 )
@@ -44,6 +51,8 @@ router = APIRouter(tags=["conversations"])
 CLOSE_NOT_FOUND = 4404
 # RFC 6455's "Try Again Later": the server cannot take the socket now (the database).
 CLOSE_TRY_AGAIN_LATER = 1013
+# RFC 6455's "Policy Violation", as the handshake answers a missing or revoked key.
+CLOSE_POLICY_VIOLATION = 1008
 
 
 _ROLES = roles(Role.CLIENT, Role.ADMIN)
@@ -79,22 +88,25 @@ async def chat(
         return
     identity = rate_identity(websocket)
 
-    async def turn_budget() -> None:  # each message frame counts, as an HTTP turn does
-        await state.rate_limits.take(identity, caller.limits.rpm)
+    async def admit_turn() -> Principal:
+        """Each message frame: the key as it is now (revoked since the handshake: the
+        socket ends; its limits changed: they hold), counted as an HTTP turn is."""
+        current = await readmit(websocket)
+        await state.rate_limits.take(identity, current.limits.rpm)
+        return current
 
     after = _last_event_id(websocket.query_params.get("last_event_id"))
     # "From now on" is fixed before the first frame is handled: its events are pushed.
-    push = asyncio.create_task(
-        _push_events(
-            channel, await _live_events(channel, state.services.live, ident, caller, after)
-        )
-    )
+    events = await _live_events(channel, state.services.live, ident, caller, after)
+    push = asyncio.create_task(_push_events(channel, events, lambda: readmit(websocket)))
     try:
         while True:
             frame = await channel.receive_frame()
-            await _handle(channel, chat, telemetry, turn_budget, ident, caller, frame)
+            await _handle(channel, chat, telemetry, admit_turn, ident, frame)
     except WebSocketDisconnect:
         return
+    except KeyRevokedError as revoked:
+        await _end_revoked(channel, revoked)
     finally:
         push.cancel()
         channel.stop_reading()
@@ -123,15 +135,22 @@ async def _live_events(
         return None
 
 
-async def _push_events(channel: ChatChannel, items: AsyncGenerator[LiveItem, None] | None) -> None:
+async def _push_events(
+    channel: ChatChannel,
+    items: AsyncGenerator[LiveItem, None] | None,
+    readmit: Callable[[], Awaitable[Principal]],
+) -> None:
     """Pushed as ``event`` frames beside the turns' frames."""
     if items is None:
         return
     try:
         async with aclosing(items):  # cancelled with the socket: unsubscribed at once
             async for item in items:
+                await readmit()  # a key revoked since: the socket ends
                 if item is not None:  # heartbeats: the WebSocket has its own pings
                     await channel.send_frame({"type": "event", **live_payload(item)})
+    except KeyRevokedError as revoked:
+        await _end_revoked(channel, revoked)
     except DomainError as refused:  # the database away, the server draining
         await _events_stopped(channel, refused)
     except Exception:  # the client left: the socket's own loop ends it
@@ -145,6 +164,12 @@ async def _events_stopped(channel: ChatChannel, refused: DomainError) -> None:
         await channel.send_frame(stopped)
 
 
+async def _end_revoked(channel: ChatChannel, revoked: KeyRevokedError) -> None:
+    with contextlib.suppress(Exception):  # the client may be gone already
+        await channel.send_error(revoked.code, revoked.message)
+        await channel.close(CLOSE_POLICY_VIOLATION, "API key revoked")
+
+
 _MESSAGE_FIELDS = frozenset(WsMessage.model_fields)
 
 
@@ -152,9 +177,8 @@ async def _handle(
     channel: ChatChannel,
     chat: ChatService,
     telemetry: TurnTelemetry,
-    turn_budget: Callable[[], Awaitable[None]],
+    admit_turn: Callable[[], Awaitable[Principal]],
     conversation_id: uuid.UUID,
-    caller: Principal,
     frame: dict[str, Any] | InvalidFrame,
 ) -> None:
     if isinstance(frame, InvalidFrame):
@@ -182,7 +206,10 @@ async def _handle(
         )
         return
     try:
-        await turn_budget()
+        caller = await admit_turn()  # raises KeyRevokedError: the socket ends
+    except DatabaseUnavailableError as unavailable:  # the key could not be read again
+        await channel.send_error(unavailable.code, unavailable.message, retry_after=1)
+        return
     except LimiterUnavailableError:
         await channel.send_error(
             "rate_limiter_unavailable", "the rate limiter is unavailable", retry_after=1

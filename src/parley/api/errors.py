@@ -29,6 +29,7 @@ _DOMAIN_STATUS: tuple[tuple[type[domain.DomainError], int, str], ...] = (
     (domain.ConflictError, 409, "conflict"),
     (domain.InvalidInputError, 422, "validation_error"),
     (domain.ContentTooLargeError, 413, "payload_too_large"),
+    (domain.KeyRevokedError, 401, "unauthorized"),
     (domain.RetryLaterError, 429, "rate_limited"),
     (domain.ShuttingDownError, 503, "unavailable"),
     (domain.TooManyStreamsError, 503, "unavailable"),

@@ -13,10 +13,10 @@ from contextlib import aclosing
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.sse import EventSourceResponse, format_sse_event
 
-from parley.api.auth import roles
+from parley.api.auth import readmit, roles
 from parley.api.deps import LiveDep, PrincipalDep
 from parley.api.errors import domain_status, error_body
 from parley.api.schemas import ErrorBody, LiveEventOut
@@ -32,7 +32,8 @@ _STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"text/event-stream": {}},
         "description": "An SSE stream of message and handoff events, each with an id; a "
-        "comment line (heartbeat) when nothing happens for a while",
+        "comment line (heartbeat) when nothing happens for a while; an error event ends "
+        "it (the database away, or the key revoked since the stream began: 401)",
     },
     503: {
         "model": ErrorBody,
@@ -71,6 +72,7 @@ def live_payload(event: LiveEvent) -> dict[str, Any]:
     **roles(Role.CLIENT, Role.AGENT, Role.ADMIN),
 )
 async def follow_conversation(
+    request: Request,
     conversation_id: uuid.UUID,
     live: LiveDep,
     principal: PrincipalDep,
@@ -83,7 +85,8 @@ async def follow_conversation(
     structlog.contextvars.bind_contextvars(conversation_id=str(conversation_id))
     after = last_event_header if last_event_header is not None else last_event_id
     items = await live.conversation(conversation_id, principal, after)
-    return EventSourceResponse(_encoded(items, lambda event: event.seq), headers=_HEADERS)
+    encoded = _encoded(request, items, lambda event: event.seq)
+    return EventSourceResponse(encoded, headers=_HEADERS)
 
 
 @queue_events.get(
@@ -92,6 +95,7 @@ async def follow_conversation(
     **roles(Role.AGENT, Role.ADMIN),
 )
 async def follow_queue(
+    request: Request,
     live: LiveDep,
     last_event_header: LastEventHeader = None,
     last_event_id: LastEventQuery = None,
@@ -101,21 +105,24 @@ async def follow_queue(
     Event ids are the events' ids among every conversation's (``id``)."""
     after = last_event_header if last_event_header is not None else last_event_id
     items = await live.queue(after)
-    return EventSourceResponse(_encoded(items, lambda event: event.id), headers=_HEADERS)
+    return EventSourceResponse(_encoded(request, items, lambda event: event.id), headers=_HEADERS)
 
 
-async def _encoded(items: AsyncGenerator[LiveItem, None], stream_id: Any) -> AsyncIterator[bytes]:
+async def _encoded(
+    request: Request, items: AsyncGenerator[LiveItem, None], stream_id: Any
+) -> AsyncIterator[bytes]:
     try:
         # Closed with the response (the client gone): its subscription ends at once.
         async with aclosing(items):
             async for item in items:
+                await readmit(request)  # a key revoked since: the stream ends (401)
                 if item is None:
                     yield _HEARTBEAT
                     continue
                 data = json.dumps(live_payload(item))
                 event_id = str(stream_id(item))
                 yield format_sse_event(event=item.kind.value, data_str=data, id=event_id)
-    except DomainError as error:  # the database away mid-stream: say so, end it
+    except DomainError as error:  # the database away, the key revoked: say so, end it
         status, error_type = domain_status(error)
         body = error_body(error_type, error.code, error.message, None)
         yield format_sse_event(event="error", data_str=json.dumps({**body, "status": status}))

@@ -22,6 +22,16 @@ class NotFoundError(DomainError):
     code = "not_found"
 
 
+class KeyRevokedError(DomainError):
+    """A long-lived connection's key was revoked after it was admitted (a WebSocket, a
+    live stream): it ends, as a new request with that key would be refused (401)."""
+
+    code = "unauthorized"
+
+    def __init__(self) -> None:
+        super().__init__("this API key was revoked")
+
+
 class GoalNotFoundError(NotFoundError):
     code = "goal_not_found"
 
