@@ -159,10 +159,16 @@ class CountedKeys(MemoryKeys):
         return await super().by_digest(digest)
 
 
-async def test_a_kept_key_is_read_again_only_once_the_feed_tells_of_a_change() -> None:
+def _following() -> tuple[CountedKeys, Clock, Changes, KeyService]:
+    """A KeyService that keeps keys while ``Changes`` vouches, over a counted store."""
     store, clock, changes = CountedKeys(), Clock(), Changes()
     keys = _service(store, clock)
     keys.follow(changes)
+    return store, clock, changes, keys
+
+
+async def test_a_kept_key_is_read_again_only_once_the_feed_tells_of_a_change() -> None:
+    store, clock, changes, keys = _following()
     _, secret = await keys.create("shop", Role.CLIENT, KeyLimits(rpm=60))
     for _ in range(3):
         assert await keys.authenticate(secret) == Principal("shop", Role.CLIENT, KeyLimits(rpm=60))
@@ -180,9 +186,7 @@ async def test_a_kept_key_is_read_again_only_once_the_feed_tells_of_a_change() -
 
 
 async def test_keys_are_read_on_every_request_while_the_feed_cannot_vouch() -> None:
-    store, clock, changes = CountedKeys(), Clock(), Changes()
-    keys = _service(store, clock)
-    keys.follow(changes)
+    store, clock, changes, keys = _following()
     _, secret = await keys.create("shop", Role.CLIENT)
     await keys.authenticate(secret)
     changes.current = None  # the listener lost its connection, or its ping is late
@@ -196,9 +200,7 @@ async def test_keys_are_read_on_every_request_while_the_feed_cannot_vouch() -> N
 
 
 async def test_a_key_changed_here_is_read_again_before_the_feed_tells() -> None:
-    store, clock, changes = CountedKeys(), Clock(), Changes()
-    keys = _service(store, clock)
-    keys.follow(changes)
+    _store, _clock, _changes, keys = _following()
     _, secret = await keys.create("shop", Role.CLIENT)
     assert await keys.authenticate(secret) is not None
     await keys.revoke("shop")
@@ -207,9 +209,7 @@ async def test_a_key_changed_here_is_read_again_before_the_feed_tells() -> None:
 
 async def test_a_key_read_while_a_change_is_told_is_not_kept() -> None:
     """The read may have seen the key from before the change: kept, it would outlive it."""
-    store, clock, changes = CountedKeys(), Clock(), Changes()
-    keys = _service(store, clock)
-    keys.follow(changes)
+    store, _clock, changes, keys = _following()
     _, secret = await keys.create("shop", Role.CLIENT)
 
     def told() -> None:
@@ -222,9 +222,7 @@ async def test_a_key_read_while_a_change_is_told_is_not_kept() -> None:
 
 
 async def test_unknown_secrets_are_never_kept() -> None:
-    store, clock, changes = CountedKeys(), Clock(), Changes()
-    keys = _service(store, clock)
-    keys.follow(changes)
+    store, _clock, _changes, keys = _following()
     await keys.create("shop", Role.CLIENT)
     for attempt in range(3):
         assert await keys.authenticate(f"parley_guess{attempt}") is None
@@ -235,9 +233,7 @@ async def test_unknown_secrets_are_never_kept() -> None:
 
 
 async def test_a_kept_key_records_its_last_use_at_most_once_a_minute() -> None:
-    store, clock, changes = CountedKeys(), Clock(), Changes()
-    keys = _service(store, clock)
-    keys.follow(changes)
+    store, clock, _changes, keys = _following()
     _, secret = await keys.create("shop", Role.CLIENT)
     for _ in range(5):
         await keys.authenticate(secret)
