@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -148,7 +149,9 @@ def test_whole_replies_say_where_their_time_went_and_overhead_leaves_out_the_llm
         make_goal(client)
         conversation_id = make_conversation(client)
         url = f"/v1/conversations/{conversation_id}/messages"
+        began = time.perf_counter()
         whole = client.post(url, json={"content": "hi"})
+        answered = {"http": time.perf_counter() - began}
         assert whole.status_code == 200
         timing = dict(
             part.strip().split(";dur=") for part in whole.headers["server-timing"].split(",")
@@ -156,16 +159,19 @@ def test_whole_replies_say_where_their_time_went_and_overhead_leaves_out_the_llm
         assert set(timing) == {"db", "llm", "app"}
         assert float(timing["llm"]) >= 1000  # milliseconds: the provider's delay
         assert float(timing["db"]) > 0
+        began = time.perf_counter()
         streamed = client.post(url, json={"content": "hi", "stream": True})
+        answered["sse"] = time.perf_counter() - began
         assert "server-timing" not in streamed.headers  # sent before the time is known
         for channel in ("http", "sse"):
             count = "parley_turn_overhead_seconds_count"
             assert value(registry, count, channel=channel) == 1
             overhead = value(registry, "parley_turn_overhead_seconds_sum", channel=channel)
-            duration = value(registry, "conversation_turn_duration_seconds_sum", channel=channel)
             assert overhead is not None
-            assert duration is not None
-            assert overhead < duration - 0.5, channel  # the LLM's second is not in it
+            # The LLM's second is not in it, however long the rest took: the turn ends
+            # before its request is answered. (Against the turn's duration, a busy
+            # machine's stall before the turn began once made the overhead the larger.)
+            assert overhead <= answered[channel] - 1.0, channel
 
 
 def _failed_turn(error: DomainError) -> list[TurnEvent]:
