@@ -71,6 +71,11 @@ from parley.llm import ChatMessage, Role
 __all__ = ["MemoryConversations", "MemoryEvaluations", "MemoryGoals", "MemoryStore"]
 
 
+def _spent_since(spend: dict[str, dict[date, int]], name: str, since: date) -> int:
+    """What ``name`` spent since ``since`` (the key_spend table's sum, in memory)."""
+    return sum(cost for day, cost in spend.get(name, {}).items() if day >= since)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -453,8 +458,8 @@ class MemoryConversations:
         if conversation.status is ConversationStatus.COMPLETED:
             raise ConversationClosedError()
         if spend_cap is not None:
-            days = self.spend.get(spend_cap.key_name, {}).items()
-            spend_cap.check(sum(cost for day, cost in days if day >= spend_cap.since), _now())
+            spent = _spent_since(self.spend, spend_cap.key_name, spend_cap.since)
+            spend_cap.check(spent, _now())
         question = self._append(conversation_id, Role.USER, content)
         conversation = dataclasses.replace(
             conversation, turns=conversation.turns + 1, updated_at=question.created_at
@@ -831,7 +836,7 @@ class MemoryKeys:
         return bool(self.keys)
 
     async def spent(self, name: str, since: date) -> int:
-        return sum(cost for day, cost in self.spend.get(name, {}).items() if day >= since)
+        return _spent_since(self.spend, name, since)
 
     async def spent_daily(self, since: date) -> dict[str, dict[date, int]]:
         daily = {

@@ -111,7 +111,7 @@ class _SQLiteReader:
             connect_args={"check_same_thread": False},
             hide_parameters=options.hide_parameters,
         )
-        event.listen(self.engine, "connect", _read_only_never_waiting)
+        event.listen(self.engine, "connect", lambda dbapi, _record: read_only_never_waiting(dbapi))
         self._connection: Connection | None = None
 
     def run(
@@ -140,7 +140,9 @@ class _SQLiteReader:
         self.engine.dispose()
 
 
-def _read_only_never_waiting(dbapi_connection: Any, _record: Any) -> None:
+def read_only_never_waiting(dbapi_connection: Any) -> None:
+    """A SQLite connection (the standard library's) that only reads, and answers busy at
+    once instead of waiting for a lock: fit for the event loop."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA query_only=ON")
     cursor.execute("PRAGMA busy_timeout=0")

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Date, bindparam, exists, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from parley.domain.keys import ApiKey, KeyLimits, to_nanos
-from parley.store.database import Database
+from parley.store.database import Database, read_only_never_waiting
 from parley.store.rows import to_key
 from parley.store.tables import API_KEYS, KEY_EPOCH, KEY_SPEND, UTCDateTime
 
@@ -35,7 +35,9 @@ _REVOKE = (
     .values(revoked_at=bindparam("when", type_=UTCDateTime()))
 )
 _S = KEY_SPEND.c
-_SPENT = select(func.coalesce(func.sum(_S.cost_nanos), 0)).where(
+# What a key spent since a day (the primary key's range): read alone, and in the UPDATE
+# that opens a budgeted key's turn (parley.store.turns).
+SPENT_SINCE = select(func.coalesce(func.sum(_S.cost_nanos), 0)).where(
     _S.key_name == bindparam("key_name"), _S.day >= bindparam("since", type_=Date)
 )
 _SPENT_DAILY = select(_S.key_name, _S.day, _S.cost_nanos).where(
@@ -189,8 +191,7 @@ def _epoch_connection(path: str) -> sqlite3.Connection:
     # thread; autocommit, so that no snapshot is held.
     uri = Path(path).resolve().as_uri() + "?mode=rw"  # never creates the file
     connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    connection.execute("PRAGMA query_only=ON")
-    connection.execute("PRAGMA busy_timeout=0")
+    read_only_never_waiting(connection)
     return connection
 
 
@@ -203,7 +204,7 @@ def _any(conn: Connection) -> bool:
 
 
 def _spent(conn: Connection, name: str, since: date) -> int:
-    return int(conn.scalar(_SPENT, {"key_name": name, "since": since}) or 0)
+    return int(conn.scalar(SPENT_SINCE, {"key_name": name, "since": since}) or 0)
 
 
 def _spent_daily(conn: Connection, since: date) -> dict[str, dict[date, int]]:

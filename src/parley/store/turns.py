@@ -21,12 +21,10 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
-    Date,
     Integer,
     Row,
     bindparam,
     case,
-    func,
     insert,
     select,
     update,
@@ -63,6 +61,7 @@ from parley.domain.ports import (
 from parley.llm.types import ChatMessage, Role
 from parley.store.events import append_handoff, append_message
 from parley.store.goals import GoalCache
+from parley.store.keys import SPENT_SINCE
 from parley.store.rows import CONVERSATION_COLUMNS as _CONVERSATION
 from parley.store.rows import to_conversation, to_goal, to_message
 from parley.store.tables import (
@@ -112,14 +111,8 @@ _OPEN = (
     .returning(*_CONVERSATION)
 )
 # The same, for a key with a budget: what the key spent since its period's first day
-# comes back with the row (the primary key's range of key_spend), not in a read of its own.
-_S = KEY_SPEND.c
-_OPEN_WITH_SPEND = _OPEN.returning(
-    select(func.coalesce(func.sum(_S.cost_nanos), 0))
-    .where(_S.key_name == bindparam("payer"), _S.day >= bindparam("since", type_=Date))
-    .scalar_subquery()
-    .label("spent_nanos")
-)
+# comes back with the row, not in a read of its own.
+_OPEN_WITH_SPEND = _OPEN.returning(SPENT_SINCE.scalar_subquery().label("spent_nanos"))
 _NEXT_SEQ = (
     update(CONVERSATIONS)
     .where(_C.id == bindparam("conversation_id"))
@@ -134,6 +127,7 @@ _NEXT_SEQ = (
 )
 # The key's spend of the day: one row per key and UTC day, added to (both dialects spell
 # the upsert the same way; the row lock is held only until the reply commits).
+_S = KEY_SPEND.c
 _SPEND = {
     name: dialect_insert(KEY_SPEND).on_conflict_do_update(
         index_elements=[_S.key_name, _S.day],
@@ -225,7 +219,7 @@ def open_turn(
     if spend_cap is None:
         row = conn.execute(_OPEN, parameters).one_or_none()
     else:
-        parameters.update(payer=spend_cap.key_name, since=spend_cap.since)
+        parameters.update(key_name=spend_cap.key_name, since=spend_cap.since)
         row = conn.execute(_OPEN_WITH_SPEND, parameters).one_or_none()
     if row is None:
         held = _hold_for_agent(conn, conversation_id, content, idempotency_key, owner)
